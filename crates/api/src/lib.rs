@@ -1,0 +1,13 @@
+//! The contract between the `weft` command line and the router daemon: where the router
+//! lives (paths from the environment), the JSON types of its HTTP API, and a small client.
+
+pub mod client;
+pub mod paths;
+pub mod types;
+
+pub use client::{ApiClient, ApiError};
+pub use paths::Paths;
+pub use types::*;
+
+/// The version of weft, shown by `weft version` and in reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,198 @@
+//! JSON bodies of the router's HTTP API. `weft report` prints [`Report`] as it is.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `weft report` shows; `weft status` renders it as text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Report {
+    /// weft version of the router.
+    pub version: String,
+    /// The mesh router: identity, peers, connections.
+    pub router: RouterReport,
+    /// Address management, once the router has it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ipam: Option<IpamReport>,
+    /// The embedded DNS, unless launched with `--no-dns`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dns: Option<DnsReport>,
+}
+
+/// The router section of a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RouterReport {
+    /// Unique peer name (persisted in the state dir).
+    pub name: String,
+    /// Human-friendly name, by default the hostname.
+    pub nickname: String,
+    /// TCP/UDP port of the control plane and sleeve.
+    pub port: u16,
+    /// Lowest and highest wire protocol versions spoken.
+    pub protocol_min_version: u8,
+    /// Highest wire protocol version spoken.
+    pub protocol_max_version: u8,
+    /// Whether a password is set (control plane and sleeve encrypted with it).
+    pub encryption: bool,
+    /// Whether peers' addresses learned from gossip are dialled.
+    pub peer_discovery: bool,
+    /// Subnets whose peers are trusted with unencrypted data.
+    pub trusted_subnets: Vec<String>,
+    /// Maximum number of connections.
+    pub conn_limit: u32,
+    /// Overlay MTU if fixed with `--mtu`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mtu: Option<u32>,
+    /// Every peer known in the topology (this one included).
+    pub peers: Vec<PeerReport>,
+    /// This router's connections, established or not.
+    pub connections: Vec<ConnectionReport>,
+    /// Addresses this router dials (given on launch/connect, and discovered).
+    pub targets: Vec<TargetReport>,
+}
+
+/// One peer of the topology.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerReport {
+    /// Unique name.
+    pub name: String,
+    /// Nickname.
+    pub nickname: String,
+    /// The peers this one has established connections to.
+    pub connections: Vec<PeerConnectionReport>,
+}
+
+/// An edge of the topology as seen in gossip.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerConnectionReport {
+    /// Name of the remote peer.
+    pub name: String,
+    /// Nickname of the remote peer.
+    pub nickname: String,
+    /// Underlay address of the connection.
+    pub address: String,
+    /// Whether this side dialled.
+    pub outbound: bool,
+    /// Whether both sides report the connection.
+    pub established: bool,
+}
+
+/// One connection of this router, as in `weft status connections`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConnectionReport {
+    /// Remote address `IP:PORT`.
+    pub address: String,
+    /// `->` for outbound, `<-` for inbound.
+    pub outbound: bool,
+    /// `pending`, `connecting`, `established`, `failed`, `retrying`.
+    pub state: String,
+    /// Datapath in use: `fastdp`, `sleeve`, or empty while unknown.
+    pub path: String,
+    /// Remote peer name and nickname, when known.
+    pub peer: String,
+    /// Overlay MTU on this connection, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mtu: Option<u32>,
+    /// Why a failed connection failed, or other detail.
+    pub info: String,
+}
+
+/// An address this router tries to keep a connection to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TargetReport {
+    /// `HOST[:PORT]` as given.
+    pub address: String,
+    /// Whether it was given by the user (not discovered).
+    pub explicit: bool,
+    /// Current state: `connected`, `connecting`, `waiting`.
+    pub state: String,
+    /// Last error, if any.
+    pub last_error: String,
+}
+
+/// The IPAM section of a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamReport {
+    /// What IPAM is doing or waiting for (`idle`, `ready`, `awaiting consensus`...).
+    pub status: String,
+    /// The allocation range.
+    pub range: String,
+    /// The default subnet.
+    pub default_subnet: String,
+    /// Each peer's share of the range.
+    pub entries: Vec<IpamEntry>,
+}
+
+/// One peer's share of the address range.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamEntry {
+    /// Peer name.
+    pub peer: String,
+    /// Peer nickname.
+    pub nickname: String,
+    /// Addresses owned.
+    pub size: u64,
+    /// Addresses owned that are free.
+    pub free: u64,
+    /// Whether the peer is reachable.
+    pub reachable: bool,
+}
+
+/// The DNS section of a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsReport {
+    /// The domain answered locally.
+    pub domain: String,
+    /// Where queries are answered.
+    pub address: String,
+    /// Upstream servers for other names.
+    pub upstream: Vec<String>,
+    /// TTL of answers, seconds.
+    pub ttl: u32,
+    /// Every record known.
+    pub entries: Vec<DnsEntry>,
+}
+
+/// One name-to-address record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsEntry {
+    /// Fully qualified name.
+    pub hostname: String,
+    /// Address.
+    pub address: String,
+    /// Peer that owns the record.
+    pub origin: String,
+    /// Container id or name it belongs to.
+    pub container: String,
+}
+
+/// Body of `POST /connect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectRequest {
+    /// `HOST[:PORT]` targets.
+    pub peers: Vec<String>,
+    /// Replace the current explicit targets instead of adding.
+    pub replace: bool,
+}
+
+/// Body of `POST /forget`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForgetRequest {
+    /// `HOST[:PORT]` targets to stop dialling.
+    pub peers: Vec<String>,
+}
+
+/// Error body the API returns with a non-2xx status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// One line: what failed, why, what to do.
+    pub error: String,
+}

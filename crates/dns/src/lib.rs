@@ -1,0 +1,1 @@
+//! weft's embedded DNS: record store, query answering, upstream forwarding.

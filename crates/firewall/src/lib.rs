@@ -1,0 +1,1 @@
+//! nftables rules: isolation, masquerade, port publishing, service VIPs.

@@ -1,0 +1,1 @@
+//! Sans-IO address management: the ring of ranges CRDT, space requests, allocations.

@@ -1,0 +1,1 @@
+//! Sans-IO mesh core: peer identity, handshake, gossip, topology and routes.

@@ -1,0 +1,106 @@
+//! The router's HTTP API, served on the unix socket and on 127.0.0.1:6784.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use weft_api::{ErrorBody, Report};
+
+use crate::state::Router;
+
+/// An API error: an HTTP status and one line for the user.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What failed, why, what to do.
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// 400: the request is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiFailure {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// 501: the capability is not built yet.
+    pub fn not_available(what: &str) -> Self {
+        ApiFailure {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: format!("{what} is not available yet in this version of weft"),
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Every route of the API.
+pub fn routes(router: Router) -> axum::Router {
+    axum::Router::new()
+        .route("/status", get(report))
+        .route("/report", get(report))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .route("/stop", post(stop))
+        .route("/connect", post(not_available))
+        .route("/forget", post(not_available))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(router.clone(), count))
+        .with_state(router)
+}
+
+async fn count(State(router): State<Router>, req: Request, next: Next) -> Response {
+    router.metrics().count_request();
+    next.run(req).await
+}
+
+async fn report(State(router): State<Router>) -> Json<Report> {
+    Json(router.report())
+}
+
+async fn version() -> Json<String> {
+    Json(weft_api::VERSION.to_string())
+}
+
+async fn metrics(State(router): State<Router>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(&router),
+    )
+}
+
+async fn stop(State(router): State<Router>) -> Json<()> {
+    tracing::info!("stop requested through the API");
+    router.shutdown();
+    Json(())
+}
+
+async fn not_available(req: Request) -> ApiFailure {
+    ApiFailure::not_available(&format!("{} {}", req.method(), req.uri().path()))
+}
+
+async fn not_found(req: Request) -> ApiFailure {
+    ApiFailure {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no such API endpoint: {} {}",
+            req.method(),
+            req.uri().path()
+        ),
+    }
+}

@@ -1,0 +1,14 @@
+//! The weft router: one per host. It owns the API socket, runs the mesh, and (as later
+//! capabilities land) IPAM, DNS and the data path. The cores it drives are sans-IO crates;
+//! this crate is where they meet sockets, timers and the kernel.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod state;
+
+pub use config::Config;
+pub use daemon::{run, ReadySignal};

@@ -1,0 +1,1 @@
+//! Helpers for end-to-end tests: labs with unique prefixes that always come down.

@@ -1,0 +1,292 @@
+//! The command-line contract (DESIGN.md section 3), parsed with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// weft: a container overlay network. Routers on many hosts form a mesh; containers on
+/// any host talk as if they shared one switch.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every weft command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the router on this host and join the peers named.
+    Launch(LaunchArgs),
+    /// Stop the router (containers stay connected where the kernel keeps state).
+    Stop,
+    /// Stop the router and remove everything weft made on this host.
+    Reset {
+        /// Do not hand this peer's address space to others first.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the version of weft.
+    Version,
+    /// Add peers to connect to.
+    Connect {
+        /// Replace the current peers instead of adding to them.
+        #[arg(long)]
+        replace: bool,
+        /// Peers as HOST[:PORT].
+        #[arg(value_name = "PEER")]
+        peers: Vec<String>,
+    },
+    /// Stop connecting to peers.
+    Forget {
+        /// Peers as HOST[:PORT].
+        #[arg(value_name = "PEER", required = true)]
+        peers: Vec<String>,
+    },
+    /// Take over the address space of dead peers.
+    Rmpeer {
+        /// Peer names.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Show the router's state as text (router, or one section).
+    Status {
+        /// One section only.
+        #[arg(value_enum)]
+        section: Option<StatusSection>,
+    },
+    /// Show the router's whole state as JSON.
+    Report,
+    /// List attached containers and their addresses.
+    Ps {
+        /// Containers to list (all when none).
+        containers: Vec<String>,
+    },
+    /// Attach a container to the overlay and print its address(es).
+    Attach(AttachArgs),
+    /// Detach a container from the overlay.
+    Detach(DetachArgs),
+    /// Give this host an address on the overlay and a route to it.
+    Expose {
+        /// Addresses (net:default, net:CIDR, ip:CIDR, CIDR).
+        #[arg(value_name = "ADDR")]
+        addrs: Vec<String>,
+        /// Do not masquerade container traffic leaving through this host.
+        #[arg(long)]
+        without_masquerade: bool,
+    },
+    /// Remove this host's overlay address(es).
+    Hide {
+        /// Addresses (net:default, net:CIDR, ip:CIDR, CIDR).
+        #[arg(value_name = "ADDR")]
+        addrs: Vec<String>,
+    },
+    /// Add DNS records: `dns-add [IP...] CONTAINER [-h FQDN]` or `dns-add IP... -h FQDN`.
+    #[command(disable_help_flag = true)]
+    DnsAdd(DnsEditArgs),
+    /// Remove DNS records (same forms as dns-add).
+    #[command(disable_help_flag = true)]
+    DnsRemove(DnsEditArgs),
+    /// Resolve a name through weft's DNS.
+    DnsLookup {
+        /// Name to look up.
+        name: String,
+    },
+    /// Print the docker run flags that point a container at weft's DNS.
+    DnsArgs,
+    /// Print the shell commands that point the docker client at weft's proxy.
+    Env {
+        /// Print the commands that undo it.
+        #[arg(long)]
+        restore: bool,
+    },
+    /// Print the docker client flag for weft's proxy.
+    Config,
+    /// Create, attach and start a Docker container in one step (docker run args follow).
+    Run {
+        /// Addresses, then docker run arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Initialise address management now instead of on first use.
+    Prime,
+    /// A multi-host network on this one machine, in network namespaces.
+    Lab {
+        /// What to do with the lab.
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+/// Sections of `weft status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusSection {
+    /// Addresses being dialled.
+    Targets,
+    /// This router's connections.
+    Connections,
+    /// Every peer and its connections.
+    Peers,
+    /// Address space per peer.
+    Ipam,
+    /// DNS records.
+    Dns,
+}
+
+/// Flags of `weft launch`.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Unique peer name (default: created once and kept in WEFT_STATE_DIR).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Human-friendly name (default: the hostname).
+    #[arg(long)]
+    pub nickname: Option<String>,
+    /// Password that encrypts and authenticates the mesh.
+    #[arg(long, env = "WEFT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Subnets whose peers are trusted with unencrypted data (CIDR,..).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,..")]
+    pub trusted_subnets: Vec<String>,
+    /// Control (TCP) and sleeve (UDP) port.
+    #[arg(long, default_value_t = 6783)]
+    pub port: u16,
+    /// Overlay MTU (default: what fits the underlay).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Never use the kernel VXLAN path.
+    #[arg(long)]
+    pub no_fastdp: bool,
+    /// Range that container addresses come from.
+    #[arg(long, value_name = "CIDR")]
+    pub ipalloc_range: Option<String>,
+    /// Subnet used when a container asks for none.
+    #[arg(long, value_name = "CIDR")]
+    pub ipalloc_default_subnet: Option<String>,
+    /// How the address ring starts: consensus[=N], seed=NAME,.. or observer.
+    #[arg(long, value_name = "MODE")]
+    pub ipalloc_init: Option<String>,
+    /// Do not run the embedded DNS.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// The domain weft's DNS answers.
+    #[arg(long, default_value = "weft.local.")]
+    pub dns_domain: String,
+    /// Do not dial peers learned from gossip.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Maximum number of connections.
+    #[arg(long, default_value_t = 200)]
+    pub conn_limit: u32,
+    /// Run the router attached to this terminal instead of in the background.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Peers to connect to, as HOST[:PORT].
+    #[arg(value_name = "PEER")]
+    pub peers: Vec<String>,
+}
+
+/// Flags of `weft attach`.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// Addresses then, optionally, the container: [ADDR...] (CONTAINER | --netns PATH | --pid PID).
+    #[arg(value_name = "ADDR")]
+    pub args: Vec<String>,
+    /// Path of the network namespace (e.g. /run/netns/NAME).
+    #[arg(long, conflicts_with = "pid")]
+    pub netns: Option<PathBuf>,
+    /// A process in the network namespace.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Interface name inside the container.
+    #[arg(long, default_value = "ethwe")]
+    pub ifname: String,
+    /// Name to register in DNS.
+    #[arg(long, value_name = "FQDN")]
+    pub hostname: Option<String>,
+    /// Do not register the hostname in DNS.
+    #[arg(long)]
+    pub without_dns: bool,
+}
+
+/// Flags of `weft detach`.
+#[derive(Debug, Clone, Args)]
+pub struct DetachArgs {
+    /// Addresses then, optionally, the container: [ADDR...] (CONTAINER | --netns PATH | --pid PID).
+    #[arg(value_name = "ADDR")]
+    pub args: Vec<String>,
+    /// Path of the network namespace.
+    #[arg(long, conflicts_with = "pid")]
+    pub netns: Option<PathBuf>,
+    /// A process in the network namespace.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+/// Arguments of `weft dns-add` / `weft dns-remove`.
+#[derive(Debug, Clone, Args)]
+pub struct DnsEditArgs {
+    /// IP addresses and/or a container.
+    #[arg(value_name = "IP|CONTAINER")]
+    pub args: Vec<String>,
+    /// Fully qualified name.
+    #[arg(short = 'h', long = "hostname", value_name = "FQDN")]
+    pub fqdn: Option<String>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// `weft lab` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create hosts LAB-h1..hN in network namespaces, joined by an underlay.
+    Up {
+        /// Number of hosts.
+        #[arg(long, default_value_t = 3)]
+        hosts: u32,
+        /// Lab name (prefix of everything it makes).
+        #[arg(long, default_value = "weftlab")]
+        name: String,
+        /// Run a dockerd on every host.
+        #[arg(long)]
+        docker: bool,
+    },
+    /// Run a command on a lab host with that host's WEFT_* environment.
+    Exec {
+        /// Host (h1 or LAB-h1).
+        host: String,
+        /// Lab name.
+        #[arg(long, default_value = "weftlab")]
+        name: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Make a network-namespace "container" on a host and attach it to that host's router.
+    Container {
+        /// Host (h1 or LAB-h1).
+        host: String,
+        /// Container name (also its DNS name).
+        container: String,
+        /// Addresses (net:default, net:CIDR, ip:CIDR, CIDR).
+        #[arg(value_name = "ADDR")]
+        addrs: Vec<String>,
+        /// Lab name.
+        #[arg(long, default_value = "weftlab")]
+        name: String,
+    },
+    /// Remove everything a lab made, also after a crash.
+    Down {
+        /// Lab name.
+        #[arg(long, default_value = "weftlab")]
+        name: String,
+    },
+    /// List the labs on this machine.
+    List,
+}

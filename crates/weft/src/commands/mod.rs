@@ -1,0 +1,57 @@
+//! One function per command; each returns an error whose text is the one line the user sees.
+
+mod launch;
+mod status;
+
+use anyhow::{bail, Result};
+use weft_api::{ApiClient, Paths};
+
+use crate::cli::Command;
+
+/// Runs one parsed command.
+pub fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Launch(args) => launch::launch(args),
+        Command::Stop => launch::stop(),
+        Command::Version => {
+            println!("weft {}", weft_api::VERSION);
+            Ok(())
+        }
+        Command::Status { section } => status::status(section),
+        Command::Report => status::report(),
+        Command::Lab { command } => crate::lab::run(command),
+        Command::Reset { .. } => not_yet("reset", "the data path"),
+        Command::Connect { .. } | Command::Forget { .. } => not_yet("connect/forget", "the mesh"),
+        Command::Rmpeer { .. } | Command::Prime => not_yet("rmpeer/prime", "IP address management"),
+        Command::Ps { .. }
+        | Command::Attach(_)
+        | Command::Detach(_)
+        | Command::Expose { .. }
+        | Command::Hide { .. } => not_yet("attach/detach/expose/hide/ps", "the data path"),
+        Command::DnsAdd(_)
+        | Command::DnsRemove(_)
+        | Command::DnsLookup { .. }
+        | Command::DnsArgs => not_yet("the dns-* commands", "the embedded DNS"),
+        Command::Env { .. } | Command::Config | Command::Run { .. } => {
+            not_yet("env/config/run", "the Docker integration")
+        }
+    }
+}
+
+fn not_yet(what: &str, capability: &str) -> Result<()> {
+    bail!("{what}: not available yet (this build of weft does not have {capability})")
+}
+
+/// A client for this host's router (paths from the environment).
+pub fn client() -> ApiClient {
+    ApiClient::new(Paths::from_env().socket())
+}
+
+/// Runs a future to completion on a small runtime (the CLI is synchronous otherwise).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds")
+        .block_on(f)
+}

@@ -1,0 +1,262 @@
+//! `weft status` and `weft report`: the router's state as text (laid out like Weave's) or JSON.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use weft_api::Report;
+
+use super::{block_on, client};
+use crate::cli::StatusSection;
+
+/// `weft report`.
+pub fn report() -> Result<()> {
+    let report: Report = block_on(client().get("/report"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// `weft status [SECTION]`.
+pub fn status(section: Option<StatusSection>) -> Result<()> {
+    let report: Report = block_on(client().get("/report"))?;
+    let text = match section {
+        None => render_overview(&report),
+        Some(StatusSection::Connections) => render_connections(&report),
+        Some(StatusSection::Peers) => render_peers(&report),
+        Some(StatusSection::Targets) => render_targets(&report),
+        Some(StatusSection::Ipam) => match &report.ipam {
+            Some(_) => render_ipam(&report),
+            None => anyhow::bail!("IPAM is not available in this router"),
+        },
+        Some(StatusSection::Dns) => match &report.dns {
+            Some(_) => render_dns(&report),
+            None => anyhow::bail!("DNS is not running in this router (launched with --no-dns?)"),
+        },
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// One `Label: value` line with the label right-aligned in a 15-character column.
+fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:>15}: {value}");
+}
+
+/// The overview `weft status` prints.
+pub fn render_overview(r: &Report) -> String {
+    let mut out = String::new();
+    let rt = &r.router;
+    line(&mut out, "Version", &r.version);
+    out.push('\n');
+    line(&mut out, "Service", "router");
+    line(
+        &mut out,
+        "Protocol",
+        format!(
+            "weft {}..{}",
+            rt.protocol_min_version, rt.protocol_max_version
+        ),
+    );
+    line(&mut out, "Name", format!("{}({})", rt.name, rt.nickname));
+    line(
+        &mut out,
+        "Encryption",
+        if rt.encryption { "enabled" } else { "disabled" },
+    );
+    line(
+        &mut out,
+        "PeerDiscovery",
+        if rt.peer_discovery {
+            "enabled"
+        } else {
+            "disabled"
+        },
+    );
+    line(&mut out, "Targets", rt.targets.len());
+    let established = rt
+        .connections
+        .iter()
+        .filter(|c| c.state == "established")
+        .count();
+    let failed = rt
+        .connections
+        .iter()
+        .filter(|c| c.state == "failed")
+        .count();
+    let mut conns = format!("{} ({} established", rt.connections.len(), established);
+    if failed > 0 {
+        let _ = write!(conns, ", {failed} failed");
+    }
+    conns.push(')');
+    line(&mut out, "Connections", conns);
+    let peer_edges: usize = rt
+        .peers
+        .iter()
+        .map(|p| p.connections.iter().filter(|c| c.established).count())
+        .sum();
+    line(
+        &mut out,
+        "Peers",
+        format!(
+            "{} (with {} established connections)",
+            rt.peers.len(),
+            peer_edges
+        ),
+    );
+    line(
+        &mut out,
+        "TrustedSubnets",
+        if rt.trusted_subnets.is_empty() {
+            "none".to_string()
+        } else {
+            rt.trusted_subnets.join(",")
+        },
+    );
+    if let Some(ipam) = &r.ipam {
+        out.push('\n');
+        line(&mut out, "Service", "ipam");
+        line(&mut out, "Status", &ipam.status);
+        line(&mut out, "Range", &ipam.range);
+        line(&mut out, "DefaultSubnet", &ipam.default_subnet);
+    }
+    if let Some(dns) = &r.dns {
+        out.push('\n');
+        line(&mut out, "Service", "dns");
+        line(&mut out, "Domain", &dns.domain);
+        line(&mut out, "Upstream", dns.upstream.join(", "));
+        line(&mut out, "TTL", dns.ttl);
+        line(&mut out, "Entries", dns.entries.len());
+    }
+    out
+}
+
+/// `weft status connections`: `-> ADDR  STATE  PATH NAME(NICK) mtu=N`.
+pub fn render_connections(r: &Report) -> String {
+    let mut out = String::new();
+    for c in &r.router.connections {
+        let dir = if c.outbound { "->" } else { "<-" };
+        let mut s = format!("{dir} {:<21} {:<11} {:<7}", c.address, c.state, c.path);
+        if !c.peer.is_empty() {
+            let _ = write!(s, " {}", c.peer);
+        }
+        if let Some(mtu) = c.mtu {
+            let _ = write!(s, " mtu={mtu}");
+        }
+        if !c.info.is_empty() {
+            let _ = write!(s, " {}", c.info);
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    }
+    out
+}
+
+/// `weft status peers`: every peer and its connections.
+pub fn render_peers(r: &Report) -> String {
+    let mut out = String::new();
+    for p in &r.router.peers {
+        let _ = writeln!(out, "{}({})", p.name, p.nickname);
+        for c in &p.connections {
+            let dir = if c.outbound { "->" } else { "<-" };
+            let state = if c.established {
+                "established"
+            } else {
+                "pending"
+            };
+            let _ = writeln!(
+                out,
+                "   {dir} {:<21} {}({}) {state}",
+                c.address, c.name, c.nickname
+            );
+        }
+    }
+    out
+}
+
+/// `weft status targets`: one address per line.
+pub fn render_targets(r: &Report) -> String {
+    r.router
+        .targets
+        .iter()
+        .map(|t| format!("{}\n", t.address))
+        .collect()
+}
+
+/// `weft status ipam`: each peer's share of the range.
+pub fn render_ipam(r: &Report) -> String {
+    let mut out = String::new();
+    let Some(ipam) = &r.ipam else { return out };
+    let total: u64 = ipam.entries.iter().map(|e| e.size).sum::<u64>().max(1);
+    for e in &ipam.entries {
+        let pct = e.size as f64 * 100.0 / total as f64;
+        let reach = if e.reachable { "" } else { " - unreachable!" };
+        let _ = writeln!(
+            out,
+            "{}({:<12}) {:>8} IPs ({:>5.1}% of total) ({} available){reach}",
+            e.peer, e.nickname, e.size, pct, e.free
+        );
+    }
+    out
+}
+
+/// `weft status dns`: one record per line.
+pub fn render_dns(r: &Report) -> String {
+    let mut out = String::new();
+    let Some(dns) = &r.dns else { return out };
+    for e in &dns.entries {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<16} {:<14} {}",
+            e.hostname, e.address, e.container, e.origin
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::{ConnectionReport, RouterReport};
+
+    #[test]
+    fn overview_aligns_labels_in_15_columns() {
+        let r = Report {
+            version: "0.1.0".into(),
+            router: RouterReport {
+                name: "aa:bb".into(),
+                nickname: "h1".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = render_overview(&r);
+        assert!(text.contains("        Service: router\n"), "{text}");
+        assert!(text.contains("           Name: aa:bb(h1)\n"), "{text}");
+        assert!(text.contains(" TrustedSubnets: none\n"), "{text}");
+        assert!(
+            text.contains("    Connections: 0 (0 established)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn connection_line_layout() {
+        let r = Report {
+            router: RouterReport {
+                connections: vec![ConnectionReport {
+                    address: "192.168.1.2:6783".into(),
+                    outbound: true,
+                    state: "established".into(),
+                    path: "fastdp".into(),
+                    peer: "aa:bb(h2)".into(),
+                    mtu: Some(1376),
+                    info: String::new(),
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            render_connections(&r),
+            "-> 192.168.1.2:6783      established fastdp  aa:bb(h2) mtu=1376\n"
+        );
+    }
+}
