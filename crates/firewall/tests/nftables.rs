@@ -1,0 +1,205 @@
+//! The rules on the real kernel: applied inside namespaces this test makes, checked by
+//! what traffic does.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use weft_firewall::{CommandRunner, Firewall, Masquerade, Nftables, Ruleset};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Namespaces made by one test, deleted on drop (also when the test panics).
+struct Namespaces {
+    prefix: String,
+    made: Vec<String>,
+}
+
+impl Namespaces {
+    fn new() -> Self {
+        assert!(
+            nix_is_root(),
+            "this test needs root (network namespaces and nftables)"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Namespaces {
+            prefix: format!("wfw{}-{n}", std::process::id()),
+            made: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, name: &str) -> String {
+        let ns = format!("{}-{name}", self.prefix);
+        sh(&["ip", "netns", "add", &ns]);
+        self.made.push(ns.clone());
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.made {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pings(ns: &str, addr: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c1", "-W1", addr])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn firewall(ns: &str) -> Nftables<CommandRunner> {
+    Nftables::new(CommandRunner::with_prefix(&["ip", "netns", "exec", ns]))
+}
+
+#[test]
+fn apply_is_idempotent_and_reset_leaves_nothing() {
+    let mut nss = Namespaces::new();
+    let host = nss.add("host");
+    let range = "10.32.0.0/12".parse().unwrap();
+    let mut rules = Ruleset {
+        masquerade: Some(Masquerade {
+            range,
+            bridge: "weft".into(),
+        }),
+        range: Some(range),
+        ..Default::default()
+    };
+    rules
+        .isolated_subnets
+        .insert("10.32.1.0/24".parse().unwrap());
+    let mut fw = firewall(&host);
+    fw.apply(&rules).unwrap();
+    fw.apply(&rules).unwrap();
+    let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
+    assert_eq!(listed.matches("drop").count(), 1, "{listed}");
+    fw.reset().unwrap();
+    fw.reset().unwrap();
+    let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    assert!(
+        !listed.contains("weft"),
+        "tables left after reset: {listed}"
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_and_change_nothing() {
+    let mut nss = Namespaces::new();
+    let host = nss.add("host");
+    let mut fw = firewall(&host);
+    let range = "10.32.0.0/12".parse().unwrap();
+    let good = Ruleset {
+        masquerade: Some(Masquerade {
+            range,
+            bridge: "weft".into(),
+        }),
+        ..Default::default()
+    };
+    fw.apply(&good).unwrap();
+    let before = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    let bad = Ruleset {
+        masquerade: Some(Masquerade {
+            range,
+            bridge: "we\"ft".into(),
+        }),
+        ..Default::default()
+    };
+    let err = fw.apply(&bad).unwrap_err().to_string();
+    assert!(err.contains("nftables refused"), "{err}");
+    let after = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    assert_eq!(before, after, "a refused script must change nothing");
+}
+
+/// Three containers on one bridge, two subnets: isolation holds even when a container
+/// routes the whole range through its interface.
+#[test]
+fn subnets_are_isolated_on_the_bridge() {
+    let mut nss = Namespaces::new();
+    let host = nss.add("host");
+    sh(&["ip", "-n", &host, "link", "add", "weft", "type", "bridge"]);
+    sh(&["ip", "-n", &host, "link", "set", "weft", "up"]);
+    let members = [
+        ("a", "10.32.1.2/24"),
+        ("b", "10.32.1.3/24"),
+        ("c", "10.32.2.2/24"),
+    ];
+    let mut ns_of = std::collections::HashMap::new();
+    for (name, addr) in members {
+        let c = nss.add(name);
+        let hostside = format!("v{name}");
+        sh(&[
+            "ip", "-n", &host, "link", "add", &hostside, "type", "veth", "peer", "name", "eth0",
+            "netns", &c,
+        ]);
+        sh(&[
+            "ip", "-n", &host, "link", "set", &hostside, "master", "weft", "up",
+        ]);
+        sh(&["ip", "-n", &c, "addr", "add", addr, "dev", "eth0"]);
+        sh(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
+        // The whole range on-link: without the firewall, every container reaches every other.
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "route",
+            "add",
+            "10.32.0.0/12",
+            "dev",
+            "eth0",
+        ]);
+        ns_of.insert(name, c);
+    }
+    assert!(pings(&ns_of["a"], "10.32.2.2"), "without rules a reaches c");
+
+    let range = "10.32.0.0/12".parse().unwrap();
+    let mut rules = Ruleset {
+        range: Some(range),
+        ..Default::default()
+    };
+    rules
+        .isolated_subnets
+        .insert("10.32.1.0/24".parse().unwrap());
+    rules
+        .isolated_subnets
+        .insert("10.32.2.0/24".parse().unwrap());
+    firewall(&host).apply(&rules).unwrap();
+
+    assert!(
+        pings(&ns_of["a"], "10.32.1.3"),
+        "same subnet must still talk"
+    );
+    assert!(
+        !pings(&ns_of["a"], "10.32.2.2"),
+        "a (10.32.1/24) must not reach c"
+    );
+    assert!(
+        !pings(&ns_of["c"], "10.32.1.2"),
+        "c (10.32.2/24) must not reach a"
+    );
+
+    firewall(&host).reset().unwrap();
+    assert!(pings(&ns_of["a"], "10.32.2.2"), "reset removes isolation");
+}
