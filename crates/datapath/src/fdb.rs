@@ -1,0 +1,147 @@
+//! Forwarding entries of the VXLAN device: all-zero MAC entries flood broadcast and
+//! unknown unicast to every fastdp peer; unicast entries send a MAC to its host's VTEP.
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{Error, Result};
+use crate::nl::Handle;
+
+/// The all-zero MAC: the kernel floods to every entry with this address.
+pub const FLOOD_MAC: [u8; 6] = [0; 6];
+
+/// One FDB entry of a VXLAN device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// Destination MAC (all-zero for flooding).
+    pub mac: [u8; 6],
+    /// Remote VTEP, if the entry has one.
+    pub dst: Option<Ipv4Addr>,
+}
+
+/// Builds the body of "bridge fdb ... MAC dev #ifindex dst REMOTE self permanent".
+pub(crate) fn message(ifindex: u32, mac: [u8; 6], dst: Option<Ipv4Addr>) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    if let Some(dst) = dst {
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    }
+    m
+}
+
+fn show_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Adds a flooding entry towards `remote` (idempotent).
+pub fn add_flood(h: &mut Handle, vxlan: u32, remote: Ipv4Addr) -> Result<()> {
+    match h.ack(
+        RouteNetlinkMessage::NewNeighbour(message(vxlan, FLOOD_MAC, Some(remote))),
+        NLM_F_CREATE | NLM_F_APPEND,
+    ) {
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(Error::Kernel {
+            op: format!(
+                "append flood FDB entry to {remote} on link #{vxlan} in {}",
+                h.what
+            ),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Points `mac` at `remote` (replacing where it pointed before).
+pub fn set_unicast(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<()> {
+    h.ack(
+        RouteNetlinkMessage::NewNeighbour(message(vxlan, mac, Some(remote))),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map_err(|source| Error::Kernel {
+        op: format!(
+            "set FDB entry {} -> {remote} on link #{vxlan} in {}",
+            show_mac(&mac),
+            h.what
+        ),
+        source,
+    })
+}
+
+/// Deletes the entry for `mac` (towards `remote` when given); false if it was not there.
+pub fn delete(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Option<Ipv4Addr>) -> Result<bool> {
+    match h.ack(
+        RouteNetlinkMessage::DelNeighbour(message(vxlan, mac, remote)),
+        0,
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV)) => Ok(false),
+        Err(source) => Err(Error::Kernel {
+            op: format!(
+                "delete FDB entry {} on link #{vxlan} in {}",
+                show_mac(&mac),
+                h.what
+            ),
+            source,
+        }),
+    }
+}
+
+/// Lists the FDB entries of link `ifindex`.
+pub fn list(h: &mut Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
+    let mut req = NeighbourMessage::default();
+    req.header.family = AddressFamily::Bridge;
+    let msgs = h
+        .dump(RouteNetlinkMessage::GetNeighbour(req))
+        .map_err(|source| Error::Kernel {
+            op: format!("list FDB entries in {}", h.what),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for m in msgs {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else {
+            continue;
+        };
+        if n.header.ifindex != ifindex {
+            continue;
+        }
+        let mut e = FdbEntry {
+            mac: [0; 6],
+            dst: None,
+        };
+        let mut has_mac = false;
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::LinkLayerAddress(l) => {
+                    if let Ok(mac) = <[u8; 6]>::try_from(l.as_slice()) {
+                        e.mac = mac;
+                        has_mac = true;
+                    }
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => e.dst = Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                    if let Ok(o) = <[u8; 4]>::try_from(b.as_slice()) {
+                        e.dst = Some(Ipv4Addr::from(o));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if has_mac {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}

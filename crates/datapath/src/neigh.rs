@@ -1,0 +1,104 @@
+//! IPv4 neighbour (ARP) entries: list and program them.
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{Error, Result};
+use crate::nl::Handle;
+
+/// One ARP entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Link index.
+    pub ifindex: u32,
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// MAC, if resolved.
+    pub mac: Option<[u8; 6]>,
+    /// NUD state.
+    pub state: NeighbourState,
+}
+
+/// Lists the ARP entries (of one link when `ifindex` is given).
+pub fn list(h: &mut Handle, ifindex: Option<u32>) -> Result<Vec<Neighbour>> {
+    let mut req = NeighbourMessage::default();
+    req.header.family = AddressFamily::Inet;
+    let msgs = h
+        .dump(RouteNetlinkMessage::GetNeighbour(req))
+        .map_err(|source| Error::Kernel {
+            op: format!("list neighbours in {}", h.what),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for m in msgs {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else {
+            continue;
+        };
+        if n.header.family != AddressFamily::Inet || ifindex.is_some_and(|i| i != n.header.ifindex)
+        {
+            continue;
+        }
+        let mut ip = None;
+        let mut mac = None;
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(x)) => ip = Some(*x),
+                NeighbourAttribute::LinkLayerAddress(l) => {
+                    mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                }
+                _ => {}
+            }
+        }
+        if let Some(ip) = ip {
+            out.push(Neighbour {
+                ifindex: n.header.ifindex,
+                ip,
+                mac,
+                state: n.header.state,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sets a permanent ARP entry `ip` -> `mac` on link `ifindex`.
+pub fn replace(h: &mut Handle, ifindex: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    h.ack(
+        RouteNetlinkMessage::NewNeighbour(m),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map_err(|source| Error::Kernel {
+        op: format!("set neighbour {ip} on link #{ifindex} in {}", h.what),
+        source,
+    })
+}
+
+/// Deletes the ARP entry for `ip` on link `ifindex`; false if there was none.
+pub fn delete(h: &mut Handle, ifindex: u32, ip: Ipv4Addr) -> Result<bool> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match h.ack(RouteNetlinkMessage::DelNeighbour(m), 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(source) => Err(Error::Kernel {
+            op: format!("delete neighbour {ip} on link #{ifindex} in {}", h.what),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,141 @@
+//! IPv4 routes: device routes (e.g. the overlay range via the container's interface),
+//! default routes on request, and route lookups (for the underlay MTU).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{Error, Result};
+use crate::nl::Handle;
+
+fn base(dst: Ipv4Net) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.kind = RouteType::Unicast;
+    if dst.prefix_len() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                dst.network(),
+            )));
+    }
+    m
+}
+
+/// Builds the message for "`dst` dev `oif` scope link".
+pub(crate) fn device_route_message(dst: Ipv4Net, oif: u32) -> RouteMessage {
+    let mut m = base(dst.trunc());
+    m.header.scope = RouteScope::Link;
+    m.attributes.push(RouteAttribute::Oif(oif));
+    m
+}
+
+/// Adds (or replaces) a route to `dst` out of link `oif`, no gateway.
+pub fn add_device_route(h: &mut Handle, dst: Ipv4Net, oif: u32) -> Result<()> {
+    h.ack(
+        RouteNetlinkMessage::NewRoute(device_route_message(dst, oif)),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map_err(|source| Error::Kernel {
+        op: format!("add route {dst} dev #{oif} in {}", h.what),
+        source,
+    })
+}
+
+/// Removes the route to `dst` out of link `oif`; returns false if it was not there.
+pub fn del_device_route(h: &mut Handle, dst: Ipv4Net, oif: u32) -> Result<bool> {
+    let mut m = device_route_message(dst, oif);
+    m.header.protocol = RouteProtocol::Unspec;
+    m.header.scope = RouteScope::NoWhere;
+    match h.ack(RouteNetlinkMessage::DelRoute(m), 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(source) => Err(Error::Kernel {
+            op: format!("remove route {dst} dev #{oif} in {}", h.what),
+            source,
+        }),
+    }
+}
+
+/// Adds (or replaces) the default route via `gateway` out of link `oif`.
+pub fn add_default_route(h: &mut Handle, gateway: Ipv4Addr, oif: u32) -> Result<()> {
+    let mut m = base(Ipv4Net::default());
+    m.header.scope = RouteScope::Universe;
+    m.attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    m.attributes.push(RouteAttribute::Oif(oif));
+    h.ack(
+        RouteNetlinkMessage::NewRoute(m),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map_err(|source| Error::Kernel {
+        op: format!("add default route via {gateway} dev #{oif} in {}", h.what),
+        source,
+    })
+}
+
+/// The answer of a route lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// Output interface index.
+    pub oif: u32,
+    /// Gateway, if the destination is not on-link.
+    pub gateway: Option<Ipv4Addr>,
+    /// Preferred source address.
+    pub src: Option<Ipv4Addr>,
+    /// MTU locked on the route (RTAX_MTU), if any.
+    pub mtu: Option<u32>,
+}
+
+/// Asks the kernel how it would route a packet to `dst` (`ip route get`).
+pub fn lookup(h: &mut Handle, dst: Ipv4Addr) -> Result<RouteLookup> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = 32;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    let msgs = h
+        .get(RouteNetlinkMessage::GetRoute(m))
+        .map_err(|source| Error::NoRoute { peer: dst, source })?;
+    for r in msgs {
+        let RouteNetlinkMessage::NewRoute(r) = r else {
+            continue;
+        };
+        let mut out = RouteLookup {
+            oif: 0,
+            gateway: None,
+            src: None,
+            mtu: None,
+        };
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Oif(i) => out.oif = *i,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.gateway = Some(*g),
+                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => out.src = Some(*s),
+                RouteAttribute::Metrics(ms) => {
+                    for x in ms {
+                        if let RouteMetric::Mtu(v) = x {
+                            out.mtu = Some(*v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if out.oif != 0 {
+            return Ok(out);
+        }
+    }
+    Err(Error::NoRoute {
+        peer: dst,
+        source: std::io::Error::from_raw_os_error(libc::ENETUNREACH),
+    })
+}
