@@ -1,0 +1,1296 @@
+//! The IPAM state machine: requests, messages, peer changes and ticks in; sends, persists and
+//! replies out.
+//!
+//! Sequencing contract for the driver: execute actions in the order given. A `Persist` must
+//! be made durable and then reported with `Event::Persisted { token }`. Every `Send`,
+//! `Broadcast` and `Reply` that depends on state not yet persisted is held inside the core and
+//! only returned by the `handle` call that receives the matching `Persisted`. So a reply is
+//! never sent, and space never leaves this peer, before the state behind it is on disk.
+//! The driver may coalesce persists: persisting state `n` and reporting `n` covers all `< n`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+
+use crate::addr::{fmt_addr, Addr, Cidr};
+use crate::consensus::{
+    choose_value, consensus_ring, quorum, seed_ring, AcceptorState, Ballot, InitMode, Phase,
+    Proposal,
+};
+use crate::error::IpamError;
+use crate::messages::{DenyReason, Message};
+use crate::persist::{PersistedAlloc, PersistedState};
+use crate::ring::Ring;
+use crate::space::Space;
+
+/// Identifies a request so its reply can be matched.
+pub type RequestId = u64;
+/// Milliseconds on a monotonic clock chosen by the driver.
+pub type Millis = u64;
+
+/// How IPAM is configured on this peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamConfig {
+    /// `--ipalloc-range`.
+    pub range: Cidr,
+    /// `--ipalloc-default-subnet` (the range itself when `None`).
+    pub default_subnet: Option<Cidr>,
+    /// `--ipalloc-init`.
+    pub init: InitMode,
+    /// How long a request may wait for the ring or for space.
+    pub request_timeout_ms: Millis,
+    /// How long before an unanswered space request, `Want` or proposal is retried.
+    pub retry_ms: Millis,
+    /// How often the ring is gossiped even when unchanged (anti-entropy).
+    pub gossip_ms: Millis,
+}
+
+impl IpamConfig {
+    /// A configuration with default timers (30 s requests, 2 s retries, 10 s gossip).
+    pub fn new(range: Cidr, init: InitMode) -> IpamConfig {
+        IpamConfig {
+            range,
+            default_subnet: None,
+            init,
+            request_timeout_ms: 30_000,
+            retry_ms: 2_000,
+            gossip_ms: 10_000,
+        }
+    }
+}
+
+/// An input to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Give `owner` an address in `subnet` (the default subnet when `None`).
+    Allocate {
+        /// Request id.
+        id: RequestId,
+        /// Container id.
+        owner: String,
+        /// The subnet.
+        subnet: Option<Cidr>,
+    },
+    /// Give `owner` exactly `addr` (with its subnet's prefix).
+    Claim {
+        /// Request id.
+        id: RequestId,
+        /// Container id.
+        owner: String,
+        /// The address and prefix.
+        addr: Cidr,
+    },
+    /// Release `addr` held by `owner`, or all its addresses when `None`.
+    Release {
+        /// Request id.
+        id: RequestId,
+        /// Container id.
+        owner: String,
+        /// The address.
+        addr: Option<Addr>,
+    },
+    /// The addresses `owner` holds.
+    Lookup {
+        /// Request id.
+        id: RequestId,
+        /// Container id.
+        owner: String,
+    },
+    /// A payload from another peer.
+    Received {
+        /// Sender's peer name.
+        from: String,
+        /// The payload bytes.
+        payload: Vec<u8>,
+    },
+    /// The peers now reachable in the mesh (ours included or not, it does not matter).
+    PeersChanged {
+        /// Peer names.
+        reachable: BTreeSet<String>,
+    },
+    /// Time passed; call every few hundred ms.
+    Tick,
+    /// Initialise the ring now (`weft prime`); replies once it exists.
+    Prime {
+        /// Request id.
+        id: RequestId,
+    },
+    /// Take over the space of a dead peer.
+    RmPeer {
+        /// Request id.
+        id: RequestId,
+        /// The dead peer.
+        name: String,
+    },
+    /// Hand this peer's space to others before leaving (`weft reset`).
+    Shutdown {
+        /// Request id.
+        id: RequestId,
+    },
+    /// The `Persist` with this token (and all before it) is durable.
+    Persisted {
+        /// The token.
+        token: u64,
+    },
+}
+
+/// An output of the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a payload to one peer.
+    Send {
+        /// Peer name.
+        to: String,
+        /// Bytes.
+        payload: Vec<u8>,
+    },
+    /// Send a payload to every reachable peer.
+    Broadcast {
+        /// Bytes.
+        payload: Vec<u8>,
+    },
+    /// Write this state durably, then report `Event::Persisted { token }`.
+    Persist {
+        /// The whole state.
+        state: PersistedState,
+        /// Report this back.
+        token: u64,
+    },
+    /// Answer a request.
+    Reply {
+        /// The request.
+        id: RequestId,
+        /// The answer.
+        result: Result<Reply, IpamError>,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Reply {
+    /// The address given (with its subnet's prefix).
+    Allocated(Cidr),
+    /// The address claimed.
+    Claimed(Cidr),
+    /// The addresses released.
+    Released(Vec<Cidr>),
+    /// The addresses held.
+    Addresses(Vec<Cidr>),
+    /// The ring exists.
+    Primed,
+    /// rmpeer done: how many addresses were taken over.
+    RemovedPeer {
+        /// The peer removed.
+        name: String,
+        /// Addresses now ours.
+        addresses: u64,
+    },
+    /// Shutdown done: who got how many addresses.
+    HandedOver(Vec<(String, u64)>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Want {
+    Alloc(Cidr),
+    Claim(Cidr),
+    Prime,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) id: RequestId,
+    pub(crate) owner: String,
+    pub(crate) want: Want,
+    pub(crate) since: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    pub(crate) to: String,
+    pub(crate) nonce: u64,
+    pub(crate) sent: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Leaving {
+    pub(crate) id: RequestId,
+    pub(crate) waiting: BTreeSet<String>,
+    pub(crate) given: Vec<(String, u64)>,
+    pub(crate) since: Millis,
+    pub(crate) last_sent: Millis,
+}
+
+/// The IPAM core of one peer.
+#[derive(Debug)]
+pub struct Allocator {
+    pub(crate) name: String,
+    pub(crate) config: IpamConfig,
+    pub(crate) default_subnet: Cidr,
+    pub(crate) ring: Option<Ring>,
+    pub(crate) space: Space,
+    pub(crate) acceptor: AcceptorState,
+    pub(crate) proposal: Option<Proposal>,
+    pub(crate) last_proposal: Option<Millis>,
+    pub(crate) max_round: u64,
+    pub(crate) wanting: bool,
+    pub(crate) last_want_sent: Option<Millis>,
+    pub(crate) participants: BTreeMap<String, u8>,
+    pub(crate) reachable: BTreeSet<String>,
+    pub(crate) pending: Vec<Pending>,
+    /// Outstanding space requests by (subnet, wanted address).
+    pub(crate) asks: BTreeMap<(Cidr, Option<Addr>), Ask>,
+    /// Peers that said "no space" in a subnet, and when.
+    pub(crate) denied: BTreeMap<Cidr, BTreeMap<String, Millis>>,
+    pub(crate) next_nonce: u64,
+    pub(crate) persist_token: u64,
+    pub(crate) acked_token: u64,
+    pub(crate) held: VecDeque<(u64, Action)>,
+    pub(crate) out: Vec<Action>,
+    pub(crate) dirty: bool,
+    pub(crate) gossip_due: bool,
+    pub(crate) last_gossip: Millis,
+    pub(crate) leaving: Option<Leaving>,
+    pub(crate) left: bool,
+    pub(crate) notes: BTreeMap<String, String>,
+    pub(crate) bad_messages: u64,
+    pub(crate) now: Millis,
+}
+
+impl Allocator {
+    /// A core for peer `name`, restored from `restored` if the peer ran before.
+    pub fn new(
+        name: String,
+        config: IpamConfig,
+        restored: Option<PersistedState>,
+    ) -> Result<Allocator, IpamError> {
+        let range = config.range.subnet();
+        if range != config.range {
+            return Err(IpamError::BadConfig(format!(
+                "--ipalloc-range {} has host bits set; use {}",
+                config.range, range
+            )));
+        }
+        if range.prefix > 30 {
+            return Err(IpamError::BadConfig(format!(
+                "--ipalloc-range {range} is too small; use a /30 or bigger"
+            )));
+        }
+        let default_subnet = config.default_subnet.unwrap_or(range);
+        if default_subnet.subnet() != default_subnet {
+            return Err(IpamError::BadConfig(format!(
+                "--ipalloc-default-subnet {} has host bits set; use {}",
+                default_subnet,
+                default_subnet.subnet()
+            )));
+        }
+        if !range.contains_subnet(&default_subnet) {
+            return Err(IpamError::BadConfig(format!(
+                "--ipalloc-default-subnet {default_subnet} is not inside --ipalloc-range {range}"
+            )));
+        }
+        match &config.init {
+            InitMode::Consensus(0) => {
+                return Err(IpamError::BadConfig(
+                    "--ipalloc-init consensus=N needs N of 1 or more".into(),
+                ))
+            }
+            InitMode::Seed(s) if s.is_empty() => {
+                return Err(IpamError::BadConfig(
+                    "--ipalloc-init seed= needs at least one peer name".into(),
+                ))
+            }
+            _ => {}
+        }
+        if name.is_empty() {
+            return Err(IpamError::BadConfig("peer name is empty".into()));
+        }
+        let mut a = Allocator {
+            name: name.clone(),
+            config: IpamConfig {
+                range,
+                default_subnet: Some(default_subnet),
+                ..config
+            },
+            default_subnet,
+            ring: None,
+            space: Space::default(),
+            acceptor: AcceptorState::default(),
+            proposal: None,
+            last_proposal: None,
+            max_round: 0,
+            wanting: false,
+            last_want_sent: None,
+            participants: BTreeMap::new(),
+            reachable: BTreeSet::from([name.clone()]),
+            pending: Vec::new(),
+            asks: BTreeMap::new(),
+            denied: BTreeMap::new(),
+            next_nonce: 1,
+            persist_token: 0,
+            acked_token: 0,
+            held: VecDeque::new(),
+            out: Vec::new(),
+            dirty: false,
+            gossip_due: false,
+            last_gossip: 0,
+            leaving: None,
+            left: false,
+            notes: BTreeMap::new(),
+            bad_messages: 0,
+            now: 0,
+        };
+        if let Some(st) = restored {
+            if st.name != name {
+                return Err(IpamError::RestoreName {
+                    persisted: st.name,
+                    ours: name,
+                });
+            }
+            if let Some(r) = &st.ring {
+                if r.range() != range {
+                    return Err(IpamError::RestoreRange {
+                        persisted: r.range(),
+                        configured: range,
+                    });
+                }
+            }
+            a.ring = st.ring;
+            for pa in st.allocations {
+                a.space.insert(pa.addr, &pa.owner, pa.prefix);
+            }
+            a.max_round = st.acceptor.promised.as_ref().map(|b| b.round).unwrap_or(0);
+            a.acceptor = st.acceptor;
+        }
+        Ok(a)
+    }
+
+    /// This peer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ring, once initialised.
+    pub fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    /// The allocations of this peer.
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    /// The configuration in force (range and default subnet resolved).
+    pub fn config(&self) -> &IpamConfig {
+        &self.config
+    }
+
+    /// The state to persist now (the same as the last `Persist` once it is acknowledged).
+    pub fn persisted_state(&self) -> PersistedState {
+        PersistedState {
+            name: self.name.clone(),
+            ring: self.ring.clone(),
+            allocations: self
+                .space
+                .all()
+                .map(|(a, h)| PersistedAlloc {
+                    addr: a,
+                    prefix: h.prefix,
+                    owner: h.owner.clone(),
+                })
+                .collect(),
+            acceptor: self.acceptor.clone(),
+        }
+    }
+
+    /// Feed one event; returns the actions to execute in order.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+        self.now = self.now.max(now);
+        let mut released = Vec::new();
+        match event {
+            Event::Persisted { token } => {
+                self.acked_token = self.acked_token.max(token.min(self.persist_token));
+                while let Some((t, _)) = self.held.front() {
+                    if *t > self.acked_token {
+                        break;
+                    }
+                    if let Some((_, a)) = self.held.pop_front() {
+                        released.push(a);
+                    }
+                }
+            }
+            Event::Allocate { id, owner, subnet } => {
+                let subnet = subnet.map(|s| s.subnet()).unwrap_or(self.default_subnet);
+                if let Err(e) = self.check_subnet(&subnet) {
+                    self.reply(id, Err(e));
+                } else {
+                    self.queue(id, owner, Want::Alloc(subnet));
+                }
+            }
+            Event::Claim { id, owner, addr } => {
+                if let Err(e) = self.check_subnet(&addr.subnet()) {
+                    self.reply(id, Err(e));
+                } else if !addr.usable(addr.addr) {
+                    self.reply(id, Err(IpamError::NotUsable { addr }));
+                } else {
+                    self.queue(id, owner, Want::Claim(addr));
+                }
+            }
+            Event::Release { id, owner, addr } => {
+                let r = self.space.release(&owner, addr);
+                if !r.is_empty() {
+                    self.dirty = true;
+                }
+                self.reply(id, Ok(Reply::Released(r)));
+            }
+            Event::Lookup { id, owner } => {
+                let r = self.space.lookup(&owner);
+                self.reply(id, Ok(Reply::Addresses(r)));
+            }
+            Event::Prime { id } => self.queue(id, String::new(), Want::Prime),
+            Event::RmPeer { id, name } => {
+                let r = self.rmpeer(&name);
+                self.reply(id, r);
+            }
+            Event::Shutdown { id } => self.shutdown(id),
+            Event::PeersChanged { reachable } => self.peers_changed(reachable),
+            Event::Received { from, payload } => {
+                if from != self.name {
+                    match Message::decode(&payload) {
+                        Ok(m) => self.on_message(&from, m),
+                        Err(_) => self.bad_messages += 1,
+                    }
+                }
+            }
+            Event::Tick => self.tick(),
+        }
+        self.progress();
+        self.finish(released)
+    }
+
+    fn check_subnet(&self, subnet: &Cidr) -> Result<(), IpamError> {
+        if self.left {
+            return Err(IpamError::ShuttingDown);
+        }
+        if !self.config.range.contains_subnet(subnet) {
+            return Err(IpamError::OutsideRange {
+                subnet: *subnet,
+                range: self.config.range,
+            });
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, id: RequestId, owner: String, want: Want) {
+        if self.left {
+            self.reply(id, Err(IpamError::ShuttingDown));
+            return;
+        }
+        self.pending.push(Pending {
+            id,
+            owner,
+            want,
+            since: self.now,
+        });
+    }
+
+    pub(crate) fn reply(&mut self, id: RequestId, result: Result<Reply, IpamError>) {
+        self.out.push(Action::Reply { id, result });
+    }
+
+    fn send(&mut self, to: &str, m: Message) {
+        self.out.push(Action::Send {
+            to: to.to_string(),
+            payload: m.encode(),
+        });
+    }
+
+    fn broadcast(&mut self, m: Message) {
+        self.out.push(Action::Broadcast {
+            payload: m.encode(),
+        });
+    }
+
+    fn broadcast_ring(&mut self) {
+        if let Some(r) = &self.ring {
+            let m = Message::Ring {
+                ring: r.clone(),
+                handover: false,
+            };
+            self.broadcast(m);
+            self.gossip_due = false;
+            self.last_gossip = self.now;
+        }
+    }
+
+    /// Wrap up one `handle`: persist if needed and hold what depends on it.
+    fn finish(&mut self, mut released: Vec<Action>) -> Vec<Action> {
+        let out = std::mem::take(&mut self.out);
+        if self.dirty {
+            self.dirty = false;
+            self.refresh_free();
+            self.persist_token += 1;
+            released.push(Action::Persist {
+                state: self.persisted_state(),
+                token: self.persist_token,
+            });
+        }
+        if self.acked_token < self.persist_token {
+            let t = self.persist_token;
+            self.held.extend(out.into_iter().map(|a| (t, a)));
+        } else {
+            released.extend(out);
+        }
+        released
+    }
+
+    /// Advertise our current free counts in our ring entries.
+    fn refresh_free(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let ours: Vec<(u64, u64)> = ring
+            .entries()
+            .filter(|(_, _, e)| e.owner == self.name)
+            .map(|(s, e, _)| (s, e))
+            .collect();
+        for (s, e) in ours {
+            let free = (e - s).saturating_sub(self.space.count_in(s, e));
+            if ring.set_free(&self.name, s as Addr, free.min(u64::from(u32::MAX)) as u32) {
+                self.gossip_due = true;
+            }
+        }
+    }
+
+    fn peers_changed(&mut self, reachable: BTreeSet<String>) {
+        let mut reachable = reachable;
+        reachable.insert(self.name.clone());
+        let new_peer = reachable.difference(&self.reachable).next().is_some();
+        self.reachable = reachable;
+        if new_peer {
+            if self.ring.is_some() {
+                self.broadcast_ring();
+            } else if self.wanting {
+                self.send_want();
+            }
+        }
+    }
+
+    fn send_want(&mut self) {
+        self.last_want_sent = Some(self.now);
+        let mode = self.config.init.tag();
+        self.broadcast(Message::Want { mode });
+    }
+
+    /// Start lazy initialisation.
+    fn want_ring(&mut self) {
+        if self.ring.is_some() {
+            return;
+        }
+        if let InitMode::Seed(seeds) = &self.config.init {
+            self.ring = Some(seed_ring(self.config.range, seeds));
+            self.dirty = true;
+            self.broadcast_ring();
+            return;
+        }
+        if !self.wanting {
+            self.wanting = true;
+            self.send_want();
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        let retry = self.config.retry_ms;
+        // Requests that waited too long.
+        let timeout = self.config.request_timeout_ms;
+        let expired: Vec<Pending> = self
+            .pending
+            .iter()
+            .filter(|p| now.saturating_sub(p.since) >= timeout)
+            .cloned()
+            .collect();
+        for p in expired {
+            let waiting_for = self.waiting_for(&p);
+            self.pending.retain(|q| q.id != p.id);
+            self.reply(
+                p.id,
+                Err(IpamError::TimedOut {
+                    waited_ms: now.saturating_sub(p.since),
+                    waiting_for,
+                }),
+            );
+        }
+        if self.ring.is_none() && self.wanting {
+            if self
+                .last_want_sent
+                .is_none_or(|t| now.saturating_sub(t) >= retry)
+            {
+                self.send_want();
+            }
+            if let Some(p) = &self.proposal {
+                if now.saturating_sub(p.started) >= retry {
+                    self.proposal = None;
+                }
+            }
+        }
+        // Expire denials so a peer that freed space is asked again.
+        for m in self.denied.values_mut() {
+            m.retain(|_, t| now.saturating_sub(*t) < retry);
+        }
+        self.denied.retain(|_, m| !m.is_empty());
+        self.asks.retain(|_, a| now.saturating_sub(a.sent) < retry);
+        if let Some(l) = &self.leaving {
+            if now.saturating_sub(l.since) >= timeout {
+                let peers: Vec<String> = l.waiting.iter().cloned().collect();
+                let id = l.id;
+                self.leaving = None;
+                let name = self.name.clone();
+                self.reply(
+                    id,
+                    Err(IpamError::HandoverUnconfirmed {
+                        peers: peers.join(", "),
+                        name,
+                    }),
+                );
+            } else if now.saturating_sub(l.last_sent) >= retry {
+                let to: Vec<String> = l.waiting.iter().cloned().collect();
+                if let Some(l) = self.leaving.as_mut() {
+                    l.last_sent = now;
+                }
+                if let Some(r) = self.ring.clone() {
+                    for p in to {
+                        self.send(
+                            &p,
+                            Message::Ring {
+                                ring: r.clone(),
+                                handover: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if self.ring.is_some()
+            && (self.gossip_due || now.saturating_sub(self.last_gossip) >= self.config.gossip_ms)
+        {
+            self.broadcast_ring();
+        }
+    }
+
+    /// Serve what can be served, start what must be asked for.
+    fn progress(&mut self) {
+        if self.pending.is_empty() {
+            self.consensus_step();
+            return;
+        }
+        if self.ring.is_none() {
+            self.want_ring();
+            self.consensus_step();
+            if self.ring.is_none() {
+                return;
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut keep = Vec::new();
+        let mut needed: BTreeSet<(Cidr, Option<Addr>)> = BTreeSet::new();
+        for p in pending {
+            match self.try_serve(&p) {
+                Served::Done(r) => self.reply(p.id, r),
+                Served::Wait(key) => {
+                    if let Some(k) = key {
+                        needed.insert(k);
+                    }
+                    keep.push(p);
+                }
+            }
+        }
+        self.pending = keep;
+        for k in needed {
+            self.ensure_ask(k);
+        }
+    }
+
+    fn try_serve(&mut self, p: &Pending) -> Served {
+        let Some(ring) = &self.ring else {
+            return Served::Wait(None);
+        };
+        match &p.want {
+            Want::Prime => Served::Done(Ok(Reply::Primed)),
+            Want::Alloc(subnet) => {
+                if let Some(a) = self.space.existing_in(&p.owner, subnet) {
+                    return Served::Done(Ok(Reply::Allocated(Cidr {
+                        addr: a,
+                        prefix: subnet.prefix,
+                    })));
+                }
+                let owned = ring.owned_by(&self.name);
+                if let Some(a) = self.space.first_free(&owned, subnet) {
+                    self.space.insert(a, &p.owner, subnet.prefix);
+                    self.dirty = true;
+                    return Served::Done(Ok(Reply::Allocated(Cidr {
+                        addr: a,
+                        prefix: subnet.prefix,
+                    })));
+                }
+                if self.subnet_full(subnet) {
+                    return Served::Done(Err(IpamError::SubnetFull { subnet: *subnet }));
+                }
+                Served::Wait(Some((*subnet, None)))
+            }
+            Want::Claim(c) => {
+                let a = c.addr;
+                match ring.owner_of(a) {
+                    Some(o) if o == self.name => match self.space.holder(a) {
+                        Some(h) if h.owner == p.owner => Served::Done(Ok(Reply::Claimed(*c))),
+                        Some(h) => Served::Done(Err(IpamError::AddressInUse {
+                            addr: *c,
+                            holder: h.owner.clone(),
+                            peer: self.name.clone(),
+                        })),
+                        None => {
+                            self.space.insert(a, &p.owner, c.prefix);
+                            self.dirty = true;
+                            Served::Done(Ok(Reply::Claimed(*c)))
+                        }
+                    },
+                    _ => Served::Wait(Some((c.subnet(), Some(a)))),
+                }
+            }
+        }
+    }
+
+    /// Every other owner of space in `subnet` is reachable and recently said it has none.
+    fn subnet_full(&self, subnet: &Cidr) -> bool {
+        let Some(ring) = &self.ring else {
+            return false;
+        };
+        let denied = self.denied.get(subnet);
+        let sub = (u64::from(subnet.network()), subnet.end());
+        let mut owners: BTreeSet<&str> = BTreeSet::new();
+        for (s, e, ent) in ring.entries() {
+            if crate::addr::intersect((s, e), sub).is_some() && ent.owner != self.name {
+                owners.insert(ent.owner.as_str());
+            }
+        }
+        owners
+            .iter()
+            .all(|o| self.reachable.contains(*o) && denied.is_some_and(|d| d.contains_key(*o)))
+    }
+
+    /// The reachable peer to ask for space in `subnet`: most advertised free first.
+    pub(crate) fn choose_donor(&self, subnet: &Cidr) -> Option<String> {
+        let ring = self.ring.as_ref()?;
+        let denied = self.denied.get(subnet);
+        ring.owners()
+            .into_iter()
+            .filter(|o| *o != self.name && self.reachable.contains(o))
+            .filter(|o| !denied.is_some_and(|d| d.contains_key(o)))
+            .map(|o| (ring.advertised_free(&o, subnet), o))
+            .filter(|(f, _)| *f > 0)
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(_, o)| o)
+            .or_else(|| {
+                // Hints may be stale: ask any reachable owner in the subnet not yet denied.
+                let sub = (u64::from(subnet.network()), subnet.end());
+                ring.entries()
+                    .filter(|(s, e, _)| crate::addr::intersect((*s, *e), sub).is_some())
+                    .map(|(_, _, ent)| ent.owner.clone())
+                    .find(|o| {
+                        *o != self.name
+                            && self.reachable.contains(o)
+                            && !denied.is_some_and(|d| d.contains_key(o))
+                    })
+            })
+    }
+
+    fn ensure_ask(&mut self, key: (Cidr, Option<Addr>)) {
+        if self.asks.contains_key(&key) {
+            return;
+        }
+        let to = match key.1 {
+            Some(a) => self
+                .ring
+                .as_ref()
+                .and_then(|r| r.owner_of(a))
+                .map(|s| s.to_string())
+                .filter(|o| *o != self.name && self.reachable.contains(o)),
+            None => self.choose_donor(&key.0),
+        };
+        let Some(to) = to else {
+            return;
+        };
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        self.asks.insert(
+            key,
+            Ask {
+                to: to.clone(),
+                nonce,
+                sent: self.now,
+            },
+        );
+        self.send(
+            &to,
+            Message::SpaceRequest {
+                nonce,
+                subnet: key.0,
+                want: key.1,
+            },
+        );
+    }
+
+    fn on_message(&mut self, from: &str, m: Message) {
+        match m {
+            Message::Ring { ring, handover } => self.on_ring(from, ring, handover),
+            Message::HandoverAck => {
+                let mut done = None;
+                if let Some(l) = self.leaving.as_mut() {
+                    l.waiting.remove(from);
+                    if l.waiting.is_empty() {
+                        done = Some((l.id, l.given.clone()));
+                    }
+                }
+                if let Some((id, given)) = done {
+                    self.leaving = None;
+                    self.reply(id, Ok(Reply::HandedOver(given)));
+                }
+            }
+            Message::SpaceRequest {
+                nonce,
+                subnet,
+                want,
+            } => self.on_space_request(from, nonce, subnet, want),
+            Message::SpaceDenied { nonce, reason } => self.on_denied(from, nonce, reason),
+            Message::Want { mode } => {
+                self.participants.insert(from.to_string(), mode);
+                if self.ring.is_some() {
+                    if let Some(r) = self.ring.clone() {
+                        self.send(
+                            from,
+                            Message::Ring {
+                                ring: r,
+                                handover: false,
+                            },
+                        );
+                    }
+                } else if !matches!(self.config.init, InitMode::Observer) {
+                    self.want_ring();
+                }
+            }
+            Message::Prepare { ballot } => {
+                self.participants.insert(from.to_string(), 0);
+                self.max_round = self.max_round.max(ballot.round);
+                if let Some(r) = self.ring.clone() {
+                    self.send(
+                        from,
+                        Message::Ring {
+                            ring: r,
+                            handover: false,
+                        },
+                    );
+                    return;
+                }
+                if !matches!(self.config.init, InitMode::Consensus(_)) {
+                    return;
+                }
+                self.wanting = true;
+                match self.acceptor.on_prepare(&ballot) {
+                    Ok(accepted) => {
+                        self.dirty = true;
+                        self.send(from, Message::Promise { ballot, accepted });
+                    }
+                    Err(promised) => self.send(from, Message::Nack { ballot, promised }),
+                }
+            }
+            Message::Accept { ballot, value } => {
+                if self.ring.is_some() || !matches!(self.config.init, InitMode::Consensus(_)) {
+                    return;
+                }
+                self.max_round = self.max_round.max(ballot.round);
+                match self.acceptor.on_accept(&ballot, &value) {
+                    Ok(()) => {
+                        self.dirty = true;
+                        self.send(from, Message::Accepted { ballot });
+                    }
+                    Err(promised) => self.send(from, Message::Nack { ballot, promised }),
+                }
+            }
+            Message::Promise { ballot, accepted } => {
+                if let Some(p) = self.proposal.as_mut() {
+                    if p.ballot == ballot {
+                        if let Phase::Preparing(promises) = &mut p.phase {
+                            promises.insert(from.to_string(), accepted);
+                        }
+                    }
+                }
+                self.consensus_step();
+            }
+            Message::Accepted { ballot } => {
+                if let Some(p) = self.proposal.as_mut() {
+                    if p.ballot == ballot {
+                        if let Phase::Accepting(_, acks) = &mut p.phase {
+                            acks.insert(from.to_string());
+                        }
+                    }
+                }
+                self.consensus_step();
+            }
+            Message::Nack { ballot, promised } => {
+                self.max_round = self.max_round.max(promised.round);
+                if self.proposal.as_ref().is_some_and(|p| p.ballot == ballot) {
+                    self.proposal = None;
+                }
+            }
+        }
+    }
+
+    fn on_ring(&mut self, from: &str, theirs: Ring, handover: bool) {
+        if theirs.range() != self.config.range {
+            self.notes.insert(
+                format!("range:{from}"),
+                format!(
+                    "peer {from} uses range {}, this peer {}: they cannot share addresses; give both the same --ipalloc-range",
+                    theirs.range(),
+                    self.config.range
+                ),
+            );
+            return;
+        }
+        let before = self.ring.as_ref().map(|r| r.owned_by(&self.name));
+        match self.ring.as_mut() {
+            None => {
+                self.ring = Some(theirs);
+                self.wanting = false;
+                self.proposal = None;
+                self.dirty = true;
+                self.gossip_due = true;
+            }
+            Some(ours) => match ours.merge(&theirs) {
+                Err(e) => {
+                    self.notes
+                        .insert(format!("ring:{from}"), format!("peer {from}: {e}"));
+                    return;
+                }
+                Ok(outcome) => {
+                    if outcome.changed {
+                        self.gossip_due = true;
+                    }
+                    if !outcome.conflicts.is_empty() {
+                        self.notes.insert(
+                            "conflict".into(),
+                            format!(
+                                "ring conflict at {} tokens (two peers ran rmpeer on the same peer?)",
+                                outcome.conflicts.len()
+                            ),
+                        );
+                    }
+                }
+            },
+        }
+        let after = self.ring.as_ref().map(|r| r.owned_by(&self.name));
+        if before != after {
+            self.dirty = true;
+            self.check_lost_space();
+        }
+        if handover {
+            // The ack must follow the persist of the merged ring.
+            self.dirty = true;
+            self.send(from, Message::HandoverAck);
+        }
+    }
+
+    /// Note allocations that lie in space this peer no longer owns (only rmpeer of a live
+    /// peer, or two rmpeers at once, can do that).
+    fn check_lost_space(&mut self) {
+        let Some(ring) = &self.ring else { return };
+        let lost: Vec<Addr> = self
+            .space
+            .all()
+            .filter(|(a, _)| ring.owner_of(*a) != Some(self.name.as_str()))
+            .map(|(a, _)| a)
+            .collect();
+        if let Some(a) = lost.first() {
+            self.notes.insert(
+                "lost".into(),
+                format!(
+                    "{} addresses held here (first {}) are owned by other peers now: was this peer removed with rmpeer while it was alive?",
+                    lost.len(),
+                    fmt_addr(*a)
+                ),
+            );
+        }
+    }
+
+    fn on_space_request(&mut self, from: &str, nonce: u64, subnet: Cidr, want: Option<Addr>) {
+        let deny = |s: &mut Allocator, reason| s.send(from, Message::SpaceDenied { nonce, reason });
+        let Some(ring) = &self.ring else {
+            return deny(self, DenyReason::NotOwner);
+        };
+        if ring.range() != self.config.range || !self.config.range.contains_subnet(&subnet) {
+            return deny(self, DenyReason::NotOwner);
+        }
+        let give = match want {
+            Some(a) => {
+                if ring.owner_of(a) != Some(self.name.as_str()) {
+                    return deny(self, DenyReason::NotOwner);
+                }
+                if let Some(h) = self.space.holder(a) {
+                    let h = h.owner.clone();
+                    return deny(self, DenyReason::InUse(h));
+                }
+                (u64::from(a), u64::from(a) + 1)
+            }
+            None => {
+                let owned = ring.owned_by(&self.name);
+                match self.space.largest_free_run(&owned, &subnet) {
+                    None => return deny(self, DenyReason::NoSpace),
+                    Some((s, e)) if e - s == 1 => (s, e),
+                    Some((s, e)) => (s + (e - s) / 2, e),
+                }
+            }
+        };
+        let name = self.name.clone();
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        if ring.transfer(&name, give.0, give.1, from).is_err() {
+            return deny(self, DenyReason::NotOwner);
+        }
+        self.dirty = true;
+        if let Some(r) = self.ring.clone() {
+            self.send(
+                from,
+                Message::Ring {
+                    ring: r,
+                    handover: false,
+                },
+            );
+        }
+        self.broadcast_ring();
+    }
+
+    fn on_denied(&mut self, from: &str, nonce: u64, reason: DenyReason) {
+        let Some(key) = self
+            .asks
+            .iter()
+            .find(|(_, a)| a.nonce == nonce && a.to == from)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        match reason {
+            DenyReason::NoSpace => {
+                self.asks.remove(&key);
+                self.denied
+                    .entry(key.0)
+                    .or_default()
+                    .insert(from.to_string(), self.now);
+            }
+            DenyReason::InUse(holder) => {
+                self.asks.remove(&key);
+                let Some(a) = key.1 else { return };
+                let failed: Vec<Pending> = self
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(&p.want, Want::Claim(c) if c.addr == a))
+                    .cloned()
+                    .collect();
+                for p in failed {
+                    self.pending.retain(|q| q.id != p.id);
+                    if let Want::Claim(c) = p.want {
+                        self.reply(
+                            p.id,
+                            Err(IpamError::AddressInUse {
+                                addr: c,
+                                holder: holder.clone(),
+                                peer: from.to_string(),
+                            }),
+                        );
+                    }
+                }
+            }
+            // Our ring is stale: keep the ask until it expires so we do not hammer the peer.
+            DenyReason::NotOwner => {}
+        }
+    }
+
+    /// The consensus peers we know of that are reachable (us included when we take part).
+    pub(crate) fn consensus_peers(&self) -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = self
+            .participants
+            .iter()
+            .filter(|(n, tag)| **tag == 0 && self.reachable.contains(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if matches!(self.config.init, InitMode::Consensus(_)) {
+            s.insert(self.name.clone());
+        }
+        s
+    }
+
+    fn consensus_step(&mut self) {
+        let InitMode::Consensus(n) = self.config.init else {
+            return;
+        };
+        if self.ring.is_some() || !self.wanting {
+            return;
+        }
+        let q = quorum(n);
+        // Advance a running proposal.
+        let mut decided = None;
+        let mut accept = None;
+        if let Some(p) = self.proposal.as_mut() {
+            match &mut p.phase {
+                Phase::Preparing(promises) if promises.len() >= q => {
+                    let value = choose_value(promises);
+                    let mut acks = BTreeSet::new();
+                    if self.acceptor.on_accept(&p.ballot, &value).is_ok() {
+                        acks.insert(self.name.clone());
+                    }
+                    accept = Some((p.ballot.clone(), value.clone()));
+                    p.phase = Phase::Accepting(value, acks);
+                }
+                Phase::Accepting(value, acks) if acks.len() >= q => {
+                    decided = Some(value.clone());
+                }
+                _ => {}
+            }
+        }
+        if let Some((ballot, value)) = accept {
+            self.dirty = true;
+            self.broadcast(Message::Accept { ballot, value });
+            // A single-peer quorum decides at once.
+            return self.consensus_step();
+        }
+        if let Some(value) = decided {
+            self.ring = Some(consensus_ring(self.config.range, &value));
+            self.proposal = None;
+            self.wanting = false;
+            self.dirty = true;
+            self.broadcast_ring();
+            return;
+        }
+        if self.proposal.is_some() {
+            return;
+        }
+        // Only the lowest-named reachable participant proposes; others wait for it.
+        let peers = self.consensus_peers();
+        if peers.iter().next() != Some(&self.name) {
+            return;
+        }
+        if self
+            .last_proposal
+            .is_some_and(|t| self.now.saturating_sub(t) < self.config.retry_ms)
+        {
+            return;
+        }
+        let ballot = Ballot {
+            round: self.max_round + 1,
+            proposer: self.name.clone(),
+        };
+        self.max_round = ballot.round;
+        self.last_proposal = Some(self.now);
+        let mut promises = BTreeMap::new();
+        if let Ok(acc) = self.acceptor.on_prepare(&ballot) {
+            promises.insert(self.name.clone(), acc);
+        }
+        self.dirty = true;
+        self.proposal = Some(Proposal {
+            ballot: ballot.clone(),
+            started: self.now,
+            phase: Phase::Preparing(promises),
+        });
+        self.broadcast(Message::Prepare { ballot });
+        self.consensus_step();
+    }
+
+    fn rmpeer(&mut self, name: &str) -> Result<Reply, IpamError> {
+        if name == self.name {
+            return Err(IpamError::RmPeerSelf {
+                name: name.to_string(),
+            });
+        }
+        if self.reachable.contains(name) {
+            return Err(IpamError::PeerReachable {
+                name: name.to_string(),
+            });
+        }
+        let status = self.status_line();
+        let me = self.name.clone();
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(IpamError::NotInitialised { status });
+        };
+        if ring.owned_count(name) == 0 {
+            return Err(IpamError::UnknownPeer {
+                name: name.to_string(),
+                owners: ring.owners().join(", "),
+            });
+        }
+        let n = ring.take_over(name, &me);
+        self.participants.remove(name);
+        self.dirty = true;
+        self.broadcast_ring();
+        Ok(Reply::RemovedPeer {
+            name: name.to_string(),
+            addresses: n,
+        })
+    }
+
+    fn shutdown(&mut self, id: RequestId) {
+        if self.left {
+            self.reply(id, Err(IpamError::ShuttingDown));
+            return;
+        }
+        let me = self.name.clone();
+        let to: Vec<String> = self
+            .reachable
+            .iter()
+            .filter(|p| **p != me)
+            .cloned()
+            .collect();
+        let owned = self.ring.as_ref().map(|r| r.owned_count(&me)).unwrap_or(0);
+        if owned > 0 && to.is_empty() {
+            self.reply(id, Err(IpamError::NoPeerForHandover { name: me }));
+            return;
+        }
+        self.left = true;
+        for p in std::mem::take(&mut self.pending) {
+            self.reply(p.id, Err(IpamError::ShuttingDown));
+        }
+        if owned == 0 {
+            self.reply(id, Ok(Reply::HandedOver(Vec::new())));
+            return;
+        }
+        self.space.clear();
+        let given = match self.ring.as_mut() {
+            Some(r) => r.hand_over(&me, &to),
+            None => Vec::new(),
+        };
+        self.dirty = true;
+        let waiting: BTreeSet<String> = given.iter().map(|(p, _)| p.clone()).collect();
+        if let Some(r) = self.ring.clone() {
+            for p in &waiting {
+                self.send(
+                    p,
+                    Message::Ring {
+                        ring: r.clone(),
+                        handover: true,
+                    },
+                );
+            }
+        }
+        self.broadcast_ring();
+        self.leaving = Some(Leaving {
+            id,
+            waiting,
+            given,
+            since: self.now,
+            last_sent: self.now,
+        });
+    }
+}
+
+enum Served {
+    Done(Result<Reply, IpamError>),
+    Wait(Option<(Cidr, Option<Addr>)>),
+}

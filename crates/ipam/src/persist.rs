@@ -1,0 +1,138 @@
+//! The state a peer keeps across restarts: its name, its ring, its allocations and its Paxos
+//! acceptor state. The router writes `encode()` atomically (temp, fsync, rename, fsync dir)
+//! when the core asks with `Action::Persist`, then reports `Event::Persisted`.
+
+use crate::addr::Addr;
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::consensus::{AcceptorState, Ballot};
+use crate::ring::Ring;
+
+/// The persisted format version this build writes.
+pub const STATE_VERSION: u32 = 1;
+const MAGIC: [u8; 4] = *b"WIPS";
+
+/// One allocation as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedAlloc {
+    /// The address.
+    pub addr: Addr,
+    /// The prefix of its subnet.
+    pub prefix: u8,
+    /// The container (or other owner) id.
+    pub owner: String,
+}
+
+/// Everything a peer needs to restart without losing or duplicating an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedState {
+    /// The peer's name (a restore under another name is refused).
+    pub name: String,
+    /// The ring, once initialised.
+    pub ring: Option<Ring>,
+    /// The allocations.
+    pub allocations: Vec<PersistedAlloc>,
+    /// Paxos acceptor state (promises must survive restarts).
+    pub acceptor: AcceptorState,
+}
+
+fn put_ballot(w: &mut Writer, b: &Ballot) {
+    w.u64(b.round);
+    w.str(&b.proposer);
+}
+
+fn get_ballot(r: &mut Reader<'_>) -> Result<Ballot, DecodeError> {
+    Ok(Ballot {
+        round: r.u64()?,
+        proposer: r.str()?,
+    })
+}
+
+impl PersistedState {
+    /// Encode for a file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(&MAGIC);
+        w.u32(STATE_VERSION);
+        w.str(&self.name);
+        match &self.ring {
+            Some(r) => {
+                w.u8(1);
+                w.ring(r);
+            }
+            None => w.u8(0),
+        }
+        w.u32(self.allocations.len() as u32);
+        for a in &self.allocations {
+            w.u32(a.addr);
+            w.u8(a.prefix);
+            w.str(&a.owner);
+        }
+        match &self.acceptor.promised {
+            Some(b) => {
+                w.u8(1);
+                put_ballot(&mut w, b);
+            }
+            None => w.u8(0),
+        }
+        match &self.acceptor.accepted {
+            Some((b, v)) => {
+                w.u8(1);
+                put_ballot(&mut w, b);
+                w.strs(v);
+            }
+            None => w.u8(0),
+        }
+        w.buf
+    }
+
+    /// Decode a file's contents; never panics.
+    pub fn decode(buf: &[u8]) -> Result<PersistedState, DecodeError> {
+        let mut r = Reader::new(buf);
+        for m in MAGIC {
+            if r.u8()? != m {
+                return Err(DecodeError::BadMagic);
+            }
+        }
+        let v = r.u32()?;
+        if v != STATE_VERSION {
+            return Err(DecodeError::Version(v.min(255) as u8, STATE_VERSION as u8));
+        }
+        let name = r.str()?;
+        let ring = match r.u8()? {
+            0 => None,
+            1 => Some(r.ring()?),
+            _ => return Err(DecodeError::Invalid("ring flag")),
+        };
+        let n = r.u32()?;
+        let mut allocations = Vec::new();
+        for _ in 0..n {
+            let addr = r.u32()?;
+            let prefix = r.u8()?;
+            if prefix > 32 {
+                return Err(DecodeError::Invalid("prefix above 32"));
+            }
+            allocations.push(PersistedAlloc {
+                addr,
+                prefix,
+                owner: r.str()?,
+            });
+        }
+        let promised = match r.u8()? {
+            0 => None,
+            1 => Some(get_ballot(&mut r)?),
+            _ => return Err(DecodeError::Invalid("promised flag")),
+        };
+        let accepted = match r.u8()? {
+            0 => None,
+            1 => Some((get_ballot(&mut r)?, r.strs()?)),
+            _ => return Err(DecodeError::Invalid("accepted flag")),
+        };
+        r.finish()?;
+        Ok(PersistedState {
+            name,
+            ring,
+            allocations,
+            acceptor: AcceptorState { promised, accepted },
+        })
+    }
+}
