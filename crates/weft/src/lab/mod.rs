@@ -1,11 +1,37 @@
-//! `weft lab`: a multi-host network on one machine, in network namespaces.
+//! `weft lab`: a multi-host network on one machine, in network namespaces. Hosts
+//! `LAB-h1..N` are joined by a bridge in `LAB-ul`; containers are `LAB-c-NAME`. Nothing
+//! is created in the machine's own namespace, and everything is found again by name, so
+//! `weft lab down` cleans up after a crash too.
 
-use anyhow::{bail, Result};
+mod container;
+mod down;
+mod exec;
+mod files;
+mod list;
+mod names;
+mod netns;
+mod up;
+
+use anyhow::Result;
 
 use crate::cli::LabCommand;
 
 /// Runs one `weft lab` command.
 pub fn run(command: LabCommand) -> Result<()> {
-    let _ = command;
-    bail!("weft lab: not available yet")
+    match command {
+        LabCommand::Up {
+            hosts,
+            name,
+            docker,
+        } => up::up(&name, hosts, docker),
+        LabCommand::Exec { host, name, cmd } => exec::exec(&name, &host, &cmd),
+        LabCommand::Container {
+            host,
+            container,
+            addrs,
+            name,
+        } => container::container(&name, &host, &container, &addrs),
+        LabCommand::Down { name } => down::down(&name),
+        LabCommand::List => list::list(),
+    }
 }

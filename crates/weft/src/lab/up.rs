@@ -1,0 +1,147 @@
+//! `weft lab up`: the underlay namespace with its bridge, one namespace per host joined to
+//! it by a veth made directly between the two namespaces (nothing is ever created in the
+//! machine's own namespace), per-host directories and /etc/netns files. A failure half
+//! way removes everything made so far.
+
+use anyhow::{anyhow, bail, Result};
+
+use super::down;
+use super::files;
+use super::names::{self, HOST_IFNAME, UNDERLAY_BRIDGE, UNDERLAY_PREFIX_LEN};
+use super::netns;
+
+/// `weft lab up --hosts N --name LAB [--docker]`.
+pub fn up(lab: &str, hosts: u32, docker: bool) -> Result<()> {
+    if docker {
+        bail!(
+            "lab up --docker: not available yet (this build of weft does not have the Docker \
+             integration); run `weft lab up` without --docker"
+        );
+    }
+    names::validate_lab_name(lab).map_err(|e| anyhow!("{e}; pick another --name"))?;
+    names::validate_hosts(hosts).map_err(anyhow::Error::msg)?;
+    refuse_if_present(lab)?;
+
+    // Claiming the lab directory is atomic: of two `lab up` racing for a name, one wins.
+    let base = files::labs_dir();
+    files::create_dir(&base, 0o755)?;
+    let dir = files::lab_dir(lab);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(already_exists(lab, &format!("{} exists", dir.display())))
+        }
+        Err(e) => bail!("cannot create {}: {e}", dir.display()),
+    }
+
+    // From here on everything named after the lab is ours: rolling back is `down`.
+    match build(lab, hosts) {
+        Ok(()) => {
+            eprintln!(
+                "lab {lab}: ready: {hosts} host(s) h1..h{hosts} on 172.29.0.0/24; \
+                 try `weft lab exec --name {lab} h1 -- ping -c1 h{}`",
+                hosts.min(2)
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("lab {lab}: setup failed ({e:#}); removing what was made");
+            let removed = down::remove(lab, true)?;
+            if !removed.errors.is_empty() {
+                eprintln!(
+                    "lab {lab}: could not remove everything: {}",
+                    removed.errors.join("; ")
+                );
+            }
+            Err(e.context(format!("lab {lab} was not created")))
+        }
+    }
+}
+
+fn already_exists(lab: &str, evidence: &str) -> String {
+    format!(
+        "lab {lab} already exists ({evidence}); remove it with `weft lab down --name {lab}` \
+         or pick another --name"
+    )
+}
+
+/// Fails if any piece of a lab of this name is present (namespaces, /etc/netns, dir).
+fn refuse_if_present(lab: &str) -> Result<()> {
+    let mut evidence = Vec::new();
+    let nss: Vec<String> = down::lab_namespaces(lab)?
+        .into_iter()
+        .map(|(_, ns)| ns)
+        .collect();
+    if !nss.is_empty() {
+        evidence.push(format!("namespaces {}", nss.join(" ")));
+    }
+    let etc: Vec<String> = files::list_etc()?
+        .into_iter()
+        .filter(|ns| names::classify(lab, ns).is_some())
+        .collect();
+    if !etc.is_empty() {
+        evidence.push(format!("{} entries {}", files::ETC_NETNS, etc.join(" ")));
+    }
+    let dir = files::lab_dir(lab);
+    if dir.exists() {
+        evidence.push(format!("{} exists", dir.display()));
+    }
+    if !evidence.is_empty() {
+        bail!(already_exists(lab, &evidence.join(", ")));
+    }
+    Ok(())
+}
+
+fn build(lab: &str, hosts: u32) -> Result<()> {
+    let ul = names::underlay_ns(lab);
+    eprintln!("lab {lab}: underlay namespace {ul} with bridge {UNDERLAY_BRIDGE}");
+    netns::add(&ul)?;
+    netns::ip_batch(
+        &ul,
+        &[
+            "link set lo up".to_string(),
+            format!("link add {UNDERLAY_BRIDGE} up type bridge"),
+        ],
+    )?;
+
+    let hosts_file = names::host_hosts_file(lab, hosts);
+    for i in 1..=hosts {
+        let host = names::host_name(i);
+        let ns = names::host_ns(lab, i);
+        let addr = names::underlay_ip(i);
+        eprintln!(
+            "lab {lab}: host {host}: namespace {ns}, {HOST_IFNAME} {addr}/{UNDERLAY_PREFIX_LEN}"
+        );
+
+        let dirs = files::host_dirs(lab, &host);
+        files::create_dir(&dirs.state, 0o700)?;
+        files::create_dir(&dirs.run, 0o755)?;
+        files::create_dir(&dirs.plugins, 0o755)?;
+        files::write_etc(
+            &ns,
+            &[
+                ("hosts", hosts_file.clone()),
+                ("resolv.conf", names::host_resolv_conf()),
+            ],
+        )?;
+
+        netns::add(&ns)?;
+        // The veth is made inside the underlay namespace with its peer moved straight into
+        // the host namespace, so it never exists in the machine's own namespace.
+        netns::ip_batch(
+            &ul,
+            &[format!(
+                "link add {host} master {UNDERLAY_BRIDGE} up type veth peer name {HOST_IFNAME} netns {ns}"
+            )],
+        )?;
+        netns::ip_batch(
+            &ns,
+            &[
+                "link set lo up".to_string(),
+                format!("addr add {addr}/{UNDERLAY_PREFIX_LEN} dev {HOST_IFNAME}"),
+                format!("link set {HOST_IFNAME} up"),
+            ],
+        )?;
+    }
+    Ok(())
+}
