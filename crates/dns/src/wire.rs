@@ -1,0 +1,456 @@
+//! Binary encoding of DNS gossip messages (version 1).
+//!
+//! Layout (big endian): `version:u8 kind:u8` then the body. Strings are `len:u16` + UTF-8;
+//! hostnames `len:u8` + ASCII. The mesh frames each payload, so a message is the whole
+//! buffer and trailing bytes are an error. Decoding never panics and never allocates
+//! more than the input can hold.
+//!
+//! | kind | body |
+//! |---|---|
+//! | 1 Delta | origin, clock:u64, n:u32, n × entry |
+//! | 2 Digest | origin, clock:u64, live:u32, checksum:u64 |
+//! | 3 Request | origin (the peer asked for its own full state) |
+//! | 4 Full | origin, clock:u64, n:u32, n × entry |
+//!
+//! entry = container, hostname, addr:[u8;4], version:u64, flags:u8 (bit 0 = tombstone)
+
+use std::net::Ipv4Addr;
+
+use crate::records::{normalize_name, Entry, EntryKey, EntryState, MAX_ID_LEN};
+
+/// The encoding version written by this code.
+pub const VERSION: u8 = 1;
+
+const KIND_DELTA: u8 = 1;
+const KIND_DIGEST: u8 = 2;
+const KIND_REQUEST: u8 = 3;
+const KIND_FULL: u8 = 4;
+/// Smallest possible encoded entry: two 1-byte strings, lengths, addr, version, flags.
+const MIN_ENTRY_LEN: usize = 2 + 1 + 1 + 1 + 4 + 8 + 1;
+
+/// A gossip message between routers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Entries of `origin` that just changed.
+    Delta {
+        /// Peer whose entries these are (the sender).
+        origin: String,
+        /// Sender's logical clock after the change.
+        clock: u64,
+        /// Changed entries (all of `origin`).
+        entries: Vec<Entry>,
+    },
+    /// Summary of the sender's own entries, for anti-entropy.
+    Digest {
+        /// The sender.
+        origin: String,
+        /// Sender's logical clock.
+        clock: u64,
+        /// Number of live entries.
+        live: u32,
+        /// Checksum of the live entries (see [`checksum`]).
+        checksum: u64,
+    },
+    /// "Send me your full state."
+    Request {
+        /// The peer asked (the receiver).
+        origin: String,
+    },
+    /// Every entry of the sender (live and tombstone) as of `clock`.
+    Full {
+        /// The sender.
+        origin: String,
+        /// Sender's logical clock; every entry of `origin` up to it is in `entries`.
+        clock: u64,
+        /// All entries.
+        entries: Vec<Entry>,
+    },
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The payload ended early.
+    #[error("dns gossip payload truncated at byte {at} (needed {need} more)")]
+    Truncated {
+        /// Offset where data ran out.
+        at: usize,
+        /// Bytes missing.
+        need: usize,
+    },
+    /// Written by a newer (or unknown) encoding.
+    #[error("dns gossip payload has version {0}, this router speaks {VERSION}; upgrade the older router")]
+    Version(u8),
+    /// Unknown message kind.
+    #[error("dns gossip payload has unknown kind {0}")]
+    Kind(u8),
+    /// A field has a value that cannot be right.
+    #[error("dns gossip payload has a bad {field} at byte {at}")]
+    Bad {
+        /// Which field.
+        field: &'static str,
+        /// Offset of the field.
+        at: usize,
+    },
+    /// Bytes after the end of the message.
+    #[error("dns gossip payload has {0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// FNV-1a 64 over the live entries given in key order; equal sets give equal sums.
+pub fn checksum<'a>(live: impl IntoIterator<Item = &'a Entry>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for e in live {
+        feed(e.key.container.as_bytes());
+        feed(&[0]);
+        feed(e.key.hostname.as_bytes());
+        feed(&[0]);
+        feed(&e.key.addr.octets());
+        feed(&e.state.version.to_be_bytes());
+    }
+    h
+}
+
+impl Message {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        match self {
+            Message::Delta {
+                origin,
+                clock,
+                entries,
+            }
+            | Message::Full {
+                origin,
+                clock,
+                entries,
+            } => {
+                out.push(if matches!(self, Message::Delta { .. }) {
+                    KIND_DELTA
+                } else {
+                    KIND_FULL
+                });
+                put_str(&mut out, origin);
+                out.extend_from_slice(&clock.to_be_bytes());
+                out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+                for e in entries {
+                    put_str(&mut out, &e.key.container);
+                    // Hostnames are checked to be at most 254 bytes when stored.
+                    let h = e.key.hostname.as_bytes();
+                    let h = &h[..h.len().min(255)];
+                    out.push(h.len() as u8);
+                    out.extend_from_slice(h);
+                    out.extend_from_slice(&e.key.addr.octets());
+                    out.extend_from_slice(&e.state.version.to_be_bytes());
+                    out.push(u8::from(e.state.tombstone));
+                }
+            }
+            Message::Digest {
+                origin,
+                clock,
+                live,
+                checksum,
+            } => {
+                out.push(KIND_DIGEST);
+                put_str(&mut out, origin);
+                out.extend_from_slice(&clock.to_be_bytes());
+                out.extend_from_slice(&live.to_be_bytes());
+                out.extend_from_slice(&checksum.to_be_bytes());
+            }
+            Message::Request { origin } => {
+                out.push(KIND_REQUEST);
+                put_str(&mut out, origin);
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload; any malformed input gives an error, never a panic.
+    pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader { buf, pos: 0 };
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(WireError::Version(version));
+        }
+        let kind = r.u8()?;
+        let msg = match kind {
+            KIND_DELTA | KIND_FULL => {
+                let origin = r.id("origin")?;
+                let clock = r.u64()?;
+                let at = r.pos;
+                let n = r.u32()? as usize;
+                // Bound the allocation by what the remaining bytes can hold.
+                if n > r.remaining() / MIN_ENTRY_LEN {
+                    return Err(WireError::Bad {
+                        field: "entry count",
+                        at,
+                    });
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(r.entry(&origin)?);
+                }
+                if kind == KIND_DELTA {
+                    Message::Delta {
+                        origin,
+                        clock,
+                        entries,
+                    }
+                } else {
+                    Message::Full {
+                        origin,
+                        clock,
+                        entries,
+                    }
+                }
+            }
+            KIND_DIGEST => {
+                let origin = r.id("origin")?;
+                Message::Digest {
+                    origin,
+                    clock: r.u64()?,
+                    live: r.u32()?,
+                    checksum: r.u64()?,
+                }
+            }
+            KIND_REQUEST => Message::Request {
+                origin: r.id("origin")?,
+            },
+            other => return Err(WireError::Kind(other)),
+        };
+        if r.remaining() != 0 {
+            return Err(WireError::Trailing(r.remaining()));
+        }
+        Ok(msg)
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Ids are checked to be at most 255 bytes when stored; cut defensively anyway.
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end.and_then(|e| self.buf.get(self.pos..e)) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(WireError::Truncated {
+                at: self.pos,
+                need: n - self.remaining().min(n),
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn id(&mut self, field: &'static str) -> Result<String, WireError> {
+        let at = self.pos;
+        let len = u16::from_be_bytes(self.array()?) as usize;
+        if len == 0 || len > MAX_ID_LEN {
+            return Err(WireError::Bad { field, at });
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Bad { field, at })
+    }
+
+    fn entry(&mut self, origin: &str) -> Result<Entry, WireError> {
+        let container = self.id("container")?;
+        let at = self.pos;
+        let len = self.u8()? as usize;
+        let raw = self.take(len)?;
+        let hostname = std::str::from_utf8(raw).map_err(|_| WireError::Bad {
+            field: "hostname",
+            at,
+        })?;
+        // Only the stored (normalized) form is valid on the wire.
+        match normalize_name(hostname) {
+            Ok(n) if n == hostname => {}
+            _ => {
+                return Err(WireError::Bad {
+                    field: "hostname",
+                    at,
+                })
+            }
+        }
+        let addr = Ipv4Addr::from(self.array::<4>()?);
+        let version = self.u64()?;
+        let at = self.pos;
+        let flags = self.u8()?;
+        if flags > 1 {
+            return Err(WireError::Bad { field: "flags", at });
+        }
+        Ok(Entry {
+            key: EntryKey {
+                origin: origin.to_string(),
+                container,
+                hostname: hostname.to_string(),
+                addr,
+            },
+            state: EntryState {
+                version,
+                tombstone: flags == 1,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Vec<Message> {
+        let e = |c: &str, h: &str, v: u64, t: bool| Entry {
+            key: EntryKey::new("peer-a", c, h, Ipv4Addr::new(10, 32, 1, 2)).unwrap(),
+            state: EntryState {
+                version: v,
+                tombstone: t,
+            },
+        };
+        vec![
+            Message::Delta {
+                origin: "peer-a".into(),
+                clock: 7,
+                entries: vec![e("c1", "web.weft.local", 7, false)],
+            },
+            Message::Full {
+                origin: "peer-a".into(),
+                clock: 9,
+                entries: vec![
+                    e("c1", "web.weft.local", 7, false),
+                    e("c2", "db.weft.local", 9, true),
+                ],
+            },
+            Message::Full {
+                origin: "peer-a".into(),
+                clock: 0,
+                entries: vec![],
+            },
+            Message::Digest {
+                origin: "peer-a".into(),
+                clock: 9,
+                live: 1,
+                checksum: 0xdead_beef,
+            },
+            Message::Request {
+                origin: "peer-b".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        for m in sample() {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_an_error() {
+        for m in sample() {
+            let b = m.encode();
+            for cut in 0..b.len() {
+                assert!(Message::decode(&b[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(Message::decode(&longer), Err(WireError::Trailing(1)));
+        }
+        assert_eq!(Message::decode(&[2, 1]), Err(WireError::Version(2)));
+        assert_eq!(Message::decode(&[1, 9]), Err(WireError::Kind(9)));
+        // A huge entry count with no bytes behind it is refused before allocating.
+        let mut b = vec![1, KIND_DELTA, 0, 1, b'p'];
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Message::decode(&b),
+            Err(WireError::Bad {
+                field: "entry count",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn uppercase_hostname_on_the_wire_is_refused() {
+        let m = Message::Delta {
+            origin: "p".into(),
+            clock: 1,
+            entries: vec![Entry {
+                key: EntryKey {
+                    origin: "p".into(),
+                    container: "c".into(),
+                    hostname: "Web.weft.local.".into(),
+                    addr: Ipv4Addr::LOCALHOST,
+                },
+                state: EntryState {
+                    version: 1,
+                    tombstone: false,
+                },
+            }],
+        };
+        assert!(matches!(
+            Message::decode(&m.encode()),
+            Err(WireError::Bad {
+                field: "hostname",
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(idx in 0usize..5, pos in any::<usize>(), val in any::<u8>()) {
+            let mut b = sample()[idx].encode();
+            let p = pos % b.len();
+            b[p] = val;
+            if let Ok(m) = Message::decode(&b) {
+                // Whatever decodes must encode back to the same bytes.
+                prop_assert_eq!(m.encode(), b);
+            }
+        }
+    }
+}
