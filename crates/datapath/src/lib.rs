@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nl;
 pub mod reset;
 pub mod route;
+pub mod sleeve;
 
 pub use attach::{attach, detach, AttachInfo, AttachSpec, DetachInfo};
 pub use bridge::ensure_bridge;

@@ -1,0 +1,396 @@
+//! End-to-end tests of the sleeve: hosts are network namespaces joined by veth underlays,
+//! each with a bridge, a sleeve TAP and a "container" namespace on the bridge. Real kernel,
+//! real TAP, real UDP; every namespace is removed on drop, also when a test fails.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `ip` (or any command) and fails the test with its output when it fails.
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn succeeds(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A set of namespaces with a unique prefix, deleted on drop.
+struct Lab {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Lab {
+            prefix: format!("wsl{}x{}", std::process::id(), n),
+            names: Vec::new(),
+        }
+    }
+
+    fn ns(&mut self, short: &str) -> String {
+        let name = format!("{}-{}", self.prefix, short);
+        run(&["ip", "netns", "add", &name]);
+        self.names.push(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// A host: namespace with a bridge `weft` that is up.
+    fn host(&mut self, short: &str) -> String {
+        let h = self.ns(short);
+        run(&["ip", "-n", &h, "link", "add", "weft", "type", "bridge"]);
+        run(&["ip", "-n", &h, "link", "set", "weft", "up"]);
+        h
+    }
+
+    /// A container namespace with eth0 = `cidr`, its peer end on `host`'s bridge.
+    fn container(&mut self, host: &str, short: &str, cidr: &str) -> String {
+        let c = self.ns(short);
+        let hv = format!("v{short}");
+        run(&[
+            "ip", "-n", host, "link", "add", &hv, "type", "veth", "peer", "name", "eth0", "netns",
+            &c,
+        ]);
+        run(&["ip", "-n", host, "link", "set", &hv, "master", "weft", "up"]);
+        run(&["ip", "-n", &c, "addr", "add", cidr, "dev", "eth0"]);
+        run(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
+        c
+    }
+}
+
+/// Joins two hosts with a veth pair `ul<tag>` and gives each end an address.
+fn underlay(a: &str, a_cidr: &str, b: &str, b_cidr: &str, tag: &str) {
+    let dev = format!("ul{tag}");
+    run(&[
+        "ip", "-n", a, "link", "add", &dev, "type", "veth", "peer", "name", &dev, "netns", b,
+    ]);
+    for (h, cidr) in [(a, a_cidr), (b, b_cidr)] {
+        run(&["ip", "-n", h, "addr", "add", cidr, "dev", &dev]);
+        run(&["ip", "-n", h, "link", "set", &dev, "up"]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets and devices it creates
+/// stay there).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on this dedicated thread with a valid namespace descriptor.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in netns panicked")
+}
+
+fn start(ns: &str, id: u32, listen: &str) -> Sleeve {
+    let mut cfg = SleeveConfig::new(PeerId(id), "sleeve0");
+    cfg.listen = listen.parse().unwrap();
+    cfg.bridge = Some("weft".into());
+    cfg.heartbeat_interval = Duration::from_millis(200);
+    in_netns(ns, move || Sleeve::start(cfg)).expect("sleeve starts")
+}
+
+fn peer(id: u32, addr: Option<&str>, key: Option<[u8; 32]>) -> PeerConfig {
+    PeerConfig {
+        id: PeerId(id),
+        name: format!("peer{id}"),
+        addr: addr.map(|a| a.parse::<SocketAddr>().unwrap()),
+        key,
+    }
+}
+
+/// Waits (bounded) until `s` has heard from `id`.
+fn wait_heard(s: &Sleeve, id: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = s.peer_stats(PeerId(id)).expect("peer is configured");
+        if st.last_heard.is_some() && st.rtt.is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleeve {:?} never heard a heartbeat answer from peer {id}: {st:?}",
+            s.local_id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ping(from: &str, to_ip: &str) -> bool {
+    succeeds(&[
+        "ip", "netns", "exec", from, "ping", "-c", "2", "-i", "0.2", "-W", "2", to_ip,
+    ])
+}
+
+/// Sends `len` pseudo-random bytes over TCP from `client_ns` to `server_ip` in
+/// `server_ns` and checks that exactly those bytes arrived.
+fn tcp_transfer(client_ns: &str, server_ns: &str, server_ip: &str, len: usize) {
+    let data: Vec<u8> = (0..len as u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect();
+    let expected = data.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sns = server_ns.to_string();
+    let bind = format!("{server_ip}:5201");
+    let server = std::thread::spawn(move || {
+        in_netns(&sns, move || {
+            let l = TcpListener::bind(&bind).expect("bind test server");
+            tx.send(()).unwrap();
+            let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).expect("read all");
+            got
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server listening");
+    let target = format!("{server_ip}:5201");
+    in_netns(client_ns, move || {
+        let addr: SocketAddr = target.parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&data).expect("send");
+    });
+    let got = server.join().expect("server thread");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "TCP byte count across the sleeve"
+    );
+    assert!(got == expected, "TCP content changed across the sleeve");
+}
+
+/// Two hosts h1, h2 with containers c1 (10.40.0.1) and c2 (10.40.0.2).
+fn two_hosts(lab: &mut Lab) -> (String, String, String, String) {
+    let h1 = lab.host("h1");
+    let h2 = lab.host("h2");
+    underlay(&h1, "10.99.0.1/24", &h2, "10.99.0.2/24", "0");
+    let c1 = lab.container(&h1, "c1", "10.40.0.1/24");
+    let c2 = lab.container(&h2, "c2", "10.40.0.2/24");
+    (h1, h2, c1, c2)
+}
+
+#[test]
+fn sleeve_carries_ping_arp_and_tcp_between_two_hosts() {
+    let mut lab = Lab::new();
+    let (h1, h2, c1, c2) = two_hosts(&mut lab);
+    let s1 = start(&h1, 1, "10.99.0.1:6783");
+    let s2 = start(&h2, 2, "10.99.0.2:6783");
+    s1.add_peer(peer(2, Some("10.99.0.2:6783"), None)).unwrap();
+    s2.add_peer(peer(1, Some("10.99.0.1:6783"), None)).unwrap();
+    wait_heard(&s1, 2);
+    wait_heard(&s2, 1);
+
+    // ARP (broadcast) has to cross for the first ping to work.
+    assert!(
+        ping(&c1, "10.40.0.2"),
+        "c1 cannot ping c2 through the sleeve"
+    );
+    assert!(
+        ping(&c2, "10.40.0.1"),
+        "c2 cannot ping c1 through the sleeve"
+    );
+    let neigh = Command::new("ip")
+        .args(["-n", &c1, "neigh", "show", "10.40.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("lladdr"),
+        "c1 has no ARP entry for c2"
+    );
+    tcp_transfer(&c1, &c2, "10.40.0.2", 8 << 20);
+    tcp_transfer(&c2, &c1, "10.40.0.1", 2 << 20);
+
+    let st = s1.peer_stats(PeerId(2)).unwrap();
+    assert!(st.tx_bytes > 8 << 20, "tx bytes counted: {st:?}");
+    assert!(st.rtt.is_some() && st.alive(Instant::now(), Duration::from_secs(2)));
+    // The TCP traffic crossed as super-frames: fewer frames than 1500-byte packets.
+    assert!(
+        st.tx_frames < (8 << 20) / 1448,
+        "expected TSO super-frames, got {} frames for 8 MiB",
+        st.tx_frames
+    );
+    // The MAC of c2 was learned behind peer 2 from its frames.
+    let mac = Command::new("ip")
+        .args(["-n", &c2, "-br", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&mac.stdout).to_string();
+    let m: Vec<u8> = text
+        .split_whitespace()
+        .nth(2)
+        .expect("mac in ip -br output")
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    let mac: [u8; 6] = m.try_into().unwrap();
+    assert_eq!(s1.lookup_mac(&mac), Some(PeerId(2)));
+    drop((s1, s2));
+}
+
+#[test]
+fn sleeve_encrypts_and_drops_traffic_with_a_wrong_key() {
+    let mut lab = Lab::new();
+    let (h1, h2, c1, c2) = two_hosts(&mut lab);
+    let mut cfg = SleeveConfig::new(PeerId(1), "sleeve0");
+    cfg.listen = "10.99.0.1:6783".parse().unwrap();
+    cfg.bridge = Some("weft".into());
+    cfg.require_encryption = true;
+    cfg.heartbeat_interval = Duration::from_millis(200);
+    let s1 = in_netns(&h1, move || Sleeve::start(cfg)).unwrap();
+    let s2 = start(&h2, 2, "10.99.0.2:6783");
+
+    // With a password set, a peer without a key is refused with a clear error.
+    let err = s1
+        .add_peer(peer(2, Some("10.99.0.2:6783"), None))
+        .unwrap_err();
+    assert!(matches!(err, SleeveError::Peer { .. }), "{err}");
+    assert!(err.to_string().contains("key"), "{err}");
+
+    let key = [0x42u8; 32];
+    s1.add_peer(peer(2, Some("10.99.0.2:6783"), Some(key)))
+        .unwrap();
+    s2.add_peer(peer(1, Some("10.99.0.1:6783"), Some(key)))
+        .unwrap();
+    wait_heard(&s1, 2);
+    wait_heard(&s2, 1);
+    assert!(ping(&c1, "10.40.0.2"), "encrypted ping failed");
+    tcp_transfer(&c1, &c2, "10.40.0.2", 4 << 20);
+    assert!(s1.peer_stats(PeerId(2)).unwrap().encrypted);
+
+    // Now h2 uses a different key: everything from it is rejected, nothing gets through.
+    s2.add_peer(peer(1, Some("10.99.0.1:6783"), Some([0x43u8; 32])))
+        .unwrap();
+    let before = s1.peer_stats(PeerId(2)).unwrap().rx_rejected;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s1.peer_stats(PeerId(2)).unwrap().rx_rejected <= before {
+        assert!(
+            Instant::now() < deadline,
+            "datagrams with the wrong key were not rejected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run(&["ip", "-n", &c1, "neigh", "flush", "all"]);
+    assert!(!ping(&c1, "10.40.0.2"), "ping crossed despite a wrong key");
+    let heard = s2.peer_stats(PeerId(1)).unwrap();
+    assert!(
+        heard.last_heard.is_none(),
+        "h2 accepted datagrams sealed with another key"
+    );
+}
+
+#[test]
+fn sleeve_relays_between_hosts_without_a_direct_path() {
+    let mut lab = Lab::new();
+    let a = lab.host("a");
+    let b = lab.host("b");
+    let c = lab.host("c");
+    underlay(&a, "10.98.1.1/24", &b, "10.98.1.2/24", "1");
+    underlay(&b, "10.98.2.2/24", &c, "10.98.2.3/24", "2");
+    // a and c have no route to each other on the underlay.
+    assert!(!succeeds(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.98.2.3"
+    ]));
+    let ca = lab.container(&a, "ca", "10.41.0.1/24");
+    let cc = lab.container(&c, "cc", "10.41.0.3/24");
+    let key_ab = [1u8; 32];
+    let key_bc = [2u8; 32];
+    let sa = start(&a, 1, "0.0.0.0:6783");
+    let sb = start(&b, 2, "0.0.0.0:6783");
+    let sc = start(&c, 3, "0.0.0.0:6783");
+    sa.add_peer(peer(2, Some("10.98.1.2:6783"), Some(key_ab)))
+        .unwrap();
+    sa.add_peer(peer(3, None, None)).unwrap();
+    sa.set_route(PeerId(3), Some(PeerId(2)));
+    sb.add_peer(peer(1, Some("10.98.1.1:6783"), Some(key_ab)))
+        .unwrap();
+    sb.add_peer(peer(3, Some("10.98.2.3:6783"), Some(key_bc)))
+        .unwrap();
+    sb.set_broadcast_route(PeerId(1), Some(vec![PeerId(3)]));
+    sb.set_broadcast_route(PeerId(3), Some(vec![PeerId(1)]));
+    sc.add_peer(peer(2, Some("10.98.2.2:6783"), Some(key_bc)))
+        .unwrap();
+    sc.add_peer(peer(1, None, None)).unwrap();
+    sc.set_route(PeerId(1), Some(PeerId(2)));
+    wait_heard(&sa, 2);
+    wait_heard(&sc, 2);
+
+    assert!(
+        ping(&ca, "10.41.0.3"),
+        "container on a cannot reach container on c via b"
+    );
+    tcp_transfer(&ca, &cc, "10.41.0.3", 4 << 20);
+    tcp_transfer(&cc, &ca, "10.41.0.1", 1 << 20);
+    let relayed = sb.peer_stats(PeerId(3)).unwrap();
+    assert!(
+        relayed.tx_bytes > 4 << 20,
+        "b did not relay to c: {relayed:?}"
+    );
+    // b never delivered a's unicast frames into its own bridge.
+    assert!(sa.peer_stats(PeerId(3)).unwrap().last_heard.is_none());
+}
+
+#[test]
+fn sleeve_start_fails_cleanly_on_a_missing_bridge() {
+    let mut lab = Lab::new();
+    let h = lab.ns("h");
+    let mut cfg = SleeveConfig::new(PeerId(1), "sleeve0");
+    cfg.listen = "127.0.0.1:6783".parse().unwrap();
+    cfg.bridge = Some("nosuchbr".into());
+    let r = in_netns(&h, move || Sleeve::start(cfg).map(|_| ()));
+    let err = r.unwrap_err();
+    assert!(matches!(err, SleeveError::Bridge { .. }), "{err}");
+    assert!(err.to_string().contains("nosuchbr"), "{err}");
+    // The TAP was removed again.
+    assert!(!succeeds(&["ip", "-n", &h, "link", "show", "sleeve0"]));
+    // And the port is free again: a second start in the same namespace works.
+    let mut cfg = SleeveConfig::new(PeerId(1), "sleeve0");
+    cfg.listen = "127.0.0.1:6783".parse().unwrap();
+    let s = in_netns(&h, move || Sleeve::start(cfg)).expect("restart after failure");
+    assert!(succeeds(&["ip", "-n", &h, "link", "show", "sleeve0"]));
+    s.stop();
+    assert!(!succeeds(&["ip", "-n", &h, "link", "show", "sleeve0"]));
+}
