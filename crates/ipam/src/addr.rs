@@ -211,6 +211,35 @@ pub fn parse_addr_specs<S: AsRef<str>>(items: &[S]) -> Result<Vec<AddrSpec>, Add
     Ok(out)
 }
 
+/// `a` minus the intervals in `minus` (all half-open, `a` sorted and disjoint).
+pub fn subtract(a: &[(u64, u64)], minus: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(s, e) in a {
+        let mut pieces = vec![(s, e)];
+        for &(ms, me) in minus {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(ps, pe)| {
+                    let mut v = Vec::new();
+                    if ms >= pe || me <= ps {
+                        v.push((ps, pe));
+                    } else {
+                        if ps < ms {
+                            v.push((ps, ms));
+                        }
+                        if me < pe {
+                            v.push((me, pe));
+                        }
+                    }
+                    v
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
+}
+
 /// Intersect two half-open intervals.
 pub(crate) fn intersect(a: (u64, u64), b: (u64, u64)) -> Option<(u64, u64)> {
     let s = a.0.max(b.0);

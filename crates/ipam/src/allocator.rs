@@ -19,7 +19,7 @@ use crate::consensus::{
 };
 use crate::error::IpamError;
 use crate::messages::{DenyReason, Message};
-use crate::persist::{PersistedAlloc, PersistedState};
+use crate::persist::{usable, PersistedAlloc, PersistedState, Quarantine};
 use crate::ring::Ring;
 use crate::space::Space;
 
@@ -253,6 +253,8 @@ pub struct Allocator {
     pub(crate) left: bool,
     pub(crate) notes: BTreeMap<String, String>,
     pub(crate) bad_messages: u64,
+    pub(crate) quarantines: Vec<Quarantine>,
+    pub(crate) last_sync_sent: Millis,
     pub(crate) now: Millis,
 }
 
@@ -337,6 +339,8 @@ impl Allocator {
             left: false,
             notes: BTreeMap::new(),
             bad_messages: 0,
+            quarantines: Vec::new(),
+            last_sync_sent: 0,
             now: 0,
         };
         if let Some(st) = restored {
@@ -360,6 +364,7 @@ impl Allocator {
             }
             a.max_round = st.acceptor.promised.as_ref().map(|b| b.round).unwrap_or(0);
             a.acceptor = st.acceptor;
+            a.quarantines = st.quarantines;
         }
         Ok(a)
     }
@@ -399,7 +404,13 @@ impl Allocator {
                 })
                 .collect(),
             acceptor: self.acceptor.clone(),
+            quarantines: self.quarantines.clone(),
         }
+    }
+
+    /// The intervals this peer allocates from: what it owns minus quarantined rmpeer space.
+    pub fn usable_ranges(&self) -> Vec<(u64, u64)> {
+        usable(self.ring.as_ref(), &self.name, &self.quarantines)
     }
 
     /// Feed one event; returns the actions to execute in order.
@@ -670,6 +681,9 @@ impl Allocator {
                 }
             }
         }
+        if !self.quarantines.is_empty() && now.saturating_sub(self.last_sync_sent) >= retry {
+            self.send_sync();
+        }
         if self.ring.is_some()
             && (self.gossip_due || now.saturating_sub(self.last_gossip) >= self.config.gossip_ms)
         {
@@ -723,7 +737,7 @@ impl Allocator {
                         prefix: subnet.prefix,
                     })));
                 }
-                let owned = ring.owned_by(&self.name);
+                let owned = self.usable_ranges();
                 if let Some(a) = self.space.first_free(&owned, subnet) {
                     self.space.insert(a, &p.owner, subnet.prefix);
                     self.dirty = true;
@@ -739,6 +753,13 @@ impl Allocator {
             }
             Want::Claim(c) => {
                 let a = c.addr;
+                if self.quarantines.iter().any(|q| {
+                    q.ranges
+                        .iter()
+                        .any(|(s, e)| (*s..*e).contains(&u64::from(a)))
+                }) {
+                    return Served::Wait(None);
+                }
                 match ring.owner_of(a) {
                     Some(o) if o == self.name => match self.space.holder(a) {
                         Some(h) if h.owner == p.owner => Served::Done(Ok(Reply::Claimed(*c))),
@@ -987,6 +1008,14 @@ impl Allocator {
                 }
             },
         }
+        let before_q = self.quarantines.len();
+        for q in self.quarantines.iter_mut() {
+            q.waiting.remove(from);
+        }
+        self.quarantines.retain(|q| !q.waiting.is_empty());
+        if self.quarantines.len() != before_q {
+            self.dirty = true;
+        }
         let after = self.ring.as_ref().map(|r| r.owned_by(&self.name));
         if before != after {
             self.dirty = true;
@@ -1031,7 +1060,11 @@ impl Allocator {
         }
         let give = match want {
             Some(a) => {
-                if ring.owner_of(a) != Some(self.name.as_str()) {
+                let usable = self
+                    .usable_ranges()
+                    .iter()
+                    .any(|(s, e)| (*s..*e).contains(&u64::from(a)));
+                if !usable {
                     return deny(self, DenyReason::NotOwner);
                 }
                 if let Some(h) = self.space.holder(a) {
@@ -1041,7 +1074,7 @@ impl Allocator {
                 (u64::from(a), u64::from(a) + 1)
             }
             None => {
-                let owned = ring.owned_by(&self.name);
+                let owned = self.usable_ranges();
                 match self.space.largest_free_run(&owned, &subnet) {
                     None => return deny(self, DenyReason::NoSpace),
                     Some((s, e)) if e - s == 1 => (s, e),
@@ -1226,7 +1259,24 @@ impl Allocator {
                 owners: ring.owners().join(", "),
             });
         }
+        let ranges = ring.owned_by(name);
+        let mut waiting: BTreeSet<String> = ring.owners().into_iter().collect();
         let n = ring.take_over(name, &me);
+        waiting.extend(self.reachable.iter().cloned());
+        waiting.remove(name);
+        waiting.remove(&me);
+        for q in self.quarantines.iter_mut() {
+            q.waiting.remove(name);
+        }
+        self.quarantines.retain(|q| !q.waiting.is_empty());
+        if !waiting.is_empty() {
+            self.quarantines.push(Quarantine {
+                dead: name.to_string(),
+                ranges,
+                waiting,
+            });
+            self.send_sync();
+        }
         self.participants.remove(name);
         self.dirty = true;
         self.broadcast_ring();
@@ -1234,6 +1284,21 @@ impl Allocator {
             name: name.to_string(),
             addresses: n,
         })
+    }
+
+    /// Ask the peers a quarantine waits for to send their rings (they answer `Want` with it).
+    fn send_sync(&mut self) {
+        self.last_sync_sent = self.now;
+        let to: BTreeSet<String> = self
+            .quarantines
+            .iter()
+            .flat_map(|q| q.waiting.iter().cloned())
+            .filter(|p| self.reachable.contains(p))
+            .collect();
+        let mode = self.config.init.tag();
+        for p in to {
+            self.send(&p, Message::Want { mode });
+        }
     }
 
     fn shutdown(&mut self, id: RequestId) {

@@ -2,7 +2,9 @@
 //! acceptor state. The router writes `encode()` atomically (temp, fsync, rename, fsync dir)
 //! when the core asks with `Action::Persist`, then reports `Event::Persisted`.
 
-use crate::addr::Addr;
+use std::collections::BTreeSet;
+
+use crate::addr::{subtract, Addr};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::consensus::{AcceptorState, Ballot};
 use crate::ring::Ring;
@@ -22,6 +24,18 @@ pub struct PersistedAlloc {
     pub owner: String,
 }
 
+/// Space taken from a dead peer with rmpeer, not used until every other peer that owns space
+/// has sent its ring (one of them may hold a part the dead peer gave away just before it died).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// The removed peer.
+    pub dead: String,
+    /// The intervals taken over.
+    pub ranges: Vec<(u64, u64)>,
+    /// Peers whose ring we still need.
+    pub waiting: BTreeSet<String>,
+}
+
 /// Everything a peer needs to restart without losing or duplicating an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedState {
@@ -33,6 +47,8 @@ pub struct PersistedState {
     pub allocations: Vec<PersistedAlloc>,
     /// Paxos acceptor state (promises must survive restarts).
     pub acceptor: AcceptorState,
+    /// Space from rmpeer not yet usable.
+    pub quarantines: Vec<Quarantine>,
 }
 
 fn put_ballot(w: &mut Writer, b: &Ballot) {
@@ -82,7 +98,23 @@ impl PersistedState {
             }
             None => w.u8(0),
         }
+        w.u32(self.quarantines.len() as u32);
+        for q in &self.quarantines {
+            w.str(&q.dead);
+            w.u32(q.ranges.len() as u32);
+            for (a, b) in &q.ranges {
+                w.u64(*a);
+                w.u64(*b);
+            }
+            let waiting: Vec<String> = q.waiting.iter().cloned().collect();
+            w.strs(&waiting);
+        }
         w.buf
+    }
+
+    /// The intervals this peer may allocate from: what it owns, minus quarantined space.
+    pub fn usable_ranges(&self) -> Vec<(u64, u64)> {
+        usable(self.ring.as_ref(), &self.name, &self.quarantines)
     }
 
     /// Decode a file's contents; never panics.
@@ -127,12 +159,47 @@ impl PersistedState {
             1 => Some((get_ballot(&mut r)?, r.strs()?)),
             _ => return Err(DecodeError::Invalid("accepted flag")),
         };
+        let nq = r.u32()?;
+        let mut quarantines = Vec::new();
+        for _ in 0..nq {
+            let dead = r.str()?;
+            let nr = r.u32()?;
+            let mut ranges = Vec::new();
+            for _ in 0..nr {
+                let a = r.u64()?;
+                let b = r.u64()?;
+                if a >= b || b > 1 << 32 {
+                    return Err(DecodeError::Invalid("quarantine interval"));
+                }
+                ranges.push((a, b));
+            }
+            let waiting = r.strs()?.into_iter().collect();
+            quarantines.push(Quarantine {
+                dead,
+                ranges,
+                waiting,
+            });
+        }
         r.finish()?;
         Ok(PersistedState {
             name,
             ring,
             allocations,
             acceptor: AcceptorState { promised, accepted },
+            quarantines,
         })
     }
+}
+
+/// What `name` may allocate from in `ring`, minus quarantined space.
+pub fn usable(ring: Option<&Ring>, name: &str, quarantines: &[Quarantine]) -> Vec<(u64, u64)> {
+    let Some(ring) = ring else {
+        return Vec::new();
+    };
+    let owned = ring.owned_by(name);
+    let minus: Vec<(u64, u64)> = quarantines
+        .iter()
+        .flat_map(|q| q.ranges.iter().copied())
+        .collect();
+    subtract(&owned, &minus)
 }

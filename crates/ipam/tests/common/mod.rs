@@ -363,14 +363,16 @@ impl Sim {
             if p.removed {
                 continue;
             }
-            let ring = match &p.node {
-                Some(n) => n.ring().cloned(),
-                None => p.disk.as_ref().and_then(|d| d.ring.clone()),
+            let usable = match &p.node {
+                Some(n) => n.usable_ranges(),
+                None => p
+                    .disk
+                    .as_ref()
+                    .map(|d| d.usable_ranges())
+                    .unwrap_or_default(),
             };
-            if let Some(r) = ring {
-                for (s, e) in r.owned_by(&p.name) {
-                    spans.push((s, e, i));
-                }
+            for (s, e) in usable {
+                spans.push((s, e, i));
             }
         }
         spans.sort();
