@@ -54,6 +54,7 @@ fn run_seed(seed: u64) -> Figures {
     sim.loss_pct = rng.below(15);
     sim.latency = (1, 1 + rng.below(60));
     sim.persist_delay = (0, rng.below(20));
+    sim.crash_per_mille = 1 + rng.below(4);
     let subnet: Cidr = "10.40.1.0/26".parse().unwrap();
     let range: Cidr = RANGE.parse().unwrap();
     let mut f = Figures::default();
@@ -71,6 +72,12 @@ fn run_seed(seed: u64) -> Figures {
     while sim.now < chaos_end {
         sim.run(50);
         let now = sim.now;
+        for i in std::mem::take(&mut sim.crashed) {
+            f.crashes += 1;
+            if !sim.peers[i].removed {
+                restarts.push((now + rng.between(100, 5_000), i));
+            }
+        }
         // Scheduled recoveries.
         let due: Vec<usize> = restarts
             .iter()
@@ -178,6 +185,12 @@ fn run_seed(seed: u64) -> Figures {
     }
 
     // Heal: everything connected, no loss, every crashed peer back.
+    sim.crash_per_mille = 0;
+    for i in std::mem::take(&mut sim.crashed) {
+        if !sim.peers[i].removed {
+            restarts.push((0, i));
+        }
+    }
     sim.side = vec![0; n];
     sim.loss_pct = 0;
     for (_, i) in std::mem::take(&mut restarts) {

@@ -77,6 +77,11 @@ pub struct Sim {
     pub violations: Vec<String>,
     pub steps: u64,
     pub messages: u64,
+    /// Chance (per mille) that a peer is killed right after it handled a message or a
+    /// completed persist: crashes land between a reply and the next persist, mid-handover...
+    pub crash_per_mille: u64,
+    /// Peers crashed by `crash_per_mille`, for the test to restart.
+    pub crashed: Vec<usize>,
 }
 
 impl Sim {
@@ -113,6 +118,8 @@ impl Sim {
             violations: Vec::new(),
             steps: 0,
             messages: 0,
+            crash_per_mille: 0,
+            crashed: Vec::new(),
         };
         s.notify_peers();
         s
@@ -276,6 +283,17 @@ impl Sim {
         self.notify_peers();
     }
 
+    fn maybe_crash(&mut self, i: usize) {
+        if self.crash_per_mille == 0 || !self.up(i) || self.rng.below(1000) >= self.crash_per_mille
+        {
+            return;
+        }
+        if (0..self.peers.len()).filter(|j| self.up(*j)).count() > 1 {
+            self.crash(i);
+            self.crashed.push(i);
+        }
+    }
+
     pub fn restart(&mut self, i: usize) {
         let p = &mut self.peers[i];
         let node = Allocator::new(p.name.clone(), p.cfg.clone(), p.disk.clone())
@@ -323,6 +341,7 @@ impl Sim {
                         if let Some((_, token, state)) = self.peers[i].persists.pop_front() {
                             self.peers[i].disk = Some(state);
                             self.handle(i, Event::Persisted { token });
+                            self.maybe_crash(i);
                         }
                     }
                 }
@@ -332,6 +351,7 @@ impl Sim {
                         self.messages += 1;
                         let from = self.peers[from].name.clone();
                         self.handle(to, Event::Received { from, payload });
+                        self.maybe_crash(to);
                     }
                 }
             } else {
