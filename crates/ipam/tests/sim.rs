@@ -60,7 +60,7 @@ fn run_seed(seed: u64) -> Figures {
     let mut f = Figures::default();
     let mut restarts: Vec<(u64, usize)> = Vec::new();
     let mut heal_at: Option<u64> = None;
-    let kill_at = if seed % 2 == 0 {
+    let kill_at = if seed.is_multiple_of(2) {
         Some(5_000 + rng.below(30_000))
     } else {
         None

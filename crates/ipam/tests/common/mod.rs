@@ -37,6 +37,9 @@ impl Rng {
     }
 }
 
+/// A message on the wire: (arrives at, sequence, from, to, receiver incarnation, payload).
+type InFlight = (u64, u64, usize, usize, u64, Vec<u8>);
+
 pub struct Peer {
     pub name: String,
     pub cfg: IpamConfig,
@@ -62,7 +65,7 @@ pub struct Sim {
     pub rng: Rng,
     pub peers: Vec<Peer>,
     seq: u64,
-    net: BinaryHeap<Reverse<(u64, u64, usize, usize, u64, Vec<u8>)>>,
+    net: BinaryHeap<Reverse<InFlight>>,
     pub side: Vec<u8>,
     pub loss_pct: u64,
     pub latency: (u64, u64),
