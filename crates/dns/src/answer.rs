@@ -107,6 +107,11 @@ impl Answerer {
         })
     }
 
+    /// The store answers come from.
+    pub fn records(&self) -> &SharedRecords {
+        &self.records
+    }
+
     /// The domain answered here, lowercase with the final dot.
     pub fn domain(&self) -> &str {
         &self.domain_text

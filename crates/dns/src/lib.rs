@@ -16,6 +16,7 @@ pub mod records;
 pub mod server;
 pub mod wire;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 
 pub use answer::{AnswerConfig, Answerer, Outcome, Transport};
@@ -32,6 +33,20 @@ pub type SharedRecords = Arc<RwLock<Records>>;
 pub const DEFAULT_DOMAIN: &str = "weft.local.";
 /// Default TTL of local answers, seconds.
 pub const DEFAULT_TTL: u32 = 1;
+/// Address weft answers on inside every attached container's netns (the resolv.conf one).
+pub const CONTAINER_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+/// Second in-container address, for Docker (whose own resolver owns 127.0.0.11 on
+/// user-defined networks and forwards to `--dns 127.0.0.12` from the container's netns).
+pub const DOCKER_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 12);
+/// Port of both.
+pub const DNS_PORT: u16 = 53;
+/// Every address weft listens on in containers; never used as an upstream.
+pub const LISTEN_ADDRS: [IpAddr; 2] = [IpAddr::V4(CONTAINER_DNS_ADDR), IpAddr::V4(DOCKER_DNS_ADDR)];
+
+/// The Docker flags `weft dns-args` prints, e.g. `--dns=127.0.0.12 --dns-search=weft.local.`.
+pub fn docker_dns_args(domain: &str) -> String {
+    format!("--dns={DOCKER_DNS_ADDR} --dns-search={domain}")
+}
 
 /// Errors of the DNS crate; each names the input that caused it.
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,32 @@ impl DnsHandle {
         &self.forwarder
     }
 
+    /// The `dns` section of `weft report` / `weft status dns`.
+    pub fn report(&self) -> weft_api::DnsReport {
+        let mut entries = crate::read_records(self.answerer.records()).report();
+        entries.sort_by(|a, b| {
+            (&a.hostname, &a.address, &a.origin).cmp(&(&b.hostname, &b.address, &b.origin))
+        });
+        weft_api::DnsReport {
+            domain: self.answerer.domain().to_string(),
+            address: format!(
+                "{}:{} and {}:{} in each container",
+                crate::CONTAINER_DNS_ADDR,
+                crate::DNS_PORT,
+                crate::DOCKER_DNS_ADDR,
+                crate::DNS_PORT
+            ),
+            upstream: self
+                .forwarder
+                .servers()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ttl: self.answerer.ttl(),
+            entries,
+        }
+    }
+
     /// Answers a query given as bytes, forwarding if needed (for `weft dns-lookup`).
     /// Returns `None` when the bytes are not a query worth an answer.
     pub async fn resolve(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {

@@ -309,6 +309,35 @@ async fn resolve_bytes_for_dns_lookup() {
         vec![Ipv4Addr::new(192, 0, 2, 7)]
     );
     assert!(handle.resolve(&[1, 2], Transport::Tcp).await.is_none());
+    // What `weft status dns` / `weft report` show.
+    let report = handle.report();
+    assert_eq!(report.domain, "weft.local.");
+    assert_eq!(report.ttl, 1);
+    assert_eq!(report.upstream, vec![up.addr.to_string()]);
+    let names: Vec<(&str, &str, &str)> = report
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.hostname.as_str(),
+                e.address.as_str(),
+                e.container.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("db.weft.local.", "10.32.0.6", "c2"),
+            ("db.weft.local.", "10.32.0.7", "c3"),
+            ("web.weft.local.", "10.32.0.5", "c1")
+        ]
+    );
+    assert!(report.entries.iter().all(|e| e.origin == "peer-1"));
+    assert_eq!(
+        weft_dns::docker_dns_args("weft.local."),
+        "--dns=127.0.0.12 --dns-search=weft.local."
+    );
     weft.server.abort();
 }
 
