@@ -255,6 +255,15 @@ pub struct Allocator {
     pub(crate) bad_messages: u64,
     pub(crate) quarantines: Vec<Quarantine>,
     pub(crate) last_sync_sent: Millis,
+    /// A persist is wanted but one is in flight: the next goes out when it is acknowledged
+    /// (group commit: one snapshot per durable write, however many changes came in between).
+    pub(crate) persist_wanted: bool,
+    /// Allocation changes since free counts were last advertised: (address, +1 taken / -1 freed).
+    pub(crate) touched: Vec<(Addr, i64)>,
+    /// What we owned when free counts were last computed in full.
+    pub(crate) counted_owned: Vec<(u64, u64)>,
+    /// Next-fit cursor per subnet, so a released address is not handed out again at once.
+    pub(crate) cursor: BTreeMap<Cidr, u64>,
     pub(crate) now: Millis,
 }
 
@@ -341,6 +350,10 @@ impl Allocator {
             bad_messages: 0,
             quarantines: Vec::new(),
             last_sync_sent: 0,
+            persist_wanted: false,
+            touched: Vec::new(),
+            counted_owned: Vec::new(),
+            cursor: BTreeMap::new(),
             now: 0,
         };
         if let Some(st) = restored {
@@ -428,6 +441,14 @@ impl Allocator {
                         released.push(a);
                     }
                 }
+                if self.persist_wanted && self.acked_token == self.persist_token {
+                    self.persist_wanted = false;
+                    self.persist_token += 1;
+                    released.push(Action::Persist {
+                        state: self.persisted_state(),
+                        token: self.persist_token,
+                    });
+                }
             }
             Event::Allocate { id, owner, subnet } => {
                 let subnet = subnet.map(|s| s.subnet()).unwrap_or(self.default_subnet);
@@ -448,6 +469,7 @@ impl Allocator {
             }
             Event::Release { id, owner, addr } => {
                 let r = self.space.release(&owner, addr);
+                self.touched.extend(r.iter().map(|c| (c.addr, -1)));
                 if !r.is_empty() {
                     self.dirty = true;
                 }
@@ -539,13 +561,21 @@ impl Allocator {
         if self.dirty {
             self.dirty = false;
             self.refresh_free();
-            self.persist_token += 1;
-            released.push(Action::Persist {
-                state: self.persisted_state(),
-                token: self.persist_token,
-            });
+            if self.acked_token < self.persist_token {
+                self.persist_wanted = true;
+            } else {
+                self.persist_token += 1;
+                released.push(Action::Persist {
+                    state: self.persisted_state(),
+                    token: self.persist_token,
+                });
+            }
         }
-        if self.acked_token < self.persist_token {
+        if self.persist_wanted {
+            // Depends on the persist that goes out once the one in flight is acknowledged.
+            let t = self.persist_token + 1;
+            self.held.extend(out.into_iter().map(|a| (t, a)));
+        } else if self.acked_token < self.persist_token {
             let t = self.persist_token;
             self.held.extend(out.into_iter().map(|a| (t, a)));
         } else {
@@ -556,9 +586,28 @@ impl Allocator {
 
     /// Advertise our current free counts in our ring entries.
     fn refresh_free(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
         let Some(ring) = self.ring.as_mut() else {
             return;
         };
+        let owned = ring.owned_by(&self.name);
+        if owned == self.counted_owned {
+            // Ownership unchanged: apply the allocation changes to the entries they hit.
+            for (a, d) in touched {
+                let Some((s, _, ent)) = ring.entry_at(u64::from(a)) else {
+                    continue;
+                };
+                if ent.owner != self.name {
+                    continue;
+                }
+                let free = (i64::from(ent.free) - d).clamp(0, i64::from(u32::MAX)) as u32;
+                if ring.set_free(&self.name, s as Addr, free) {
+                    self.gossip_due = true;
+                }
+            }
+            return;
+        }
+        self.counted_owned = owned;
         let ours: Vec<(u64, u64)> = ring
             .entries()
             .filter(|(_, _, e)| e.owner == self.name)
@@ -738,8 +787,11 @@ impl Allocator {
                     })));
                 }
                 let owned = self.usable_ranges();
-                if let Some(a) = self.space.first_free(&owned, subnet) {
+                let from = self.cursor.get(subnet).copied().unwrap_or(0);
+                if let Some(a) = self.space.next_free(&owned, subnet, from) {
                     self.space.insert(a, &p.owner, subnet.prefix);
+                    self.touched.push((a, 1));
+                    self.cursor.insert(*subnet, u64::from(a) + 1);
                     self.dirty = true;
                     return Served::Done(Ok(Reply::Allocated(Cidr {
                         addr: a,
@@ -770,6 +822,7 @@ impl Allocator {
                         })),
                         None => {
                             self.space.insert(a, &p.owner, c.prefix);
+                            self.touched.push((a, 1));
                             self.dirty = true;
                             Served::Done(Ok(Reply::Claimed(*c)))
                         }

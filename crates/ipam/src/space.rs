@@ -100,6 +100,17 @@ impl Space {
         None
     }
 
+    /// The first free usable address at or after `from` (wrapping around to the start):
+    /// next-fit, so sequential allocation is cheap and released addresses rest a while.
+    pub fn next_free(&self, owned: &[(u64, u64)], subnet: &Cidr, from: u64) -> Option<Addr> {
+        let after: Vec<(u64, u64)> = owned
+            .iter()
+            .filter_map(|iv| intersect(*iv, (from, u64::MAX)))
+            .collect();
+        self.first_free(&after, subnet)
+            .or_else(|| self.first_free(owned, subnet))
+    }
+
     /// The largest run of free usable addresses of `subnet` inside the `owned` intervals.
     pub fn largest_free_run(&self, owned: &[(u64, u64)], subnet: &Cidr) -> Option<(u64, u64)> {
         let usable = subnet.usable_interval();

@@ -84,6 +84,51 @@ fn reply_waits_for_persist() {
 }
 
 #[test]
+fn persists_are_group_committed_while_one_is_in_flight() {
+    let mut a = Allocator::new(
+        "a".into(),
+        cfg("10.32.0.0/12", InitMode::Seed(names(&["a"]))),
+        None,
+    )
+    .unwrap();
+    let alloc = |id| Event::Allocate {
+        id,
+        owner: format!("c{id}"),
+        subnet: None,
+    };
+    let first = a.handle(0, alloc(1));
+    assert!(matches!(
+        first.as_slice(),
+        [Action::Persist { token: 1, .. }]
+    ));
+    // Two more while persist 1 is in flight: no new snapshot, no reply yet.
+    assert!(a.handle(0, alloc(2)).is_empty());
+    assert!(a.handle(0, alloc(3)).is_empty());
+    let acts = a.handle(1, Event::Persisted { token: 1 });
+    let replies: Vec<u64> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reply { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, vec![1], "only the first allocation is durable");
+    let token = match acts.last() {
+        Some(Action::Persist { state, token }) => {
+            assert_eq!(
+                state.allocations.len(),
+                3,
+                "one snapshot covers both waiting allocations"
+            );
+            *token
+        }
+        other => panic!("expected a Persist last, got {other:?}"),
+    };
+    let acts = a.handle(2, Event::Persisted { token });
+    assert_eq!(acts.len(), 2, "both replies released: {acts:?}");
+}
+
+#[test]
 fn allocates_locally_then_asks_a_peer_for_space() {
     let mut sim = seeded(&["a", "b"], &["a"], "10.32.0.0/24");
     let id = sim.allocate(0, "c1", None);

@@ -410,6 +410,22 @@ impl Sim {
                 ));
             }
         }
+        // Advertised free counts match the allocations (they steer space requests).
+        for p in &self.peers {
+            let Some(n) = &p.node else { continue };
+            let Some(r) = n.ring() else { continue };
+            for (s, e, ent) in r.entries() {
+                if ent.owner == p.name {
+                    let free = (e - s) - n.space().count_in(s, e);
+                    if u64::from(ent.free) != free {
+                        self.violations.push(format!(
+                            "t={} {} advertises {} free in an entry with {free} free",
+                            self.now, p.name, ent.free
+                        ));
+                    }
+                }
+            }
+        }
         // Every live container's address is owned by its peer, in that peer's view.
         for (a, (i, cont)) in &self.holders {
             let p = &self.peers[*i];
