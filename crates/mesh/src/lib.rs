@@ -1,1 +1,19 @@
 //! Sans-IO mesh core: peer identity, handshake, gossip, topology and routes.
+//!
+//! - [`session`]: one control connection's bytes (version prologue, Noise, frames).
+//! - [`wire`]: the messages and their encoding.
+//! - [`mesh`]: one peer's state machine (connections, gossip, heartbeats, targets).
+//! - [`topology`]: entries, reachability, next hops, broadcast trees.
+//! - [`sim`]: a deterministic simulation of many peers, reusable by other cores.
+
+pub mod mesh;
+pub mod session;
+pub mod sim;
+pub mod topology;
+pub mod wire;
+
+pub use mesh::{
+    Action, ConnId, ConnStatus, Mesh, MeshConfig, Neighbour, SendError, TargetStatus, Timing,
+};
+pub use session::{Role, Session, SessionError, SessionEvent};
+pub use wire::{Hello, Message, PeerEntry};

@@ -1,0 +1,225 @@
+//! Deterministic simulation of the mesh: many peers, random connectivity, message loss,
+//! partitions that heal, crashes and restarts. Every run is reproducible from its seed;
+//! WEFT_SIM_SEEDS=N runs N seeds of the heavy scenario (default 2), WEFT_SIM_PEERS sets
+//! its size (default 200).
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use weft_mesh::sim::{App, AppSend, NoApp, Sim, SimConfig};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Random connectivity: each peer names one earlier peer, some name a second.
+fn random_mesh<A: App>(sim: &mut Sim<A>, n: usize, rng: &mut rand::rngs::StdRng) {
+    sim.add_peer(&[]);
+    for i in 1..n {
+        let mut t = vec![rng.random_range(0..i)];
+        if rng.random_bool(0.3) {
+            t.push(rng.random_range(0..i));
+        }
+        sim.add_peer(&t);
+    }
+}
+
+#[test]
+fn three_peers_each_naming_one_converge() {
+    let mut sim = Sim::new(SimConfig::default(), |_| NoApp);
+    sim.add_peer(&[1]);
+    sim.add_peer(&[2]);
+    sim.add_peer(&[0]);
+    let t = sim.run_until_converged(10_000, 50).unwrap();
+    assert!(t < 2_000, "took {t} ms");
+    let (peers, edges) = sim.mesh(0).unwrap().view();
+    assert_eq!(peers.len(), 3);
+    assert_eq!(edges.len(), 3);
+}
+
+#[test]
+fn discovery_builds_a_full_mesh_from_one_named_peer() {
+    let cfg = SimConfig {
+        discovery: true,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg, |_| NoApp);
+    sim.add_peer(&[]);
+    for _ in 1..20 {
+        sim.add_peer(&[0]);
+    }
+    sim.run_for(5_000);
+    sim.run_until_converged(20_000, 100).unwrap();
+    for i in 0..20 {
+        assert_eq!(sim.mesh(i).unwrap().neighbours().len(), 19, "peer {i}");
+    }
+}
+
+#[test]
+fn conn_limit_bounds_discovered_connections() {
+    let cfg = SimConfig {
+        discovery: true,
+        conn_limit: 5,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg, |_| NoApp);
+    sim.add_peer(&[]);
+    for i in 1..30 {
+        sim.add_peer(&[i - 1]);
+    }
+    sim.run_for(10_000);
+    sim.run_until_converged(20_000, 100).unwrap();
+    for i in 0..30 {
+        let n = sim.mesh(i).unwrap().neighbours().len();
+        // Explicit targets and inbound connections may exceed the limit by the explicit ones.
+        assert!(n <= 7, "peer {i} has {n} connections");
+    }
+    assert_eq!(sim.mesh(0).unwrap().view().0.len(), 30);
+}
+
+/// The heavy scenario: join, loss, partition and heal, crashes (reset and silent),
+/// restarts; every phase must converge.
+fn chaos(seed: u64, n: usize) {
+    let cfg = SimConfig {
+        seed,
+        loss: 0.01,
+        ..SimConfig::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabcdef);
+    let mut sim = Sim::new(cfg, |_| NoApp);
+    random_mesh(&mut sim, n, &mut rng);
+    let t = sim
+        .run_until_converged(60_000, 250)
+        .unwrap_or_else(|e| panic!("seed {seed}: initial join did not converge: {e}"));
+    eprintln!("seed {seed}: {n} peers joined in {t} ms");
+    assert_eq!(
+        sim.components(),
+        1,
+        "seed {seed}: the mesh is one component"
+    );
+
+    // Partition into two halves, then heal.
+    let split: Vec<u32> = (0..n).map(|_| rng.random_range(0..2)).collect();
+    sim.partition(move |i| split[i]);
+    sim.run_for(8_000);
+    let t = sim
+        .run_until_converged(60_000, 250)
+        .unwrap_or_else(|e| panic!("seed {seed}: partition did not converge: {e}"));
+    eprintln!("seed {seed}: partitioned views converged {t} ms after detection");
+    sim.heal();
+    sim.run_for(2_000);
+    let t = sim
+        .run_until_converged(90_000, 250)
+        .unwrap_or_else(|e| panic!("seed {seed}: heal did not converge: {e}"));
+    eprintln!("seed {seed}: healed in {t} ms");
+    assert_eq!(
+        sim.components(),
+        1,
+        "seed {seed}: healed into one component"
+    );
+
+    // Crash a few peers, half with socket resets, half silently.
+    let victims: Vec<usize> = (0..5).map(|_| rng.random_range(0..n)).collect();
+    for (k, v) in victims.iter().enumerate() {
+        sim.crash(*v, k % 2 == 0);
+    }
+    let t = sim
+        .run_until_converged(30_000, 100)
+        .unwrap_or_else(|e| panic!("seed {seed}: crash did not converge: {e}"));
+    assert!(t <= 10_000, "seed {seed}: crash noticed after {t} ms");
+    eprintln!("seed {seed}: crashes noticed and converged in {t} ms");
+    for v in &victims {
+        sim.restart(*v);
+    }
+    sim.run_for(1_000);
+    let t = sim
+        .run_until_converged(60_000, 250)
+        .unwrap_or_else(|e| panic!("seed {seed}: restart did not converge: {e}"));
+    eprintln!("seed {seed}: restarted peers rejoined in {t} ms");
+    let alive = sim.alive_names().len();
+    let (peers, _) = sim.mesh(victims[0]).unwrap().view();
+    assert_eq!(
+        peers.len(),
+        alive,
+        "seed {seed}: a restarted peer sees the whole mesh"
+    );
+}
+
+#[test]
+fn chaos_200_peers_many_seeds() {
+    let seeds = env("WEFT_SIM_SEEDS", 2);
+    let n = env("WEFT_SIM_PEERS", 200) as usize;
+    for seed in 0..seeds {
+        chaos(seed + 1, n);
+    }
+}
+
+/// Counts payloads per (channel, origin).
+#[derive(Default)]
+struct Counter {
+    got: HashMap<(u16, String), u32>,
+}
+
+impl App for Counter {
+    fn deliver(&mut self, _: u64, channel: u16, from: &str, _: &[u8]) -> Vec<AppSend> {
+        *self.got.entry((channel, from.to_string())).or_default() += 1;
+        Vec::new()
+    }
+}
+
+#[test]
+fn unicast_and_broadcast_reach_each_peer_exactly_once() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut sim = Sim::new(SimConfig::default(), |_| Counter::default());
+    random_mesh(&mut sim, 60, &mut rng);
+    sim.run_until_converged(30_000, 100).unwrap();
+    let dst = sim.name(37).to_string();
+    sim.app_send(
+        5,
+        AppSend::To {
+            channel: 7,
+            dst,
+            payload: b"hi".to_vec(),
+        },
+    );
+    sim.app_send(
+        9,
+        AppSend::Broadcast {
+            channel: 8,
+            payload: b"all".to_vec(),
+        },
+    );
+    sim.run_for(2_000);
+    let src5 = sim.name(5).to_string();
+    let src9 = sim.name(9).to_string();
+    assert_eq!(sim.app(37).got.get(&(7, src5.clone())), Some(&1));
+    for i in 0..60 {
+        let want = if i == 9 { None } else { Some(&1) };
+        assert_eq!(sim.app(i).got.get(&(8, src9.clone())), want, "peer {i}");
+        if i != 37 {
+            assert_eq!(sim.app(i).got.get(&(7, src5.clone())), None);
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = |seed| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                loss: 0.02,
+                ..SimConfig::default()
+            },
+            |_| NoApp,
+        );
+        random_mesh(&mut sim, 30, &mut rng);
+        sim.run_for(10_000);
+        sim.total_traffic().bytes
+    };
+    assert_eq!(run(5), run(5));
+}
