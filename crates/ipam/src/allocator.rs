@@ -916,6 +916,11 @@ impl Allocator {
     fn on_message(&mut self, from: &str, m: Message) {
         match m {
             Message::Ring { ring, handover } => self.on_ring(from, ring, handover),
+            Message::SpaceGranted { nonce, ring } => {
+                // Answered: if the space given is not enough, the next ask goes out at once.
+                self.asks.retain(|_, a| a.nonce != nonce);
+                self.on_ring(from, ring, false);
+            }
             Message::HandoverAck => {
                 let mut done = None;
                 if let Some(l) = self.leaving.as_mut() {
@@ -1143,14 +1148,8 @@ impl Allocator {
             return deny(self, DenyReason::NotOwner);
         }
         self.dirty = true;
-        if let Some(r) = self.ring.clone() {
-            self.send(
-                from,
-                Message::Ring {
-                    ring: r,
-                    handover: false,
-                },
-            );
+        if let Some(ring) = self.ring.clone() {
+            self.send(from, Message::SpaceGranted { nonce, ring });
         }
         self.broadcast_ring();
     }

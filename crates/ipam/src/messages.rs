@@ -42,6 +42,13 @@ pub enum Message {
         /// A claim: the one address wanted.
         want: Option<Addr>,
     },
+    /// A space request granted: the donor's ring, in which the requester now owns space.
+    SpaceGranted {
+        /// The request's nonce.
+        nonce: u64,
+        /// The donor's ring after the transfer.
+        ring: Ring,
+    },
     /// A space request refused.
     SpaceDenied {
         /// The request's nonce.
@@ -174,6 +181,11 @@ impl Message {
                 w.u8(10);
                 put_ballot(&mut w, ballot);
             }
+            Message::SpaceGranted { nonce, ring } => {
+                w.u8(11);
+                w.u64(*nonce);
+                w.ring(ring);
+            }
         }
         w.buf
     }
@@ -248,6 +260,10 @@ impl Message {
             },
             10 => Message::Accepted {
                 ballot: get_ballot(&mut r)?,
+            },
+            11 => Message::SpaceGranted {
+                nonce: r.u64()?,
+                ring: r.ring()?,
             },
             t => return Err(DecodeError::UnknownType(t)),
         };

@@ -34,6 +34,10 @@ fn samples() -> Vec<Message> {
             handover: true,
         },
         Message::HandoverAck,
+        Message::SpaceGranted {
+            nonce: 3,
+            ring: ring(),
+        },
         Message::SpaceRequest {
             nonce: 9,
             subnet: sub,
@@ -140,7 +144,7 @@ proptest! {
     }
 
     #[test]
-    fn mangled_encodings_never_panic(which in 0usize..14, flips in prop::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
+    fn mangled_encodings_never_panic(which in 0usize..15, flips in prop::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
         let msgs = samples();
         let mut b = msgs[which % msgs.len()].encode();
         let mut s = state().encode();
