@@ -11,6 +11,7 @@ pub mod error;
 pub mod messages;
 pub mod persist;
 pub mod ring;
+pub mod routes;
 pub mod space;
 pub mod status;
 
@@ -22,4 +23,5 @@ pub use error::IpamError;
 pub use messages::Message;
 pub use persist::PersistedState;
 pub use ring::Ring;
+pub use routes::{check_range, HostRoute, RangeOverlapsRoute};
 pub use status::{PeerShare, Status};

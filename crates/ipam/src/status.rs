@@ -107,6 +107,11 @@ impl Allocator {
                     n,
                     quorum(*n)
                 );
+                if peers.len() < quorum(*n) {
+                    line.push_str(
+                        "; if the missing peers are gone for good, relaunch the others with --ipalloc-init seed=THEIR,NAMES",
+                    );
+                }
                 if peers.len() > *n as usize {
                     line.push_str(&format!(
                         "; WARNING: more consensus peers than consensus={n}: give every peer the same, correct N"
