@@ -1036,6 +1036,7 @@ impl Allocator {
             return;
         }
         let before = self.ring.as_ref().map(|r| r.owned_by(&self.name));
+        self.yield_taken_space(&theirs);
         match self.ring.as_mut() {
             None => {
                 self.ring = Some(theirs);
@@ -1083,6 +1084,36 @@ impl Allocator {
             // The ack must follow the persist of the merged ring.
             self.dirty = true;
             self.send(from, Message::HandoverAck);
+        }
+    }
+
+    /// Space taken with rmpeer that the dead peer had given to a live peer (which we learn from
+    /// that peer's ring, the reason for the quarantine) goes to that peer: same generation of
+    /// version, another live owner means the dead peer handed it over before dying.
+    fn yield_taken_space(&mut self, theirs: &Ring) {
+        let Some(ours) = self.ring.as_mut() else {
+            return;
+        };
+        let mut yields = Vec::new();
+        for q in &self.quarantines {
+            for (t, te) in theirs.tokens() {
+                let inside = q
+                    .ranges
+                    .iter()
+                    .any(|(s, e)| (*s..*e).contains(&u64::from(*t)));
+                if !inside || te.owner == q.dead || te.owner == self.name {
+                    continue;
+                }
+                if let Some(oe) = ours.tokens().get(t) {
+                    if oe.owner == self.name && te.version.saturating_add(1) >= oe.version {
+                        yields.push((*t, te.owner.clone(), te.version));
+                    }
+                }
+            }
+        }
+        for (t, to, v) in yields {
+            ours.yield_token(&self.name, t, &to, v);
+            self.gossip_due = true;
         }
     }
 

@@ -277,6 +277,20 @@ impl Ring {
         taken
     }
 
+    /// `by` gives its token `t` to `to` with a version above `seen` (used when rmpeer took a
+    /// token that the dead peer had already given to `to`).
+    pub fn yield_token(&mut self, by: &str, t: Addr, to: &str, seen: u32) -> bool {
+        match self.tokens.get_mut(&t) {
+            Some(ent) if ent.owner == by => {
+                ent.version = ent.version.max(seen).saturating_add(1);
+                ent.owner = to.to_string();
+                ent.free = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Give every token of `by` to the peers in `to`, round robin. Returns who got what count.
     pub fn hand_over(&mut self, by: &str, to: &[String]) -> Vec<(String, u64)> {
         let mut given: BTreeMap<String, u64> = BTreeMap::new();

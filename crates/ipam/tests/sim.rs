@@ -30,6 +30,7 @@ struct Figures {
     crashes: u64,
     partitions: u64,
     rmpeers: u64,
+    leaves: u64,
     messages: u64,
 }
 
@@ -67,6 +68,14 @@ fn run_seed(seed: u64) -> Figures {
         None
     };
     let mut dead: Option<(usize, u64)> = None;
+    // Odd seeds: one peer leaves with `weft reset` (Shutdown) instead of dying; if it cannot
+    // confirm the handover it is then treated as dead and removed with rmpeer.
+    let leave_at = if seed.is_multiple_of(2) {
+        None
+    } else {
+        Some(5_000 + rng.below(30_000))
+    };
+    let mut leaving: Option<(usize, u64)> = None;
     let mut containers = 0u64;
     let chaos_end = 45_000;
 
@@ -124,6 +133,33 @@ fn run_seed(seed: u64) -> Figures {
                 sim.holders.retain(|_, (p, _)| *p != v);
                 dead = Some((v, 0));
                 f.rmpeers += 1;
+            }
+        }
+        if leave_at.is_some_and(|t| t <= now) && dead.is_none() && leaving.is_none() {
+            let v = rng.below(n as u64) as usize;
+            let all_have_ring = (0..n).all(|i| !sim.up(i) || sim.node(i).ring().is_some());
+            if sim.up(v) && all_have_ring {
+                // Its containers go with it.
+                sim.holders.retain(|_, (p, _)| *p != v);
+                let id = sim.request(v, "", |id| Event::Shutdown { id });
+                leaving = Some((v, id));
+            }
+        }
+        if let Some((v, id)) = leaving {
+            let done = sim.replies.contains_key(&id) || !sim.outstanding.contains_key(&id);
+            if done {
+                if sim.up(v) {
+                    sim.crash(v);
+                }
+                sim.peers[v].removed = true;
+                restarts.retain(|r| r.1 != v);
+                f.leaves += 1;
+                if matches!(sim.replies.get(&id), Some(Ok(_))) {
+                    dead = Some((v, 0));
+                } else {
+                    dead = Some((v, now));
+                }
+                leaving = None;
             }
         }
         // Workload.
@@ -291,6 +327,7 @@ fn no_address_is_held_twice_and_requests_complete_once_healed() {
         total.crashes += f.crashes;
         total.partitions += f.partitions;
         total.rmpeers += f.rmpeers;
+        total.leaves += f.leaves;
         total.messages += f.messages;
     }
     eprintln!("{} seeds: {total:?}", seeds.len());
