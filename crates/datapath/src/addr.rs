@@ -18,12 +18,12 @@ pub(crate) fn message(index: u32, net: Ipv4Net) -> AddressMessage {
     m.header.index = index;
     m.attributes
         .push(AddressAttribute::Local(IpAddr::V4(net.addr())));
-    m.attributes
-        .push(AddressAttribute::Address(IpAddr::V4(net.addr())));
     if net.prefix_len() < 31 {
         m.attributes
             .push(AddressAttribute::Broadcast(net.broadcast()));
     }
+    m.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(net.addr())));
     m
 }
 
@@ -83,4 +83,32 @@ pub fn list(h: &mut Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Net)>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nl::encode;
+    use netlink_packet_core::NLM_F_ACK;
+
+    /// `ip addr add 10.32.0.9/12 brd 10.47.255.255 dev vx` (ifindex 3), captured with strace.
+    const CAPTURED_ADDR_ADD: [u8; 48] = [
+        0x30, 0x00, 0x00, 0x00, 0x14, 0x00, 0x05, 0x06, 0xf8, 0x5a, 0x03, 0x6b, 0x00, 0x00, 0x00,
+        0x00, // nlmsghdr: len 48, RTM_NEWADDR, REQUEST|ACK|CREATE|EXCL
+        0x02, 0x0c, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, // ifaddrmsg: inet /12 index 3
+        0x08, 0x00, 0x02, 0x00, 0x0a, 0x20, 0x00, 0x09, // IFA_LOCAL
+        0x08, 0x00, 0x04, 0x00, 0x0a, 0x2f, 0xff, 0xff, // IFA_BROADCAST
+        0x08, 0x00, 0x01, 0x00, 0x0a, 0x20, 0x00, 0x09, // IFA_ADDRESS
+    ];
+
+    #[test]
+    fn address_add_encodes_like_iproute2() {
+        let m = message(3, "10.32.0.9/12".parse().unwrap());
+        let bytes = encode(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            0x6b035af8,
+        );
+        assert_eq!(bytes, CAPTURED_ADDR_ADD);
+    }
 }

@@ -71,3 +71,28 @@ pub fn announce(netns: &Netns, ifindex: u32, mac: [u8; 6], ips: &[Ipv4Addr]) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gratuitous ARP `busybox arping -U -I vx 10.32.0.9` sent from 02:11:22:33:44:55,
+    /// captured with tcpdump. busybox puts ff:ff:.. in the target hardware address; RFC 5227
+    /// says zero, which is what weft sends: those six bytes are the only difference.
+    const CAPTURED_GARP: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x0a, 0x20,
+        0x00, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0a, 0x20, 0x00, 0x09,
+    ];
+
+    #[test]
+    fn frame_matches_a_real_gratuitous_arp() {
+        let f = gratuitous_frame(
+            [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
+            Ipv4Addr::new(10, 32, 0, 9),
+        );
+        assert_eq!(f[..32], CAPTURED_GARP[..32]);
+        assert_eq!(f[32..38], [0u8; 6]);
+        assert_eq!(f[38..], CAPTURED_GARP[38..]);
+    }
+}

@@ -15,6 +15,8 @@ use crate::{addr, route};
 
 /// Prefix of every host-side veth weft makes (`reset` removes links named so).
 pub const VETH_PREFIX: &str = "vethwe";
+/// How long attach waits for the new veth to pass frames before announcing.
+const OPER_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Default interface name inside the container.
 pub const DEFAULT_IFNAME: &str = "ethwe";
 
@@ -196,6 +198,13 @@ fn attach_steps(
         op: format!("read MAC of {} in {}", spec.ifname, netns.describe()),
         reason: format!("{} bytes, not 6", c.mac.len()),
     })?;
+    // Announce only once both ends pass frames (see `link::wait_oper_up`); if that does
+    // not happen in time, announce anyway: the addresses are set and the veth works.
+    let ready = link::wait_oper_up(ctr, &spec.ifname, OPER_UP_WAIT)?
+        && link::wait_oper_up(host, host_veth, OPER_UP_WAIT)?;
+    if !ready {
+        tracing::warn!(ifname = %spec.ifname, netns = %netns.describe(), "link not operationally up yet; sending gratuitous ARP anyway");
+    }
     let ips: Vec<Ipv4Addr> = spec.addrs.iter().map(|a| a.addr()).collect();
     arp::announce(netns, c.index, mac, &ips)?;
     Ok(mac)

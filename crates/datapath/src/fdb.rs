@@ -29,7 +29,8 @@ pub(crate) fn message(ifindex: u32, mac: [u8; 6], dst: Option<Ipv4Addr>) -> Neig
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = ifindex;
-    m.header.state = NeighbourState::Permanent;
+    // NUD_PERMANENT | NUD_NOARP, as `bridge fdb` sends it.
+    m.header.state = NeighbourState::Other(0x80 | 0x40);
     m.header.flags = NeighbourFlags::Own;
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
@@ -99,7 +100,7 @@ pub fn delete(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Option<Ipv4Addr>
     }
 }
 
-/// Lists the FDB entries of link `ifindex`.
+/// Lists the device's own FDB entries of link `ifindex` (not the bridge's).
 pub fn list(h: &mut Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
     let mut req = NeighbourMessage::default();
     req.header.family = AddressFamily::Bridge;
@@ -114,7 +115,9 @@ pub fn list(h: &mut Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
         let RouteNetlinkMessage::NewNeighbour(n) = m else {
             continue;
         };
-        if n.header.ifindex != ifindex {
+        // Entries the bridge learned on this port carry NTF_MASTER; only the device's own
+        // (NTF_SELF) entries steer VXLAN encapsulation.
+        if n.header.ifindex != ifindex || !n.header.flags.contains(NeighbourFlags::Own) {
             continue;
         }
         let mut e = FdbEntry {
@@ -144,4 +147,32 @@ pub fn list(h: &mut Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nl::encode;
+    use netlink_packet_core::NLM_F_ACK;
+
+    /// `bridge fdb append 00:00:00:00:00:00 dev vxlan-6784 dst 192.168.77.2` (ifindex 4),
+    /// captured with strace from iproute2 on kernel 6.18.
+    const CAPTURED_FDB_APPEND: [u8; 48] = [
+        0x30, 0x00, 0x00, 0x00, 0x1c, 0x00, 0x05, 0x0c, 0xf0, 0x5a, 0x03, 0x6b, 0x00, 0x00, 0x00,
+        0x00, // nlmsghdr: len 48, RTM_NEWNEIGH, REQUEST|ACK|CREATE|APPEND, seq, pid 0
+        0x07, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0xc0, 0x00, 0x02, 0x00, // ndmsg
+        0x0a, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // NDA_LLADDR
+        0x08, 0x00, 0x01, 0x00, 0xc0, 0xa8, 0x4d, 0x02, // NDA_DST
+    ];
+
+    #[test]
+    fn flood_entry_encodes_like_iproute2() {
+        let m = message(4, FLOOD_MAC, Some(Ipv4Addr::new(192, 168, 77, 2)));
+        let bytes = encode(
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+            0x6b035af0,
+        );
+        assert_eq!(bytes, CAPTURED_FDB_APPEND);
+    }
 }

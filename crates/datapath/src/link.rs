@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
     BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -60,6 +60,8 @@ pub struct Link {
     pub up: bool,
     /// Index of the bridge it is a port of.
     pub master: Option<u32>,
+    /// Operational state is UP (carrier and qdisc active: frames sent now leave).
+    pub oper_up: bool,
 }
 
 impl Link {
@@ -72,6 +74,7 @@ impl Link {
             mac: Vec::new(),
             up: m.header.flags.contains(LinkFlags::Up),
             master: None,
+            oper_up: false,
         };
         for a in &m.attributes {
             match a {
@@ -79,6 +82,7 @@ impl Link {
                 LinkAttribute::Mtu(v) => link.mtu = *v,
                 LinkAttribute::Address(a) => link.mac = a.clone(),
                 LinkAttribute::Controller(i) => link.master = Some(*i),
+                LinkAttribute::OperState(s) => link.oper_up = *s == State::Up,
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {
@@ -290,6 +294,22 @@ pub fn set(h: &mut Handle, index: u32, change: &LinkChange) -> Result<()> {
             "change link #{index} ({change:?}) in {}",
             h.what
         )))
+}
+
+/// Waits (polling, at most `limit`) until link `name` is operationally up; returns
+/// whether it got there. The kernel activates a link's queue asynchronously after
+/// carrier comes up (linkwatch), and frames sent before that are dropped.
+pub fn wait_oper_up(h: &mut Handle, name: &str, limit: std::time::Duration) -> Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        if require(h, name)?.oper_up {
+            return Ok(true);
+        }
+        if start.elapsed() >= limit {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Deletes the link with this index (a veth takes its peer with it).

@@ -157,35 +157,97 @@ impl Handle {
                 return Err(e);
             }
             let data = rbuf.get(..n as usize).unwrap_or(&[]);
-            let mut off = 0usize;
-            while off < data.len() {
-                let chunk = &data[off..];
-                let len = match NetlinkBuffer::new_checked(chunk) {
-                    Ok(b) => b.length() as usize,
-                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-                };
-                let msg_bytes = chunk.get(..len).unwrap_or(chunk);
-                off += (len + 3) & !3;
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg_bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                if parsed.header.sequence_number != seq {
-                    continue; // a late answer to an earlier request
-                }
-                match parsed.payload {
-                    NetlinkPayload::Error(e) => match e.code {
-                        Some(code) => return Err(io::Error::from_raw_os_error(-code.get())),
-                        None => return Ok(out),
-                    },
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(out);
-                        }
-                    }
-                    _ => {}
+            if decode_batch(data, seq, !dump && flags & NLM_F_ACK == 0, &mut out)? {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Decodes one datagram of replies to request `seq` into `out`. Returns true when the
+/// answer is complete (ack, NACK as error, end of dump, or the first message if `first_only`).
+/// Never panics on malformed input: a bad length or body is an `InvalidData` error.
+pub(crate) fn decode_batch(
+    data: &[u8],
+    seq: u32,
+    first_only: bool,
+    out: &mut Vec<RouteNetlinkMessage>,
+) -> io::Result<bool> {
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut off = 0usize;
+    while off < data.len() {
+        let chunk = data.get(off..).unwrap_or(&[]);
+        let len = NetlinkBuffer::new_checked(chunk)
+            .map_err(|e| bad(e.to_string()))?
+            .length() as usize;
+        if len < 16 || len > chunk.len() {
+            return Err(bad(format!("netlink message length {len} out of bounds")));
+        }
+        let msg_bytes = &chunk[..len];
+        off = off.saturating_add((len + 3) & !3);
+        let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg_bytes)
+            .map_err(|e| bad(e.to_string()))?;
+        if parsed.header.sequence_number != seq {
+            continue; // a late answer to an earlier request
+        }
+        match parsed.payload {
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    None => Ok(true),
                 }
             }
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::InnerMessage(m) => {
+                out.push(m);
+                if first_only {
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ack_and_nack_are_recognised() {
+        // nlmsghdr (len 36, NLMSG_ERROR, seq 7) + error code + the failed request's header.
+        let mut ack = vec![36, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        ack.extend_from_slice(&0i32.to_le_bytes());
+        ack.extend_from_slice(&[16, 0, 0, 0, 16, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+        let mut out = Vec::new();
+        assert!(decode_batch(&ack, 7, false, &mut out).unwrap());
+        let mut nack = ack.clone();
+        nack[16..20].copy_from_slice(&(-libc::EEXIST).to_le_bytes());
+        let e = decode_batch(&nack, 7, false, &mut out).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        // An answer to another request is skipped.
+        assert!(!decode_batch(&nack, 8, false, &mut out).unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), seq in 0u32..4) {
+            let mut out = Vec::new();
+            let _ = decode_batch(&data, seq, false, &mut out);
+        }
+
+        #[test]
+        fn decoding_corrupted_replies_never_panics(pos in 0usize..48, byte in any::<u8>()) {
+            let mut m = crate::link::bridge_message("weft", 1500, Some([2, 0, 0, 0, 0, 1]));
+            m.header.index = 3;
+            let mut data = encode(RouteNetlinkMessage::NewLink(m), 0, 1);
+            if let Some(b) = data.get_mut(pos) {
+                *b = byte;
+            }
+            let mut out = Vec::new();
+            let _ = decode_batch(&data, 1, false, &mut out);
         }
     }
 }
