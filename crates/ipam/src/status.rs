@@ -141,14 +141,23 @@ impl Allocator {
         if self.ring.is_none() {
             return self.init_line();
         }
-        match self.pending.first() {
+        let mut line = match self.pending.first() {
             Some(p) => format!(
                 "{} ({} requests queued)",
                 self.waiting_for(p),
                 self.pending.len()
             ),
             None => "ready".into(),
+        };
+        for q in &self.quarantines {
+            let w: Vec<String> = q.waiting.iter().cloned().collect();
+            line.push_str(&format!(
+                "; space taken from {} is used once {} sent their rings",
+                q.dead,
+                w.join(", ")
+            ));
         }
+        line
     }
 
     /// The full report.

@@ -473,3 +473,47 @@ fn peers_with_other_ranges_are_noted_not_merged() {
         "{st}"
     );
 }
+
+#[test]
+fn rmpeer_after_an_unseen_handover_leaves_the_space_with_its_new_owner() {
+    // b hands its space to a (the only peer it reaches), then is gone. c never saw the
+    // handover and removes b with rmpeer; once c hears from a, the space stays a's.
+    let mut sim = seeded(&["a", "b", "c"], &["a", "b", "c"], "10.32.0.0/24");
+    let id = sim.request(0, "", |id| Event::Prime { id });
+    reply(&mut sim, id, 1_000).unwrap();
+    sim.run(500);
+    let b_range = sim.node(0).ring().unwrap().owned_by("b");
+    sim.side = vec![0, 0, 1];
+    sim.notify_peers();
+    let id = sim.request(1, "", |id| Event::Shutdown { id });
+    assert!(matches!(
+        reply(&mut sim, id, 2_000),
+        Ok(Reply::HandedOver(_))
+    ));
+    sim.crash(1);
+    sim.peers[1].removed = true;
+    let id = sim.request(2, "", |id| Event::RmPeer {
+        id,
+        name: "b".into(),
+    });
+    assert!(matches!(
+        reply(&mut sim, id, 100),
+        Ok(Reply::RemovedPeer { .. })
+    ));
+    let line = sim.node(2).status_line();
+    assert!(
+        line.contains("space taken from b is used once a sent"),
+        "{line}"
+    );
+    sim.side = vec![0, 0, 0];
+    sim.notify_peers();
+    sim.run(3_000);
+    for i in [0, 2] {
+        let ring = sim.node(i).ring().unwrap();
+        for (s, _) in &b_range {
+            assert_eq!(ring.owner_of(*s as u32), Some("a"), "peer {i}");
+        }
+    }
+    assert_eq!(sim.node(2).status_line(), "ready");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
