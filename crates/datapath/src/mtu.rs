@@ -10,9 +10,11 @@ use crate::nl::Handle;
 
 /// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
-/// Sleeve over IPv4 by default (outer IPv4 + UDP + weft frame header + inner Ethernet);
-/// the sleeve may pass its own figure.
-pub const SLEEVE_OVERHEAD_DEFAULT: u32 = 60;
+/// Sleeve over IPv4, unencrypted: outer IPv4 (20) + UDP (8) + sleeve data header (40,
+/// `sleeve::wire::DATA_HEADER_LEN`) + inner Ethernet (14). The sleeve may pass its own figure.
+pub const SLEEVE_OVERHEAD_DEFAULT: u32 = 20 + 8 + 40 + 14;
+/// Extra sleeve overhead when a password is set (the Poly1305 tag).
+pub const SLEEVE_SEAL_OVERHEAD: u32 = 16;
 
 /// The MTU of the path to `peer` from the current netns: the route's locked MTU if it
 /// has one, else the MTU of the output interface.
@@ -72,7 +74,11 @@ mod tests {
     #[test]
     fn overlay_mtu_subtracts_overhead() {
         assert_eq!(overlay_mtu(1500, VXLAN_OVERHEAD_V4).unwrap(), 1450);
-        assert_eq!(overlay_mtu(1500, SLEEVE_OVERHEAD_DEFAULT).unwrap(), 1440);
+        assert_eq!(overlay_mtu(1500, SLEEVE_OVERHEAD_DEFAULT).unwrap(), 1418);
+        assert_eq!(
+            overlay_mtu(1500, SLEEVE_OVERHEAD_DEFAULT + SLEEVE_SEAL_OVERHEAD).unwrap(),
+            1402
+        );
         assert_eq!(overlay_mtu(9000, 50).unwrap(), 8950);
     }
 
