@@ -128,7 +128,10 @@ fn fdb_entries_are_programmed_and_removed_per_peer() {
     // Drop the failed ARP entry so a fresh request goes out at once (an entry still
     // probing re-sends only once a second, longer than the ping waits).
     c1.ip("neigh flush all");
-    assert!(c1.ping("10.32.1.2"), "ping failed after the peer was added back");
+    assert!(
+        c1.ping("10.32.1.2"),
+        "ping failed after the peer was added back"
+    );
 
     // The device weft made: vxlan id 0xfeed, dstport 6784, nolearning, on the bridge.
     let d = lab
