@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use weft_datapath::fastdp::{self, FastdpSpec};
-use weft_datapath::{attach, detach, reset, Error, Netns, NetnsTarget};
+use weft_datapath::{attach, detach, expose, hide, reset, Error, Netns, NetnsTarget};
 
 #[test]
 fn detach_removes_addresses_then_the_link() {
@@ -178,4 +178,35 @@ fn bad_input_gives_one_typed_error_and_changes_nothing() {
 
     assert_eq!(lab.h1.links(), before_h);
     assert_eq!(c1.links(), before_c);
+}
+
+#[test]
+fn teardown_expose_and_hide_undo_what_they_did() {
+    let h = Ns::new("h");
+    h.run(|| fastdp::setup(&FastdpSpec::new("weft", MTU, None)))
+        .unwrap();
+    assert_eq!(h.links(), vec!["lo", "vxlan-6784", "weft"]);
+
+    // Expose is idempotent and hide undoes it; the route into the overlay comes and goes.
+    assert!(h.run(|| expose("weft", net("10.32.0.1/12"))).unwrap());
+    assert!(!h.run(|| expose("weft", net("10.32.0.1/12"))).unwrap());
+    assert!(h.ip("route").contains("10.32.0.0/12 dev weft"));
+    assert_eq!(
+        h.run(|| weft_datapath::expose::exposed("weft")).unwrap(),
+        vec![net("10.32.0.1/12")]
+    );
+    assert!(h.run(|| hide("weft", net("10.32.0.1/12"))).unwrap());
+    assert!(!h.run(|| hide("weft", net("10.32.0.1/12"))).unwrap());
+    assert!(!h.ip("route").contains("10.32.0.0/12"));
+    let e = h
+        .run(|| expose("nobridge", net("10.32.0.1/12")))
+        .unwrap_err();
+    assert!(matches!(e, Error::LinkNotFound { .. }), "{e}");
+
+    // Teardown removes the VXLAN device (the bridge stays for attached containers).
+    assert!(h.run(|| fastdp::teardown(fastdp::VXLAN_NAME)).unwrap());
+    assert!(!h.run(|| fastdp::teardown(fastdp::VXLAN_NAME)).unwrap());
+    assert_eq!(h.links(), vec!["lo", "weft"]);
+    assert_eq!(h.run(|| reset("weft")).unwrap(), vec!["weft".to_string()]);
+    assert_eq!(h.links(), vec!["lo"]);
 }
