@@ -49,8 +49,13 @@ impl Ns {
         );
         let out = run(Command::new("ip").args(["netns", "add", &name]));
         assert!(out.status.success(), "ip netns add {name}: {out:?}");
-        let ns = Netns::open_path(std::path::Path::new(&format!("/run/netns/{name}")))
-            .expect("open netns");
+        let ns = match Netns::open_path(std::path::Path::new(&format!("/run/netns/{name}"))) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                panic!("open netns {name}: {e}");
+            }
+        };
         let me = Ns { name, ns };
         me.ip("link set lo up");
         me
