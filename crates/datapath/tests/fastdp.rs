@@ -147,3 +147,90 @@ fn fdb_entries_are_programmed_and_removed_per_peer() {
         .unwrap();
     assert_eq!(vx.mtu, MTU);
 }
+
+/// Packets received by `dev` in `ns` (from the namespace's /proc/net/dev).
+fn rx_packets(ns: &Ns, dev: &str) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/dev"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            (name.trim() == dev).then(|| rest.split_whitespace().nth(1)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{dev} not in /proc/net/dev of {}: {text}", ns.name))
+}
+
+#[test]
+fn unicast_entry_sends_only_to_its_host() {
+    // Three hosts: h1 is joined to h2 and to h3 by separate underlay links.
+    let h1 = Ns::new("h1");
+    let h2 = Ns::new("h2");
+    let h3 = Ns::new("h3");
+    let u3: std::net::Ipv4Addr = "192.168.78.3".parse().unwrap();
+    h1.ip(&format!(
+        "link add ul2 type veth peer name ul netns {}",
+        h2.name
+    ));
+    h1.ip(&format!(
+        "link add ul3 type veth peer name ul netns {}",
+        h3.name
+    ));
+    for (h, dev, ip) in [
+        (&h1, "ul2", "192.168.77.1/24"),
+        (&h1, "ul3", "192.168.78.1/24"),
+        (&h2, "ul", "192.168.77.2/24"),
+        (&h3, "ul", "192.168.78.3/24"),
+    ] {
+        h.ip(&format!("addr add {ip} dev {dev}"));
+        h.ip(&format!("link set {dev} up"));
+    }
+    h1.run(|| {
+        fastdp::setup(&fastdp::FastdpSpec::new("weft", MTU, None))?;
+        fastdp::add_peer(fastdp::VXLAN_NAME, U2)?;
+        fastdp::add_peer(fastdp::VXLAN_NAME, u3)
+    })
+    .unwrap();
+    h2.run(|| {
+        fastdp::setup(&fastdp::FastdpSpec::new("weft", MTU, Some(U2)))?;
+        fastdp::add_peer(fastdp::VXLAN_NAME, U1)
+    })
+    .unwrap();
+    h3.run(|| {
+        fastdp::setup(&fastdp::FastdpSpec::new("weft", MTU, Some(u3)))?;
+        fastdp::add_peer(fastdp::VXLAN_NAME, "192.168.78.1".parse().unwrap())
+    })
+    .unwrap();
+    let c1 = Ns::new("c1");
+    let c2 = Ns::new("c2");
+    attach_to(&h1, &c1, &["10.32.10.1/12"]);
+    let a2 = attach_to(&h2, &c2, &["10.32.10.2/12"]);
+    assert!(c1.ping("10.32.10.2"));
+
+    let burst = || {
+        let out = c1.exec(&["ping", "-c10", "-i0.01", "-W1", "10.32.10.2"]);
+        assert!(out.status.success(), "ping burst failed: {out:?}");
+    };
+    // Without a unicast entry, frames to c2's MAC are flooded: h3 receives them too.
+    let before = rx_packets(&h3, fastdp::VXLAN_NAME);
+    burst();
+    let flooded = rx_packets(&h3, fastdp::VXLAN_NAME) - before;
+    assert!(
+        flooded >= 10,
+        "h3 got {flooded} packets while unicast was flooded"
+    );
+
+    // With c2's MAC pinned to h2, h3 sees (almost) nothing; h2 gets all of it.
+    h1.run(|| fastdp::set_mac(fastdp::VXLAN_NAME, a2.mac, U2))
+        .unwrap();
+    let before3 = rx_packets(&h3, fastdp::VXLAN_NAME);
+    let before2 = rx_packets(&h2, fastdp::VXLAN_NAME);
+    burst();
+    let to_h3 = rx_packets(&h3, fastdp::VXLAN_NAME) - before3;
+    let to_h2 = rx_packets(&h2, fastdp::VXLAN_NAME) - before2;
+    assert!(to_h2 >= 10, "h2 got only {to_h2} packets");
+    // An ARP refresh may legitimately be flooded meanwhile; ten pings may not.
+    assert!(
+        to_h3 <= 2,
+        "h3 still got {to_h3} packets with a unicast entry"
+    );
+}
