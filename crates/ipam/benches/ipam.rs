@@ -129,6 +129,39 @@ fn consensus(n: usize, latency: u64, persist: u64) -> (u64, u64) {
     (took, sim.messages - msgs0)
 }
 
+/// `n` peers (seed = the first), each allocating `per` addresses, then idle for 10 s:
+/// messages delivered per allocation, and simulated ms until every request is answered.
+fn many_peers(n: usize, per: usize) -> (f64, u64) {
+    let names: Vec<String> = (0..n).map(|i| format!("p{i:03}")).collect();
+    let peers = names
+        .iter()
+        .map(|p| {
+            let mut c = cfg("10.32.0.0/12", InitMode::Seed(vec!["p000".into()]));
+            c.gossip_ms = 10_000;
+            (p.clone(), c)
+        })
+        .collect();
+    let mut sim = Sim::new(1, peers);
+    sim.latency = (1, 5);
+    sim.persist_delay = (1, 2);
+    let mut ids = Vec::new();
+    for k in 0..per {
+        for i in 0..n {
+            ids.push(sim.allocate(i, &format!("c{i}-{k}"), None));
+        }
+    }
+    let took = sim
+        .run_until(60_000, |s| ids.iter().all(|id| s.replies.contains_key(id)))
+        .expect("all answered");
+    sim.run(10_000);
+    let ok = ids
+        .iter()
+        .filter(|id| matches!(sim.replies[*id], Ok(Reply::Allocated(_))))
+        .count();
+    assert_eq!(ok, ids.len());
+    (sim.messages as f64 / ids.len() as f64, took)
+}
+
 fn main() {
     println!(
         "## Allocations per second on one peer (core only; the router adds one fsync per persist)"
@@ -154,6 +187,16 @@ fn main() {
         println!("| {lat} | {p} | {ms} | {steps} | {msgs} | {wall:.0} | {local} |");
     }
     println!("(a space request costs 2 one-way latencies + 2 persists: the donor's, then ours)");
+    println!();
+    println!(
+        "## Many peers: one seed owns the range, every peer allocates (space requests, gossip)"
+    );
+    println!("| peers | allocations | messages per allocation (incl. 10 s idle gossip) | simulated ms until all answered |");
+    println!("|---|---|---|---|");
+    for (n, per) in [(5usize, 20usize), (20, 10), (50, 4)] {
+        let (m, took) = many_peers(n, per);
+        println!("| {n} | {} | {m:.1} | {took} |", n * per);
+    }
     println!();
     println!("## Consensus: time until the first allocation is answered (retry 2 s)");
     println!("| peers | one-way latency ms | persist ms | simulated ms | messages |");

@@ -18,7 +18,7 @@ use crate::consensus::{
     Proposal,
 };
 use crate::error::IpamError;
-use crate::messages::{DenyReason, Message};
+use crate::messages::{DenyReason, Message, RingKind};
 use crate::persist::{usable, PersistedAlloc, PersistedState, Quarantine};
 use crate::ring::Ring;
 use crate::space::Space;
@@ -264,6 +264,8 @@ pub struct Allocator {
     pub(crate) counted_owned: Vec<(u64, u64)>,
     /// Next-fit cursor per subnet, so a released address is not handed out again at once.
     pub(crate) cursor: BTreeMap<Cidr, u64>,
+    /// Whose turn it is for the periodic anti-entropy exchange.
+    pub(crate) gossip_turn: usize,
     pub(crate) now: Millis,
 }
 
@@ -354,6 +356,7 @@ impl Allocator {
             touched: Vec::new(),
             counted_owned: Vec::new(),
             cursor: BTreeMap::new(),
+            gossip_turn: crate::ring::stable_hash(&[name.as_str()]) as usize,
             now: 0,
         };
         if let Some(st) = restored {
@@ -547,7 +550,7 @@ impl Allocator {
         if let Some(r) = &self.ring {
             let m = Message::Ring {
                 ring: r.clone(),
-                handover: false,
+                kind: RingKind::Gossip,
             };
             self.broadcast(m);
             self.gossip_due = false;
@@ -600,8 +603,11 @@ impl Allocator {
                 if ent.owner != self.name {
                     continue;
                 }
-                let free = (i64::from(ent.free) - d).clamp(0, i64::from(u32::MAX)) as u32;
-                if ring.set_free(&self.name, s as Addr, free) {
+                let was = ent.free;
+                let free = (i64::from(was) - d).clamp(0, i64::from(u32::MAX)) as u32;
+                // Free counts are hints that ride on the periodic exchange; only an entry
+                // becoming full or no longer full is worth telling everyone at once.
+                if ring.set_free(&self.name, s as Addr, free) && (was == 0) != (free == 0) {
                     self.gossip_due = true;
                 }
             }
@@ -613,11 +619,10 @@ impl Allocator {
             .filter(|(_, _, e)| e.owner == self.name)
             .map(|(s, e, _)| (s, e))
             .collect();
+        // Ownership changed: whoever changed it broadcasts the ring.
         for (s, e) in ours {
             let free = (e - s).saturating_sub(self.space.count_in(s, e));
-            if ring.set_free(&self.name, s as Addr, free.min(u64::from(u32::MAX)) as u32) {
-                self.gossip_due = true;
-            }
+            ring.set_free(&self.name, s as Addr, free.min(u64::from(u32::MAX)) as u32);
         }
     }
 
@@ -723,7 +728,7 @@ impl Allocator {
                             &p,
                             Message::Ring {
                                 ring: r.clone(),
-                                handover: true,
+                                kind: RingKind::Handover,
                             },
                         );
                     }
@@ -733,10 +738,33 @@ impl Allocator {
         if !self.quarantines.is_empty() && now.saturating_sub(self.last_sync_sent) >= retry {
             self.send_sync();
         }
-        if self.ring.is_some()
-            && (self.gossip_due || now.saturating_sub(self.last_gossip) >= self.config.gossip_ms)
-        {
-            self.broadcast_ring();
+        if self.ring.is_some() {
+            if self.gossip_due {
+                self.broadcast_ring();
+            } else if now.saturating_sub(self.last_gossip) >= self.config.gossip_ms {
+                // Anti-entropy: one peer per period, in turn (it answers with what we lack,
+                // we answer with what it lacks), so the cost grows with peers, not peers².
+                let others: Vec<String> = self
+                    .reachable
+                    .iter()
+                    .filter(|p| **p != self.name)
+                    .cloned()
+                    .collect();
+                if !others.is_empty() {
+                    let to = others[self.gossip_turn % others.len()].clone();
+                    self.gossip_turn = self.gossip_turn.wrapping_add(1);
+                    if let Some(ring) = self.ring.clone() {
+                        self.send(
+                            &to,
+                            Message::Ring {
+                                ring,
+                                kind: RingKind::Exchange,
+                            },
+                        );
+                    }
+                }
+                self.last_gossip = now;
+            }
         }
     }
 
@@ -915,11 +943,11 @@ impl Allocator {
 
     fn on_message(&mut self, from: &str, m: Message) {
         match m {
-            Message::Ring { ring, handover } => self.on_ring(from, ring, handover),
+            Message::Ring { ring, kind } => self.on_ring(from, ring, kind),
             Message::SpaceGranted { nonce, ring } => {
                 // Answered: if the space given is not enough, the next ask goes out at once.
                 self.asks.retain(|_, a| a.nonce != nonce);
-                self.on_ring(from, ring, false);
+                self.on_ring(from, ring, RingKind::Gossip);
             }
             Message::HandoverAck => {
                 let mut done = None;
@@ -948,7 +976,7 @@ impl Allocator {
                             from,
                             Message::Ring {
                                 ring: r,
-                                handover: false,
+                                kind: RingKind::Gossip,
                             },
                         );
                     }
@@ -964,7 +992,7 @@ impl Allocator {
                         from,
                         Message::Ring {
                             ring: r,
-                            handover: false,
+                            kind: RingKind::Gossip,
                         },
                     );
                     return;
@@ -1023,7 +1051,7 @@ impl Allocator {
         }
     }
 
-    fn on_ring(&mut self, from: &str, theirs: Ring, handover: bool) {
+    fn on_ring(&mut self, from: &str, theirs: Ring, kind: RingKind) {
         if theirs.range() != self.config.range {
             self.notes.insert(
                 format!("range:{from}"),
@@ -1036,6 +1064,7 @@ impl Allocator {
             return;
         }
         let before = self.ring.as_ref().map(|r| r.owned_by(&self.name));
+        let mine_before = self.my_entries();
         self.yield_taken_space(&theirs);
         match self.ring.as_mut() {
             None => {
@@ -1043,7 +1072,6 @@ impl Allocator {
                 self.wanting = false;
                 self.proposal = None;
                 self.dirty = true;
-                self.gossip_due = true;
             }
             Some(ours) => match ours.merge(&theirs) {
                 Err(e) => {
@@ -1052,8 +1080,17 @@ impl Allocator {
                     return;
                 }
                 Ok(outcome) => {
-                    if outcome.changed {
-                        self.gossip_due = true;
+                    // A broadcast reached everyone, so nothing to re-gossip; in an exchange,
+                    // tell the sender what it lacks (directly, not to all).
+                    if kind == RingKind::Exchange && *ours != theirs {
+                        let ring = ours.clone();
+                        self.send(
+                            from,
+                            Message::Ring {
+                                ring,
+                                kind: RingKind::Gossip,
+                            },
+                        );
                     }
                     if !outcome.conflicts.is_empty() {
                         self.notes.insert(
@@ -1075,16 +1112,36 @@ impl Allocator {
         if self.quarantines.len() != before_q {
             self.dirty = true;
         }
+        if self.my_entries() != mine_before {
+            // Someone else wrote one of our entries (a yield, a handover): we are the
+            // authority on our free counts, so recount them all (with a newer version).
+            self.counted_owned.clear();
+            self.dirty = true;
+        }
         let after = self.ring.as_ref().map(|r| r.owned_by(&self.name));
         if before != after {
             self.dirty = true;
             self.check_lost_space();
         }
-        if handover {
+        if kind == RingKind::Handover {
             // The ack must follow the persist of the merged ring.
             self.dirty = true;
             self.send(from, Message::HandoverAck);
         }
+    }
+
+    /// Our entries: (token, version, free).
+    fn my_entries(&self) -> Vec<(Addr, u32, u32)> {
+        self.ring
+            .as_ref()
+            .map(|r| {
+                r.tokens()
+                    .iter()
+                    .filter(|(_, e)| e.owner == self.name)
+                    .map(|(t, e)| (*t, e.version, e.free))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Space taken with rmpeer that the dead peer had given to a live peer (which we learn from
@@ -1096,18 +1153,17 @@ impl Allocator {
         };
         let mut yields = Vec::new();
         for q in &self.quarantines {
-            for (t, te) in theirs.tokens() {
-                let inside = q
-                    .ranges
-                    .iter()
-                    .any(|(s, e)| (*s..*e).contains(&u64::from(*t)));
-                if !inside || te.owner == q.dead || te.owner == self.name {
+            for (t, taken_at) in &q.tokens {
+                let Some(te) = theirs.tokens().get(t) else {
+                    continue;
+                };
+                // Another live owner at or above the take-over's version got the token from
+                // the dead peer (or by a concurrent rmpeer): it keeps it.
+                if te.owner == q.dead || te.owner == self.name || te.version < *taken_at {
                     continue;
                 }
-                if let Some(oe) = ours.tokens().get(t) {
-                    if oe.owner == self.name && te.version.saturating_add(1) >= oe.version {
-                        yields.push((*t, te.owner.clone(), te.version));
-                    }
+                if ours.tokens().get(t).is_some_and(|oe| oe.owner == self.name) {
+                    yields.push((*t, te.owner.clone(), te.version));
                 }
             }
         }
@@ -1343,6 +1399,12 @@ impl Allocator {
             });
         }
         let ranges = ring.owned_by(name);
+        let tokens: Vec<(Addr, u32)> = ring
+            .tokens()
+            .iter()
+            .filter(|(_, e)| e.owner == name)
+            .map(|(t, e)| (*t, e.version.saturating_add(1)))
+            .collect();
         let mut waiting: BTreeSet<String> = ring.owners().into_iter().collect();
         let n = ring.take_over(name, &me);
         waiting.extend(self.reachable.iter().cloned());
@@ -1356,6 +1418,7 @@ impl Allocator {
             self.quarantines.push(Quarantine {
                 dead: name.to_string(),
                 ranges,
+                tokens,
                 waiting,
             });
             self.send_sync();
@@ -1422,7 +1485,7 @@ impl Allocator {
                     p,
                     Message::Ring {
                         ring: r.clone(),
-                        handover: true,
+                        kind: RingKind::Handover,
                     },
                 );
             }

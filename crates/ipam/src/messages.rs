@@ -21,15 +21,27 @@ pub enum DenyReason {
     NotOwner,
 }
 
+/// Why a ring is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    /// Broadcast after a change, or an answer: merge, do not answer.
+    Gossip,
+    /// Periodic anti-entropy to one peer: merge, and answer with ours if the sender lacks
+    /// something.
+    Exchange,
+    /// The sender is leaving and gave us its space: merge, persist, answer `HandoverAck`.
+    Handover,
+}
+
 /// One IPAM message between peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// The sender's ring (gossip, or a donation). `handover` asks for a `HandoverAck`.
+    /// The sender's ring.
     Ring {
         /// The ring.
         ring: Ring,
-        /// Set when the sender is leaving and gave us its space.
-        handover: bool,
+        /// Why it is sent (what the receiver answers).
+        kind: RingKind,
     },
     /// The receiver of a handover has merged and persisted it.
     HandoverAck,
@@ -113,9 +125,13 @@ impl Message {
         w.buf.extend_from_slice(&MAGIC);
         w.u8(WIRE_VERSION);
         match self {
-            Message::Ring { ring, handover } => {
+            Message::Ring { ring, kind } => {
                 w.u8(1);
-                w.u8(u8::from(*handover));
+                w.u8(match kind {
+                    RingKind::Gossip => 0,
+                    RingKind::Exchange => 1,
+                    RingKind::Handover => 2,
+                });
                 w.ring(ring);
             }
             Message::HandoverAck => w.u8(2),
@@ -202,14 +218,15 @@ impl Message {
         }
         let m = match r.u8()? {
             1 => {
-                let handover = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Invalid("handover flag")),
+                let kind = match r.u8()? {
+                    0 => RingKind::Gossip,
+                    1 => RingKind::Exchange,
+                    2 => RingKind::Handover,
+                    _ => return Err(DecodeError::Invalid("ring kind")),
                 };
                 Message::Ring {
                     ring: r.ring()?,
-                    handover,
+                    kind,
                 }
             }
             2 => Message::HandoverAck,

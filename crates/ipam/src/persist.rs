@@ -32,6 +32,8 @@ pub struct Quarantine {
     pub dead: String,
     /// The intervals taken over.
     pub ranges: Vec<(u64, u64)>,
+    /// The tokens taken over, with the version the take-over gave them.
+    pub tokens: Vec<(Addr, u32)>,
     /// Peers whose ring we still need.
     pub waiting: BTreeSet<String>,
 }
@@ -106,6 +108,11 @@ impl PersistedState {
                 w.u64(*a);
                 w.u64(*b);
             }
+            w.u32(q.tokens.len() as u32);
+            for (t, v) in &q.tokens {
+                w.u32(*t);
+                w.u32(*v);
+            }
             let waiting: Vec<String> = q.waiting.iter().cloned().collect();
             w.strs(&waiting);
         }
@@ -173,10 +180,16 @@ impl PersistedState {
                 }
                 ranges.push((a, b));
             }
+            let nt = r.u32()?;
+            let mut tokens = Vec::new();
+            for _ in 0..nt {
+                tokens.push((r.u32()?, r.u32()?));
+            }
             let waiting = r.strs()?.into_iter().collect();
             quarantines.push(Quarantine {
                 dead,
                 ranges,
+                tokens,
                 waiting,
             });
         }

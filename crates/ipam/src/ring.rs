@@ -284,7 +284,6 @@ impl Ring {
             Some(ent) if ent.owner == by => {
                 ent.version = ent.version.max(seen).saturating_add(1);
                 ent.owner = to.to_string();
-                ent.free = 0;
                 true
             }
             _ => false,

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use weft_ipam::consensus::Ballot;
-use weft_ipam::messages::{DenyReason, Message};
+use weft_ipam::messages::{DenyReason, Message, RingKind};
 use weft_ipam::persist::{PersistedAlloc, PersistedState, Quarantine};
 use weft_ipam::ring::Ring;
 use weft_ipam::Cidr;
@@ -31,7 +31,11 @@ fn samples() -> Vec<Message> {
     vec![
         Message::Ring {
             ring: ring(),
-            handover: true,
+            kind: RingKind::Handover,
+        },
+        Message::Ring {
+            ring: ring(),
+            kind: RingKind::Exchange,
         },
         Message::HandoverAck,
         Message::SpaceGranted {
@@ -95,6 +99,7 @@ fn state() -> PersistedState {
         quarantines: vec![Quarantine {
             dead: "z".into(),
             ranges: vec![(5, 9)],
+            tokens: vec![(5, 2)],
             waiting: ["b".to_string()].into_iter().collect(),
         }],
     }
@@ -144,7 +149,7 @@ proptest! {
     }
 
     #[test]
-    fn mangled_encodings_never_panic(which in 0usize..15, flips in prop::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
+    fn mangled_encodings_never_panic(which in 0usize..16, flips in prop::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
         let msgs = samples();
         let mut b = msgs[which % msgs.len()].encode();
         let mut s = state().encode();
