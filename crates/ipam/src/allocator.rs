@@ -209,6 +209,8 @@ pub(crate) struct Ask {
     pub(crate) to: String,
     pub(crate) nonce: u64,
     pub(crate) sent: Millis,
+    /// The peer said it does not own what we asked for: ask again once its ring arrives.
+    pub(crate) stale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -929,6 +931,7 @@ impl Allocator {
                 to: to.clone(),
                 nonce,
                 sent: self.now,
+                stale: false,
             },
         );
         self.send(
@@ -1063,6 +1066,7 @@ impl Allocator {
             );
             return;
         }
+        self.asks.retain(|_, a| !(a.stale && a.to == from));
         let before = self.ring.as_ref().map(|r| r.owned_by(&self.name));
         let mine_before = self.my_entries();
         self.yield_taken_space(&theirs);
@@ -1197,6 +1201,8 @@ impl Allocator {
 
     fn on_space_request(&mut self, from: &str, nonce: u64, subnet: Cidr, want: Option<Addr>) {
         let deny = |s: &mut Allocator, reason| s.send(from, Message::SpaceDenied { nonce, reason });
+        // Someone needs space: a reason to initialise (a seed peer creates its ring now).
+        self.want_ring();
         let Some(ring) = &self.ring else {
             return deny(self, DenyReason::NotOwner);
         };
@@ -1281,8 +1287,13 @@ impl Allocator {
                     }
                 }
             }
-            // Our ring is stale: keep the ask until it expires so we do not hammer the peer.
-            DenyReason::NotOwner => {}
+            // One of the rings is stale: ask again when the peer's ring arrives (or the ask
+            // expires), not at once, so we do not hammer the peer.
+            DenyReason::NotOwner => {
+                if let Some(a) = self.asks.get_mut(&key) {
+                    a.stale = true;
+                }
+            }
         }
     }
 

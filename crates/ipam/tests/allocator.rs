@@ -517,3 +517,24 @@ fn rmpeer_after_an_unseen_handover_leaves_the_space_with_its_new_owner() {
     assert_eq!(sim.node(2).status_line(), "ready");
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
+
+#[test]
+fn a_request_waiting_for_space_completes_when_the_partition_heals() {
+    let mut sim = seeded(&["a", "b"], &["a"], "10.32.0.0/24");
+    let id = sim.request(1, "", |id| Event::Prime { id });
+    reply(&mut sim, id, 1_000).unwrap();
+    sim.side = vec![0, 1];
+    sim.notify_peers();
+    let id = sim.allocate(1, "c1", None);
+    sim.run(2_000);
+    assert!(!sim.replies.contains_key(&id), "no space reachable yet");
+    assert!(sim.node(1).status_line().contains("waiting for space"));
+    sim.side = vec![0, 0];
+    sim.notify_peers();
+    let took = sim
+        .run_until(1_000, |s| s.replies.contains_key(&id))
+        .expect("answered after the heal");
+    assert!(took < 100, "answered {took} ms after the heal");
+    addr_of(&sim.replies[&id]);
+    assert_eq!(sim.node(1).status_line(), "ready");
+}
