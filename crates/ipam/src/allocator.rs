@@ -6,11 +6,10 @@
 //! `Broadcast` and `Reply` that depends on state not yet persisted is held inside the core and
 //! only returned by the `handle` call that receives the matching `Persisted`. So a reply is
 //! never sent, and space never leaves this peer, before the state behind it is on disk.
-//! The driver may coalesce persists: persisting state `n` and reporting `n` covers all `< n`.
+//! At most one `Persist` is outstanding: changes made while it is in flight go out in one
+//! snapshot when it is acknowledged (group commit), so the driver never queues persists.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use serde::Serialize;
 
 use crate::addr::{fmt_addr, Addr, Cidr};
 use crate::consensus::{
@@ -23,171 +22,7 @@ use crate::persist::{usable, PersistedAlloc, PersistedState, Quarantine};
 use crate::ring::Ring;
 use crate::space::Space;
 
-/// Identifies a request so its reply can be matched.
-pub type RequestId = u64;
-/// Milliseconds on a monotonic clock chosen by the driver.
-pub type Millis = u64;
-
-/// How IPAM is configured on this peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpamConfig {
-    /// `--ipalloc-range`.
-    pub range: Cidr,
-    /// `--ipalloc-default-subnet` (the range itself when `None`).
-    pub default_subnet: Option<Cidr>,
-    /// `--ipalloc-init`.
-    pub init: InitMode,
-    /// How long a request may wait for the ring or for space.
-    pub request_timeout_ms: Millis,
-    /// How long before an unanswered space request, `Want` or proposal is retried.
-    pub retry_ms: Millis,
-    /// How often the ring is gossiped even when unchanged (anti-entropy).
-    pub gossip_ms: Millis,
-}
-
-impl IpamConfig {
-    /// A configuration with default timers (30 s requests, 2 s retries, 10 s gossip).
-    pub fn new(range: Cidr, init: InitMode) -> IpamConfig {
-        IpamConfig {
-            range,
-            default_subnet: None,
-            init,
-            request_timeout_ms: 30_000,
-            retry_ms: 2_000,
-            gossip_ms: 10_000,
-        }
-    }
-}
-
-/// An input to the state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// Give `owner` an address in `subnet` (the default subnet when `None`).
-    Allocate {
-        /// Request id.
-        id: RequestId,
-        /// Container id.
-        owner: String,
-        /// The subnet.
-        subnet: Option<Cidr>,
-    },
-    /// Give `owner` exactly `addr` (with its subnet's prefix).
-    Claim {
-        /// Request id.
-        id: RequestId,
-        /// Container id.
-        owner: String,
-        /// The address and prefix.
-        addr: Cidr,
-    },
-    /// Release `addr` held by `owner`, or all its addresses when `None`.
-    Release {
-        /// Request id.
-        id: RequestId,
-        /// Container id.
-        owner: String,
-        /// The address.
-        addr: Option<Addr>,
-    },
-    /// The addresses `owner` holds.
-    Lookup {
-        /// Request id.
-        id: RequestId,
-        /// Container id.
-        owner: String,
-    },
-    /// A payload from another peer.
-    Received {
-        /// Sender's peer name.
-        from: String,
-        /// The payload bytes.
-        payload: Vec<u8>,
-    },
-    /// The peers now reachable in the mesh (ours included or not, it does not matter).
-    PeersChanged {
-        /// Peer names.
-        reachable: BTreeSet<String>,
-    },
-    /// Time passed; call every few hundred ms.
-    Tick,
-    /// Initialise the ring now (`weft prime`); replies once it exists.
-    Prime {
-        /// Request id.
-        id: RequestId,
-    },
-    /// Take over the space of a dead peer.
-    RmPeer {
-        /// Request id.
-        id: RequestId,
-        /// The dead peer.
-        name: String,
-    },
-    /// Hand this peer's space to others before leaving (`weft reset`).
-    Shutdown {
-        /// Request id.
-        id: RequestId,
-    },
-    /// The `Persist` with this token (and all before it) is durable.
-    Persisted {
-        /// The token.
-        token: u64,
-    },
-}
-
-/// An output of the state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send a payload to one peer.
-    Send {
-        /// Peer name.
-        to: String,
-        /// Bytes.
-        payload: Vec<u8>,
-    },
-    /// Send a payload to every reachable peer.
-    Broadcast {
-        /// Bytes.
-        payload: Vec<u8>,
-    },
-    /// Write this state durably, then report `Event::Persisted { token }`.
-    Persist {
-        /// The whole state.
-        state: PersistedState,
-        /// Report this back.
-        token: u64,
-    },
-    /// Answer a request.
-    Reply {
-        /// The request.
-        id: RequestId,
-        /// The answer.
-        result: Result<Reply, IpamError>,
-    },
-}
-
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Reply {
-    /// The address given (with its subnet's prefix).
-    Allocated(Cidr),
-    /// The address claimed.
-    Claimed(Cidr),
-    /// The addresses released.
-    Released(Vec<Cidr>),
-    /// The addresses held.
-    Addresses(Vec<Cidr>),
-    /// The ring exists.
-    Primed,
-    /// rmpeer done: how many addresses were taken over.
-    RemovedPeer {
-        /// The peer removed.
-        name: String,
-        /// Addresses now ours.
-        addresses: u64,
-    },
-    /// Shutdown done: who got how many addresses.
-    HandedOver(Vec<(String, u64)>),
-}
+pub use crate::events::{Action, Event, IpamConfig, Millis, Reply, RequestId};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Want {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Sans-IO address management: the ring of ranges CRDT, space requests, allocations.
 //!
 //! Drive an [`Allocator`] with [`Event`]s and execute the [`Action`]s it returns in order
@@ -8,6 +9,7 @@ pub mod allocator;
 pub mod codec;
 pub mod consensus;
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod persist;
 pub mod ring;
