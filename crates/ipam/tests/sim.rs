@@ -34,9 +34,9 @@ struct Figures {
     messages: u64,
 }
 
-fn run_seed(seed: u64) -> Figures {
+fn run_seed(seed: u64, peers: (u64, u64)) -> Figures {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x1234);
-    let n = 3 + rng.below(4) as usize;
+    let n = rng.between(peers.0, peers.1) as usize;
     let names: Vec<String> = (0..n).map(|i| format!("peer{i}")).collect();
     let mode = seed % 3;
     let cfgs: Vec<(String, IpamConfig)> = names
@@ -315,9 +315,25 @@ fn no_address_is_held_twice_and_requests_complete_once_healed() {
             (0..n).collect()
         }
     };
+    run_seeds(&seeds, (3, 6));
+}
+
+/// Fewer seeds, more peers: consensus among up to 15, gossip and space requests at scale.
+#[test]
+fn many_peers_keep_addresses_unique_and_converge() {
+    let n: u64 = std::env::var("WEFT_IPAM_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(|n: u64| n / 8 + 1)
+        .unwrap_or(3);
+    let seeds: Vec<u64> = (1000..1000 + n).collect();
+    run_seeds(&seeds, (10, 15));
+}
+
+fn run_seeds(seeds: &[u64], peers: (u64, u64)) {
     let mut total = Figures::default();
-    for seed in &seeds {
-        let f = run_seed(*seed);
+    for seed in seeds {
+        let f = run_seed(*seed, peers);
         total.allocations += f.allocations;
         total.claims += f.claims;
         total.answered_ok += f.answered_ok;

@@ -410,6 +410,26 @@ impl Sim {
                 ));
             }
         }
+        // One initialisation only: every ring anywhere (memory or disk) has the same origin.
+        let origins: BTreeSet<u64> = self
+            .peers
+            .iter()
+            .filter_map(|p| match &p.node {
+                Some(n) => n.ring().map(|r| r.origin()),
+                None => p
+                    .disk
+                    .as_ref()
+                    .and_then(|d| d.ring.as_ref())
+                    .map(|r| r.origin()),
+            })
+            .collect();
+        if origins.len() > 1 {
+            self.violations.push(format!(
+                "t={} rings of {} origins: consensus decided twice",
+                self.now,
+                origins.len()
+            ));
+        }
         // Advertised free counts match the allocations (they steer space requests).
         for p in &self.peers {
             let Some(n) = &p.node else { continue };
