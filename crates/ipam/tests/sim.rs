@@ -248,13 +248,22 @@ fn run_seed(seed: u64, peers: (u64, u64)) -> Figures {
         }
     }
     sim.run(12_000);
+    // Ownership is broadcast at once; free-count hints spread by the periodic exchange (one
+    // peer per gossip period each), so give them time to settle everywhere.
+    let live: Vec<usize> = (0..n).filter(|i| sim.up(*i)).collect();
+    let settled = sim.run_until(60_000, |s| {
+        let first = s.node(live[0]).ring();
+        live.iter().all(|&i| s.node(i).ring() == first)
+    });
+    if std::env::var("WEFT_IPAM_SIM_VERBOSE").is_ok() {
+        eprintln!("seed {seed}: rings equal {settled:?} ms after the 12 s settle");
+    }
     assert!(
         sim.outstanding.is_empty(),
         "seed {seed}: requests never answered: {:?}",
         sim.outstanding
     );
     // The ring converged on every live peer.
-    let live: Vec<usize> = (0..n).filter(|i| sim.up(*i)).collect();
     let first = sim.node(live[0]).ring().cloned();
     for &i in &live {
         assert_eq!(
