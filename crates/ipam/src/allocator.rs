@@ -218,6 +218,7 @@ impl Allocator {
             a.max_round = st.acceptor.promised.as_ref().map(|b| b.round).unwrap_or(0);
             a.acceptor = st.acceptor;
             a.quarantines = st.quarantines;
+            a.check_lost_space();
         }
         Ok(a)
     }

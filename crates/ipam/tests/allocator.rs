@@ -538,3 +538,28 @@ fn a_request_waiting_for_space_completes_when_the_partition_heals() {
     addr_of(&sim.replies[&id]);
     assert_eq!(sim.node(1).status_line(), "ready");
 }
+
+#[test]
+fn replies_and_status_have_a_json_form_for_the_http_api() {
+    let r: Result<Reply, IpamError> = Ok(Reply::Allocated(cidr("10.32.0.1/12")));
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"Ok":{"Allocated":"10.32.0.1/12"}}"#
+    );
+    let c: Cidr = serde_json::from_str(r#""10.32.1.0/24""#).unwrap();
+    assert_eq!(c, cidr("10.32.1.0/24"));
+    assert!(serde_json::from_str::<Cidr>(r#""10.32.1.0""#).is_err());
+    let mut sim = seeded(&["a", "b"], &["a"], "10.32.0.0/24");
+    let id = sim.allocate(0, "c1", None);
+    reply(&mut sim, id, 100).unwrap();
+    sim.run(100);
+    let st = sim.node(0).status();
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["line"], "ready");
+    assert_eq!(json["peers"][0]["name"], "a");
+    let text = st.to_string();
+    assert!(
+        text.contains("Status: ready") && text.contains("this peer"),
+        "{text}"
+    );
+}
