@@ -849,7 +849,10 @@ impl Allocator {
                 }
             }
             Message::Accept { ballot, value } => {
-                if self.ring.is_some() || !matches!(self.config.init, InitMode::Consensus(_)) {
+                if self.ring.is_some()
+                    || value.is_empty()
+                    || !matches!(self.config.init, InitMode::Consensus(_))
+                {
                     return;
                 }
                 self.max_round = self.max_round.max(ballot.round);

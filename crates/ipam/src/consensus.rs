@@ -109,9 +109,11 @@ pub fn quorum(n: u32) -> usize {
 /// The value to propose after a quorum of promises: the highest accepted value if any,
 /// else the peers that promised.
 pub fn choose_value(promises: &BTreeMap<String, Option<AcceptedValue>>) -> Vec<String> {
+    // An empty value can only come from a broken peer; it would make an empty ring.
     let best = promises
         .values()
         .flatten()
+        .filter(|(_, v)| !v.is_empty())
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, v)| v.clone());
     best.unwrap_or_else(|| promises.keys().cloned().collect())

@@ -563,3 +563,45 @@ fn replies_and_status_have_a_json_form_for_the_http_api() {
         "{text}"
     );
 }
+
+#[test]
+fn garbage_from_peers_changes_nothing() {
+    use weft_ipam::consensus::Ballot;
+    use weft_ipam::Message;
+    let mut a = Allocator::new(
+        "a".into(),
+        cfg("10.32.0.0/16", InitMode::Consensus(1)),
+        None,
+    )
+    .unwrap();
+    let before = a.persisted_state();
+    for payload in [vec![], vec![0xff; 40], b"WI\x01\x01\x00".to_vec()] {
+        let acts = a.handle(
+            0,
+            Event::Received {
+                from: "x".into(),
+                payload,
+            },
+        );
+        assert!(acts.is_empty());
+    }
+    // An empty consensus value is refused.
+    let ballot = Ballot {
+        round: 9,
+        proposer: "x".into(),
+    };
+    let acts = a.handle(
+        1,
+        Event::Received {
+            from: "x".into(),
+            payload: Message::Accept {
+                ballot,
+                value: vec![],
+            }
+            .encode(),
+        },
+    );
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(a.persisted_state(), before);
+    assert_eq!(a.status().bad_messages, 3);
+}
