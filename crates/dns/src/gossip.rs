@@ -115,6 +115,20 @@ impl DnsGossip {
         &self.me
     }
 
+    /// Reachable peers as last given to `peers_changed`.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(String::as_str)
+    }
+
+    /// Our own live entries as (container, hostname, address), e.g. to persist them.
+    pub fn local_entries(&self) -> Vec<(String, String, Ipv4Addr)> {
+        read_records(&self.records)
+            .origin_entries(&self.me)
+            .filter(|e| !e.state.tombstone)
+            .map(|e| (e.key.container, e.key.hostname, e.key.addr))
+            .collect()
+    }
+
     /// When `tick` wants to be called next.
     pub fn next_tick(&self) -> Instant {
         self.next_digest
