@@ -1318,6 +1318,20 @@ impl Allocator {
         for p in std::mem::take(&mut self.pending) {
             self.reply(p.id, Err(IpamError::ShuttingDown));
         }
+        // Addresses given but not yet answered (their persist is in flight) go with the
+        // space: the container must not get an address this peer no longer holds.
+        for a in self
+            .held
+            .iter_mut()
+            .map(|(_, a)| a)
+            .chain(self.out.iter_mut())
+        {
+            if let Action::Reply { result, .. } = a {
+                if matches!(result, Ok(Reply::Allocated(_)) | Ok(Reply::Claimed(_))) {
+                    *result = Err(IpamError::ShuttingDown);
+                }
+            }
+        }
         if owned == 0 {
             self.reply(id, Ok(Reply::HandedOver(Vec::new())));
             return;

@@ -605,3 +605,53 @@ fn garbage_from_peers_changes_nothing() {
     assert_eq!(a.persisted_state(), before);
     assert_eq!(a.status().bad_messages, 3);
 }
+
+#[test]
+fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
+    let mut a = Allocator::new(
+        "a".into(),
+        cfg("10.32.0.0/24", InitMode::Seed(names(&["a"]))),
+        None,
+    )
+    .unwrap();
+    a.handle(
+        0,
+        Event::PeersChanged {
+            reachable: ["a".to_string(), "b".to_string()].into_iter().collect(),
+        },
+    );
+    let acts = a.handle(
+        0,
+        Event::Allocate {
+            id: 1,
+            owner: "c1".into(),
+            subnet: None,
+        },
+    );
+    let Some(Action::Persist { token, .. }) = acts.first() else {
+        panic!("{acts:?}")
+    };
+    let token = *token;
+    // Reset while the allocation's persist is in flight.
+    a.handle(1, Event::Shutdown { id: 2 });
+    let mut acts = a.handle(2, Event::Persisted { token });
+    for _ in 0..3 {
+        let more: Vec<u64> = acts
+            .iter()
+            .filter_map(|x| match x {
+                Action::Persist { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect();
+        for t in more {
+            acts.extend(a.handle(3, Event::Persisted { token: t }));
+        }
+    }
+    assert!(
+        acts.contains(&Action::Reply {
+            id: 1,
+            result: Err(IpamError::ShuttingDown)
+        }),
+        "{acts:?}"
+    );
+}
