@@ -3,11 +3,15 @@
 # both on 127.0.0.1 of this machine, loaded by the same tool (dnsperf) the same way.
 # Bounded: each run lasts DURATION seconds (default 10). Loopback only.
 #
-#   bench/dns/run.sh            # or DURATION=5 CLIENTS=4 bench/dns/run.sh
+# The two servers are loaded in turn, ROUNDS times (default 3), so that load from other
+# work on the machine hits both alike; the table shows each round and the mean.
+#
+#   bench/dns/run.sh            # or DURATION=5 ROUNDS=2 CLIENTS=4 bench/dns/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-4}
 NAMES=${NAMES:-1000}
 for c in dnsperf dnsmasq dig; do
@@ -75,12 +79,20 @@ wport=$(awk '/^ready/ {print $2}' "$work/weft.out")
 [ -n "$wport" ] || { echo "bench/dns: weft bench server did not start:" >&2; cat "$work/weft.log" >&2; exit 1; }
 wait_ready "$wport"
 
-read -r d_qps d_lat d_lost < <(load "$dport")
-read -r w_qps w_lat w_lost < <(load "$wport")
-
 echo
-echo "DNS: A query for a cached container name, UDP on 127.0.0.1, dnsperf -c $CLIENTS -T 1, ${DURATION}s each ($(nproc) cores)"
-printf '%-28s %14s %14s %8s %10s\n' server "queries/s" "avg latency s" lost "vs dnsmasq"
-printf '%-28s %14s %14s %8s %10s\n' "dnsmasq $(/usr/sbin/dnsmasq -v | awk 'NR==1 {print $3}')" "$d_qps" "$d_lat" "$d_lost" "1.00"
-ratio=$(awk -v w="$w_qps" -v d="$d_qps" 'BEGIN { printf "%.2f", w / d }')
-printf '%-28s %14s %14s %8s %10s\n' "weft-dns ($NAMES+1 names)" "$w_qps" "$w_lat" "$w_lost" "$ratio"
+echo "DNS: A query for a cached container name, UDP on 127.0.0.1, dnsperf -c $CLIENTS -T 1, ${DURATION}s per run ($(nproc) cores)"
+printf '%-6s %-26s %14s %14s %6s\n' round server "queries/s" "avg latency s" lost
+d_sum=0
+w_sum=0
+dname="dnsmasq $(/usr/sbin/dnsmasq -v | awk 'NR==1 {print $3}')"
+wname="weft-dns ($NAMES+1 names)"
+for r in $(seq "$ROUNDS"); do
+    read -r d_qps d_lat d_lost < <(load "$dport")
+    printf '%-6s %-26s %14.0f %14s %6s\n' "$r" "$dname" "$d_qps" "$d_lat" "$d_lost"
+    read -r w_qps w_lat w_lost < <(load "$wport")
+    printf '%-6s %-26s %14.0f %14s %6s\n' "$r" "$wname" "$w_qps" "$w_lat" "$w_lost"
+    d_sum=$(awk -v a="$d_sum" -v b="$d_qps" 'BEGIN { print a + b }')
+    w_sum=$(awk -v a="$w_sum" -v b="$w_qps" 'BEGIN { print a + b }')
+done
+awk -v d="$d_sum" -v w="$w_sum" -v n="$ROUNDS" -v dn="$dname" -v wn="$wname" 'BEGIN {
+    printf "mean   %-26s %14.0f\nmean   %-26s %14.0f   ratio weft/dnsmasq %.2f\n", dn, d / n, wn, w / n, w / d }'
