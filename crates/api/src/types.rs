@@ -196,3 +196,70 @@ pub struct ErrorBody {
     /// One line: what failed, why, what to do.
     pub error: String,
 }
+
+/// Body of `POST /attach`: put a container on the overlay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Path of the container's network namespace (`/run/netns/X`, `/proc/PID/ns/net`).
+    pub netns: String,
+    /// Address forms: `net:default`, `net:CIDR`, `ip:CIDR`, `CIDR`; none = the default subnet.
+    pub addrs: Vec<String>,
+    /// Interface name inside the container.
+    pub ifname: String,
+    /// Name to register in DNS.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Do not register the hostname in DNS.
+    #[serde(default)]
+    pub without_dns: bool,
+    /// Container id (Docker's); default: derived from the namespace.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// Answer to `POST /attach`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachResponse {
+    /// The container's id in weft (IPAM owner, key of `weft ps`).
+    pub container: String,
+    /// Every address the container now has on the overlay, as CIDRs.
+    pub addrs: Vec<String>,
+}
+
+/// Body of `POST /detach`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DetachRequest {
+    /// Path of the container's network namespace; empty when `container` names it.
+    pub netns: String,
+    /// Address forms to remove; none = all of them.
+    pub addrs: Vec<String>,
+    /// Container id, when known.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// Answer to `POST /detach`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DetachResponse {
+    /// Addresses removed, as CIDRs.
+    pub removed: Vec<String>,
+}
+
+/// One attached container, as `weft ps` lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerReport {
+    /// weft's id of the container.
+    pub id: String,
+    /// Its network namespace path.
+    pub netns: String,
+    /// Interface inside it.
+    pub ifname: String,
+    /// MAC of that interface.
+    pub mac: String,
+    /// Overlay addresses, as CIDRs.
+    pub addrs: Vec<String>,
+    /// DNS name, if registered.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}

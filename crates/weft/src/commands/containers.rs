@@ -1,0 +1,115 @@
+//! `weft attach`, `weft detach`, `weft ps`: containers on the overlay.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
+
+use super::{block_on, client};
+use crate::cli::{AttachArgs, DetachArgs};
+
+/// Where the container is, from the positional words and the flags.
+struct Target {
+    netns: String,
+    container: Option<String>,
+    addrs: Vec<String>,
+}
+
+fn is_addr_form(s: &str) -> bool {
+    s.starts_with("net:") || s.starts_with("ip:") || s.contains('/')
+}
+
+fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<Target> {
+    let mut addrs = args.to_vec();
+    let netns = match (netns, pid) {
+        (Some(p), _) => {
+            let abs = std::path::absolute(p)
+                .map_err(|e| anyhow::anyhow!("bad --netns {}: {e}", p.display()))?;
+            abs.to_string_lossy().into_owned()
+        }
+        (None, Some(pid)) => format!("/proc/{pid}/ns/net"),
+        (None, None) => {
+            let Some(last) = addrs.pop().filter(|l| !is_addr_form(l)) else {
+                bail!("no container given: name a container, --netns PATH or --pid PID");
+            };
+            bail!(
+                "attaching Docker container {last:?} needs the Docker integration, \
+                 which is not available yet; use --netns PATH or --pid PID"
+            );
+        }
+    };
+    if let Some(bad) = addrs.iter().find(|a| !is_addr_form(a)) {
+        bail!(
+            "{bad:?} is not an address (net:default, net:CIDR, ip:CIDR or CIDR); \
+             with --netns/--pid no container name is given"
+        );
+    }
+    Ok(Target {
+        netns,
+        container: None,
+        addrs,
+    })
+}
+
+/// `weft attach`.
+pub fn attach(args: AttachArgs) -> Result<()> {
+    let t = target(&args.args, &args.netns, args.pid)?;
+    let req = AttachRequest {
+        netns: t.netns,
+        addrs: t.addrs,
+        ifname: args.ifname,
+        hostname: args.hostname,
+        without_dns: args.without_dns,
+        container: t.container,
+    };
+    let resp: AttachResponse = block_on(client().post("/attach", &req))?;
+    for a in resp.addrs {
+        println!("{a}");
+    }
+    Ok(())
+}
+
+/// `weft detach`.
+pub fn detach(args: DetachArgs) -> Result<()> {
+    let t = target(&args.args, &args.netns, args.pid)?;
+    let req = DetachRequest {
+        netns: t.netns,
+        addrs: t.addrs,
+        container: t.container,
+    };
+    let resp: DetachResponse = block_on(client().post("/detach", &req))?;
+    for a in resp.removed {
+        println!("{a}");
+    }
+    Ok(())
+}
+
+/// `weft ps [CONTAINER...]`: `ID MAC CIDR...` per attached container.
+pub fn ps(filter: Vec<String>) -> Result<()> {
+    let list: Vec<ContainerReport> = block_on(client().get("/containers"))?;
+    for c in list {
+        if !filter.is_empty() && !filter.contains(&c.id) {
+            continue;
+        }
+        println!("{} {} {}", c.id, c.mac, c.addrs.join(" "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_flags_make_a_target() {
+        let t = target(&["net:default".into()], &Some("/run/netns/x".into()), None).unwrap();
+        assert_eq!(t.netns, "/run/netns/x");
+        assert_eq!(t.addrs, vec!["net:default".to_string()]);
+        let t = target(&[], &None, Some(42)).unwrap();
+        assert_eq!(t.netns, "/proc/42/ns/net");
+        assert!(target(&[], &None, None).is_err());
+        let e = target(&["c1".into()], &None, None).unwrap_err().to_string();
+        assert!(e.contains("Docker"), "{e}");
+        assert!(target(&["c1".into()], &Some("/x".into()), None).is_err());
+    }
+}
