@@ -100,7 +100,8 @@ pub fn list() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Creates a namespace.
+/// Creates a namespace. (`ip netns add` itself serialises the first-use setup of
+/// /run/netns with a lock on that directory, so labs can be made in parallel.)
 pub fn add(ns: &str) -> Result<()> {
     ip(&["netns", "add", ns])
 }

@@ -3,7 +3,10 @@
 //! machine's own namespace), per-host directories and /etc/netns files. A failure half
 //! way removes everything made so far.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{anyhow, bail, Result};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::down;
 use super::files;
@@ -35,6 +38,8 @@ pub fn up(lab: &str, hosts: u32, docker: bool) -> Result<()> {
     }
 
     // From here on everything named after the lab is ours: rolling back is `down`.
+    // Ctrl-C (or SIGTERM/SIGHUP) no longer kills us half way but makes us roll back.
+    catch_interrupts();
     match build(lab, hosts) {
         Ok(()) => {
             eprintln!(
@@ -92,6 +97,33 @@ fn refuse_if_present(lab: &str) -> Result<()> {
     Ok(())
 }
 
+/// Set by a signal handler when the user interrupts `lab up`.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_interrupts() {
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        // Without it, an interrupt would leave a partial lab; that is all we lose.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 fn build(lab: &str, hosts: u32) -> Result<()> {
     let ul = names::underlay_ns(lab);
     eprintln!("lab {lab}: underlay namespace {ul} with bridge {UNDERLAY_BRIDGE}");
@@ -106,6 +138,7 @@ fn build(lab: &str, hosts: u32) -> Result<()> {
 
     let hosts_file = names::host_hosts_file(lab, hosts);
     for i in 1..=hosts {
+        check_interrupted()?;
         let host = names::host_name(i);
         let ns = names::host_ns(lab, i);
         let addr = names::underlay_ip(i);
@@ -143,5 +176,5 @@ fn build(lab: &str, hosts: u32) -> Result<()> {
             ],
         )?;
     }
-    Ok(())
+    check_interrupted()
 }
