@@ -1,0 +1,8 @@
+//! Mesh channels: each router module that talks to its peers over the mesh has its own.
+
+/// IPAM ring gossip, space requests, consensus.
+pub const IPAM: u16 = 1;
+/// DNS record gossip.
+pub const DNS: u16 = 2;
+/// Data path: MAC announcements, path heartbeats, sleeve keys.
+pub const DATAPATH: u16 = 3;
