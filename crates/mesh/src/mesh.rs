@@ -474,7 +474,14 @@ impl Mesh {
     }
 
     fn push_failure(&mut self, now: u64, addr: String, outbound: bool, reason: String) {
-        self.failures.retain(|f| f.addr != addr);
+        // One row per remote host: inbound retries come from ever new ports.
+        let host = |a: &str| {
+            a.rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default()
+        };
+        let h = host(&addr);
+        self.failures.retain(|f| host(&f.addr) != h);
         self.failures.push(Failure {
             addr,
             outbound,

@@ -116,6 +116,23 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
             )
         })?;
 
+    let stop_mesh = router.clone();
+    let mesh = crate::mesh::start(
+        crate::mesh::DriverConfig {
+            name: router.name().to_string(),
+            nickname: router.config().nickname.clone(),
+            port: router.config().port,
+            password: router.config().password.clone(),
+            conn_limit: router.config().conn_limit,
+            discovery: !router.config().no_discovery,
+            peers: router.config().peers.clone(),
+        },
+        router.metrics_arc(),
+        async move { stop_mesh.stopped().await },
+    )
+    .await?;
+    router.set_mesh(mesh);
+
     let app = crate::api::routes(router.clone());
     let stop_unix = router.clone();
     let stop_tcp = router.clone();

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod identity;
 pub mod logging;
+pub mod mesh;
 pub mod metrics;
 pub mod state;
 

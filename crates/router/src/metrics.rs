@@ -8,6 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     /// API requests served.
     pub api_requests: AtomicU64,
+    /// Bytes written on mesh control connections.
+    pub mesh_bytes_sent: AtomicU64,
+    /// Bytes read from mesh control connections.
+    pub mesh_bytes_received: AtomicU64,
+    /// Mesh messages sent.
+    pub mesh_messages_sent: AtomicU64,
+    /// Mesh messages received.
+    pub mesh_messages_received: AtomicU64,
+    /// Gossip messages sent.
+    pub mesh_gossip_sent: AtomicU64,
 }
 
 impl Metrics {
@@ -109,6 +119,36 @@ pub fn render(router: &crate::state::Router) -> String {
         "Established connections of this router.",
         established as f64,
     );
+    let m = router.metrics();
+    for (name, help, v) in [
+        (
+            "weft_mesh_bytes_sent_total",
+            "Bytes written on mesh control connections.",
+            &m.mesh_bytes_sent,
+        ),
+        (
+            "weft_mesh_bytes_received_total",
+            "Bytes read from mesh control connections.",
+            &m.mesh_bytes_received,
+        ),
+        (
+            "weft_mesh_messages_sent_total",
+            "Mesh messages sent.",
+            &m.mesh_messages_sent,
+        ),
+        (
+            "weft_mesh_messages_received_total",
+            "Mesh messages received.",
+            &m.mesh_messages_received,
+        ),
+        (
+            "weft_mesh_gossip_sent_total",
+            "Mesh gossip messages sent.",
+            &m.mesh_gossip_sent,
+        ),
+    ] {
+        e.metric(name, "counter", help, v.load(Ordering::Relaxed) as f64);
+    }
     e.finish()
 }
 

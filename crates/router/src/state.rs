@@ -1,12 +1,15 @@
 //! State shared by the router's tasks and its API handlers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::watch;
-use weft_api::{Report, RouterReport};
+use weft_api::{
+    ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterReport, TargetReport,
+};
 
 use crate::config::Config;
+use crate::mesh::MeshHandle;
 use crate::metrics::Metrics;
 
 /// Handle to the running router, cheap to clone.
@@ -19,7 +22,8 @@ struct Inner {
     config: Config,
     name: String,
     started: Instant,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    mesh: OnceLock<MeshHandle>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -32,7 +36,8 @@ impl Router {
                 config,
                 name,
                 started: Instant::now(),
-                metrics: Metrics::default(),
+                metrics: Arc::new(Metrics::default()),
+                mesh: OnceLock::new(),
                 shutdown,
             }),
         }
@@ -51,6 +56,21 @@ impl Router {
     /// Counters exported on /metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The counters, shareable with tasks.
+    pub fn metrics_arc(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Installs the running mesh (once, at start-up).
+    pub fn set_mesh(&self, mesh: MeshHandle) {
+        let _ = self.inner.mesh.set(mesh);
+    }
+
+    /// The mesh, once started: send/receive payloads, watch the topology.
+    pub fn mesh(&self) -> Option<&MeshHandle> {
+        self.inner.mesh.get()
     }
 
     /// Seconds since start.
@@ -72,25 +92,94 @@ impl Router {
     /// The whole state as `weft report` shows it.
     pub fn report(&self) -> Report {
         let c = &self.inner.config;
+        let (peers, connections, targets) = self.mesh_report();
         Report {
             version: weft_api::VERSION.to_string(),
             router: RouterReport {
                 name: self.inner.name.clone(),
                 nickname: c.nickname.clone(),
                 port: c.port,
-                protocol_min_version: 1,
-                protocol_max_version: 1,
+                protocol_min_version: weft_mesh::wire::PROTOCOL_MIN,
+                protocol_max_version: weft_mesh::wire::PROTOCOL_MAX,
                 encryption: c.password.is_some(),
                 peer_discovery: !c.no_discovery,
                 trusted_subnets: c.trusted_subnets.clone(),
                 conn_limit: c.conn_limit,
                 mtu: c.mtu,
-                peers: Vec::new(),
-                connections: Vec::new(),
-                targets: Vec::new(),
+                peers,
+                connections,
+                targets,
             },
             ipam: None,
             dns: None,
         }
+    }
+
+    /// The router report's peers, connections and targets, from the mesh snapshot.
+    fn mesh_report(&self) -> (Vec<PeerReport>, Vec<ConnectionReport>, Vec<TargetReport>) {
+        let Some(mesh) = self.mesh() else {
+            return (Vec::new(), Vec::new(), Vec::new());
+        };
+        let snap = mesh.snapshot();
+        let nick = |name: &str| {
+            snap.peers
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.nickname.clone())
+                .unwrap_or_default()
+        };
+        let reports = |a: &str, b: &str| {
+            snap.peers
+                .iter()
+                .find(|p| p.name == a)
+                .is_some_and(|p| p.edges.iter().any(|e| e.name == b))
+        };
+        let peers = snap
+            .peers
+            .iter()
+            .map(|p| PeerReport {
+                name: p.name.clone(),
+                nickname: p.nickname.clone(),
+                connections: p
+                    .edges
+                    .iter()
+                    .map(|e| PeerConnectionReport {
+                        name: e.name.clone(),
+                        nickname: nick(&e.name),
+                        address: e.addr.clone(),
+                        outbound: e.outbound,
+                        established: reports(&e.name, &p.name),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let connections = snap
+            .connections
+            .iter()
+            .map(|c| ConnectionReport {
+                address: c.address.clone(),
+                outbound: c.outbound,
+                state: c.state.clone(),
+                path: String::new(),
+                peer: match (&c.peer, &c.nickname) {
+                    (Some(p), Some(n)) => format!("{p}({n})"),
+                    (Some(p), None) => p.clone(),
+                    _ => String::new(),
+                },
+                mtu: None,
+                info: c.info.clone(),
+            })
+            .collect();
+        let targets = snap
+            .targets
+            .iter()
+            .map(|t| TargetReport {
+                address: t.address.clone(),
+                explicit: t.explicit,
+                state: t.state.clone(),
+                last_error: t.last_error.clone(),
+            })
+            .collect();
+        (peers, connections, targets)
     }
 }

@@ -6,7 +6,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use weft_api::{ErrorBody, Report};
+use weft_api::{ConnectRequest, ErrorBody, ForgetRequest, Report};
 
 use crate::state::Router;
 
@@ -57,8 +57,8 @@ pub fn routes(router: Router) -> axum::Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .route("/stop", post(stop))
-        .route("/connect", post(not_available))
-        .route("/forget", post(not_available))
+        .route("/connect", post(connect))
+        .route("/forget", post(forget))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(router.clone(), count))
         .with_state(router)
@@ -90,8 +90,36 @@ async fn stop(State(router): State<Router>) -> Json<()> {
     Json(())
 }
 
-async fn not_available(req: Request) -> ApiFailure {
-    ApiFailure::not_available(&format!("{} {}", req.method(), req.uri().path()))
+async fn connect(
+    State(router): State<Router>,
+    Json(req): Json<ConnectRequest>,
+) -> Result<Json<()>, ApiFailure> {
+    let mesh = router
+        .mesh()
+        .ok_or_else(|| ApiFailure::not_available("the mesh"))?;
+    mesh.connect(&req.peers, req.replace)
+        .map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    Ok(Json(()))
+}
+
+async fn forget(
+    State(router): State<Router>,
+    Json(req): Json<ForgetRequest>,
+) -> Result<Json<()>, ApiFailure> {
+    let mesh = router
+        .mesh()
+        .ok_or_else(|| ApiFailure::not_available("the mesh"))?;
+    let unknown = mesh
+        .forget(&req.peers)
+        .await
+        .map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    if !unknown.is_empty() {
+        return Err(ApiFailure::bad_request(format!(
+            "not a target: {} (see `weft status targets`); the others were forgotten",
+            unknown.join(", ")
+        )));
+    }
+    Ok(Json(()))
 }
 
 async fn not_found(req: Request) -> ApiFailure {

@@ -1,6 +1,7 @@
 //! One function per command; each returns an error whose text is the one line the user sees.
 
 mod launch;
+mod mesh;
 mod status;
 
 use anyhow::{bail, Result};
@@ -21,7 +22,8 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Report => status::report(),
         Command::Lab { command } => crate::lab::run(command),
         Command::Reset { .. } => not_yet("reset", "the data path"),
-        Command::Connect { .. } | Command::Forget { .. } => not_yet("connect/forget", "the mesh"),
+        Command::Connect { replace, peers } => mesh::connect(peers, replace),
+        Command::Forget { peers } => mesh::forget(peers),
         Command::Rmpeer { .. } | Command::Prime => not_yet("rmpeer/prime", "IP address management"),
         Command::Ps { .. }
         | Command::Attach(_)

@@ -1,0 +1,590 @@
+//! The mesh driver: owns the control-port listener, dials targets, runs one task per
+//! connection (Noise session over TCP), and feeds the sans-IO [`weft_mesh::Mesh`] core
+//! with events and timers, carrying out its actions.
+//!
+//! Other router modules use [`MeshHandle`]: `send_to`/`broadcast` for application
+//! payloads, `subscribe` for the payloads of a channel, `watch` for topology snapshots.
+
+mod conn;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use weft_mesh::{
+    Action, ConnId, ConnStatus, Hello, Mesh, MeshConfig, Message, Neighbour, PeerEntry, SendError,
+    TargetStatus, Timing,
+};
+
+use crate::metrics::Metrics;
+
+/// How often the core's timers run.
+const TICK: Duration = Duration::from_millis(100);
+/// Longest a dial (resolve + connect) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A payload another peer sent to this one on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Channel it was sent on.
+    pub channel: u16,
+    /// Origin peer name.
+    pub from: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// The mesh as the rest of the router sees it; replaced after every change.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSnapshot {
+    /// Reachable peers (this one included), sorted by name.
+    pub peers: Vec<PeerEntry>,
+    /// This router's connections, dials and recent failures.
+    pub connections: Vec<ConnStatus>,
+    /// Addresses dialled.
+    pub targets: Vec<TargetStatus>,
+    /// Directly connected peers with their underlay addresses.
+    pub neighbours: Vec<Neighbour>,
+    /// Next hop toward each reachable peer.
+    pub routes: Vec<(String, String)>,
+}
+
+enum Cmd {
+    Connect {
+        targets: Vec<String>,
+        replace: bool,
+    },
+    Forget {
+        targets: Vec<String>,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    SendTo {
+        channel: u16,
+        dst: String,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    Broadcast {
+        channel: u16,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+}
+
+/// What connection tasks report to the driver.
+enum ConnEvent {
+    Up {
+        conn: ConnId,
+        addr: SocketAddr,
+        outbound: bool,
+        target: Option<String>,
+        hello: Hello,
+    },
+    Failed {
+        conn: ConnId,
+        target: Option<String>,
+        addr: Option<SocketAddr>,
+        outbound: bool,
+        reason: String,
+    },
+    Closed {
+        conn: ConnId,
+        reason: String,
+    },
+    Msg {
+        conn: ConnId,
+        msg: Message,
+    },
+}
+
+/// Handle to the running mesh, cheap to clone.
+#[derive(Clone)]
+pub struct MeshHandle {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    snapshot: watch::Receiver<Arc<MeshSnapshot>>,
+    subscribers: Arc<Mutex<HashMap<u16, mpsc::UnboundedSender<Delivery>>>>,
+    default_port: u16,
+}
+
+/// Why a mesh request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// A target is not `HOST[:PORT]`.
+    #[error("invalid peer {peer:?}: {why}")]
+    BadTarget {
+        /// The input.
+        peer: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The driver stopped.
+    #[error("the mesh is not running")]
+    Stopped,
+    /// The core refused to send.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// `HOST[:PORT]` in the form targets are kept in (`host:port`, IPv6 in brackets).
+pub fn normalize_target(peer: &str, default_port: u16) -> Result<String, MeshError> {
+    let (host, port) =
+        crate::config::parse_peer(peer, default_port).map_err(|why| MeshError::BadTarget {
+            peer: peer.to_string(),
+            why,
+        })?;
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+impl MeshHandle {
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<MeshSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot (topology changes).
+    pub fn watch(&self) -> watch::Receiver<Arc<MeshSnapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Payloads that arrive on `channel` (one subscriber per channel; a new one replaces
+    /// the old).
+    pub fn subscribe(&self, channel: u16) -> mpsc::UnboundedReceiver<Delivery> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.insert(channel, tx);
+        }
+        rx
+    }
+
+    /// Sends a payload to one peer, routed through the mesh.
+    pub async fn send_to(
+        &self,
+        channel: u16,
+        dst: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::SendTo {
+                channel,
+                dst: dst.to_string(),
+                payload,
+                reply,
+            })
+            .map_err(|_| MeshError::Stopped)?;
+        Ok(rx.await.map_err(|_| MeshError::Stopped)??)
+    }
+
+    /// Sends a payload to every other reachable peer.
+    pub async fn broadcast(&self, channel: u16, payload: Vec<u8>) -> Result<(), MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Broadcast {
+                channel,
+                payload,
+                reply,
+            })
+            .map_err(|_| MeshError::Stopped)?;
+        Ok(rx.await.map_err(|_| MeshError::Stopped)??)
+    }
+
+    /// `weft connect`: adds (or with `replace`, replaces) explicit targets.
+    pub fn connect(&self, peers: &[String], replace: bool) -> Result<(), MeshError> {
+        let targets = peers
+            .iter()
+            .map(|p| normalize_target(p, self.default_port))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.cmd
+            .send(Cmd::Connect { targets, replace })
+            .map_err(|_| MeshError::Stopped)
+    }
+
+    /// `weft forget`: stops dialling targets; returns those that were not targets.
+    pub async fn forget(&self, peers: &[String]) -> Result<Vec<String>, MeshError> {
+        let targets = peers
+            .iter()
+            .map(|p| normalize_target(p, self.default_port))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Forget { targets, reply })
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+}
+
+/// Settings of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Peer name.
+    pub name: String,
+    /// Nickname.
+    pub nickname: String,
+    /// Control port.
+    pub port: u16,
+    /// Mesh password.
+    pub password: Option<String>,
+    /// Connection limit.
+    pub conn_limit: u32,
+    /// Dial gossiped addresses.
+    pub discovery: bool,
+    /// Initial explicit targets.
+    pub peers: Vec<String>,
+}
+
+/// Binds the control port and starts the driver; it stops when `stop` resolves.
+pub async fn start(
+    cfg: DriverConfig,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<MeshHandle> {
+    let listener = TcpListener::bind(("0.0.0.0", cfg.port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on control port {} ({e}); another router or program uses it: \
+             stop it or launch with --port",
+                cfg.port
+            )
+        })?;
+    let targets = cfg
+        .peers
+        .iter()
+        .map(|p| normalize_target(p, cfg.port))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let mesh = Mesh::new(MeshConfig {
+        name: cfg.name.clone(),
+        nickname: cfg.nickname.clone(),
+        uid: rand::random(),
+        listen_port: cfg.port,
+        conn_limit: cfg.conn_limit as usize,
+        discovery: cfg.discovery,
+        initial_version: wall_ms,
+        timing: Timing::default(),
+    });
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(MeshSnapshot::default()));
+    let handle = MeshHandle {
+        cmd: cmd_tx,
+        snapshot: snap_rx,
+        subscribers: Arc::new(Mutex::new(HashMap::new())),
+        default_port: cfg.port,
+    };
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        mesh,
+        start: Instant::now(),
+        conns: HashMap::new(),
+        next_conn: 1,
+        events: ev_tx,
+        password: cfg.password.clone(),
+        metrics,
+        snapshot: snap_tx,
+        subscribers: handle.subscribers.clone(),
+    };
+    tokio::spawn(driver.run(listener, cmd_rx, ev_rx, targets, stop));
+    tracing::info!(port = cfg.port, "mesh listening");
+    Ok(handle)
+}
+
+struct Driver {
+    mesh: Mesh,
+    start: Instant,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<Message>>,
+    next_conn: ConnId,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    password: Option<String>,
+    metrics: Arc<Metrics>,
+    snapshot: watch::Sender<Arc<MeshSnapshot>>,
+    subscribers: Arc<Mutex<HashMap<u16, mpsc::UnboundedSender<Delivery>>>>,
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        targets: Vec<String>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let now = self.now();
+        self.mesh.add_targets(now, &targets, false);
+        self.apply();
+        self.publish();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_publish = Instant::now();
+        tokio::pin!(stop);
+        loop {
+            let mut changed = false;
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    let now = self.now();
+                    self.mesh.tick(now);
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, addr)) => self.spawn_conn(stream, addr, false, None),
+                    Err(e) => tracing::warn!("accept on the control port failed: {e}"),
+                },
+                Some(ev) = events.recv() => {
+                    changed = true;
+                    self.on_event(ev);
+                }
+                Some(cmd) = cmds.recv() => {
+                    changed = true;
+                    self.on_cmd(cmd);
+                }
+            }
+            changed |= self.apply();
+            if changed || last_publish.elapsed() >= Duration::from_secs(1) {
+                self.publish();
+                last_publish = Instant::now();
+            }
+        }
+        // Dropping the senders closes every connection task.
+        self.conns.clear();
+        tracing::info!("mesh stopped");
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        let now = self.now();
+        match ev {
+            ConnEvent::Up {
+                conn,
+                addr,
+                outbound,
+                target,
+                hello,
+            } => {
+                tracing::info!(peer = %hello.name, nickname = %hello.nickname, %addr, outbound, "connection up");
+                self.mesh
+                    .connected(now, conn, addr, outbound, target.as_deref(), hello);
+            }
+            ConnEvent::Failed {
+                conn,
+                target,
+                addr,
+                outbound,
+                reason,
+            } => {
+                let who = target
+                    .clone()
+                    .or(addr.map(|a| a.to_string()))
+                    .unwrap_or_default();
+                self.conns.remove(&conn);
+                tracing::warn!(
+                    "connection {} {who} failed: {reason}",
+                    if outbound { "to" } else { "from" }
+                );
+                self.mesh
+                    .connect_failed(now, target.as_deref(), addr, outbound, &reason);
+            }
+            ConnEvent::Closed { conn, reason } => {
+                tracing::info!(conn, "connection closed: {reason}");
+                self.conns.remove(&conn);
+                self.mesh.closed(now, conn, &reason);
+            }
+            ConnEvent::Msg { conn, msg } => {
+                self.metrics
+                    .mesh_messages_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.mesh.received(now, conn, msg);
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        let now = self.now();
+        match cmd {
+            Cmd::Connect { targets, replace } => {
+                tracing::info!(?targets, replace, "connect requested");
+                self.mesh.add_targets(now, &targets, replace);
+            }
+            Cmd::Forget { targets, reply } => {
+                tracing::info!(?targets, "forget requested");
+                let _ = reply.send(self.mesh.forget_targets(&targets));
+            }
+            Cmd::SendTo {
+                channel,
+                dst,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.mesh.send_to(now, channel, &dst, payload));
+            }
+            Cmd::Broadcast {
+                channel,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.mesh.broadcast(now, channel, payload));
+            }
+        }
+    }
+
+    /// Carries out the core's actions; true if the topology changed.
+    fn apply(&mut self) -> bool {
+        let mut changed = false;
+        loop {
+            let actions = self.mesh.take_actions();
+            if actions.is_empty() {
+                return changed;
+            }
+            for a in actions {
+                match a {
+                    Action::Send { conn, msg } => {
+                        if let Some(tx) = self.conns.get(&conn) {
+                            self.metrics
+                                .mesh_messages_sent
+                                .fetch_add(1, Ordering::Relaxed);
+                            if matches!(msg, Message::Gossip { .. }) {
+                                self.metrics
+                                    .mesh_gossip_sent
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            let _ = tx.send(msg);
+                        }
+                    }
+                    Action::Close { conn, reason } => {
+                        tracing::info!(conn, "closing connection: {reason}");
+                        // The task sends what is queued, then closes.
+                        self.conns.remove(&conn);
+                    }
+                    Action::Dial { target } => self.dial(target),
+                    Action::Deliver {
+                        channel,
+                        from,
+                        payload,
+                    } => {
+                        let tx = self
+                            .subscribers
+                            .lock()
+                            .ok()
+                            .and_then(|s| s.get(&channel).cloned());
+                        match tx {
+                            Some(tx) => {
+                                let _ = tx.send(Delivery {
+                                    channel,
+                                    from,
+                                    payload,
+                                });
+                            }
+                            None => {
+                                tracing::debug!(channel, %from, "payload for a channel nobody listens on")
+                            }
+                        }
+                    }
+                    Action::TopologyChanged => changed = true,
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = self.now();
+        let snap = MeshSnapshot {
+            peers: self.mesh.peers(),
+            connections: self.mesh.connection_status(now),
+            targets: self.mesh.target_status(),
+            neighbours: self.mesh.neighbours(),
+            routes: self.mesh.routes(),
+        };
+        self.snapshot.send_replace(Arc::new(snap));
+    }
+
+    fn dial(&mut self, target: String) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.conns.insert(conn, tx);
+        let events = self.events.clone();
+        let session = conn::SessionParams {
+            conn,
+            password: self.password.clone(),
+            hello: self.mesh.hello(),
+            metrics: self.metrics.clone(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        };
+        tokio::spawn(async move {
+            let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
+                    .await
+                    .map_err(|e| format!("cannot resolve {target}: {e}"))?
+                    .collect();
+                let mut last = format!("{target} resolves to no address");
+                for a in addrs {
+                    match tokio::net::TcpStream::connect(a).await {
+                        Ok(s) => return Ok((s, a)),
+                        Err(e) => last = format!("cannot connect to {a}: {e}"),
+                    }
+                }
+                Err(last)
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("connecting to {target} timed out")));
+            match dialled {
+                Ok((stream, addr)) => {
+                    conn::run(stream, addr, true, Some(target), session, events, rx).await
+                }
+                Err(reason) => {
+                    let _ = events.send(ConnEvent::Failed {
+                        conn,
+                        target: Some(target),
+                        addr: None,
+                        outbound: true,
+                        reason,
+                    });
+                }
+            }
+        });
+    }
+
+    fn spawn_conn(
+        &mut self,
+        stream: tokio::net::TcpStream,
+        addr: SocketAddr,
+        outbound: bool,
+        target: Option<String>,
+    ) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.conns.insert(conn, tx);
+        let session = conn::SessionParams {
+            conn,
+            password: self.password.clone(),
+            hello: self.mesh.hello(),
+            metrics: self.metrics.clone(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        };
+        tokio::spawn(conn::run(
+            stream,
+            addr,
+            outbound,
+            target,
+            session,
+            self.events.clone(),
+            rx,
+        ));
+    }
+}
