@@ -363,6 +363,13 @@ impl Sleeve {
                 )));
             }
         }
+        let cipher = match &peer.key {
+            Some(k) => Some(
+                Cipher::new(k)
+                    .map_err(|_| refuse("the session key was refused by the cipher".into()))?,
+            ),
+            None => None,
+        };
         let mut t = self.shared.write_tables();
         let old = t.peers.get(&peer.id).cloned();
         let same_key = old.as_ref().is_some_and(|o| o.key == peer.key);
@@ -371,7 +378,7 @@ impl Sleeve {
             name: peer.name.clone(),
             addr: peer.addr.map(|a| (a, RawAddr::new(a))),
             key: peer.key,
-            cipher: peer.key.as_ref().map(Cipher::new),
+            cipher,
             tx_counter: AtomicU64::new(0),
             replay: Mutex::new(ReplayWindow::default()),
             tx_frames: AtomicU64::new(0),
