@@ -259,7 +259,26 @@ fn sleeve_carries_ping_arp_and_tcp_between_two_hosts() {
         .collect();
     let mac: [u8; 6] = m.try_into().unwrap();
     assert_eq!(s1.lookup_mac(&mac), Some(PeerId(2)));
-    drop((s1, s2));
+
+    // When h2's sleeve goes away, h1 stops hearing heartbeats: the router sees the path die.
+    s2.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s1
+        .peer_stats(PeerId(2))
+        .unwrap()
+        .alive(Instant::now(), Duration::from_millis(600))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "peer 2 still looks alive after its sleeve stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !ping(&c1, "10.40.0.2"),
+        "ping crossed with the far sleeve stopped"
+    );
+    drop(s1);
 }
 
 #[test]
