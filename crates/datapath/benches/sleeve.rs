@@ -3,7 +3,8 @@
 //! veth and the kernel VXLAN path measured in the same run, plus the sleeve threads' CPU.
 //!
 //! Run: `cargo bench -p weft-datapath --bench sleeve` as root (needs iperf3, ip, ping).
-//! `SLEEVE_BENCH_SECS` sets the iperf3 duration (default 10).
+//! `SLEEVE_BENCH_SECS` sets the iperf3 duration (default 10), `SLEEVE_BENCH_ROUNDS` how
+//! many interleaved rounds to run (default 1).
 
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
@@ -220,9 +221,9 @@ fn wait_heard(s: &Sleeve, id: u32, key_epoch: Instant) {
 
 struct Row {
     path: &'static str,
-    gbps: f64,
-    rtt_ms: f64,
-    cpu: Option<(f64, f64)>,
+    gbps: Vec<f64>,
+    rtt_ms: Vec<f64>,
+    cpu: Vec<(f64, f64)>,
 }
 
 fn main() {
@@ -233,6 +234,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let rounds: usize = std::env::var("SLEEVE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let mut lab = Lab {
         prefix: format!("wsb{}", std::process::id()),
         names: Vec::new(),
@@ -273,87 +279,100 @@ fn main() {
 
     let s1 = start(&h1, 1, "10.99.0.1:6783");
     let s2 = start(&h2, 2, "10.99.0.2:6783");
-    let t0 = Instant::now();
-    s1.add_peer(peer(2, "10.99.0.2:6783", None))
-        .expect("add peer");
-    s2.add_peer(peer(1, "10.99.0.1:6783", None))
-        .expect("add peer");
-    wait_heard(&s1, 2, t0);
-    wait_heard(&s2, 1, t0);
+    let set_keys = |key: Option<[u8; 32]>| {
+        let t = Instant::now();
+        s1.add_peer(peer(2, "10.99.0.2:6783", key))
+            .expect("add peer");
+        s2.add_peer(peer(1, "10.99.0.1:6783", key))
+            .expect("add peer");
+        wait_heard(&s1, 2, t);
+        wait_heard(&s2, 1, t);
+    };
+    set_keys(None);
     println!("sleeve TAP offloads: {:?}", s1.stats().offloads);
 
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut rows = Vec::new();
-    let measure_sleeve = |path: &'static str, rows: &mut Vec<Row>| {
-        let rtt_ms = ping_ms(&c1, "10.40.0.2");
+    let measure_sleeve = |row: &mut Row| {
+        row.rtt_ms.push(ping_ms(&c1, "10.40.0.2"));
         let tx0 = thread_ticks("sleeve-tx");
         let rx0 = thread_ticks("sleeve-rx");
         let start = Instant::now();
-        let gbps = iperf(&c1, &c2, "10.40.0.2", secs);
+        row.gbps.push(iperf(&c1, &c2, "10.40.0.2", secs));
         let el = start.elapsed().as_secs_f64();
         let tx = (thread_ticks("sleeve-tx") - tx0) as f64 / hz / el;
         let rx = (thread_ticks("sleeve-rx") - rx0) as f64 / hz / el;
-        rows.push(Row {
-            path,
-            gbps,
-            rtt_ms,
-            cpu: Some((tx, rx)),
-        });
+        row.cpu.push((tx, rx));
     };
-
-    rows.push(Row {
-        path: "underlay veth (host to host)",
-        rtt_ms: ping_ms(&h1, "10.99.0.2"),
-        gbps: iperf(&h1, &h2, "10.99.0.2", secs),
-        cpu: None,
-    });
-    rows.push(Row {
-        path: "kernel VXLAN (fastdp-like)",
-        rtt_ms: ping_ms(&f1, "10.42.0.2"),
-        gbps: iperf(&f1, &f2, "10.42.0.2", secs),
-        cpu: None,
-    });
-    measure_sleeve("sleeve plain", &mut rows);
+    let mut rows: Vec<Row> = [
+        "underlay veth (host to host)",
+        "kernel VXLAN (fastdp-like)",
+        "sleeve plain",
+        "sleeve ChaCha20-Poly1305",
+    ]
+    .into_iter()
+    .map(|path| Row {
+        path,
+        gbps: Vec::new(),
+        rtt_ms: Vec::new(),
+        cpu: Vec::new(),
+    })
+    .collect();
+    // Rounds interleave the paths so that load from elsewhere on the machine spreads evenly.
+    for _ in 0..rounds {
+        rows[0].rtt_ms.push(ping_ms(&h1, "10.99.0.2"));
+        rows[0].gbps.push(iperf(&h1, &h2, "10.99.0.2", secs));
+        rows[1].rtt_ms.push(ping_ms(&f1, "10.42.0.2"));
+        rows[1].gbps.push(iperf(&f1, &f2, "10.42.0.2", secs));
+        set_keys(None);
+        measure_sleeve(&mut rows[2]);
+        set_keys(Some([0x5a; 32]));
+        measure_sleeve(&mut rows[3]);
+    }
     let st = s1.stats();
     println!(
-        "sleeve plain: {} datagrams in {} sendmmsg calls on h1",
-        st.udp_datagrams_sent, st.udp_send_calls
+        "sleeve on h1: {} datagrams in {} sendmmsg calls ({:.1} per call)",
+        st.udp_datagrams_sent,
+        st.udp_send_calls,
+        st.udp_datagrams_sent as f64 / st.udp_send_calls.max(1) as f64
     );
-    let key = [0x5au8; 32];
-    let t1 = Instant::now();
-    s1.add_peer(peer(2, "10.99.0.2:6783", Some(key)))
-        .expect("add peer");
-    s2.add_peer(peer(1, "10.99.0.1:6783", Some(key)))
-        .expect("add peer");
-    wait_heard(&s1, 2, t1);
-    wait_heard(&s2, 1, t1);
-    measure_sleeve("sleeve ChaCha20-Poly1305", &mut rows);
 
-    let base = rows[0].gbps;
-    let vx = rows[1].gbps;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let base = mean(&rows[0].gbps);
+    let vx = mean(&rows[1].gbps);
     println!();
     println!(
-        "{:<30} {:>8} {:>10} {:>10} {:>9} {:>24}",
+        "{rounds} round(s) of {secs} s; Gbit/s is the mean, range in brackets; CPU is sleeve-tx on h1 + sleeve-rx on h2"
+    );
+    println!(
+        "{:<30} {:>8} {:>15} {:>10} {:>8} {:>8} {:>22}",
         "path (single TCP stream)",
         "Gbit/s",
+        "(min-max)",
         "/underlay",
         "/VXLAN",
         "RTT ms",
-        "sleeve CPU (tx h1, rx h2)"
+        "sleeve CPU"
     );
     for r in &rows {
-        let cpu = r
-            .cpu
-            .map(|(t, x)| format!("{:.0}% + {:.0}% of a core", t * 100.0, x * 100.0))
-            .unwrap_or_default();
+        let g = mean(&r.gbps);
+        let lo = r.gbps.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = r.gbps.iter().cloned().fold(0.0, f64::max);
+        let cpu = if r.cpu.is_empty() {
+            String::new()
+        } else {
+            let t = mean(&r.cpu.iter().map(|c| c.0).collect::<Vec<_>>());
+            let x = mean(&r.cpu.iter().map(|c| c.1).collect::<Vec<_>>());
+            format!("{:.0}% + {:.0}% of a core", t * 100.0, x * 100.0)
+        };
         println!(
-            "{:<30} {:>8.2} {:>10.2} {:>10.2} {:>9.3} {:>24}",
+            "{:<30} {:>8.2} {:>15} {:>10.2} {:>8.2} {:>8.3} {:>22}",
             r.path,
-            r.gbps,
-            r.gbps / base,
-            r.gbps / vx,
-            r.rtt_ms,
+            g,
+            format!("({lo:.2}-{hi:.2})"),
+            g / base,
+            g / vx,
+            mean(&r.rtt_ms),
             cpu
         );
     }
