@@ -152,17 +152,23 @@ fn received_bps(json: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Average ping RTT in milliseconds.
+/// Median ping RTT in milliseconds (the median, because a busy 2-core machine gives
+/// occasional multi-millisecond outliers that swamp a mean).
 fn ping_ms(from: &str, ip: &str) -> f64 {
     let text = output(&[
-        "ip", "netns", "exec", from, "ping", "-c", "20", "-i", "0.05", "-q", ip,
+        "ip", "netns", "exec", from, "ping", "-c", "20", "-i", "0.05", ip,
     ]);
-    text.lines()
-        .find(|l| l.contains("min/avg/max"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
+    let mut t: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|v| v.split_whitespace().next())
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    if t.is_empty() {
+        return f64::NAN;
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
 }
 
 /// CPU ticks (user+system) of this process's threads whose name starts with `prefix`.
@@ -342,7 +348,7 @@ fn main() {
     let vx = mean(&rows[1].gbps);
     println!();
     println!(
-        "{rounds} round(s) of {secs} s; Gbit/s is the mean, range in brackets; CPU is sleeve-tx on h1 + sleeve-rx on h2"
+        "{rounds} round(s) of {secs} s; Gbit/s is the mean, range in brackets; CPU is sleeve-tx on h1 + sleeve-rx on h2; *median of 20 pings"
     );
     println!(
         "{:<30} {:>8} {:>15} {:>10} {:>8} {:>8} {:>22}",
@@ -351,7 +357,7 @@ fn main() {
         "(min-max)",
         "/underlay",
         "/VXLAN",
-        "RTT ms",
+        "RTT ms*",
         "sleeve CPU"
     );
     for r in &rows {
