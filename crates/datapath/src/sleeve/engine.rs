@@ -310,13 +310,19 @@ impl Sleeve {
         let s1 = shared.clone();
         let t1 = std::thread::Builder::new()
             .name(format!("sleeve-tx-{name}"))
-            .spawn(move || TxLoop::new(s1).run())
+            .spawn(move || {
+                favour_this_thread();
+                TxLoop::new(s1).run()
+            })
             .map_err(SleeveError::Thread)?;
         sleeve.threads.push(t1);
         let s2 = shared;
         let t2 = std::thread::Builder::new()
             .name(format!("sleeve-rx-{name}"))
-            .spawn(move || RxLoop::new(s2).run())
+            .spawn(move || {
+                favour_this_thread();
+                RxLoop::new(s2).run()
+            })
             .map_err(SleeveError::Thread)?;
         sleeve.threads.push(t2);
         Ok(sleeve)
@@ -533,6 +539,17 @@ impl Sleeve {
 impl Drop for Sleeve {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Raises this data thread's scheduling weight (nice -10) so that, on a busy host, frames
+/// do not wait behind batch work for a CPU slot; the kernel's own VXLAN path runs in
+/// softirq and never waits like that. Best effort: without CAP_SYS_NICE nothing changes.
+fn favour_this_thread() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10);
     }
 }
 
