@@ -413,3 +413,34 @@ fn sleeve_start_fails_cleanly_on_a_missing_bridge() {
     s.stop();
     assert!(!succeeds(&["ip", "-n", &h, "link", "show", "sleeve0"]));
 }
+
+#[test]
+fn sleeve_works_over_an_ipv6_underlay() {
+    let mut lab = Lab::new();
+    let h1 = lab.host("h1");
+    let h2 = lab.host("h2");
+    run(&[
+        "ip", "-n", &h1, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &h2,
+    ]);
+    for (h, cidr) in [(&h1, "fd00:99::1/64"), (&h2, "fd00:99::2/64")] {
+        run(&["ip", "-n", h, "addr", "add", cidr, "dev", "ul0", "nodad"]);
+        run(&["ip", "-n", h, "link", "set", "ul0", "up"]);
+    }
+    let c1 = lab.container(&h1, "c1", "10.40.0.1/24");
+    let c2 = lab.container(&h2, "c2", "10.40.0.2/24");
+    let s1 = start(&h1, 1, "[fd00:99::1]:6783");
+    let s2 = start(&h2, 2, "[::]:6783");
+    // A peer address of the other family is refused with a clear error.
+    let err = s1
+        .add_peer(peer(2, Some("10.0.0.2:6783"), None))
+        .unwrap_err();
+    assert!(err.to_string().contains("family"), "{err}");
+    s1.add_peer(peer(2, Some("[fd00:99::2]:6783"), None))
+        .unwrap();
+    s2.add_peer(peer(1, Some("[fd00:99::1]:6783"), None))
+        .unwrap();
+    wait_heard(&s1, 2);
+    wait_heard(&s2, 1);
+    assert!(ping(&c1, "10.40.0.2"), "no ping across the IPv6 underlay");
+    tcp_transfer(&c2, &c1, "10.40.0.1", 2 << 20);
+}
