@@ -140,6 +140,43 @@ pub fn lookup(h: &mut Handle, dst: Ipv4Addr) -> Result<RouteLookup> {
     })
 }
 
+/// Lists the IPv4 routes of the main table as (destination, output link index); read-only
+/// (the launch check compares the allocation range against them).
+pub fn list_main(h: &mut Handle) -> Result<Vec<(Ipv4Net, u32)>> {
+    let mut req = RouteMessage::default();
+    req.header.address_family = AddressFamily::Inet;
+    let msgs = h
+        .dump(RouteNetlinkMessage::GetRoute(req))
+        .map_err(|source| Error::Kernel {
+            op: format!("list routes in {}", h.what),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for m in msgs {
+        let RouteNetlinkMessage::NewRoute(r) = m else {
+            continue;
+        };
+        if r.header.address_family != AddressFamily::Inet
+            || r.header.table != RouteHeader::RT_TABLE_MAIN
+        {
+            continue;
+        }
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        let mut oif = 0;
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                RouteAttribute::Oif(i) => oif = *i,
+                _ => {}
+            }
+        }
+        if let Ok(net) = Ipv4Net::new(dst, r.header.destination_prefix_length) {
+            out.push((net.trunc(), oif));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
