@@ -1,20 +1,201 @@
 //! The embedded DNS in the router: the record store and its gossip over the mesh, and the
-//! listeners inside containers' namespaces.
+//! listeners inside containers' namespaces (docs/dns.md).
 //!
-//! Not wired in yet: registering names answers "not available yet".
+//! The sans-IO core (`weft_dns::DnsGossip`) sits behind a mutex held only for one call;
+//! its actions go through a queue to one task that hands them to the mesh, so they leave
+//! in the order the core made them. That task also feeds the core with payloads from the
+//! mesh, topology changes and its timer.
+
+mod listen;
+mod saved;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use weft_datapath::Netns;
+use weft_dns::{
+    AnswerConfig, Answerer, DnsGossip, ForwardConfig, Forwarder, GossipAction, GossipConfig,
+    RemoveFilter,
+};
 
 use crate::api::ApiFailure;
+use crate::mesh::MeshHandle;
 
-/// Handle the attach pipeline uses to register and drop names.
+pub use weft_dns::docker_dns_args;
+
+/// Container id of names added with `weft dns-add IP... -h FQDN` (no container).
+pub const EXTERN: &str = "weft:extern";
+
+/// Where the router reads its upstream servers.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Handle the attach pipeline and the API use to register, drop and look up names.
+/// `Default` is DNS turned off (`--no-dns`).
+#[derive(Clone, Default)]
+pub struct DnsHandle {
+    inner: Option<Arc<Inner>>,
+}
+
+impl std::fmt::Debug for DnsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsHandle")
+            .field("on", &self.inner.is_some())
+            .finish()
+    }
+}
+
+struct Inner {
+    server: Arc<weft_dns::DnsHandle>,
+    gossip: Mutex<DnsGossip>,
+    actions: mpsc::UnboundedSender<GossipAction>,
+    /// Serving tasks and current addresses per attached container.
+    containers: Mutex<HashMap<String, Attached>>,
+    saved_path: PathBuf,
+    /// Serialises writes of the saved file (the latest state wins).
+    save_lock: tokio::sync::Mutex<()>,
+}
+
+struct Attached {
+    addrs: BTreeSet<Ipv4Addr>,
+    _served: listen::Served,
+}
+
+/// Body of `POST /dns/add` and `POST /dns/remove`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsEditRequest {
+    /// A container as `weft ps` lists it (id, or its hostname / short name).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Addresses (`10.32.0.1` or `10.32.0.1/12`); none = the container's.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Fully qualified name; none = the container's registered hostname.
+    #[serde(default)]
+    pub fqdn: Option<String>,
+}
+
+/// Answer to `POST /dns/add` and `POST /dns/remove`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsEditResponse {
+    /// How many records were added or removed.
+    pub count: usize,
+}
+
+/// What `POST /dns/remove` selects; every given field must match.
 #[derive(Debug, Clone, Default)]
-pub struct DnsHandle {}
+pub struct Removal {
+    /// Container id.
+    pub container: Option<String>,
+    /// Fully qualified name.
+    pub hostname: Option<String>,
+    /// Addresses; none = any.
+    pub addrs: Vec<Ipv4Addr>,
+}
 
 impl DnsHandle {
-    /// A container was attached: register `hostname` (if any) for `addrs` and serve DNS
-    /// inside its namespace.
+    /// Starts DNS (unless `--no-dns`): store, answerer, forwarder from resolv.conf, gossip
+    /// over `mesh`, and the listeners of the containers in the registry whose namespace
+    /// still exists, with their names.
+    pub async fn start(
+        config: &crate::config::Config,
+        me: &str,
+        mesh: Option<MeshHandle>,
+    ) -> anyhow::Result<DnsHandle> {
+        if config.no_dns {
+            tracing::info!("DNS is off (--no-dns)");
+            return Ok(DnsHandle::default());
+        }
+        let now = Instant::now();
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let gossip = DnsGossip::new(me, GossipConfig::default(), now, wall_ms)?;
+        let range: Ipv4Net = config
+            .ipalloc_range
+            .as_deref()
+            .unwrap_or(crate::ipam::DEFAULT_RANGE)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--ipalloc-range: {e}"))?;
+        let answerer = Answerer::new(
+            gossip.records(),
+            AnswerConfig {
+                domain: config.dns_domain.clone(),
+                ttl: weft_dns::DEFAULT_TTL,
+                reverse_ranges: vec![range.trunc()],
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("--dns-domain: {e}"))?;
+        let upstreams = match weft_dns::forward::read_resolv_conf(
+            std::path::Path::new(RESOLV_CONF),
+            &weft_dns::LISTEN_ADDRS,
+        ) {
+            Ok(u) => u.servers,
+            Err(e) => {
+                tracing::warn!("no upstream DNS servers: {e}");
+                Vec::new()
+            }
+        };
+        tracing::info!(domain = %config.dns_domain, upstream = ?upstreams, "DNS starting");
+        let server = weft_dns::DnsHandle::new(
+            answerer,
+            Forwarder::new(upstreams, ForwardConfig::default()),
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            server,
+            gossip: Mutex::new(gossip),
+            actions: tx,
+            containers: Mutex::new(HashMap::new()),
+            saved_path: saved::path(&config.paths.state_dir),
+            save_lock: tokio::sync::Mutex::new(()),
+        });
+        let handle = DnsHandle { inner: Some(inner) };
+        handle.restore(&config.paths.state_dir).await?;
+        match mesh {
+            Some(mesh) => {
+                tokio::spawn(drive(
+                    Arc::downgrade(handle.inner.as_ref().expect("just set")),
+                    mesh,
+                    rx,
+                ));
+            }
+            None => tracing::warn!("DNS runs without the mesh: names stay on this host"),
+        }
+        Ok(handle)
+    }
+
+    /// Whether DNS is on.
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The `dns` section of the report; `None` when DNS is off.
+    pub fn report(&self) -> Option<weft_api::DnsReport> {
+        self.inner.as_ref().map(|i| i.server.report())
+    }
+
+    /// The configured domain (`weft.local.`), when DNS is on.
+    pub fn domain(&self) -> Option<String> {
+        self.inner
+            .as_ref()
+            .map(|i| i.server.answerer().domain().to_string())
+    }
+
+    /// Addresses of `name` known to weft (`weft dns-lookup`); a short name is tried under
+    /// the domain too.
+    pub fn lookup(&self, name: &str) -> Result<Vec<Ipv4Addr>, ApiFailure> {
+        Ok(self.on()?.server.answerer().lookup(name))
+    }
+
+    /// A container was attached: serve DNS inside its namespace (also without a
+    /// hostname, so it can resolve the others) and register `hostname` for `addrs`.
     pub async fn container_attached(
         &self,
         container: &str,
@@ -22,15 +203,306 @@ impl DnsHandle {
         addrs: &[Ipv4Net],
         netns: &Netns,
     ) -> Result<(), ApiFailure> {
-        let _ = (container, addrs, netns);
-        match hostname {
-            Some(_) => Err(ApiFailure::not_available("registering names in DNS")),
-            None => Ok(()),
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let listening = lock(&inner.containers).contains_key(container);
+        if !listening {
+            // Binding enters the namespace on a short-lived thread and waits for it.
+            let bind = || listen::bind_in(netns);
+            let bound = match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(bind),
+                _ => bind(),
+            }
+            .map_err(|e| bad(format!("cannot serve DNS in the container: {e}")));
+            let bound = match bound {
+                Ok(b) => b,
+                // Another attach of the same container got there first.
+                Err(_) if lock(&inner.containers).contains_key(container) => listen::Bound {
+                    sockets: Vec::new(),
+                    failed: Vec::new(),
+                },
+                Err(e) => return Err(e),
+            };
+            for f in &bound.failed {
+                tracing::warn!(%container, "DNS listener: {f}");
+            }
+            if bound.sockets.is_empty() && !lock(&inner.containers).contains_key(container) {
+                return Err(bad(format!(
+                    "cannot serve DNS in container {container}: {}",
+                    bound.failed.join("; ")
+                )));
+            }
+            if !bound.sockets.is_empty() {
+                let served = listen::Served::start(bound, &inner.server, container);
+                lock(&inner.containers)
+                    .entry(container.to_string())
+                    .or_insert(Attached {
+                        addrs: BTreeSet::new(),
+                        _served: served,
+                    });
+            }
+        }
+        if let Some(a) = lock(&inner.containers).get_mut(container) {
+            a.addrs.extend(addrs.iter().map(|n| n.addr()));
+        }
+        if let Some(h) = hostname {
+            let fqdn = self.qualify(h);
+            let ips: Vec<Ipv4Addr> = addrs.iter().map(|n| n.addr()).collect();
+            self.add(container, &fqdn, &ips).await?;
+        }
+        Ok(())
+    }
+
+    /// A container was detached (some or all of its addresses): drop its names for them,
+    /// and stop its listeners once it has no address left.
+    pub async fn container_detached(&self, container: &str, addrs: &[Ipv4Net]) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let removal = Removal {
+            container: Some(container.to_string()),
+            hostname: None,
+            addrs: addrs.iter().map(|n| n.addr()).collect(),
+        };
+        if let Err(e) = self.remove(&removal).await {
+            tracing::warn!(%container, "removing DNS names: {}", e.message);
+        }
+        let mut containers = lock(&inner.containers);
+        let gone = match containers.get_mut(container) {
+            Some(a) => {
+                for n in addrs {
+                    a.addrs.remove(&n.addr());
+                }
+                a.addrs.is_empty()
+            }
+            None => false,
+        };
+        if gone {
+            // Dropping the entry aborts its serving tasks, which closes the sockets.
+            containers.remove(container);
         }
     }
 
-    /// A container was detached (some or all of its addresses): drop its names for them.
-    pub async fn container_detached(&self, container: &str, addrs: &[Ipv4Net]) {
-        let _ = (container, addrs);
+    /// Registers `hostname` → each of `addrs` for `container`; returns how many were new.
+    pub async fn add(
+        &self,
+        container: &str,
+        hostname: &str,
+        addrs: &[Ipv4Addr],
+    ) -> Result<usize, ApiFailure> {
+        let inner = self.on()?;
+        let mut added = 0;
+        {
+            let mut g = lock(&inner.gossip);
+            for a in addrs {
+                let actions = g
+                    .add(container, hostname, *a, Instant::now())
+                    .map_err(|e| bad(e.to_string()))?;
+                added += 1;
+                for act in actions {
+                    let _ = inner.actions.send(act);
+                }
+            }
+        }
+        self.save().await;
+        Ok(added)
     }
+
+    /// Removes this router's entries that match; returns how many.
+    pub async fn remove(&self, removal: &Removal) -> Result<usize, ApiFailure> {
+        let inner = self.on()?;
+        let hostname = removal.hostname.as_deref().map(|h| self.qualify(h));
+        let filters: Vec<RemoveFilter> = if removal.addrs.is_empty() {
+            vec![RemoveFilter {
+                container: removal.container.clone(),
+                hostname: hostname.clone(),
+                addr: None,
+            }]
+        } else {
+            removal
+                .addrs
+                .iter()
+                .map(|a| RemoveFilter {
+                    container: removal.container.clone(),
+                    hostname: hostname.clone(),
+                    addr: Some(*a),
+                })
+                .collect()
+        };
+        let mut removed = 0;
+        {
+            let mut g = lock(&inner.gossip);
+            for f in &filters {
+                let (n, actions) = g
+                    .remove(f, Instant::now())
+                    .map_err(|e| bad(e.to_string()))?;
+                removed += n;
+                for act in actions {
+                    let _ = inner.actions.send(act);
+                }
+            }
+        }
+        if removed > 0 {
+            self.save().await;
+        }
+        Ok(removed)
+    }
+
+    /// `h` as a fully qualified name: a name without a dot is put under the domain
+    /// (`c1` → `c1.weft.local.`), as Docker gives container names without one.
+    pub fn qualify(&self, h: &str) -> String {
+        let h = h.trim();
+        match self.domain() {
+            Some(d) if !h.trim_end_matches('.').contains('.') && !h.is_empty() => {
+                format!("{}.{d}", h.trim_end_matches('.'))
+            }
+            _ => h.to_string(),
+        }
+    }
+
+    fn on(&self) -> Result<&Arc<Inner>, ApiFailure> {
+        self.inner.as_ref().ok_or_else(|| ApiFailure {
+            status: axum::http::StatusCode::CONFLICT,
+            message: "DNS is off in this router (it was launched with --no-dns); \
+                      relaunch it without --no-dns to use weft's DNS"
+                .to_string(),
+        })
+    }
+
+    /// Writes our own entries to the state dir; a failure is logged (names still work).
+    async fn save(&self) {
+        let Some(inner) = &self.inner else { return };
+        let _guard = inner.save_lock.lock().await;
+        let entries: Vec<saved::Saved> = lock(&inner.gossip)
+            .local_entries()
+            .into_iter()
+            .map(|(container, hostname, addr)| saved::Saved {
+                container,
+                hostname,
+                addr,
+            })
+            .collect();
+        let path = inner.saved_path.clone();
+        let result = tokio::task::spawn_blocking(move || saved::store(&path, entries)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e:#}"),
+            Err(e) => tracing::warn!("saving DNS names: {e}"),
+        }
+    }
+
+    /// After a restart: listeners and names for the containers of the registry whose
+    /// namespace is still the one they were attached in, and the saved names of those
+    /// containers and of `dns-add` without a container.
+    async fn restore(&self, state_dir: &std::path::Path) -> anyhow::Result<()> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let registry = crate::containers::registry::Registry::load(state_dir)?;
+        let saved = saved::load(&inner.saved_path)?;
+        let mut alive = BTreeSet::new();
+        for (id, entry) in registry.iter() {
+            let ns = match Netns::open_path(std::path::Path::new(&entry.netns)) {
+                Ok(ns) if ns.inode() == entry.ns_inode => ns,
+                _ => {
+                    tracing::info!(container = %id, netns = %entry.netns, "namespace gone: no DNS for it");
+                    continue;
+                }
+            };
+            let addrs: Vec<Ipv4Net> = entry.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            match self
+                .container_attached(id, entry.hostname.as_deref(), &addrs, &ns)
+                .await
+            {
+                Ok(()) => {
+                    alive.insert(id.clone());
+                }
+                Err(e) => tracing::warn!(container = %id, "DNS not restored: {}", e.message),
+            }
+        }
+        for s in saved {
+            if s.container == EXTERN || alive.contains(&s.container) {
+                if let Err(e) = self.add(&s.container, &s.hostname, &[s.addr]).await {
+                    tracing::warn!(name = %s.hostname, "saved DNS name not restored: {}", e.message);
+                }
+            }
+        }
+        // Entries of containers that did not come back are no longer ours.
+        self.save().await;
+        Ok(())
+    }
+}
+
+/// Feeds the gossip core from the mesh and carries out its actions, until the DNS goes.
+async fn drive(
+    inner: std::sync::Weak<Inner>,
+    mesh: MeshHandle,
+    mut actions: mpsc::UnboundedReceiver<GossipAction>,
+) {
+    let channel = crate::channels::DNS;
+    let mut deliveries = mesh.subscribe(channel);
+    let mut topology = mesh.watch();
+    let mut peers: BTreeSet<String> = BTreeSet::new();
+    // The current topology first, then every change.
+    let mut topology_changed = true;
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if topology_changed {
+            topology_changed = false;
+            let snap = topology.borrow_and_update().clone();
+            let now: BTreeSet<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
+            if now != peers {
+                peers = now;
+                let acts = lock(&inner.gossip).peers_changed(peers.iter().cloned(), Instant::now());
+                for a in acts {
+                    let _ = inner.actions.send(a);
+                }
+            }
+        }
+        let next_tick = lock(&inner.gossip).next_tick();
+        tokio::select! {
+            d = deliveries.recv() => {
+                let Some(d) = d else { return };
+                match lock(&inner.gossip).on_payload(&d.from, &d.payload, Instant::now()) {
+                    Ok(acts) => for a in acts {
+                        let _ = inner.actions.send(a);
+                    },
+                    Err(e) => tracing::debug!(from = %d.from, "bad DNS gossip payload: {e}"),
+                }
+            }
+            r = topology.changed() => {
+                if r.is_err() { return; }
+                topology_changed = true;
+            }
+            _ = tokio::time::sleep_until(next_tick.into()) => {
+                let acts = lock(&inner.gossip).tick(Instant::now());
+                for a in acts {
+                    let _ = inner.actions.send(a);
+                }
+            }
+            a = actions.recv() => {
+                let Some(a) = a else { return };
+                drop(inner);
+                let result = match a {
+                    GossipAction::Broadcast(payload) => mesh.broadcast(channel, payload).await,
+                    GossipAction::Send { peer, payload } => {
+                        mesh.send_to(channel, &peer, payload).await
+                    }
+                };
+                if let Err(e) = result {
+                    // The digest repairs what a lost message leaves behind.
+                    tracing::debug!("DNS gossip not sent: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bad(message: String) -> ApiFailure {
+    ApiFailure::bad_request(message)
 }
