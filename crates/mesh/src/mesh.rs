@@ -775,9 +775,9 @@ impl Mesh {
 
     /// After any change: notify, update discovery and the unreachable timers.
     fn after_change(&mut self, now: u64) {
-        let reachable = self.topo.reachable().to_vec();
         self.actions.push(Action::TopologyChanged);
-        if reachable != self.last_reachable {
+        if self.topo.reachable() != self.last_reachable.as_slice() {
+            let reachable = self.topo.reachable().to_vec();
             let set: HashSet<&String> = reachable.iter().collect();
             for e in self.topo.all() {
                 if !set.contains(&e.name) {

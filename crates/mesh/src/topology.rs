@@ -1,7 +1,7 @@
 //! The topology: every peer's latest entry, which peers are reachable over established
 //! edges (both ends report the connection), unicast next hops and broadcast trees.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::wire::PeerEntry;
 
@@ -12,14 +12,14 @@ pub struct Topology {
     entries: BTreeMap<String, PeerEntry>,
     own: String,
     dirty: bool,
-    /// Established neighbours of each reachable peer, sorted.
-    adjacency: HashMap<String, Vec<String>>,
-    /// Next hop from us to each reachable peer (ourselves excluded).
-    next_hop: HashMap<String, String>,
-    /// Reachable peers, sorted.
+    /// Reachable peers, sorted; indices below refer to this list (found by binary search).
     reachable: Vec<String>,
+    /// Established neighbours of each reachable peer (indices, sorted by name).
+    adjacency: Vec<Vec<usize>>,
+    /// Next hop (index) from us to each reachable peer; None for ourselves.
+    next_hop: Vec<Option<usize>>,
     /// Cache of our children in the broadcast tree rooted at each origin.
-    children: HashMap<String, Vec<String>>,
+    children: HashMap<usize, Vec<String>>,
     digest: (u64, u32),
 }
 
@@ -81,59 +81,83 @@ impl Topology {
         }
         self.dirty = false;
         self.children.clear();
-        self.adjacency.clear();
-        self.next_hop.clear();
+        // Work on indices into the (sorted) entry list: names are compared once.
+        let names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        // Names are sorted (BTreeMap order): look them up by binary search.
+        let find = |name: &str| names.binary_search(&name).ok();
+        let reported: Vec<Vec<usize>> = self
+            .entries
+            .values()
+            .map(|e| {
+                let mut v: Vec<usize> = e
+                    .edges
+                    .iter()
+                    .filter_map(|x| find(x.name.as_str()))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
         // An edge counts when both ends report it.
-        let established = |a: &PeerEntry, b: &str| -> bool {
-            self.entries
-                .get(b)
-                .is_some_and(|eb| eb.edges.iter().any(|x| x.name == a.name))
+        let n = names.len();
+        let Some(own) = find(self.own.as_str()) else {
+            return;
         };
-        let mut adjacency: HashMap<String, Vec<String>> = HashMap::new();
-        let mut queue = VecDeque::from([self.own.clone()]);
-        let mut seen: HashMap<String, Option<String>> = HashMap::from([(self.own.clone(), None)]);
-        while let Some(p) = queue.pop_front() {
-            let Some(e) = self.entries.get(&p) else {
-                continue;
-            };
-            let mut nbrs: Vec<String> = e
-                .edges
+        let mut hop: Vec<Option<Option<usize>>> = vec![None; n];
+        hop[own] = Some(None);
+        let mut order = vec![own];
+        let mut adj_all: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut head = 0;
+        while head < order.len() {
+            let p = order[head];
+            head += 1;
+            let nbrs: Vec<usize> = reported[p]
                 .iter()
-                .filter(|x| established(e, &x.name))
-                .map(|x| x.name.clone())
+                .copied()
+                .filter(|&q| reported[q].binary_search(&p).is_ok())
                 .collect();
-            nbrs.sort();
-            nbrs.dedup();
-            let hop = seen.get(&p).cloned().flatten();
-            for n in &nbrs {
-                if !seen.contains_key(n) {
-                    // The first hop toward n is n itself for our neighbours, else inherited.
-                    let h = if p == self.own {
-                        n.clone()
+            for &q in &nbrs {
+                if hop[q].is_none() {
+                    let h = if p == own {
+                        q
                     } else {
-                        hop.clone().unwrap_or_default()
+                        hop[p].flatten().unwrap_or(q)
                     };
-                    seen.insert(n.clone(), Some(h));
-                    queue.push_back(n.clone());
+                    hop[q] = Some(Some(h));
+                    order.push(q);
                 }
             }
-            adjacency.insert(p, nbrs);
+            adj_all[p] = nbrs;
         }
-        for (p, hop) in seen {
-            if let Some(h) = hop {
-                self.next_hop.insert(p, h);
-            }
+        // Renumber the reachable peers in name order.
+        let mut members: Vec<usize> = order.clone();
+        members.sort_unstable();
+        let mut renum = vec![usize::MAX; n];
+        for (k, &i) in members.iter().enumerate() {
+            renum[i] = k;
         }
-        let mut reachable: Vec<String> = adjacency.keys().cloned().collect();
-        reachable.sort();
-        self.reachable = reachable;
-        self.adjacency = adjacency;
+        self.reachable = members.iter().map(|&i| names[i].to_string()).collect();
+        self.adjacency = members
+            .iter()
+            .map(|&i| adj_all[i].iter().map(|&q| renum[q]).collect())
+            .collect();
+        self.next_hop = members
+            .iter()
+            .map(|&i| hop[i].flatten().map(|h| renum[h]))
+            .collect();
         let mut h = Fnv::default();
         for name in &self.reachable {
             h.write(name.as_bytes());
             h.write(&self.entries[name].version.to_be_bytes());
         }
         self.digest = (h.0, self.reachable.len() as u32);
+    }
+
+    fn pos(&self, name: &str) -> Option<usize> {
+        self.reachable
+            .binary_search_by(|x| x.as_str().cmp(name))
+            .ok()
     }
 
     /// Reachable peers (us included), sorted by name.
@@ -145,31 +169,36 @@ impl Topology {
     /// Whether a peer is reachable from us.
     pub fn is_reachable(&mut self, name: &str) -> bool {
         self.refresh();
-        self.adjacency.contains_key(name)
+        self.pos(name).is_some()
     }
 
     /// Established neighbours of a reachable peer.
     pub fn neighbours(&mut self, name: &str) -> Vec<String> {
         self.refresh();
-        self.adjacency.get(name).cloned().unwrap_or_default()
+        match self.pos(name) {
+            Some(i) => self.adjacency[i]
+                .iter()
+                .map(|&q| self.reachable[q].clone())
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// The neighbour to send through to reach `dst`.
     pub fn next_hop(&mut self, dst: &str) -> Option<String> {
         self.refresh();
-        self.next_hop.get(dst).cloned()
+        let i = self.pos(dst)?;
+        self.next_hop[i].map(|h| self.reachable[h].clone())
     }
 
     /// Every reachable peer's next hop.
     pub fn routes(&mut self) -> Vec<(String, String)> {
         self.refresh();
-        let mut v: Vec<_> = self
-            .next_hop
+        self.next_hop
             .iter()
-            .map(|(a, b)| (a.clone(), b.clone()))
-            .collect();
-        v.sort();
-        v
+            .enumerate()
+            .filter_map(|(i, h)| h.map(|h| (self.reachable[i].clone(), self.reachable[h].clone())))
+            .collect()
     }
 
     /// Hash and count over (name, version) of the reachable entries.
@@ -183,33 +212,29 @@ impl Topology {
     /// reachable.
     pub fn broadcast_children(&mut self, origin: &str) -> Option<Vec<String>> {
         self.refresh();
-        if !self.adjacency.contains_key(origin) {
-            return None;
-        }
-        if let Some(c) = self.children.get(origin) {
+        let root = self.pos(origin)?;
+        if let Some(c) = self.children.get(&root) {
             return Some(c.clone());
         }
-        let mut parent: HashMap<&str, &str> = HashMap::new();
-        let mut queue = VecDeque::from([origin]);
-        parent.insert(origin, "");
+        let own = self.pos(&self.own)?;
+        let n = self.reachable.len();
+        let mut parent = vec![usize::MAX; n];
+        parent[root] = root;
+        let mut queue = std::collections::VecDeque::from([root]);
         while let Some(p) = queue.pop_front() {
-            for n in self.adjacency.get(p).into_iter().flatten() {
-                if !parent.contains_key(n.as_str()) {
-                    parent.insert(n, p);
-                    queue.push_back(n);
+            for &q in &self.adjacency[p] {
+                if parent[q] == usize::MAX {
+                    parent[q] = p;
+                    queue.push_back(q);
                 }
             }
         }
-        let own = self.own.as_str();
-        let kids: Vec<String> = self
-            .adjacency
-            .get(own)
-            .into_iter()
-            .flatten()
-            .filter(|n| parent.get(n.as_str()) == Some(&own))
-            .cloned()
+        let kids: Vec<String> = self.adjacency[own]
+            .iter()
+            .filter(|&&q| parent[q] == own && q != root)
+            .map(|&q| self.reachable[q].clone())
             .collect();
-        self.children.insert(origin.to_string(), kids.clone());
+        self.children.insert(root, kids.clone());
         Some(kids)
     }
 
