@@ -192,6 +192,20 @@ fn containers_resolve_each_other_by_name_across_three_hosts() {
     );
     assert_eq!(text(&out), "c3.weft.local.");
 
+    // Over TCP too (what a client does after a truncated UDP answer).
+    let out = lab.exec(
+        "c2",
+        &[
+            "dig",
+            "+tcp",
+            "+short",
+            "+time=1",
+            "+tries=1",
+            "c1.weft.local",
+        ],
+    );
+    assert_eq!(text(&out), "10.32.0.1", "dig +tcp c1.weft.local in c2");
+
     // Names outside the domain go to the host's upstream server (dnsmasq on h3).
     for c in ["c1", "c2", "c3"] {
         assert_eq!(dig(&lab, c, UPSTREAM_NAME, "A"), [UPSTREAM_ADDR], "{c}");

@@ -284,7 +284,8 @@ impl DnsHandle {
         }
     }
 
-    /// Registers `hostname` → each of `addrs` for `container`; returns how many were new.
+    /// Registers `hostname` → each of `addrs` for `container` (again is harmless); returns
+    /// how many addresses it was given.
     pub async fn add(
         &self,
         container: &str,
