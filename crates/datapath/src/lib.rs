@@ -18,6 +18,8 @@ pub mod mtu;
 pub mod neigh;
 pub mod netns;
 pub mod nl;
+pub mod port;
+pub mod probe;
 pub mod reset;
 pub mod route;
 pub mod sleeve;

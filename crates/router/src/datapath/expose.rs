@@ -1,0 +1,272 @@
+//! `weft expose` / `weft hide` (the host's address on the bridge, masquerading through
+//! nftables), the firewall rules for the subnets in use, and `weft reset`.
+
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use weft_firewall::{CommandRunner, Firewall, Masquerade, Nftables, Ruleset};
+
+use super::{lock, DatapathHandle};
+use crate::api::ApiFailure;
+use crate::state::Router;
+
+/// The IPAM owner of the host's overlay addresses.
+pub const EXPOSE_OWNER: &str = "weft:expose";
+/// File in the state dir that remembers whether exposed addresses are masqueraded.
+const EXPOSE_FILE: &str = "expose.json";
+
+/// `POST /expose`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExposeRequest {
+    /// Addresses (`net:default`, `net:CIDR`, `ip:CIDR`, `CIDR`); none means `net:default`.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// Do not masquerade.
+    #[serde(default)]
+    pub without_masquerade: bool,
+}
+
+/// `POST /hide`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HideRequest {
+    /// Addresses to take away; none means all.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// `POST /reset`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResetRequest {
+    /// Skip handing the address space to other peers.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The addresses expose/hide acted on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AddrsResponse {
+    /// CIDRs.
+    pub addrs: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    masquerade: bool,
+}
+
+/// Whether an earlier run masqueraded its exposed addresses (default yes).
+pub fn load_masquerade(state_dir: &Path) -> bool {
+    std::fs::read(state_dir.join(EXPOSE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
+        .map(|s| s.masquerade)
+        .unwrap_or(true)
+}
+
+fn save_masquerade(state_dir: &Path, on: bool) {
+    let bytes = serde_json::to_vec(&Saved { masquerade: on }).unwrap_or_default();
+    if let Err(e) = crate::identity::write_atomic(&state_dir.join(EXPOSE_FILE), &bytes) {
+        tracing::warn!("cannot save the masquerade setting: {e}");
+    }
+}
+
+/// The allocation range from `--ipalloc-range` (or the default).
+pub fn range_of(router_range: Option<&str>) -> Ipv4Net {
+    router_range
+        .and_then(|r| r.parse::<Ipv4Net>().ok())
+        .unwrap_or_else(|| {
+            crate::ipam::DEFAULT_RANGE
+                .parse()
+                .unwrap_or_else(|_| Ipv4Net::default())
+        })
+        .trunc()
+}
+
+/// The rules for the current state: subnets of local containers kept apart, exposed host
+/// addresses allowed everywhere, masquerade when exposed and asked for.
+pub fn ruleset(h: &DatapathHandle, range: Ipv4Net, exposed: &[Ipv4Net]) -> Ruleset {
+    let mut r = Ruleset {
+        range: Some(range),
+        ..Default::default()
+    };
+    for s in h.local_subnets() {
+        if range.contains(&s) {
+            r.isolated_subnets.insert(s);
+        }
+    }
+    r.exposed.extend(exposed.iter().copied());
+    if !exposed.is_empty() && *lock(&h.inner.masquerade) {
+        r.masquerade = Some(Masquerade {
+            range,
+            bridge: h.bridge().to_string(),
+        });
+    }
+    r
+}
+
+/// Applies the rules for the current state; a failure is logged and returned.
+pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
+    let h = h.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let exposed = weft_datapath::expose::exposed(h.bridge()).unwrap_or_default();
+        let rules = ruleset(&h, h.inner.range, &exposed);
+        Nftables::new(CommandRunner::new()).apply(&rules)
+    })
+    .await;
+    let err = match res {
+        Ok(Ok(())) => return None,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!("firewall not updated: {err}");
+    Some(err)
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiFailure {
+    ApiFailure::bad_request(e.to_string())
+}
+
+/// `weft expose`: addresses for the host on the bridge, masquerading unless told not to.
+pub async fn expose(router: &Router, req: ExposeRequest) -> Result<AddrsResponse, ApiFailure> {
+    let parts = router.parts()?;
+    let words = if req.addrs.is_empty() {
+        vec!["net:default".to_string()]
+    } else {
+        req.addrs.clone()
+    };
+    let specs = weft_ipam::parse_addr_specs(&words).map_err(bad)?;
+    let mut nets = Vec::new();
+    for spec in &specs {
+        let net = parts.ipam.allocate(EXPOSE_OWNER, spec).await?;
+        nets.push(net);
+    }
+    let dp = parts.datapath.clone();
+    let todo = nets.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for n in &todo {
+            weft_datapath::expose(dp.bridge(), *n).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(bad)?;
+    if let Err(e) = res {
+        for n in &nets {
+            let _ = parts.ipam.release(EXPOSE_OWNER, Some(*n)).await;
+        }
+        return Err(ApiFailure::bad_request(format!("cannot expose: {e}")));
+    }
+    *lock(&parts.datapath.inner.masquerade) = !req.without_masquerade;
+    save_masquerade(&parts.datapath.inner.state_dir, !req.without_masquerade);
+    if let Some(e) = apply_firewall(&parts.datapath).await {
+        return Err(ApiFailure::bad_request(format!(
+            "exposed, but the firewall rules failed: {e}"
+        )));
+    }
+    tracing::info!(addrs = ?nets, masquerade = !req.without_masquerade, "exposed");
+    Ok(AddrsResponse {
+        addrs: nets.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
+/// `weft hide`: takes the host's overlay addresses (all, or those named) away.
+pub async fn hide(router: &Router, req: HideRequest) -> Result<AddrsResponse, ApiFailure> {
+    let parts = router.parts()?;
+    let dp = parts.datapath.clone();
+    let bridge = dp.bridge().to_string();
+    let exposed = tokio::task::spawn_blocking(move || weft_datapath::expose::exposed(&bridge))
+        .await
+        .map_err(bad)?
+        .map_err(bad)?;
+    let specs = weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?;
+    let chosen: Vec<Ipv4Net> = exposed
+        .iter()
+        .copied()
+        .filter(|a| {
+            specs.is_empty()
+                || specs.iter().any(|s| match s {
+                    weft_ipam::AddrSpec::Claim(c) => {
+                        crate::ipam::cidr_to_net(c).is_ok_and(|n| n.addr() == a.addr())
+                    }
+                    weft_ipam::AddrSpec::Subnet(c) => {
+                        crate::ipam::cidr_to_net(c).is_ok_and(|n| n.contains(&a.addr()))
+                    }
+                    weft_ipam::AddrSpec::DefaultSubnet => {
+                        parts.ipam.default_subnet().contains(&a.addr())
+                    }
+                })
+        })
+        .collect();
+    let todo = chosen.clone();
+    let bridge = dp.bridge().to_string();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for n in &todo {
+            weft_datapath::hide(&bridge, *n).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(bad)?
+    .map_err(bad)?;
+    for n in &chosen {
+        if let Err(e) = parts.ipam.release(EXPOSE_OWNER, Some(*n)).await {
+            tracing::debug!(addr = %n, "release of an exposed address: {}", e.message);
+        }
+    }
+    apply_firewall(&dp).await;
+    Ok(AddrsResponse {
+        addrs: chosen.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
+/// Removes every link, FDB entry, address, route and nftables rule weft made on this
+/// host (the kernel side of `weft reset`); keeps going past failures and reports them.
+pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
+    let mut errors = Vec::new();
+    let mut removed = Vec::new();
+    match weft_datapath::fastdp::teardown(weft_datapath::fastdp::VXLAN_NAME) {
+        Ok(true) => removed.push(weft_datapath::fastdp::VXLAN_NAME.to_string()),
+        Ok(false) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+    match weft_datapath::reset(bridge) {
+        Ok(names) => removed.extend(names),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = Nftables::new(CommandRunner::new()).reset() {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// `weft reset` in the router: hand the address space over (unless forced), stop the
+/// data path, remove everything weft made, forget the containers, and stop.
+pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure> {
+    let parts = router.parts()?;
+    if !req.force {
+        if let Err(e) = parts.ipam.shutdown().await {
+            tracing::warn!("address space not handed over: {}", e.message);
+        }
+    }
+    parts.datapath.stop().await;
+    let bridge = parts.datapath.bridge().to_string();
+    let res = tokio::task::spawn_blocking(move || reset_host(&bridge))
+        .await
+        .map_err(bad)?;
+    let state_dir = &router.config().paths.state_dir;
+    let _ = std::fs::remove_file(state_dir.join("containers.json"));
+    let _ = std::fs::remove_file(state_dir.join(EXPOSE_FILE));
+    router.shutdown();
+    match res {
+        Ok(removed) => {
+            tracing::info!(?removed, "reset: weft's links and rules removed");
+            Ok(())
+        }
+        Err(e) => Err(ApiFailure::bad_request(format!("reset incomplete: {e}"))),
+    }
+}
