@@ -270,11 +270,15 @@ fn containers_resolve_each_other_by_name_across_three_hosts() {
     assert_eq!(dig_status(&lab, "c1", "c2.weft.local"), "NXDOMAIN");
     assert_eq!(dig(&lab, "c3", "shared.weft.local", "A"), ["10.32.0.3"]);
 
-    // A router that goes takes its containers' names with it.
-    lab.weft_ok("h3", &["stop"]);
+    // A router that dies (kill -9) takes its containers' names with it.
+    let out = lab.exec(
+        "h3",
+        &["sh", "-c", "kill -9 \"$(cat \"$WEFT_RUN_DIR/weft.pid\")\""],
+    );
+    assert!(out.status.success(), "kill -9 of h3's router failed");
     wait_for(
         "c3 to stop resolving in c1",
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         || {
             dig(&lab, "c1", "c3.weft.local", "A")
                 .is_empty()
