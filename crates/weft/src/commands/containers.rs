@@ -9,6 +9,7 @@ use super::{block_on, client};
 use crate::cli::{AttachArgs, DetachArgs};
 
 /// Where the container is, from the positional words and the flags.
+#[derive(Debug)]
 struct Target {
     netns: String,
     container: Option<String>,
