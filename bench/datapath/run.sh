@@ -39,7 +39,7 @@ ticks() { # user+system ticks of a pid
 "$W" lab exec --name "$LAB" h2 -- "$W" launch --nickname h2 h1 >/dev/null
 "$W" lab container --name "$LAB" h1 c1 ip:10.32.0.1/12 >/dev/null
 "$W" lab container --name "$LAB" h2 c2 ip:10.32.0.2/12 >/dev/null
-path() { "$W" lab exec --name "$LAB" h1 -- "$W" status connections | grep '(h2)' | awk '{print $3}'; }
+path() { "$W" lab exec --name "$LAB" h1 -- "$W" status connections | grep '(h2)' | awk '{print $4}'; }
 waitpath() {
     for _ in $(seq 100); do [ "$(path)" = "$1" ] && return 0; sleep 0.1; done
     echo "h1-h2 did not reach $1 (now: $(path))" >&2
@@ -73,7 +73,7 @@ RSS1=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$P1/status")
 
 SW="" SW_RTT=""
 if [ "${BENCH_SWARM:-1}" != 0 ] && command -v dockerd >/dev/null; then
-    SW_OUT=$(bash bench/datapath/swarm.sh "$SECS" 2>/tmp/weft-bench-swarm.log || true)
+    SW_OUT=$(WEFT="$W" bash bench/datapath/swarm.sh "$SECS" 2>/tmp/weft-bench-swarm.log || true)
     SW=$(echo "$SW_OUT" | awk '{print $1}')
     SW_RTT=$(echo "$SW_OUT" | awk '{print $2}')
 fi

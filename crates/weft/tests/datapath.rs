@@ -362,6 +362,11 @@ fn expose_hide_stop_and_reset_leave_nothing() {
         ping_ok(&lab, "c1", "10.32.0.2"),
         "fastdp broke when h2's router stopped"
     );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        ping_ok(&lab, "c1", "10.32.0.2") && ping_ok(&lab, "c2", "10.32.0.1"),
+        "fastdp broke a while after h2's router stopped"
+    );
     launch(&lab, "h2", &["h1"]);
     wait_path(&lab, "h1", "h2", "fastdp", Duration::from_secs(15));
     wait_ping(&lab, "c1", "10.32.0.2");
@@ -383,5 +388,28 @@ fn expose_hide_stop_and_reset_leave_nothing() {
     assert!(
         left.is_empty(),
         "h2 after reset without a router: {left:#?}"
+    );
+}
+
+#[test]
+fn password_keeps_traffic_on_the_encrypted_sleeve() {
+    require_root_and_tools(&["ip", "ping"]);
+    let lab = Lab::up(WEFT, 2);
+    let pw = ["--password", "s3cret"];
+    launch(&lab, "h1", &[pw[0], pw[1], "h2"]);
+    launch(&lab, "h2", &[pw[0], pw[1], "h1"]);
+    // Without IPsec in this kernel, VXLAN would be clear text: the sealed sleeve carries it.
+    wait_path(&lab, "h1", "h2", "sleeve", Duration::from_secs(15));
+    let (_, mtu) = path_to(&lab, "h1", "h2").unwrap_or_default();
+    assert_eq!(mtu, Some(1402), "sealed sleeve MTU on a 1500 underlay");
+    container(&lab, "h1", "c1", "ip:10.32.0.1/12");
+    container(&lab, "h2", "c2", "ip:10.32.0.2/12");
+    wait_ping(&lab, "c1", "10.32.0.2");
+    wait_ping(&lab, "c2", "10.32.0.1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        path_to(&lab, "h1", "h2").map(|p| p.0).as_deref(),
+        Some("sleeve"),
+        "fastdp must not be used with a password outside --trusted-subnets"
     );
 }

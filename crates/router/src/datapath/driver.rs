@@ -29,6 +29,8 @@ pub(super) enum Cmd {
 
 /// How often the driver wakes up (heartbeats every other tick).
 const TICK: Duration = Duration::from_millis(250);
+/// How long a fastdp peer whose router went away keeps its VXLAN entries.
+const DEPARTED_GRACE: Duration = Duration::from_secs(600);
 /// How often the state is announced even without a change.
 const REANNOUNCE: Duration = Duration::from_secs(5);
 
@@ -52,10 +54,14 @@ struct Driver {
     bmac: [u8; 6],
     password: Option<String>,
     underlay: u32,
+    /// With a password, fastdp (unencrypted VXLAN) only to peers in these subnets.
+    trusted: Vec<ipnet::Ipv4Net>,
     sleeve: Option<Sleeve>,
     probe: Option<AsyncFd<ProbeSocket>>,
     announced: BTreeMap<String, Announced>,
     health: BTreeMap<String, Health>,
+    /// Fastdp peers whose router left the mesh, since when.
+    departed: BTreeMap<String, Instant>,
     applied: Plan,
     keys: BTreeMap<String, Option<[u8; 32]>>,
     underlay_to: BTreeMap<Ipv4Addr, u32>,
@@ -120,12 +126,18 @@ pub(super) async fn spawn(
         run: run.iter().map(|b| format!("{b:02x}")).collect(),
         seq: 1,
         bmac,
+        trusted: config
+            .trusted_subnets
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
         password,
         underlay,
         sleeve: Some(sleeve),
         probe,
         announced: BTreeMap::new(),
         health: BTreeMap::new(),
+        departed: BTreeMap::new(),
         applied: Plan::default(),
         keys: BTreeMap::new(),
         underlay_to: BTreeMap::new(),
@@ -400,11 +412,18 @@ impl Driver {
                         .get(&p.name)
                         .map(|a| (plan::pack_mac(&a.bmac), a.macs.clone())),
                     fastdp_ok: self.probe.is_some()
-                        && self.health.get(&p.name).is_some_and(|h| h.ok(now)),
+                        && self.health.get(&p.name).is_some_and(|h| h.ok(now))
+                        && d.is_some_and(|ip| self.may_skip_encryption(ip)),
                 },
             );
         }
         (adj, views)
+    }
+
+    /// Whether unencrypted fastdp may carry traffic to `ip`: no password is set, or the
+    /// peer is in a trusted subnet (the kernel here has no IPsec, so VXLAN is clear text).
+    fn may_skip_encryption(&self, ip: Ipv4Addr) -> bool {
+        self.password.is_none() || self.trusted.iter().any(|n| n.contains(&ip))
     }
 
     fn key_for(&self, name: &str) -> Option<Option<[u8; 32]>> {
@@ -426,10 +445,47 @@ impl Driver {
 
     fn replan(&mut self) {
         let (adj, views) = self.views();
+        let now = Instant::now();
+        // A peer on fastdp whose router went away (stopped, restarting) keeps its VXLAN
+        // entries for a while: the kernel on its side still carries its containers.
+        for (name, mode) in &self.applied.modes {
+            if matches!(mode, Mode::Fastdp(_)) && !views.contains_key(name) {
+                self.departed.entry(name.clone()).or_insert(now);
+            }
+        }
+        let back: Vec<String> = self
+            .departed
+            .keys()
+            .filter(|n| views.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in back {
+            self.departed.remove(&n);
+            // Assume fastdp still works until its heartbeats say otherwise.
+            let mut h = Health::default();
+            h.pong(self.now_ms());
+            self.health.insert(n, h);
+        }
+        self.departed
+            .retain(|_, t| now.saturating_duration_since(*t) < DEPARTED_GRACE);
         // Forget what we know of peers that are gone.
-        self.announced.retain(|n, _| views.contains_key(n));
+        let keep = |n: &String| views.contains_key(n) || self.departed.contains_key(n);
+        self.announced.retain(|n, _| keep(n));
         self.health.retain(|n, _| views.contains_key(n));
-        let new = plan::plan(&self.me, self.id, &adj, &views, !self.h.fastdp());
+        let mut new = plan::plan(&self.me, self.id, &adj, &views, !self.h.fastdp());
+        for name in self.departed.keys() {
+            if let Some(Mode::Fastdp(ip)) = self.applied.modes.get(name) {
+                new.modes.insert(name.clone(), Mode::Fastdp(*ip));
+                if self.applied.vxlan_flood.contains(ip) {
+                    new.vxlan_flood.insert(*ip);
+                }
+                for (mac, at) in &self.applied.vxlan_macs {
+                    if at == ip {
+                        new.vxlan_macs.entry(*mac).or_insert(*ip);
+                    }
+                }
+            }
+        }
         if new == self.applied {
             return;
         }
