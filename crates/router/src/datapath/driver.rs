@@ -101,6 +101,9 @@ pub(super) async fn spawn(
             sc.heartbeat_interval = Duration::from_millis(500);
             sc.require_encryption = config.password.is_some();
             let sleeve = Sleeve::start(sc)?;
+            if std::env::var("WEFT_SLEEVE_REALTIME").as_deref() != Ok("0") {
+                realtime_sleeve_threads();
+            }
             weft_datapath::port::set_isolated(SLEEVE_TAP, true)?;
             let probe = if fastdp_on {
                 Some(ProbeSocket::open(BRIDGE, fastdp::VXLAN_NAME)?)
@@ -670,6 +673,35 @@ impl Driver {
             );
         }
         *lock(&self.h.inner.paths) = out;
+    }
+}
+
+/// Gives the sleeve's two data threads the lowest real-time priority (SCHED_FIFO 1): they
+/// sleep in poll until frames arrive, and on a busy host a normal thread waits for a core
+/// for milliseconds per hop (measured here: median ping RTT 13 ms, 1 Gbit/s under load;
+/// 0.5 ms, 3 Gbit/s with this). Best effort; `WEFT_SLEEVE_REALTIME=0` turns it off.
+fn realtime_sleeve_threads() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("sleeve-") {
+            continue;
+        }
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sched_setscheduler on a thread id of this process with a valid param.
+        let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            tracing::debug!(
+                tid,
+                "sleeve thread keeps normal scheduling: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
