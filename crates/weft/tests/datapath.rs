@@ -192,6 +192,12 @@ fn three_hosts_fastdp_flooding_and_failover_to_sleeve_and_back() {
     container(&lab, "h1", "c1", "ip:10.32.0.1/12");
     container(&lab, "h2", "c2", "ip:10.32.0.2/12");
     container(&lab, "h3", "c3", "ip:10.32.0.3/12");
+    let link = lab.exec("c1", &["ip", "-o", "link", "show", "ethwe"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1450 "),
+        "container MTU = underlay - VXLAN overhead: {}",
+        String::from_utf8_lossy(&link.stdout)
+    );
     let addr = |c: &str| format!("10.32.0.{}", &c[1..]);
     for from in ["c1", "c2", "c3"] {
         for to in ["c1", "c2", "c3"] {
@@ -395,14 +401,20 @@ fn expose_hide_stop_and_reset_leave_nothing() {
 fn password_keeps_traffic_on_the_encrypted_sleeve() {
     require_root_and_tools(&["ip", "ping"]);
     let lab = Lab::up(WEFT, 2);
-    let pw = ["--password", "s3cret"];
-    launch(&lab, "h1", &[pw[0], pw[1], "h2"]);
-    launch(&lab, "h2", &[pw[0], pw[1], "h1"]);
+    let pw = ["--password", "s3cret", "--mtu", "1300"];
+    launch(&lab, "h1", &[pw[0], pw[1], pw[2], pw[3], "h2"]);
+    launch(&lab, "h2", &[pw[0], pw[1], pw[2], pw[3], "h1"]);
     // Without IPsec in this kernel, VXLAN would be clear text: the sealed sleeve carries it.
     wait_path(&lab, "h1", "h2", "sleeve", Duration::from_secs(15));
     let (_, mtu) = path_to(&lab, "h1", "h2").unwrap_or_default();
-    assert_eq!(mtu, Some(1402), "sealed sleeve MTU on a 1500 underlay");
+    assert_eq!(mtu, Some(1300), "--mtu 1300 (a sealed sleeve fits 1402)");
     container(&lab, "h1", "c1", "ip:10.32.0.1/12");
+    let link = lab.exec("c1", &["ip", "-o", "link", "show", "ethwe"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1300 "),
+        "container MTU from --mtu: {}",
+        String::from_utf8_lossy(&link.stdout)
+    );
     container(&lab, "h2", "c2", "ip:10.32.0.2/12");
     wait_ping(&lab, "c1", "10.32.0.2");
     wait_ping(&lab, "c2", "10.32.0.1");
