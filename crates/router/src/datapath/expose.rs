@@ -111,7 +111,15 @@ pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
     let res = tokio::task::spawn_blocking(move || {
         let exposed = weft_datapath::expose::exposed(h.bridge()).unwrap_or_default();
         let rules = ruleset(&h, h.inner.range, &exposed);
-        Nftables::new(CommandRunner::new()).apply(&rules)
+        let mut fw = Nftables::new(CommandRunner::new());
+        // No rule would match: keep no tables at all, so the host's traffic (VXLAN
+        // included) does not pay for a NAT hook and connection tracking.
+        if rules.masquerade.is_none() && rules.isolated_subnets.iter().all(|s| *s == h.inner.range)
+        {
+            fw.reset()
+        } else {
+            fw.apply(&rules)
+        }
     })
     .await;
     let err = match res {
