@@ -209,6 +209,8 @@ impl IpamHandle {
             persist_inflight: false,
             persist_failed: None,
             last_reachable: BTreeSet::new(),
+            shutdowns: BTreeSet::new(),
+            left: false,
         };
         tokio::spawn(driver.run(rx, stopped));
         Ok(handle)
@@ -360,6 +362,11 @@ struct Driver {
     /// A persist that failed: (state, token), tried again after a pause.
     persist_failed: Option<(PersistedState, u64)>,
     last_reachable: BTreeSet<String>,
+    /// Ids of `Shutdown` requests (`weft reset`).
+    shutdowns: BTreeSet<RequestId>,
+    /// This peer handed its space over: nothing is written any more and the state file
+    /// is removed, so a later launch starts afresh.
+    left: bool,
 }
 
 impl Driver {
@@ -392,10 +399,14 @@ impl Driver {
                     let Some((req, reply)) = req else { break };
                     let id = self.next_id;
                     self.next_id += 1;
+                    if matches!(req, Request::Shutdown) {
+                        self.shutdowns.insert(id);
+                    }
                     self.waiting.insert(id, reply);
                     self.feed(req.into_event(id), &out_tx, &persisted_tx);
                 }
                 Some(d) = recv_opt(&mut deliveries) => {
+                    tracing::trace!(from = %d.from, msg = %describe(&d.payload), "IPAM received");
                     self.feed(Event::Received { from: d.from, payload: d.payload }, &out_tx, &persisted_tx);
                 }
                 changed = changed_opt(&mut topology) => {
@@ -407,6 +418,9 @@ impl Driver {
                 }
                 Some((token, err)) = persisted_rx.recv() => {
                     self.persist_inflight = false;
+                    if self.left {
+                        self.remove_state();
+                    }
                     match err {
                         None => self.feed(Event::Persisted { token }, &out_tx, &persisted_tx),
                         Some(e) => {
@@ -473,6 +487,12 @@ impl Driver {
                 }
                 Action::Persist { state, token } => self.persist(state, token, persisted),
                 Action::Reply { id, result } => {
+                    if self.shutdowns.remove(&id) && result.is_ok() {
+                        self.left = true;
+                        if !self.persist_inflight {
+                            self.remove_state();
+                        }
+                    }
                     if let Some(tx) = self.waiting.remove(&id) {
                         let _ = tx.send(result);
                     }
@@ -490,14 +510,36 @@ impl Driver {
         token: u64,
         done: &mpsc::UnboundedSender<(u64, Option<String>)>,
     ) {
+        if self.left {
+            // Nothing to keep: acknowledge without writing.
+            let _ = done.send((token, None));
+            return;
+        }
         self.persist_inflight = true;
         let path = self.state_file.clone();
         let done = done.clone();
         let bytes = state.encode();
         tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
             let r = write_state(&path, &bytes).err();
+            tracing::trace!(
+                token,
+                bytes = bytes.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "IPAM persisted"
+            );
             let _ = done.send((token, r));
         });
+    }
+}
+
+impl Driver {
+    fn remove_state(&self) {
+        match std::fs::remove_file(&self.state_file) {
+            Ok(()) => tracing::info!(file = %self.state_file.display(), "IPAM state removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %self.state_file.display(), "cannot remove: {e}"),
+        }
     }
 }
 
@@ -510,8 +552,25 @@ enum Outgoing {
     All(Vec<u8>),
 }
 
+/// A message's kind, for trace logs.
+fn describe(payload: &[u8]) -> String {
+    match weft_ipam::Message::decode(payload) {
+        Ok(m) => {
+            let s = format!("{m:?}");
+            s.chars().take(60).collect()
+        }
+        Err(e) => format!("undecodable: {e}"),
+    }
+}
+
 async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     while let Some(o) = rx.recv().await {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            match &o {
+                Outgoing::To(dst, p) => tracing::trace!(to = %dst, msg = %describe(p), "IPAM send"),
+                Outgoing::All(p) => tracing::trace!(msg = %describe(p), "IPAM broadcast"),
+            }
+        }
         let r = match o {
             Outgoing::To(dst, payload) => mesh.send_to(crate::channels::IPAM, &dst, payload).await,
             Outgoing::All(payload) => mesh.broadcast(crate::channels::IPAM, payload).await,
