@@ -101,7 +101,7 @@ pub(super) async fn spawn(
             sc.heartbeat_interval = Duration::from_millis(500);
             sc.require_encryption = config.password.is_some();
             let sleeve = Sleeve::start(sc)?;
-            if std::env::var("WEFT_SLEEVE_REALTIME").as_deref() != Ok("0") {
+            if std::env::var("WEFT_SLEEVE_REALTIME").as_deref() == Ok("1") {
                 realtime_sleeve_threads();
             }
             weft_datapath::port::set_isolated(SLEEVE_TAP, true)?;
@@ -679,7 +679,8 @@ impl Driver {
 /// Gives the sleeve's two data threads the lowest real-time priority (SCHED_FIFO 1): they
 /// sleep in poll until frames arrive, and on a busy host a normal thread waits for a core
 /// for milliseconds per hop (measured here: median ping RTT 13 ms, 1 Gbit/s under load;
-/// 0.5 ms, 3 Gbit/s with this). Best effort; `WEFT_SLEEVE_REALTIME=0` turns it off.
+/// 0.5 ms, 3 Gbit/s with this). Opt-in with `WEFT_SLEEVE_REALTIME=1`: a real-time thread
+/// moving traffic at full speed would take a core away from the host's own workloads.
 fn realtime_sleeve_threads() {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return;
