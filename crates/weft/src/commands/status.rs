@@ -184,6 +184,7 @@ pub fn render_targets(r: &Report) -> String {
 pub fn render_ipam(r: &Report) -> String {
     let mut out = String::new();
     let Some(ipam) = &r.ipam else { return out };
+    let _ = writeln!(out, "Status: {}", ipam.status);
     let total: u64 = ipam.entries.iter().map(|e| e.size).sum::<u64>().max(1);
     for e in &ipam.entries {
         let pct = e.size as f64 * 100.0 / total as f64;
