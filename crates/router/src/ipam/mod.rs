@@ -69,6 +69,9 @@ pub enum Request {
     },
     /// Hand this peer's space to others (`weft reset`).
     Shutdown,
+    /// Forget everything (`weft reset --force`, or a handover that failed): stop writing
+    /// and remove the state file. Handled by the driver, not the core.
+    Discard,
 }
 
 impl Request {
@@ -81,6 +84,11 @@ impl Request {
             Request::Prime => Event::Prime { id },
             Request::RmPeer { name } => Event::RmPeer { id, name },
             Request::Shutdown => Event::Shutdown { id },
+            // Never reaches the core (the driver answers it).
+            Request::Discard => Event::Lookup {
+                id,
+                owner: String::new(),
+            },
         }
     }
 }
@@ -312,6 +320,13 @@ impl IpamHandle {
         }
     }
 
+    /// `weft reset --force` (or after a failed handover): this peer's addresses and ring
+    /// are forgotten; nothing is written any more and the state file is removed, so the
+    /// next launch starts afresh (run `weft rmpeer NAME` on another peer for its space).
+    pub async fn discard(&self) -> Result<(), ApiFailure> {
+        self.request(Request::Discard).await.map(|_| ())
+    }
+
     /// The latest status (refreshed after every event the core handled).
     pub fn status(&self) -> Option<Status> {
         self.status.lock().ok().and_then(|s| s.clone())
@@ -397,6 +412,14 @@ impl Driver {
                 _ = &mut stopped => break,
                 req = requests.recv() => {
                     let Some((req, reply)) = req else { break };
+                    if matches!(req, Request::Discard) {
+                        self.left = true;
+                        if !self.persist_inflight {
+                            self.remove_state();
+                        }
+                        let _ = reply.send(Ok(Reply::HandedOver(Vec::new())));
+                        continue;
+                    }
                     let id = self.next_id;
                     self.next_id += 1;
                     if matches!(req, Request::Shutdown) {
@@ -691,6 +714,54 @@ fn ifname(index: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn start(dir: &Path) -> IpamHandle {
+        IpamHandle::start(
+            IpamStart {
+                name: "solo".into(),
+                range: "10.32.0.0/12".parse().unwrap(),
+                default_subnet: None,
+                init: Some("seed=solo".into()),
+                launch_peers: 0,
+                state_dir: dir.to_path_buf(),
+            },
+            None,
+            std::future::pending(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn allocations_are_on_disk_before_the_answer_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = start(dir.path());
+        let a = ipam.allocate("c1", &AddrSpec::DefaultSubnet).await.unwrap();
+        let on_disk =
+            PersistedState::decode(&std::fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
+        assert!(on_disk.allocations.iter().any(|p| p.owner == "c1"));
+        let claim: AddrSpec = "ip:10.32.0.9/12".parse().unwrap();
+        let e = ipam.allocate("c2", &claim).await;
+        assert!(e.is_ok() || a.addr().to_string() == "10.32.0.9");
+        // A second driver on the same directory (a restart) keeps both addresses.
+        let again = start(dir.path());
+        assert_eq!(again.lookup("c1").await.unwrap(), vec![a]);
+        let e = again.allocate("c3", &claim).await.unwrap_err();
+        assert!(e.message.contains("held by c2"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn reset_without_peers_fails_and_discard_forgets_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = start(dir.path());
+        ipam.allocate("c1", &AddrSpec::DefaultSubnet).await.unwrap();
+        let e = ipam.shutdown().await.unwrap_err();
+        assert!(e.message.contains("no reachable peer"), "{}", e.message);
+        ipam.discard().await.unwrap();
+        assert!(!dir.path().join(STATE_FILE).exists());
+        // Nothing is written any more.
+        let _ = ipam.allocate("c2", &AddrSpec::DefaultSubnet).await;
+        assert!(!dir.path().join(STATE_FILE).exists());
+    }
 
     #[test]
     fn init_forms() {
