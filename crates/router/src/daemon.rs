@@ -132,6 +132,7 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
     )
     .await?;
     router.set_mesh(mesh);
+    router.set_parts(crate::containers::start(&router).await?);
 
     let app = crate::api::routes(router.clone());
     let stop_unix = router.clone();

@@ -3,9 +3,14 @@
 //! this crate is where they meet sockets, timers and the kernel.
 
 pub mod api;
+pub mod channels;
 pub mod config;
+pub mod containers;
 pub mod daemon;
+pub mod datapath;
+pub mod dns;
 pub mod identity;
+pub mod ipam;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

@@ -24,6 +24,7 @@ struct Inner {
     started: Instant,
     metrics: Arc<Metrics>,
     mesh: OnceLock<MeshHandle>,
+    parts: OnceLock<crate::containers::Parts>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -38,6 +39,7 @@ impl Router {
                 started: Instant::now(),
                 metrics: Arc::new(Metrics::default()),
                 mesh: OnceLock::new(),
+                parts: OnceLock::new(),
                 shutdown,
             }),
         }
@@ -71,6 +73,22 @@ impl Router {
     /// The mesh, once started: send/receive payloads, watch the topology.
     pub fn mesh(&self) -> Option<&MeshHandle> {
         self.inner.mesh.get()
+    }
+
+    /// Installs the data path, IPAM, DNS and the container registry (once, at start-up).
+    pub fn set_parts(&self, parts: crate::containers::Parts) {
+        let _ = self.inner.parts.set(parts);
+    }
+
+    /// The container pipeline's pieces; an error while the router is still starting.
+    pub fn parts(&self) -> Result<&crate::containers::Parts, crate::api::ApiFailure> {
+        self.inner
+            .parts
+            .get()
+            .ok_or_else(|| crate::api::ApiFailure {
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                message: "the router is still starting; try again in a moment".to_string(),
+            })
     }
 
     /// Seconds since start.
@@ -110,8 +128,8 @@ impl Router {
                 connections,
                 targets,
             },
-            ipam: None,
-            dns: None,
+            ipam: self.parts().ok().and_then(|p| p.ipam.report()),
+            dns: self.parts().ok().and_then(|p| p.dns.report()),
         }
     }
 
@@ -156,18 +174,24 @@ impl Router {
         let connections = snap
             .connections
             .iter()
-            .map(|c| ConnectionReport {
-                address: c.address.clone(),
-                outbound: c.outbound,
-                state: c.state.clone(),
-                path: String::new(),
-                peer: match (&c.peer, &c.nickname) {
-                    (Some(p), Some(n)) => format!("{p}({n})"),
-                    (Some(p), None) => p.clone(),
-                    _ => String::new(),
-                },
-                mtu: None,
-                info: c.info.clone(),
+            .map(|c| {
+                let path = c
+                    .peer
+                    .as_deref()
+                    .and_then(|p| self.parts().ok()?.datapath.path_of(p));
+                ConnectionReport {
+                    address: c.address.clone(),
+                    outbound: c.outbound,
+                    state: c.state.clone(),
+                    path: path.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
+                    peer: match (&c.peer, &c.nickname) {
+                        (Some(p), Some(n)) => format!("{p}({n})"),
+                        (Some(p), None) => p.clone(),
+                        _ => String::new(),
+                    },
+                    mtu: path.map(|p| p.mtu),
+                    info: c.info.clone(),
+                }
             })
             .collect();
         let targets = snap

@@ -10,6 +10,11 @@ use weft_api::{ConnectRequest, ErrorBody, ForgetRequest, Report};
 
 use crate::state::Router;
 
+mod containers;
+mod datapath;
+mod dns;
+mod ipam;
+
 /// An API error: an HTTP status and one line for the user.
 #[derive(Debug)]
 pub struct ApiFailure {
@@ -59,6 +64,10 @@ pub fn routes(router: Router) -> axum::Router {
         .route("/stop", post(stop))
         .route("/connect", post(connect))
         .route("/forget", post(forget))
+        .merge(containers::routes())
+        .merge(datapath::routes())
+        .merge(ipam::routes())
+        .merge(dns::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(router.clone(), count))
         .with_state(router)

@@ -296,7 +296,8 @@ pub struct Parts {
 }
 
 /// Starts the data path, IPAM and DNS for the pipeline, and loads the registry.
-pub async fn start(config: &crate::config::Config) -> anyhow::Result<Parts> {
+pub async fn start(router: &Router) -> anyhow::Result<Parts> {
+    let config = router.config();
     let range: Ipv4Net = config
         .ipalloc_range
         .as_deref()
@@ -310,11 +311,30 @@ pub async fn start(config: &crate::config::Config) -> anyhow::Result<Parts> {
         ),
         None => None,
     };
-    let datapath = crate::datapath::DatapathHandle::start(config.mtu).await?;
+    // Before the bridge exists, so a refused launch changes nothing on the host.
+    crate::ipam::check_host_routes(
+        range.trunc(),
+        config.ipalloc_range.is_some(),
+        crate::datapath::BRIDGE,
+    )?;
+    let datapath = crate::datapath::DatapathHandle::start(router).await?;
+    let stop = router.clone();
+    let ipam = crate::ipam::IpamHandle::start(
+        crate::ipam::IpamStart {
+            name: router.name().to_string(),
+            range: range.trunc(),
+            default_subnet,
+            init: config.ipalloc_init.clone(),
+            launch_peers: config.peers.len(),
+            state_dir: config.paths.state_dir.clone(),
+        },
+        router.mesh().cloned(),
+        async move { stop.stopped().await },
+    )?;
     Ok(Parts {
-        ipam: crate::ipam::IpamHandle::start(range.trunc(), default_subnet),
+        ipam,
         datapath,
-        dns: crate::dns::DnsHandle::default(),
+        dns: crate::dns::DnsHandle::start(config, router.name(), router.mesh().cloned()).await?,
         registry: tokio::sync::Mutex::new(Registry::load(&config.paths.state_dir)?),
     })
 }

@@ -1,5 +1,9 @@
 //! One function per command; each returns an error whose text is the one line the user sees.
 
+mod containers;
+mod datapath;
+mod dns;
+mod ipam;
 mod launch;
 mod mesh;
 mod status;
@@ -21,19 +25,23 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Status { section } => status::status(section),
         Command::Report => status::report(),
         Command::Lab { command } => crate::lab::run(command),
-        Command::Reset { .. } => not_yet("reset", "the data path"),
+        Command::Reset { force } => datapath::reset(force),
         Command::Connect { replace, peers } => mesh::connect(peers, replace),
         Command::Forget { peers } => mesh::forget(peers),
-        Command::Rmpeer { .. } | Command::Prime => not_yet("rmpeer/prime", "IP address management"),
-        Command::Ps { .. }
-        | Command::Attach(_)
-        | Command::Detach(_)
-        | Command::Expose { .. }
-        | Command::Hide { .. } => not_yet("attach/detach/expose/hide/ps", "the data path"),
-        Command::DnsAdd(_)
-        | Command::DnsRemove(_)
-        | Command::DnsLookup { .. }
-        | Command::DnsArgs => not_yet("the dns-* commands", "the embedded DNS"),
+        Command::Rmpeer { names } => ipam::rmpeer(names),
+        Command::Prime => ipam::prime(),
+        Command::Ps { containers: c } => containers::ps(c),
+        Command::Attach(args) => containers::attach(args),
+        Command::Detach(args) => containers::detach(args),
+        Command::Expose {
+            addrs,
+            without_masquerade,
+        } => datapath::expose(addrs, without_masquerade),
+        Command::Hide { addrs } => datapath::hide(addrs),
+        Command::DnsAdd(args) => dns::add(args),
+        Command::DnsRemove(args) => dns::remove(args),
+        Command::DnsLookup { name } => dns::lookup(name),
+        Command::DnsArgs => dns::args(),
         Command::Env { .. } | Command::Config | Command::Run { .. } => {
             not_yet("env/config/run", "the Docker integration")
         }
