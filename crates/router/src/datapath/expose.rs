@@ -256,9 +256,21 @@ pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
 /// data path, remove everything weft made, forget the containers, and stop.
 pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure> {
     let parts = router.parts()?;
-    if !req.force {
-        if let Err(e) = parts.ipam.shutdown().await {
-            tracing::warn!("address space not handed over: {}", e.message);
+    let handed_over = if req.force {
+        false
+    } else {
+        match parts.ipam.shutdown().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("address space not handed over: {}", e.message);
+                false
+            }
+        }
+    };
+    if !handed_over {
+        // Forget the ring and allocations anyway: a reset peer starts afresh.
+        if let Err(e) = parts.ipam.discard().await {
+            tracing::warn!("IPAM state not discarded: {}", e.message);
         }
     }
     parts.datapath.stop().await;

@@ -75,7 +75,9 @@ pub fn reset(force: bool) -> Result<()> {
     if let Err(e) = reset_host(weft_router::datapath::BRIDGE) {
         problems.push(e);
     }
-    for f in ["containers.json", "expose.json"] {
+    // A reset peer starts afresh: its ring (handed over above when a router ran), names
+    // and containers are forgotten; its peer name is kept.
+    for f in ["containers.json", "expose.json", "ipam.state", "dns.json"] {
         let _ = std::fs::remove_file(paths.state_dir.join(f));
     }
     if !problems.is_empty() {
