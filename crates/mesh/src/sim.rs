@@ -296,12 +296,14 @@ impl<A: App> Sim<A> {
     /// silence (a cut cable).
     pub fn crash(&mut self, i: usize, reset: bool) {
         self.nodes[i].mesh = None;
-        let conns: Vec<(ConnId, Link)> = self
+        let mut conns: Vec<(ConnId, Link)> = self
             .links
             .iter()
             .filter(|(_, l)| l.node == i)
             .map(|(c, l)| (*c, *l))
             .collect();
+        // HashMap order varies between runs; the events scheduled below must not.
+        conns.sort_by_key(|(c, _)| *c);
         for (c, l) in conns {
             self.links.remove(&c);
             self.links.remove(&l.peer_conn);

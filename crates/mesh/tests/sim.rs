@@ -223,7 +223,12 @@ fn same_seed_same_run() {
         );
         random_mesh(&mut sim, 30, &mut rng);
         sim.run_for(10_000);
-        sim.total_traffic().bytes
+        sim.crash(3, true);
+        sim.crash(7, false);
+        sim.run_for(8_000);
+        sim.restart(3);
+        sim.run_for(5_000);
+        (sim.total_traffic().bytes, sim.now())
     };
     assert_eq!(run(5), run(5));
 }
