@@ -75,13 +75,19 @@ fn leftovers(name: &str) -> Vec<String> {
 
 /// Whether a process runs (a zombie waiting for its parent counts as gone).
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    let zombie = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => return false,
+    };
+    // A killed multithreaded process shows its leader as a zombie while other threads are
+    // still exiting, and those still hold its files (the pid-file lock among them).
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    !zombie || threads > 1
 }
 
 fn wait_gone(pid: u32) {

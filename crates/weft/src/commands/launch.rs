@@ -49,7 +49,9 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     let mut config = config_from(&args, paths.clone());
     config.validate()?;
     if let Some(pid) = running_pid(&paths.pid_file()) {
-        bail!("weft is already running (pid {pid}); stop it with `weft stop` first");
+        if !(exiting(pid) && wait_unlocked(&paths, EXIT_WAIT)) {
+            bail!("weft is already running (pid {pid}); stop it with `weft stop` first");
+        }
     }
     if args.foreground {
         let ready = ReadySignal::from_env();
@@ -57,6 +59,32 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
         return weft_router::run(config, ready);
     }
     start_background(&paths)
+}
+
+/// How long `weft launch` waits for a router that was killed to finish exiting.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether `pid` is dying: its main thread is a zombie (other threads, still exiting,
+/// hold its files and so the pid-file lock for a moment) or it is gone.
+fn exiting(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Waits until no router holds the pid-file lock; false if one still does after `timeout`.
+fn wait_unlocked(paths: &Paths, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while running_pid(&paths.pid_file()).is_some() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// Re-runs this binary as `weft launch --foreground ...` in a new session and waits for
@@ -169,16 +197,12 @@ pub fn stop() -> Result<()> {
             nix::sys::signal::Signal::SIGTERM,
         );
     }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while running_pid(&paths.pid_file()).is_some() {
-        if Instant::now() > deadline {
-            bail!(
-                "the router (pid {pid}) did not stop within {} s; see {}",
-                STOP_TIMEOUT.as_secs(),
-                paths.log_file().display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !wait_unlocked(&paths, STOP_TIMEOUT) {
+        bail!(
+            "the router (pid {pid}) did not stop within {} s; see {}",
+            STOP_TIMEOUT.as_secs(),
+            paths.log_file().display()
+        );
     }
     Ok(())
 }
