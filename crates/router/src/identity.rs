@@ -1,7 +1,6 @@
 //! The peer's unique name: created once, kept in the state dir, so that machines cloned
 //! with the same machine-id still get different names.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
@@ -82,26 +81,12 @@ pub fn load_or_create(state_dir: &Path, forced: Option<&str>) -> Result<String, 
     }
 }
 
-/// Writes a file so that a crash leaves either the old or the new content: temp file,
-/// fsync, rename, fsync of the directory.
+/// [`crate::persist::write_atomic`], with the path in the error.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
+    crate::persist::write_atomic(path, data).map_err(|source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(data).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

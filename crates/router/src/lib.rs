@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+pub mod persist;
 pub mod state;
 
 pub use config::Config;

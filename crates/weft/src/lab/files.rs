@@ -2,7 +2,6 @@
 //! run and plugin directory per host) and the /etc/netns/NS files that `ip netns exec`
 //! mounts over /etc.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -78,25 +77,8 @@ pub fn write_etc(ns: &str, files: &[(&str, String)]) -> Result<()> {
 
 /// Writes a file so that readers see the old or the new content, never a part.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    weft_router::persist::write_atomic(path, content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates a directory (and its parents) with a mode.
