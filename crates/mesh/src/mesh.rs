@@ -231,6 +231,7 @@ pub struct Mesh {
     refuted_uids: HashSet<u64>,
     conflict: Option<String>,
     last_reachable: Vec<String>,
+    last_reach_gen: u64,
     counters: Counters,
 }
 
@@ -258,6 +259,7 @@ impl Mesh {
             refuted_uids: HashSet::new(),
             conflict: None,
             last_reachable: Vec::new(),
+            last_reach_gen: 0,
             counters: Counters::default(),
         }
     }
@@ -790,6 +792,12 @@ impl Mesh {
     /// After any change: notify, update discovery and the unreachable timers.
     fn after_change(&mut self, now: u64) {
         self.actions.push(Action::TopologyChanged);
+        // The generation is cheap to compare; only when it moved can the set differ.
+        let gen = self.topo.reach_gen();
+        if gen == self.last_reach_gen {
+            return;
+        }
+        self.last_reach_gen = gen;
         if self.topo.reachable() != self.last_reachable.as_slice() {
             let reachable = self.topo.reachable().to_vec();
             let set: HashSet<&String> = reachable.iter().collect();

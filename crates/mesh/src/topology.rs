@@ -11,7 +11,12 @@ pub struct Topology {
     /// Latest entry of each known peer (reachable or not).
     entries: BTreeMap<String, PeerEntry>,
     own: String,
+    /// Established edges changed: routes and trees must be recomputed.
     dirty: bool,
+    /// A version changed: the digest must be recomputed.
+    digest_dirty: bool,
+    /// Bumped whenever the reachable set changes, so callers can skip comparing it.
+    reach_gen: u64,
     /// Reachable peers, sorted; indices below refer to this list (found by binary search).
     reachable: Vec<String>,
     /// Established neighbours of each reachable peer (indices, sorted by name).
@@ -29,6 +34,7 @@ impl Topology {
         let mut t = Topology {
             own: own.name.clone(),
             dirty: true,
+            digest_dirty: true,
             ..Default::default()
         };
         t.entries.insert(own.name.clone(), own);
@@ -42,8 +48,8 @@ impl Topology {
 
     /// Replaces our own entry.
     pub fn set_own(&mut self, e: PeerEntry) {
-        self.entries.insert(self.own.clone(), e);
-        self.dirty = true;
+        let name = self.own.clone();
+        self.store(name, Some(e));
     }
 
     /// The entry of a peer, if known.
@@ -63,16 +69,52 @@ impl Topology {
                 return false;
             }
         }
-        self.entries.insert(e.name.clone(), e);
-        self.dirty = true;
+        self.store(e.name.clone(), Some(e));
         true
     }
 
     /// Drops a (non-own) entry.
     pub fn remove(&mut self, name: &str) {
-        if name != self.own && self.entries.remove(name).is_some() {
+        if name != self.own && self.entries.contains_key(name) {
+            self.store(name.to_string(), None);
+        }
+    }
+
+    /// Replaces (or with None drops) an entry. Routes are only recomputed when an
+    /// established edge appeared or vanished: most gossip is the first end of a new
+    /// connection reporting it, or a version bump, and recomputing on each was O(N) per
+    /// message.
+    fn store(&mut self, name: String, e: Option<PeerEntry>) {
+        let old = match e {
+            Some(e) => self.entries.insert(name.clone(), e),
+            None => self.entries.remove(&name),
+        };
+        self.digest_dirty = true;
+        if !self.dirty && self.established_changed(&name, old.as_ref()) {
             self.dirty = true;
         }
+    }
+
+    /// Whether replacing `old` by the current entry of `name` changed an edge that both
+    /// ends report.
+    fn established_changed(&self, name: &str, old: Option<&PeerEntry>) -> bool {
+        let before = edge_names(old);
+        let after = edge_names(self.entries.get(name));
+        let in_one = |a: &[&str], b: &[&str]| -> Vec<String> {
+            a.iter()
+                .filter(|x| b.binary_search(x).is_err())
+                .map(|x| x.to_string())
+                .collect()
+        };
+        let mut diff = in_one(&before, &after);
+        diff.extend(in_one(&after, &before));
+        diff.iter().any(|y| {
+            y == name
+                || self
+                    .entries
+                    .get(y)
+                    .is_some_and(|ye| ye.edges.iter().any(|x| x.name == name))
+        })
     }
 
     fn refresh(&mut self) {
@@ -137,7 +179,11 @@ impl Topology {
         for (k, &i) in members.iter().enumerate() {
             renum[i] = k;
         }
-        self.reachable = members.iter().map(|&i| names[i].to_string()).collect();
+        let reachable: Vec<String> = members.iter().map(|&i| names[i].to_string()).collect();
+        if reachable != self.reachable {
+            self.reach_gen += 1;
+        }
+        self.reachable = reachable;
         self.adjacency = members
             .iter()
             .map(|&i| adj_all[i].iter().map(|&q| renum[q]).collect())
@@ -146,12 +192,7 @@ impl Topology {
             .iter()
             .map(|&i| hop[i].flatten().map(|h| renum[h]))
             .collect();
-        let mut h = Fnv::default();
-        for name in &self.reachable {
-            h.write(name.as_bytes());
-            h.write(&self.entries[name].version.to_be_bytes());
-        }
-        self.digest = (h.0, self.reachable.len() as u32);
+        self.digest_dirty = true;
     }
 
     fn pos(&self, name: &str) -> Option<usize> {
@@ -201,9 +242,26 @@ impl Topology {
             .collect()
     }
 
+    /// Changes whenever the reachable set may have changed (equal values: it did not).
+    pub fn reach_gen(&mut self) -> u64 {
+        self.refresh();
+        self.reach_gen
+    }
+
     /// Hash and count over (name, version) of the reachable entries.
     pub fn digest(&mut self) -> (u64, u32) {
         self.refresh();
+        if self.digest_dirty {
+            self.digest_dirty = false;
+            let mut h = Fnv::default();
+            for name in &self.reachable {
+                h.write(name.as_bytes());
+                if let Some(e) = self.entries.get(name) {
+                    h.write(&e.version.to_be_bytes());
+                }
+            }
+            self.digest = (h.0, self.reachable.len() as u32);
+        }
         self.digest
     }
 
@@ -228,6 +286,10 @@ impl Topology {
                     queue.push_back(q);
                 }
             }
+            // Our neighbours' parents are final once we are processed.
+            if p == own {
+                break;
+            }
         }
         let kids: Vec<String> = self.adjacency[own]
             .iter()
@@ -246,6 +308,16 @@ impl Topology {
             .filter_map(|n| self.entries.get(n).cloned())
             .collect()
     }
+}
+
+/// The names an entry reports edges to, sorted and deduplicated.
+fn edge_names(e: Option<&PeerEntry>) -> Vec<&str> {
+    let mut v: Vec<&str> = e
+        .map(|e| e.edges.iter().map(|x| x.name.as_str()).collect())
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// FNV-1a, 64 bit: a stable hash for digests (the same on every peer and build).
