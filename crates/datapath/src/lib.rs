@@ -23,6 +23,7 @@ pub mod probe;
 pub mod reset;
 pub mod route;
 pub mod sleeve;
+pub mod sysctl;
 
 pub use attach::{attach, detach, AttachInfo, AttachSpec, DetachInfo};
 pub use bridge::ensure_bridge;

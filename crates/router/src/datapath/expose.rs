@@ -1,5 +1,5 @@
-//! `weft expose` / `weft hide` (the host's address on the bridge, masquerading through
-//! nftables), the firewall rules for the subnets in use, and `weft reset`.
+//! `weft expose` / `weft hide` (the host's address on the bridge, IPv4 forwarding,
+//! masquerading through nftables), the firewall rules for the subnets in use, and `weft reset`.
 
 use std::path::Path;
 
@@ -53,22 +53,73 @@ pub struct AddrsResponse {
 #[derive(Serialize, Deserialize)]
 struct Saved {
     masquerade: bool,
+    /// IPv4 forwarding was off and weft turned it on: turn it off again when the last
+    /// exposed address goes (a host that forwarded before weft keeps forwarding).
+    #[serde(default)]
+    forwarding_enabled_by_weft: bool,
+}
+
+fn load_saved(state_dir: &Path) -> Saved {
+    std::fs::read(state_dir.join(EXPOSE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
+        .unwrap_or(Saved {
+            masquerade: true,
+            forwarding_enabled_by_weft: false,
+        })
+}
+
+fn save(state_dir: &Path, saved: &Saved) -> Result<(), String> {
+    let bytes = serde_json::to_vec(saved).map_err(|e| e.to_string())?;
+    crate::identity::write_atomic(&state_dir.join(EXPOSE_FILE), &bytes).map_err(|e| e.to_string())
 }
 
 /// Whether an earlier run masqueraded its exposed addresses (default yes).
 pub fn load_masquerade(state_dir: &Path) -> bool {
-    std::fs::read(state_dir.join(EXPOSE_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
-        .map(|s| s.masquerade)
-        .unwrap_or(true)
+    load_saved(state_dir).masquerade
 }
 
 fn save_masquerade(state_dir: &Path, on: bool) {
-    let bytes = serde_json::to_vec(&Saved { masquerade: on }).unwrap_or_default();
-    if let Err(e) = crate::identity::write_atomic(&state_dir.join(EXPOSE_FILE), &bytes) {
+    let mut saved = load_saved(state_dir);
+    saved.masquerade = on;
+    if let Err(e) = save(state_dir, &saved) {
         tracing::warn!("cannot save the masquerade setting: {e}");
     }
+}
+
+/// Turns IPv4 forwarding on in the host's namespace (containers reach the outside
+/// through the exposed host) and remembers when it was weft that turned it on.
+fn enable_forwarding(state_dir: &Path) -> Result<(), String> {
+    let turned_on = weft_datapath::sysctl::enable_ipv4_forwarding().map_err(|e| e.to_string())?;
+    if turned_on {
+        let mut saved = load_saved(state_dir);
+        saved.forwarding_enabled_by_weft = true;
+        if let Err(e) = save(state_dir, &saved) {
+            // Unrecorded, it could never be undone: undo it now.
+            let _ = weft_datapath::sysctl::disable_ipv4_forwarding();
+            return Err(format!(
+                "cannot record that IPv4 forwarding was turned on: {e}"
+            ));
+        }
+        tracing::info!("IPv4 forwarding turned on");
+    }
+    Ok(())
+}
+
+/// Turns IPv4 forwarding off again if weft turned it on (recorded in the state dir);
+/// returns whether it did. Blocking; used by hide, the router's reset and `weft reset`.
+pub fn restore_forwarding(state_dir: &Path) -> Result<bool, String> {
+    let mut saved = load_saved(state_dir);
+    if !saved.forwarding_enabled_by_weft {
+        return Ok(false);
+    }
+    weft_datapath::sysctl::disable_ipv4_forwarding().map_err(|e| e.to_string())?;
+    saved.forwarding_enabled_by_weft = false;
+    if state_dir.join(EXPOSE_FILE).exists() {
+        save(state_dir, &saved)?;
+    }
+    tracing::info!("IPv4 forwarding turned off again");
+    Ok(true)
 }
 
 /// The allocation range from `--ipalloc-range` (or the default).
@@ -152,10 +203,22 @@ pub async fn expose(router: &Router, req: ExposeRequest) -> Result<AddrsResponse
     let dp = parts.datapath.clone();
     let todo = nets.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        for n in &todo {
-            weft_datapath::expose(dp.bridge(), *n).map_err(|e| e.to_string())?;
+        let mut done = Vec::new();
+        let res = todo
+            .iter()
+            .try_for_each(|n| {
+                weft_datapath::expose(dp.bridge(), *n).map_err(|e| e.to_string())?;
+                done.push(*n);
+                Ok(())
+            })
+            .and_then(|()| enable_forwarding(&dp.inner.state_dir));
+        if res.is_err() {
+            // Roll back what this call added; addresses exposed before stay.
+            for n in &done {
+                let _ = weft_datapath::hide(dp.bridge(), *n);
+            }
         }
-        Ok(())
+        res
     })
     .await
     .map_err(bad)?;
@@ -208,9 +271,14 @@ pub async fn hide(router: &Router, req: HideRequest) -> Result<AddrsResponse, Ap
         .collect();
     let todo = chosen.clone();
     let bridge = dp.bridge().to_string();
+    let state_dir = dp.inner.state_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         for n in &todo {
             weft_datapath::hide(&bridge, *n).map_err(|e| e.to_string())?;
+        }
+        // The last exposed address gone: nothing routes through this host any more.
+        if weft_datapath::expose::exposed(&bridge).is_ok_and(|left| left.is_empty()) {
+            restore_forwarding(&state_dir)?;
         }
         Ok(())
     })
@@ -275,10 +343,18 @@ pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure>
     }
     parts.datapath.stop().await;
     let bridge = parts.datapath.bridge().to_string();
-    let res = tokio::task::spawn_blocking(move || reset_host(&bridge))
-        .await
-        .map_err(bad)?;
-    let state_dir = &router.config().paths.state_dir;
+    let state_dir = router.config().paths.state_dir.clone();
+    let dir = state_dir.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let res = reset_host(&bridge);
+        match (res, restore_forwarding(&dir)) {
+            (res, Ok(_)) => res,
+            (Ok(_), Err(e)) => Err(e),
+            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        }
+    })
+    .await
+    .map_err(bad)?;
     let _ = std::fs::remove_file(state_dir.join("containers.json"));
     let _ = std::fs::remove_file(state_dir.join(EXPOSE_FILE));
     router.shutdown();

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use weft_api::Paths;
 use weft_router::daemon::running_pid;
 use weft_router::datapath::expose::{
-    reset_host, AddrsResponse, ExposeRequest, HideRequest, ResetRequest,
+    reset_host, restore_forwarding, AddrsResponse, ExposeRequest, HideRequest, ResetRequest,
 };
 
 use super::{block_on, client};
@@ -73,6 +73,9 @@ pub fn reset(force: bool) -> Result<()> {
     }
     // Idempotent: removes whatever is left (all of it when no router ran).
     if let Err(e) = reset_host(weft_router::datapath::BRIDGE) {
+        problems.push(e);
+    }
+    if let Err(e) = restore_forwarding(&paths.state_dir) {
         problems.push(e);
     }
     // A reset peer starts afresh: its ring (handed over above when a router ran), names

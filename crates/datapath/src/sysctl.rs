@@ -1,0 +1,110 @@
+//! Kernel settings under /proc/sys/net (per network namespace: a write acts on the
+//! namespace of the calling thread, the host's when the router calls it).
+
+use std::io;
+use std::path::PathBuf;
+
+/// The IPv4 forwarding switch of the calling thread's namespace.
+pub const IPV4_FORWARD: &str = "net/ipv4/ip_forward";
+
+/// Why a kernel setting could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlError {
+    /// The name would leave /proc/sys/net.
+    #[error("sysctl name {name:?} is invalid: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Reading failed.
+    #[error("cannot read {path}: {source}; is /proc mounted?")]
+    Read {
+        /// The file tried.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing failed.
+    #[error("cannot write {value:?} to {path}: {source}; weft needs root (CAP_NET_ADMIN)")]
+    Write {
+        /// The file tried.
+        path: PathBuf,
+        /// The value.
+        value: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn path_of(name: &str) -> Result<PathBuf, SysctlError> {
+    let bad = |reason| SysctlError::InvalidName {
+        name: name.to_string(),
+        reason,
+    };
+    let rest = name
+        .strip_prefix("net/")
+        .ok_or_else(|| bad("only settings under net/ are per namespace"))?;
+    if rest
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err(bad("empty, . or .. path component"));
+    }
+    Ok(PathBuf::from("/proc/sys").join(name))
+}
+
+/// Reads a setting (`net/ipv4/ip_forward`), trimmed.
+pub fn read(name: &str) -> Result<String, SysctlError> {
+    let path = path_of(name)?;
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| SysctlError::Read { path, source })
+}
+
+/// Writes a setting.
+pub fn write(name: &str, value: &str) -> Result<(), SysctlError> {
+    let path = path_of(name)?;
+    std::fs::write(&path, value).map_err(|source| SysctlError::Write {
+        path,
+        value: value.to_string(),
+        source,
+    })
+}
+
+/// Turns IPv4 forwarding on; returns whether it was off (so the caller can undo it).
+pub fn enable_ipv4_forwarding() -> Result<bool, SysctlError> {
+    if read(IPV4_FORWARD)? == "1" {
+        return Ok(false);
+    }
+    write(IPV4_FORWARD, "1")?;
+    Ok(true)
+}
+
+/// Turns IPv4 forwarding off (undoing [`enable_ipv4_forwarding`]).
+pub fn disable_ipv4_forwarding() -> Result<(), SysctlError> {
+    write(IPV4_FORWARD, "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_under_proc_sys_net() {
+        assert_eq!(
+            path_of("net/ipv4/ip_forward").ok(),
+            Some(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+        );
+        for bad in ["kernel/hostname", "net/../kernel/x", "net//x", "net/ipv4/."] {
+            assert!(path_of(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn reading_forwarding_gives_zero_or_one() {
+        let v = read(IPV4_FORWARD).unwrap_or_else(|e| panic!("{e}"));
+        assert!(v == "0" || v == "1", "ip_forward = {v:?}");
+    }
+}
