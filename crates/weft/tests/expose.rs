@@ -145,7 +145,24 @@ fn exposed_host_is_the_containers_way_out_masqueraded_unless_told_not_to() {
     );
     set_forwarding(&lab, "h1", "0");
 
-    // Reset undoes it all.
+    // Stop keeps the host exposed; reset without a router undoes it all.
+    lab.weft_ok("h1", &["expose", "ip:10.32.0.100/12"]);
+    lab.weft_ok("h1", &["stop"]);
+    assert_eq!(forwarding(&lab, "h1"), "1", "stop turned forwarding off");
+    lab.weft_ok("h1", &["reset"]);
+    assert!(
+        !ruleset(&lab, "h1").contains("weft"),
+        "nftables after reset without a router: {}",
+        ruleset(&lab, "h1")
+    );
+    assert_eq!(
+        forwarding(&lab, "h1"),
+        "0",
+        "reset without a router left forwarding on"
+    );
+
+    // Reset by the running router undoes it all too.
+    lab.weft_ok("h1", &["launch", "--nickname", "h1"]);
     lab.weft_ok("h1", &["expose", "ip:10.32.0.100/12"]);
     assert!(ruleset(&lab, "h1").contains("masquerade"));
     assert_eq!(forwarding(&lab, "h1"), "1");
