@@ -799,15 +799,21 @@ impl Mesh {
         }
         self.last_reach_gen = gen;
         if self.topo.reachable() != self.last_reachable.as_slice() {
-            let reachable = self.topo.reachable().to_vec();
-            let set: HashSet<&String> = reachable.iter().collect();
-            for e in self.topo.all() {
-                if !set.contains(&e.name) {
-                    self.unreachable_since.entry(e.name.clone()).or_insert(now);
+            // Copy into the old strings' buffers: this runs on every peer at every join.
+            let now_reachable = self.topo.reachable();
+            self.last_reachable.truncate(now_reachable.len());
+            let k = self.last_reachable.len();
+            for (d, s) in self.last_reachable.iter_mut().zip(now_reachable) {
+                d.clone_from(s);
+            }
+            self.last_reachable.extend_from_slice(&now_reachable[k..]);
+            let topo = &self.topo;
+            for name in topo.unreachable_names() {
+                if !self.unreachable_since.contains_key(name) {
+                    self.unreachable_since.insert(name.to_string(), now);
                 }
             }
-            self.unreachable_since.retain(|n, _| !set.contains(n));
-            self.last_reachable = reachable;
+            self.unreachable_since.retain(|n, _| !topo.was_reachable(n));
             self.discover(now);
         }
     }
@@ -1080,15 +1086,7 @@ impl Mesh {
     /// (each edge once, smaller name first).
     pub fn view(&mut self) -> (Vec<String>, Vec<(String, String)>) {
         let peers = self.topo.reachable().to_vec();
-        let mut edges = Vec::new();
-        for p in &peers {
-            for n in self.topo.neighbours(p) {
-                if *p < n {
-                    edges.push((p.clone(), n));
-                }
-            }
-        }
-        (peers, edges)
+        (peers, self.topo.edges())
     }
 
     /// Next hop toward each reachable peer.

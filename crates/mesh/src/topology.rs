@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use crate::wire::PeerEntry;
 
 /// Entries by peer name plus the routes computed from them.
+///
+/// Derived state lives in integer slots (one per peer with an entry) and the established
+/// adjacency is kept up to date as entries change, so a route recomputation is one
+/// breadth-first search over integers instead of re-reading every entry's edge names.
 #[derive(Debug, Default)]
 pub struct Topology {
     /// Latest entry of each known peer (reachable or not).
@@ -15,15 +19,24 @@ pub struct Topology {
     dirty: bool,
     /// A version changed: the digest must be recomputed.
     digest_dirty: bool,
-    /// Bumped whenever the reachable set changes, so callers can skip comparing it.
+    /// Bumped whenever the reachable set may have changed, so callers can skip comparing it.
     reach_gen: u64,
-    /// Reachable peers, sorted; indices below refer to this list (found by binary search).
+    /// Slot of each peer that has an entry.
+    slot_of: HashMap<String, usize>,
+    /// Name held by each slot (empty when free).
+    slot_name: Vec<String>,
+    /// Free slots, reused by new names.
+    free: Vec<usize>,
+    /// Established neighbours of each slot (both ends report the edge), sorted by name.
+    adj: Vec<Vec<usize>>,
+    /// Whether each slot is reachable from us (as of the last recomputation).
+    in_reach: Vec<bool>,
+    /// Next hop (slot) from us to each slot; None for ourselves and the unreachable.
+    hop: Vec<Option<usize>>,
+    /// Reachable peers sorted by name, and their slots in the same order.
     reachable: Vec<String>,
-    /// Established neighbours of each reachable peer (indices, sorted by name).
-    adjacency: Vec<Vec<usize>>,
-    /// Next hop (index) from us to each reachable peer; None for ourselves.
-    next_hop: Vec<Option<usize>>,
-    /// Cache of our children in the broadcast tree rooted at each origin.
+    reach_slots: Vec<usize>,
+    /// Cache of our children in the broadcast tree rooted at each origin (by slot).
     children: HashMap<usize, Vec<String>>,
     digest: (u64, u32),
 }
@@ -37,7 +50,7 @@ impl Topology {
             digest_dirty: true,
             ..Default::default()
         };
-        t.entries.insert(own.name.clone(), own);
+        t.store(own.name.clone(), Some(own));
         t
     }
 
@@ -80,41 +93,109 @@ impl Topology {
         }
     }
 
-    /// Replaces (or with None drops) an entry. Routes are only recomputed when an
-    /// established edge appeared or vanished: most gossip is the first end of a new
-    /// connection reporting it, or a version bump, and recomputing on each was O(N) per
-    /// message.
+    /// Replaces (or with None drops) an entry and updates the established adjacency.
+    /// Routes are only recomputed when an established edge appeared or vanished: most
+    /// gossip is the first end of a new connection reporting it, or a version bump.
     fn store(&mut self, name: String, e: Option<PeerEntry>) {
         let old = match e {
-            Some(e) => self.entries.insert(name.clone(), e),
+            Some(e) => {
+                if !self.slot_of.contains_key(&name) {
+                    self.alloc(&name);
+                }
+                self.entries.insert(name.clone(), e)
+            }
             None => self.entries.remove(&name),
         };
         self.digest_dirty = true;
-        if !self.dirty && self.established_changed(&name, old.as_ref()) {
-            self.dirty = true;
+        self.update_edges(&name, old.as_ref());
+        if !self.entries.contains_key(&name) {
+            self.release(&name);
         }
     }
 
-    /// Whether replacing `old` by the current entry of `name` changed an edge that both
-    /// ends report.
-    fn established_changed(&self, name: &str, old: Option<&PeerEntry>) -> bool {
+    /// Toggles the established edges of `name` that differ between `old` and its current
+    /// entry (an edge is established when the other end's entry lists it too).
+    fn update_edges(&mut self, name: &str, old: Option<&PeerEntry>) {
+        let Some(&s) = self.slot_of.get(name) else {
+            return;
+        };
         let before = edge_names(old);
         let after = edge_names(self.entries.get(name));
-        let in_one = |a: &[&str], b: &[&str]| -> Vec<String> {
-            a.iter()
-                .filter(|x| b.binary_search(x).is_err())
-                .map(|x| x.to_string())
-                .collect()
+        let mut toggles: Vec<(usize, bool)> = Vec::new();
+        for (list, other, add) in [(&before, &after, false), (&after, &before, true)] {
+            for y in list.iter().filter(|y| other.binary_search(y).is_err()) {
+                let Some(&t) = self.slot_of.get(*y) else {
+                    continue;
+                };
+                let listed_back = t == s
+                    || self
+                        .entries
+                        .get(*y)
+                        .is_some_and(|ye| ye.edges.iter().any(|x| x.name == name));
+                if listed_back {
+                    toggles.push((t, add));
+                }
+            }
+        }
+        for (t, add) in toggles {
+            self.dirty = true;
+            if add {
+                self.link(s, t);
+                if s != t {
+                    self.link(t, s);
+                }
+            } else {
+                self.adj[s].retain(|&x| x != t);
+                self.adj[t].retain(|&x| x != s);
+            }
+        }
+    }
+
+    /// Adds `b` to `a`'s neighbours, keeping them sorted by name.
+    fn link(&mut self, a: usize, b: usize) {
+        let names = &self.slot_name;
+        let list = &mut self.adj[a];
+        if let Err(i) = list.binary_search_by(|&x| names[x].cmp(&names[b])) {
+            list.insert(i, b);
+        }
+    }
+
+    fn alloc(&mut self, name: &str) {
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slot_name[s] = name.to_string();
+                s
+            }
+            None => {
+                self.slot_name.push(name.to_string());
+                self.adj.push(Vec::new());
+                self.slot_name.len() - 1
+            }
         };
-        let mut diff = in_one(&before, &after);
-        diff.extend(in_one(&after, &before));
-        diff.iter().any(|y| {
-            y == name
-                || self
-                    .entries
-                    .get(y)
-                    .is_some_and(|ye| ye.edges.iter().any(|x| x.name == name))
-        })
+        self.slot_of.insert(name.to_string(), s);
+    }
+
+    /// Frees the slot of a dropped entry (its established edges are gone already).
+    fn release(&mut self, name: &str) {
+        let Some(s) = self.slot_of.remove(name) else {
+            return;
+        };
+        for t in std::mem::take(&mut self.adj[s]) {
+            self.adj[t].retain(|&x| x != s);
+        }
+        if self.in_reach.get(s).copied().unwrap_or(false) {
+            self.in_reach[s] = false;
+            self.hop[s] = None;
+            if let Some(i) = self.reach_slots.iter().position(|&x| x == s) {
+                self.reach_slots.remove(i);
+                self.reachable.remove(i);
+            }
+            self.reach_gen += 1;
+            self.dirty = true;
+        }
+        self.children.clear();
+        self.slot_name[s].clear();
+        self.free.push(s);
     }
 
     fn refresh(&mut self) {
@@ -123,82 +204,61 @@ impl Topology {
         }
         self.dirty = false;
         self.children.clear();
-        // Work on indices into the (sorted) entry list: names are compared once.
-        let names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-        // Names are sorted (BTreeMap order): look them up by binary search.
-        let find = |name: &str| names.binary_search(&name).ok();
-        let reported: Vec<Vec<usize>> = self
-            .entries
-            .values()
-            .map(|e| {
-                let mut v: Vec<usize> = e
-                    .edges
-                    .iter()
-                    .filter_map(|x| find(x.name.as_str()))
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            })
-            .collect();
-        // An edge counts when both ends report it.
-        let n = names.len();
-        let Some(own) = find(self.own.as_str()) else {
+        self.digest_dirty = true;
+        let n = self.slot_name.len();
+        let Some(&own) = self.slot_of.get(&self.own) else {
             return;
         };
-        let mut hop: Vec<Option<Option<usize>>> = vec![None; n];
-        hop[own] = Some(None);
+        // Breadth-first from us; neighbours are visited in name order, so the first hop
+        // toward each peer is the same as on any peer with this view.
+        let mut hop: Vec<Option<usize>> = vec![None; n];
+        let mut seen = vec![false; n];
+        seen[own] = true;
         let mut order = vec![own];
-        let mut adj_all: Vec<Vec<usize>> = vec![Vec::new(); n];
         let mut head = 0;
         while head < order.len() {
             let p = order[head];
             head += 1;
-            let nbrs: Vec<usize> = reported[p]
-                .iter()
-                .copied()
-                .filter(|&q| reported[q].binary_search(&p).is_ok())
-                .collect();
-            for &q in &nbrs {
-                if hop[q].is_none() {
-                    let h = if p == own {
-                        q
-                    } else {
-                        hop[p].flatten().unwrap_or(q)
-                    };
-                    hop[q] = Some(Some(h));
+            for &q in &self.adj[p] {
+                if !seen[q] {
+                    seen[q] = true;
+                    hop[q] = Some(if p == own { q } else { hop[p].unwrap_or(q) });
                     order.push(q);
                 }
             }
-            adj_all[p] = nbrs;
         }
-        // Renumber the reachable peers in name order.
-        let mut members: Vec<usize> = order.clone();
-        members.sort_unstable();
-        let mut renum = vec![usize::MAX; n];
-        for (k, &i) in members.iter().enumerate() {
-            renum[i] = k;
+        self.in_reach.resize(n, false);
+        let mut added = Vec::new();
+        let mut removed = false;
+        for (s, (&now, was)) in seen.iter().zip(self.in_reach.iter_mut()).enumerate() {
+            if now && !*was {
+                added.push(s);
+            } else if !now && *was {
+                removed = true;
+            }
+            *was = now;
         }
-        let reachable: Vec<String> = members.iter().map(|&i| names[i].to_string()).collect();
-        if reachable != self.reachable {
+        if removed {
+            let keep: Vec<bool> = self.reach_slots.iter().map(|&s| seen[s]).collect();
+            let mut k = keep.iter();
+            self.reachable.retain(|_| *k.next().unwrap_or(&false));
+            self.reach_slots.retain(|&s| seen[s]);
+        }
+        for s in &added {
+            let name = &self.slot_name[*s];
+            let i = self.reachable.binary_search(name).unwrap_or_else(|i| i);
+            self.reachable.insert(i, name.clone());
+            self.reach_slots.insert(i, *s);
+        }
+        if removed || !added.is_empty() {
             self.reach_gen += 1;
         }
-        self.reachable = reachable;
-        self.adjacency = members
-            .iter()
-            .map(|&i| adj_all[i].iter().map(|&q| renum[q]).collect())
-            .collect();
-        self.next_hop = members
-            .iter()
-            .map(|&i| hop[i].flatten().map(|h| renum[h]))
-            .collect();
-        self.digest_dirty = true;
+        self.hop = hop;
     }
 
     fn pos(&self, name: &str) -> Option<usize> {
-        self.reachable
-            .binary_search_by(|x| x.as_str().cmp(name))
-            .ok()
+        let &s = self.slot_of.get(name)?;
+        self.in_reach.get(s).copied().unwrap_or(false).then_some(s)
     }
 
     /// Reachable peers (us included), sorted by name.
@@ -217,9 +277,9 @@ impl Topology {
     pub fn neighbours(&mut self, name: &str) -> Vec<String> {
         self.refresh();
         match self.pos(name) {
-            Some(i) => self.adjacency[i]
+            Some(s) => self.adj[s]
                 .iter()
-                .map(|&q| self.reachable[q].clone())
+                .map(|&q| self.slot_name[q].clone())
                 .collect(),
             None => Vec::new(),
         }
@@ -228,18 +288,56 @@ impl Topology {
     /// The neighbour to send through to reach `dst`.
     pub fn next_hop(&mut self, dst: &str) -> Option<String> {
         self.refresh();
-        let i = self.pos(dst)?;
-        self.next_hop[i].map(|h| self.reachable[h].clone())
+        let s = self.pos(dst)?;
+        self.hop
+            .get(s)
+            .copied()
+            .flatten()
+            .map(|h| self.slot_name[h].clone())
     }
 
     /// Every reachable peer's next hop.
     pub fn routes(&mut self) -> Vec<(String, String)> {
         self.refresh();
-        self.next_hop
+        self.reach_slots
             .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.map(|h| (self.reachable[i].clone(), self.reachable[h].clone())))
+            .filter_map(|&s| {
+                self.hop
+                    .get(s)
+                    .copied()
+                    .flatten()
+                    .map(|h| (self.slot_name[s].clone(), self.slot_name[h].clone()))
+            })
             .collect()
+    }
+
+    /// Established edges among reachable peers, each once (smaller name first), in the
+    /// order of the smaller name, then the larger.
+    pub fn edges(&mut self) -> Vec<(String, String)> {
+        self.refresh();
+        let mut out = Vec::new();
+        for &s in &self.reach_slots {
+            for &q in &self.adj[s] {
+                if self.slot_name[s] < self.slot_name[q] {
+                    out.push((self.slot_name[s].clone(), self.slot_name[q].clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Names of the stored entries that were unreachable at the last [`Self::reachable`]
+    /// (or any other query that brings the routes up to date).
+    pub fn unreachable_names(&self) -> impl Iterator<Item = &str> {
+        self.slot_of
+            .iter()
+            .filter(|(_, &s)| !self.in_reach.get(s).copied().unwrap_or(false))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Whether a peer was reachable at the last query that brought the routes up to date.
+    pub fn was_reachable(&self, name: &str) -> bool {
+        self.pos(name).is_some()
     }
 
     /// Changes whenever the reachable set may have changed (equal values: it did not).
@@ -275,12 +373,11 @@ impl Topology {
             return Some(c.clone());
         }
         let own = self.pos(&self.own)?;
-        let n = self.reachable.len();
-        let mut parent = vec![usize::MAX; n];
+        let mut parent = vec![usize::MAX; self.slot_name.len()];
         parent[root] = root;
         let mut queue = std::collections::VecDeque::from([root]);
         while let Some(p) = queue.pop_front() {
-            for &q in &self.adjacency[p] {
+            for &q in &self.adj[p] {
                 if parent[q] == usize::MAX {
                     parent[q] = p;
                     queue.push_back(q);
@@ -291,10 +388,10 @@ impl Topology {
                 break;
             }
         }
-        let kids: Vec<String> = self.adjacency[own]
+        let kids: Vec<String> = self.adj[own]
             .iter()
             .filter(|&&q| parent[q] == own && q != root)
-            .map(|&q| self.reachable[q].clone())
+            .map(|&q| self.slot_name[q].clone())
             .collect();
         self.children.insert(root, kids.clone());
         Some(kids)
@@ -363,6 +460,117 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// The routes recomputed from scratch over the entries (the definition the
+    /// incremental adjacency must match): reachable, next hops, and children per origin.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        entries: &BTreeMap<String, PeerEntry>,
+        own: &str,
+    ) -> (
+        Vec<String>,
+        Vec<(String, String)>,
+        Vec<(String, Vec<String>)>,
+    ) {
+        let lists = |a: &str, b: &str| {
+            entries
+                .get(a)
+                .is_some_and(|e| e.edges.iter().any(|x| x.name == b))
+        };
+        let nbrs = |p: &str| -> Vec<String> {
+            let mut v: Vec<String> = entries[p]
+                .edges
+                .iter()
+                .map(|x| x.name.clone())
+                .filter(|q| entries.contains_key(q) && lists(q, p))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let bfs = |root: &str| -> BTreeMap<String, String> {
+            let mut parent = BTreeMap::from([(root.to_string(), root.to_string())]);
+            let mut queue = std::collections::VecDeque::from([root.to_string()]);
+            while let Some(p) = queue.pop_front() {
+                for q in nbrs(&p) {
+                    if !parent.contains_key(&q) {
+                        parent.insert(q.clone(), p.clone());
+                        queue.push_back(q);
+                    }
+                }
+            }
+            parent
+        };
+        let tree = bfs(own);
+        let reachable: Vec<String> = tree.keys().cloned().collect();
+        let mut routes = Vec::new();
+        for p in &reachable {
+            let mut x = p.clone();
+            if x == own {
+                continue;
+            }
+            while tree[&x] != own {
+                x = tree[&x].clone();
+            }
+            routes.push((p.clone(), x));
+        }
+        let children = reachable
+            .iter()
+            .map(|o| {
+                let t = bfs(o);
+                let kids = nbrs(own)
+                    .into_iter()
+                    .filter(|q| q != o && t.get(q).is_some_and(|p| p == own))
+                    .collect();
+                (o.clone(), kids)
+            })
+            .collect();
+        (reachable, routes, children)
+    }
+
+    #[test]
+    fn incremental_routes_match_a_recomputation_from_scratch() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let names: Vec<String> = (0..8).map(|i| format!("n{i:02}")).collect();
+        let mut largest = 0;
+        for _ in 0..20 {
+            let mut t = Topology::new(entry("n00", 1, &[]));
+            let mut version = 1;
+            for _ in 0..150 {
+                let who = &names[rng.random_range(0..names.len())];
+                version += 1;
+                if who != "n00" && rng.random_bool(0.1) {
+                    t.remove(who);
+                } else {
+                    let k = rng.random_range(0..6);
+                    let edges: Vec<&str> = (0..k)
+                        .map(|_| names[rng.random_range(0..names.len())].as_str())
+                        .collect();
+                    let e = entry(who, version, &edges);
+                    if who == "n00" {
+                        t.set_own(e);
+                    } else {
+                        t.merge(e);
+                    }
+                }
+                if rng.random_bool(0.5) {
+                    continue; // let changes pile up between recomputations
+                }
+                let (reachable, routes, children) = reference(&t.entries, "n00");
+                assert_eq!(t.reachable(), reachable.as_slice());
+                largest = largest.max(reachable.len());
+                assert_eq!(t.routes(), routes);
+                for (o, kids) in children {
+                    assert_eq!(t.broadcast_children(&o), Some(kids), "origin {o}");
+                }
+            }
+        }
+        assert!(
+            largest >= 6,
+            "the random views grew to {largest} reachable peers only"
+        );
     }
 
     #[test]
