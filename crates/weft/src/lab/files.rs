@@ -52,12 +52,17 @@ pub fn etc_dir(ns: &str) -> PathBuf {
 
 /// Entries of /etc/netns (namespace names).
 pub fn list_etc() -> Result<Vec<String>> {
-    let dir = match std::fs::read_dir(ETC_NETNS) {
+    sorted_names(Path::new(ETC_NETNS))
+}
+
+/// The names in a directory, sorted; none when the directory does not exist.
+pub fn sorted_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow!("cannot list {ETC_NETNS}: {e}")),
+        Err(e) => return Err(anyhow!("cannot list {}: {e}", dir.display())),
     };
-    let mut names: Vec<String> = dir
+    let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();

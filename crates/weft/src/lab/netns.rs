@@ -87,17 +87,7 @@ pub fn exists(ns: &str) -> bool {
 
 /// Every named network namespace on the machine.
 pub fn list() -> Result<Vec<String>> {
-    let dir = match std::fs::read_dir(NETNS_RUN_DIR) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow!("cannot list {NETNS_RUN_DIR}: {e}")),
-    };
-    let mut names: Vec<String> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    Ok(names)
+    super::files::sorted_names(std::path::Path::new(NETNS_RUN_DIR))
 }
 
 /// Creates a namespace. (`ip netns add` itself serialises the first-use setup of
