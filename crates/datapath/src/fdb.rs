@@ -102,19 +102,8 @@ pub fn delete(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Option<Ipv4Addr>
 
 /// Lists the device's own FDB entries of link `ifindex` (not the bridge's).
 pub fn list(h: &mut Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
-    let mut req = NeighbourMessage::default();
-    req.header.family = AddressFamily::Bridge;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetNeighbour(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list FDB entries in {}", h.what),
-            source,
-        })?;
     let mut out = Vec::new();
-    for m in msgs {
-        let RouteNetlinkMessage::NewNeighbour(n) = m else {
-            continue;
-        };
+    for n in crate::neigh::dump(h, AddressFamily::Bridge, "FDB entries")? {
         // Entries the bridge learned on this port carry NTF_MASTER; only the device's own
         // (NTF_SELF) entries steer VXLAN encapsulation.
         if n.header.ifindex != ifindex || !n.header.flags.contains(NeighbourFlags::Own) {

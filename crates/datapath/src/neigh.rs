@@ -24,21 +24,33 @@ pub struct Neighbour {
     pub state: NeighbourState,
 }
 
-/// Lists the ARP entries (of one link when `ifindex` is given).
-pub fn list(h: &mut Handle, ifindex: Option<u32>) -> Result<Vec<Neighbour>> {
+/// Dumps the kernel's neighbour table of one family: ARP for `Inet`, the FDB for `Bridge`.
+pub(crate) fn dump(
+    h: &mut Handle,
+    family: AddressFamily,
+    what: &str,
+) -> Result<Vec<NeighbourMessage>> {
     let mut req = NeighbourMessage::default();
-    req.header.family = AddressFamily::Inet;
+    req.header.family = family;
     let msgs = h
         .dump(RouteNetlinkMessage::GetNeighbour(req))
         .map_err(|source| Error::Kernel {
-            op: format!("list neighbours in {}", h.what),
+            op: format!("list {what} in {}", h.what),
             source,
         })?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Lists the ARP entries (of one link when `ifindex` is given).
+pub fn list(h: &mut Handle, ifindex: Option<u32>) -> Result<Vec<Neighbour>> {
     let mut out = Vec::new();
-    for m in msgs {
-        let RouteNetlinkMessage::NewNeighbour(n) = m else {
-            continue;
-        };
+    for n in dump(h, AddressFamily::Inet, "neighbours")? {
         if n.header.family != AddressFamily::Inet || ifindex.is_some_and(|i| i != n.header.ifindex)
         {
             continue;
