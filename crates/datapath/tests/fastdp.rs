@@ -206,9 +206,15 @@ fn unicast_entry_sends_only_to_its_host() {
     let a2 = attach_to(&h2, &c2, &["10.32.10.2/12"]);
     assert!(c1.ping("10.32.10.2"));
 
-    let burst = || {
+    // Ten pings; returns how many were answered (each answered one crossed to h2).
+    let burst = || -> u64 {
         let out = c1.exec(&["ping", "-c10", "-i0.01", "-W1", "10.32.10.2"]);
         assert!(out.status.success(), "ping burst failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(',')
+            .find_map(|part| part.trim().strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no reply count in ping's output: {text}"))
     };
     // Without a unicast entry, frames to c2's MAC are flooded: h3 receives them too.
     let before = rx_packets(&h3, fastdp::VXLAN_NAME);
@@ -224,10 +230,14 @@ fn unicast_entry_sends_only_to_its_host() {
         .unwrap();
     let before3 = rx_packets(&h3, fastdp::VXLAN_NAME);
     let before2 = rx_packets(&h2, fastdp::VXLAN_NAME);
-    burst();
+    let answered = burst();
     let to_h3 = rx_packets(&h3, fastdp::VXLAN_NAME) - before3;
     let to_h2 = rx_packets(&h2, fastdp::VXLAN_NAME) - before2;
-    assert!(to_h2 >= 10, "h2 got only {to_h2} packets");
+    // On a busy machine a ping may go unanswered; every answered one reached h2.
+    assert!(
+        answered >= 5 && to_h2 >= answered,
+        "h2 got {to_h2} packets for {answered} answered pings"
+    );
     // An ARP refresh may legitimately be flooded meanwhile; ten pings may not.
     assert!(
         to_h3 <= 2,
