@@ -106,12 +106,14 @@ pub enum Message {
     },
 }
 
-fn put_ballot(w: &mut Writer, b: &Ballot) {
+/// Writes a consensus ballot (shared by the wire and the persisted state).
+pub(crate) fn put_ballot(w: &mut Writer, b: &Ballot) {
     w.u64(b.round);
     w.str(&b.proposer);
 }
 
-fn get_ballot(r: &mut Reader<'_>) -> Result<Ballot, DecodeError> {
+/// Reads a ballot written by [`put_ballot`].
+pub(crate) fn get_ballot(r: &mut Reader<'_>) -> Result<Ballot, DecodeError> {
     Ok(Ballot {
         round: r.u64()?,
         proposer: r.str()?,

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::addr::{subtract, Addr};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::consensus::{AcceptorState, Ballot};
+use crate::consensus::AcceptorState;
+use crate::messages::{get_ballot, put_ballot};
 use crate::ring::Ring;
 
 /// The persisted format version this build writes.
@@ -51,18 +52,6 @@ pub struct PersistedState {
     pub acceptor: AcceptorState,
     /// Space from rmpeer not yet usable.
     pub quarantines: Vec<Quarantine>,
-}
-
-fn put_ballot(w: &mut Writer, b: &Ballot) {
-    w.u64(b.round);
-    w.str(&b.proposer);
-}
-
-fn get_ballot(r: &mut Reader<'_>) -> Result<Ballot, DecodeError> {
-    Ok(Ballot {
-        round: r.u64()?,
-        proposer: r.str()?,
-    })
 }
 
 impl PersistedState {
