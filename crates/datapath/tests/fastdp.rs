@@ -206,9 +206,9 @@ fn unicast_entry_sends_only_to_its_host() {
     let a2 = attach_to(&h2, &c2, &["10.32.10.2/12"]);
     assert!(c1.ping("10.32.10.2"));
 
-    // Ten pings; returns how many were answered (each answered one crossed to h2).
+    // Forty pings; returns how many were answered (each answered one crossed to h2).
     let burst = || -> u64 {
-        let out = c1.exec(&["ping", "-c10", "-i0.01", "-W1", "10.32.10.2"]);
+        let out = c1.exec(&["ping", "-c40", "-i0.01", "-W1", "10.32.10.2"]);
         assert!(out.status.success(), "ping burst failed: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         text.split(',')
@@ -221,7 +221,7 @@ fn unicast_entry_sends_only_to_its_host() {
     burst();
     let flooded = rx_packets(&h3, fastdp::VXLAN_NAME) - before;
     assert!(
-        flooded >= 10,
+        flooded >= 40,
         "h3 got {flooded} packets while unicast was flooded"
     );
 
@@ -235,12 +235,13 @@ fn unicast_entry_sends_only_to_its_host() {
     let to_h2 = rx_packets(&h2, fastdp::VXLAN_NAME) - before2;
     // On a busy machine a ping may go unanswered; every answered one reached h2.
     assert!(
-        answered >= 5 && to_h2 >= answered,
+        answered >= 20 && to_h2 >= answered,
         "h2 got {to_h2} packets for {answered} answered pings"
     );
-    // An ARP refresh may legitimately be flooded meanwhile; ten pings may not.
+    // Broadcast and multicast (ARP refresh, IPv6 neighbour discovery) are still
+    // flooded meanwhile, a few frames whatever the burst; the pings are not.
     assert!(
-        to_h3 <= 2,
-        "h3 still got {to_h3} packets with a unicast entry"
+        to_h3 * 4 <= answered,
+        "h3 still got {to_h3} packets for {answered} pings with a unicast entry"
     );
 }
