@@ -1,0 +1,1 @@
+//! A client of the Docker Engine API over its unix socket.

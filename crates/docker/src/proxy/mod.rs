@@ -1,0 +1,1 @@
+//! The Docker API proxy: passes everything through, attaching containers per WEFT_CIDR.
