@@ -53,4 +53,14 @@ impl Paths {
     pub fn log_file(&self) -> PathBuf {
         self.run_dir.join("weft.log")
     }
+
+    /// The Docker API proxy's socket (`weft env` points `DOCKER_HOST` at it).
+    pub fn proxy_socket(&self) -> PathBuf {
+        self.run_dir.join("docker.sock")
+    }
+
+    /// The Docker network/IPAM plugin's socket, where dockerd looks for plugin `weft`.
+    pub fn plugin_socket(&self) -> PathBuf {
+        self.docker_plugin_dir.join("weft.sock")
+    }
 }

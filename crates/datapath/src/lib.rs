@@ -9,6 +9,7 @@ pub mod addr;
 pub mod arp;
 pub mod attach;
 pub mod bridge;
+pub mod endpoint;
 pub mod error;
 pub mod expose;
 pub mod fastdp;

@@ -267,6 +267,8 @@ pub struct LinkChange {
     pub master: Option<u32>,
     /// New name.
     pub name: Option<String>,
+    /// New MAC address.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Applies a change to the link with this index.
@@ -288,6 +290,9 @@ pub fn set(h: &mut Handle, index: u32, change: &LinkChange) -> Result<()> {
     if let Some(name) = &change.name {
         validate_ifname(name)?;
         m.attributes.push(LinkAttribute::IfName(name.clone()));
+    }
+    if let Some(mac) = change.mac {
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
     h.ack(RouteNetlinkMessage::NewLink(m), 0)
         .map_err(kernel(format!(
