@@ -3,15 +3,19 @@
 //! The router describes what it wants ([`Ruleset`]: which ranges to masquerade, which
 //! subnets to keep apart); [`render`] turns that into one nft script that replaces weft's
 //! own tables atomically, and a [`Runner`] hands the script to the kernel. Nothing outside
-//! the `weft` tables is ever touched, so the host's own firewall stays as it was.
+//! the `weft` tables is ever touched, so the host's own firewall stays as it was, with one
+//! exception: on a Docker host, [`DockerForward`] adds two tagged accept rules to Docker's
+//! `DOCKER-USER` chain, without which Docker's `FORWARD` drop would stop weft's traffic.
 
+mod docker_forward;
 mod render;
 mod rules;
 mod runner;
 
-pub use render::{render, render_reset, TABLE};
-pub use rules::{Masquerade, Ruleset};
-pub use runner::{CommandRunner, Runner};
+pub use docker_forward::{DockerForward, COMMENT, DOCKER_USER};
+pub use render::{render, render_reset, DNAT_MARK, TABLE};
+pub use rules::{Masquerade, Proto, Published, Ruleset};
+pub use runner::{CommandRunner, Exec, ExecOutput, Runner};
 
 /// What went wrong applying rules.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +34,35 @@ pub enum FirewallError {
         /// What nft printed.
         stderr: String,
     },
+    /// A published port that cannot be set up.
+    #[error("cannot publish {mapping}: {reason}")]
+    InvalidPublished {
+        /// The mapping (`HOST_IP:HOST_PORT->ADDR:PORT/PROTO`).
+        mapping: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A bridge name that cannot go into an iptables rule.
+    #[error("bridge name {name:?} is invalid: {reason}")]
+    InvalidBridge {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `iptables` refused a command.
+    #[error("`{command}` failed: {stderr}")]
+    Iptables {
+        /// The command line.
+        command: String,
+        /// What iptables printed.
+        stderr: String,
+    },
 }
 
 /// The firewall as the router sees it: apply the wanted state, or remove everything.
 pub trait Firewall {
-    /// Replaces weft's tables with exactly `rules`.
+    /// Replaces weft's tables with exactly `rules`; invalid rules change nothing.
     fn apply(&mut self, rules: &Ruleset) -> Result<(), FirewallError>;
     /// Removes weft's tables (nothing of them left).
     fn reset(&mut self) -> Result<(), FirewallError>;
@@ -55,6 +83,7 @@ impl<R: Runner> Nftables<R> {
 
 impl<R: Runner> Firewall for Nftables<R> {
     fn apply(&mut self, rules: &Ruleset) -> Result<(), FirewallError> {
+        rules.validate()?;
         self.runner.run(&render(rules))
     }
 
