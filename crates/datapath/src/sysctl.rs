@@ -87,6 +87,35 @@ pub fn disable_ipv4_forwarding() -> Result<(), SysctlError> {
     write(IPV4_FORWARD, "0")
 }
 
+/// The `route_localnet` switch of interface `ifname`: lets packets with a 127.0.0.0/8
+/// source or destination be routed through it (needed for published ports reached on
+/// the host's 127.0.0.1, DNATed out of the bridge).
+pub fn route_localnet_name(ifname: &str) -> Result<String, SysctlError> {
+    if ifname.contains('/') {
+        return Err(SysctlError::InvalidName {
+            name: ifname.to_string(),
+            reason: "an interface name has no '/'",
+        });
+    }
+    Ok(format!("net/ipv4/conf/{ifname}/route_localnet"))
+}
+
+/// Turns `route_localnet` on for `ifname`; returns whether it was off (so the caller can
+/// undo it with [`disable_route_localnet`]).
+pub fn enable_route_localnet(ifname: &str) -> Result<bool, SysctlError> {
+    let name = route_localnet_name(ifname)?;
+    if read(&name)? == "1" {
+        return Ok(false);
+    }
+    write(&name, "1")?;
+    Ok(true)
+}
+
+/// Turns `route_localnet` off for `ifname` (undoing [`enable_route_localnet`]).
+pub fn disable_route_localnet(ifname: &str) -> Result<(), SysctlError> {
+    write(&route_localnet_name(ifname)?, "0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +129,16 @@ mod tests {
         for bad in ["kernel/hostname", "net/../kernel/x", "net//x", "net/ipv4/."] {
             assert!(path_of(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn route_localnet_names() {
+        assert_eq!(
+            route_localnet_name("weft").ok().as_deref(),
+            Some("net/ipv4/conf/weft/route_localnet")
+        );
+        assert!(route_localnet_name("a/b").is_err());
+        assert!(route_localnet_name("..").and_then(|n| path_of(&n)).is_err());
     }
 
     #[test]
