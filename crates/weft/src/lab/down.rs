@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::docker;
 use super::files;
 use super::names::{self, Member};
 use super::netns;
@@ -103,12 +104,32 @@ pub fn remove(lab: &str, progress: bool) -> Result<Removed> {
     let mut removed = Removed::default();
     let namespaces: Vec<String> = lab_namespaces(lab)?.into_iter().map(|(_, ns)| ns).collect();
 
-    let (stopped, stubborn) = stop_processes(&namespaces, &say);
-    removed.processes = stopped;
+    // Docker first: containers, then each dockerd (which stops its containerd).
+    let (dockers, errors) = docker::stop(lab, &say);
+    removed.errors.extend(errors);
+    let (stopped, stubborn) = stop_processes(lab, &namespaces, &say);
+    let mut all: BTreeSet<u32> = dockers;
+    all.extend(stopped);
+    removed.processes = all.into_iter().collect();
     if !stubborn.is_empty() {
         removed
             .errors
             .push(format!("processes {stubborn:?} did not exit after SIGKILL"));
+    }
+    let (unmounted, errors) = docker::unmount_under(&files::lab_dir(lab));
+    removed.errors.extend(errors);
+    if !unmounted.is_empty() {
+        say(format!(
+            "unmounted {} mount(s) under the lab directory",
+            unmounted.len()
+        ));
+    }
+    let (cgroups, errors) = docker::remove_cgroups(lab);
+    removed.errors.extend(errors);
+    if cgroups > 0 {
+        say(format!(
+            "removed {cgroups} Docker cgroup(s) weft-lab-{lab}-h*"
+        ));
     }
 
     for ns in namespaces {
@@ -152,16 +173,16 @@ pub fn remove(lab: &str, progress: bool) -> Result<Removed> {
     Ok(removed)
 }
 
-/// Stops every process in the namespaces: SIGTERM, a bounded wait, then SIGKILL.
-/// Returns the pids seen and those still alive at the end.
-fn stop_processes(namespaces: &[String], say: &dyn Fn(String)) -> (Vec<u32>, Vec<u32>) {
+/// Stops every process of the lab: those in its namespaces, those whose command line names
+/// the lab directory (containerd, shims), those in its Docker cgroups, and their
+/// descendants: SIGTERM, a bounded wait, then SIGKILL. Returns the pids seen and those
+/// still alive at the end.
+fn stop_processes(lab: &str, namespaces: &[String], say: &dyn Fn(String)) -> (Vec<u32>, Vec<u32>) {
     let me = std::process::id();
+    let dir = files::lab_dir(lab);
     let alive = || -> BTreeSet<u32> {
-        namespaces
-            .iter()
-            .flat_map(|ns| netns::pids(ns))
-            .filter(|p| *p != me)
-            .collect()
+        let seeds: BTreeSet<u32> = namespaces.iter().flat_map(|ns| netns::pids(ns)).collect();
+        docker::lab_processes(&docker::scan_processes(), lab, &dir, &seeds, me)
     };
     let mut seen = alive();
     if seen.is_empty() {

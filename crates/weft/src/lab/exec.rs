@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -70,10 +70,16 @@ pub fn command(lab: &str, target: &Target, cmd: &[String]) -> Result<Command> {
     let mut c = Command::new(netns::ip_binary()?);
     c.args(["netns", "exec", &target.ns]).args(cmd);
     c.env("WEFT_LAB", lab);
+    let mut docker_first = false;
     match &target.member {
         Member::Host(i) => {
             let host = names::host_name(*i);
             let dirs = files::host_dirs(lab, &host);
+            if files::has_docker(lab) {
+                let docker = files::docker_files(lab, &host);
+                c.env("DOCKER_HOST", super::docker::docker_host(&docker));
+                docker_first = true;
+            }
             c.env("WEFT_STATE_DIR", dirs.state)
                 .env("WEFT_RUN_DIR", dirs.run)
                 .env("WEFT_DOCKER_PLUGIN_DIR", dirs.plugins)
@@ -84,7 +90,7 @@ pub fn command(lab: &str, target: &Target, cmd: &[String]) -> Result<Command> {
         }
         Member::Underlay => {}
     }
-    c.env("PATH", path_with_weft_first()?);
+    c.env("PATH", path_with_weft_first(docker_first)?);
     let hostname = target.short_name();
     // SAFETY: unshare and sethostname are plain system calls, safe between fork and exec.
     unsafe {
@@ -97,10 +103,17 @@ pub fn command(lab: &str, target: &Target, cmd: &[String]) -> Result<Command> {
     Ok(c)
 }
 
-/// PATH with the directory of this weft binary first, so `weft` inside is this one.
-fn path_with_weft_first() -> Result<OsString> {
+/// PATH with the directory of this weft binary first, so `weft` inside is this one; on a
+/// Docker lab host /usr/bin comes next, so `docker` is the 20.10 client that speaks the
+/// lab dockerd's API (a newer one, e.g. in /usr/local/bin, asks for a too new API).
+fn path_with_weft_first(docker_first: bool) -> Result<OsString> {
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut dirs: Vec<PathBuf> = exe.parent().map(PathBuf::from).into_iter().collect();
+    if docker_first {
+        if let Some(dir) = Path::new(super::docker::DOCKER_CLIENT).parent() {
+            dirs.push(dir.to_path_buf());
+        }
+    }
     let old = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     dirs.extend(std::env::split_paths(&old));
     std::env::join_paths(dirs).context("PATH has a directory with ':' in its name")

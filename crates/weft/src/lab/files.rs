@@ -45,6 +45,50 @@ pub fn host_dirs(lab: &str, host: &str) -> HostDirs {
     }
 }
 
+/// The files of one lab host's dockerd (all under the host's directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerFiles {
+    /// `--data-root` (images, containers, overlay layers).
+    pub data: PathBuf,
+    /// `--exec-root` (runtime state; containerd's sockets).
+    pub exec: PathBuf,
+    /// `--config-file`: an empty `{}`, so the machine's /etc/docker/daemon.json cannot apply.
+    pub config: PathBuf,
+    /// The API socket (`DOCKER_HOST=unix://...`).
+    pub sock: PathBuf,
+    /// `--pidfile`, written by dockerd.
+    pub pidfile: PathBuf,
+    /// The pid `lab up` started, written as soon as it is known (found again by `down`).
+    pub pid: PathBuf,
+    /// dockerd's stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// The dockerd files of host `host` (`hI`) of a lab.
+pub fn docker_files(lab: &str, host: &str) -> DockerFiles {
+    let base = lab_dir(lab).join(host);
+    let d = base.join("docker");
+    DockerFiles {
+        data: d.join("data"),
+        exec: d.join("exec"),
+        config: d.join("daemon.json"),
+        pidfile: d.join("docker.pid"),
+        sock: base.join("docker.sock"),
+        pid: base.join("dockerd.pid"),
+        log: base.join("dockerd.log"),
+    }
+}
+
+/// A file whose presence says the lab was made with `--docker`.
+pub fn docker_marker(lab: &str) -> PathBuf {
+    lab_dir(lab).join("docker")
+}
+
+/// Whether the lab was made with `--docker`.
+pub fn has_docker(lab: &str) -> bool {
+    docker_marker(lab).exists()
+}
+
 /// The /etc/netns directory of a namespace.
 pub fn etc_dir(ns: &str) -> PathBuf {
     Path::new(ETC_NETNS).join(ns)

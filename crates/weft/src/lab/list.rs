@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
+use super::docker;
 use super::down;
 use super::files;
 use super::names::{self, Member};
@@ -30,7 +31,8 @@ pub fn labs() -> Result<BTreeSet<String>> {
     Ok(labs)
 }
 
-/// `weft lab list`: one line per lab, `NAME  hosts: h1 h2  containers: c1`.
+/// `weft lab list`: one line per lab, `NAME  hosts: h1 h2  containers: c1`, and for a
+/// Docker lab `dockerd running on: h1 h2` (those whose dockerd answers).
 pub fn list() -> Result<()> {
     let labs = labs()?;
     if labs.is_empty() {
@@ -48,6 +50,12 @@ pub fn list() -> Result<()> {
         }
         let mut line = format!("{lab}  hosts: {}", or_none(&hosts));
         line.push_str(&format!("  containers: {}", or_none(&containers)));
+        if files::has_docker(&lab) {
+            line.push_str(&format!(
+                "  dockerd running on: {}",
+                or_none(&docker::running_hosts(&lab))
+            ));
+        }
         if !netns::exists(&names::underlay_ns(&lab)) {
             line.push_str("  (incomplete: remove it with `weft lab down --name ");
             line.push_str(&lab);

@@ -4,6 +4,7 @@
 //! `weft lab down` cleans up after a crash too.
 
 mod container;
+mod docker;
 mod down;
 mod exec;
 mod files;

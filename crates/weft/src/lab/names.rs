@@ -131,6 +131,33 @@ pub fn underlay_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(172, 29, 0, u8::try_from(i).unwrap_or(u8::MAX))
 }
 
+/// Name of the bridge each host's dockerd uses (`-b`); it lives in the host's namespace,
+/// so every host can use the same name.
+pub const DOCKER_BRIDGE: &str = "docker0";
+/// Prefix length of a host's Docker bridge subnet.
+pub const DOCKER_PREFIX_LEN: u8 = 24;
+
+/// Address of host I's Docker bridge: 172.30.I.1 (subnet 172.30.I.0/24), clear of the
+/// underlay 172.29.0.0/24 and of weft's 10.32.0.0/12, and distinct per host.
+pub fn docker_bridge_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(172, 30, u8::try_from(i).unwrap_or(u8::MAX), 1)
+}
+
+/// The cgroup (under each cgroup v1 hierarchy's root) under which host I's dockerd puts
+/// its containers, so that `lab down` finds their processes and removes the cgroups.
+pub fn docker_cgroup_parent(lab: &str, i: u32) -> String {
+    format!("weft-lab-{lab}-h{i}")
+}
+
+/// Host I of lab `lab` if `name` is one of its Docker cgroup parents.
+pub fn docker_cgroup_owner(lab: &str, name: &str) -> Option<u32> {
+    host_index(
+        name.strip_prefix("weft-lab-")?
+            .strip_prefix(lab)?
+            .strip_prefix('-')?,
+    )
+}
+
 /// What `ns` is in lab `lab`, if it belongs to it.
 pub fn classify(lab: &str, ns: &str) -> Option<Member> {
     let rest = ns.strip_prefix(lab)?.strip_prefix('-')?;
@@ -348,6 +375,28 @@ mod tests {
         assert_eq!(lab_of_underlay("t1-2-ul"), Some("t1-2"));
         assert_eq!(lab_of_underlay("x-c-ul"), None);
         assert_eq!(lab_of_underlay("ul"), None);
+    }
+
+    #[test]
+    fn docker_names() {
+        assert_eq!(docker_bridge_ip(1), Ipv4Addr::new(172, 30, 1, 1));
+        assert_eq!(docker_bridge_ip(MAX_HOSTS), Ipv4Addr::new(172, 30, 200, 1));
+        assert!(DOCKER_BRIDGE.len() <= 15);
+        assert_eq!(docker_cgroup_parent("lab", 2), "weft-lab-lab-h2");
+        assert_eq!(docker_cgroup_owner("lab", "weft-lab-lab-h2"), Some(2));
+        // Lab `a`'s cgroups are never claimed by lab `a-h1` and the other way round.
+        assert_eq!(docker_cgroup_owner("a", "weft-lab-a-h1-h2"), None);
+        assert_eq!(docker_cgroup_owner("a-h1", "weft-lab-a-h1"), None);
+        assert_eq!(docker_cgroup_owner("a-h1", "weft-lab-a-h1-h2"), Some(2));
+        for other in [
+            "docker",
+            "weft-lab-lab",
+            "weft-lab-lab-h0",
+            "weft-lab-labx-h1",
+            "weft-lab-lab-ul",
+        ] {
+            assert_eq!(docker_cgroup_owner("lab", other), None, "{other}");
+        }
     }
 
     #[test]

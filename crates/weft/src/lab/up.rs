@@ -1,13 +1,16 @@
 //! `weft lab up`: the underlay namespace with its bridge, one namespace per host joined to
 //! it by a veth made directly between the two namespaces (nothing is ever created in the
 //! machine's own namespace), per-host directories and /etc/netns files. A failure half
-//! way removes everything made so far.
+//! way removes everything made so far. With `--docker`, each host then gets its dockerd
+//! (see `docker.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use super::docker;
 use super::down;
 use super::files;
 use super::names::{self, HOST_IFNAME, UNDERLAY_BRIDGE, UNDERLAY_PREFIX_LEN};
@@ -15,14 +18,14 @@ use super::netns;
 
 /// `weft lab up --hosts N --name LAB [--docker]`.
 pub fn up(lab: &str, hosts: u32, docker: bool) -> Result<()> {
-    if docker {
-        bail!(
-            "lab up --docker: not available yet (this build of weft does not have the Docker \
-             integration); run `weft lab up` without --docker"
-        );
-    }
     names::validate_lab_name(lab).map_err(|e| anyhow!("{e}; pick another --name"))?;
     names::validate_hosts(hosts).map_err(anyhow::Error::msg)?;
+    // Missing Docker programs are found before anything is made.
+    let tools = if docker {
+        Some(docker::preflight()?)
+    } else {
+        None
+    };
     refuse_if_present(lab)?;
 
     // Claiming the lab directory is atomic: of two `lab up` racing for a name, one wins.
@@ -40,13 +43,28 @@ pub fn up(lab: &str, hosts: u32, docker: bool) -> Result<()> {
     // From here on everything named after the lab is ours: rolling back is `down`.
     // Ctrl-C (or SIGTERM/SIGHUP) no longer kills us half way but makes us roll back.
     catch_interrupts();
-    match build(lab, hosts) {
+    let started = Instant::now();
+    let built = build(lab, hosts).and_then(|()| match &tools {
+        Some(t) => docker::start(lab, hosts, t, &check_interrupted),
+        None => Ok(()),
+    });
+    match built {
         Ok(()) => {
-            eprintln!(
-                "lab {lab}: ready: {hosts} host(s) h1..h{hosts} on 172.29.0.0/24; \
-                 try `weft lab exec --name {lab} h1 -- ping -c1 h{}`",
-                hosts.min(2)
-            );
+            let secs = started.elapsed().as_secs_f64();
+            if tools.is_some() {
+                eprintln!(
+                    "lab {lab}: ready in {secs:.1} s: {hosts} host(s) h1..h{hosts} on 172.29.0.0/24, \
+                     each with its dockerd and image {}; try `weft lab exec --name {lab} h1 -- \
+                     docker run --rm busybox echo hi`",
+                    docker::IMAGE
+                );
+            } else {
+                eprintln!(
+                    "lab {lab}: ready: {hosts} host(s) h1..h{hosts} on 172.29.0.0/24; \
+                     try `weft lab exec --name {lab} h1 -- ping -c1 h{}`",
+                    hosts.min(2)
+                );
+            }
             Ok(())
         }
         Err(e) => {
