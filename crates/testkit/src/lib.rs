@@ -20,6 +20,9 @@
 //! // Dropping `lab` kills what the test spawned and runs `weft lab down`, also on panic.
 //! ```
 //!
+//! A test that needs Docker calls [`require_docker`] and brings the lab up with
+//! [`Lab::up_docker`]: every host then has its own dockerd, reached with [`Lab::docker`].
+//!
 //! Rules this crate keeps for every test: lab names are unique per process and test
 //! (`t<pid>-<counter>`), so tests run in parallel; every process started with
 //! [`Lab::spawn`] is stopped by its pid; labs left by a test binary that died (its pid is
@@ -61,6 +64,17 @@ impl Lab {
     /// Brings up a lab with a unique name (`t<pid>-<counter>`) and `hosts` hosts.
     /// Panics with weft's message if that fails (after removing whatever was made).
     pub fn up(weft_bin: &str, hosts: usize) -> Lab {
+        Self::up_with(weft_bin, hosts, false)
+    }
+
+    /// Like [`Lab::up`], with a dockerd on every host (`weft lab up --docker`): each host's
+    /// `DOCKER_HOST` is its own dockerd, which has the image `busybox:latest`. Call
+    /// [`require_docker`] first, so a machine without Docker fails with a clear message.
+    pub fn up_docker(weft_bin: &str, hosts: usize) -> Lab {
+        Self::up_with(weft_bin, hosts, true)
+    }
+
+    fn up_with(weft_bin: &str, hosts: usize, docker: bool) -> Lab {
         SWEEP.call_once(|| sweep_dead_labs(weft_bin));
         let name = format!(
             "{LAB_PREFIX}{}-{}",
@@ -75,19 +89,18 @@ impl Lab {
             children: Mutex::new(Vec::new()),
             logs,
         };
-        let out = lab.weft_cmd(&[
-            "lab",
-            "up",
-            "--hosts",
-            &hosts.to_string(),
-            "--name",
-            &lab.name,
-        ]);
+        let count = hosts.to_string();
+        let mut args = vec!["lab", "up", "--hosts", &count, "--name", &lab.name];
+        if docker {
+            args.push("--docker");
+        }
+        let out = lab.weft_cmd(&args);
         if !out.status.success() {
             // `lab up` rolls back by itself; dropping `lab` runs `lab down` to be sure.
             panic!(
-                "weft lab up --hosts {hosts} --name {} failed ({}): {}",
+                "weft lab up --hosts {hosts} --name {}{} failed ({}): {}",
                 lab.name,
+                if docker { " --docker" } else { "" },
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
@@ -133,6 +146,39 @@ impl Lab {
         let mut args = vec!["lab", "exec", "--name", &self.name, host, "--"];
         args.extend_from_slice(cmd);
         self.weft_cmd(&args)
+    }
+
+    /// Runs the Docker client (`/usr/bin/docker`, the 20.10 client) on a host of a lab made
+    /// with [`Lab::up_docker`]; `weft lab exec` points its `DOCKER_HOST` at that host's
+    /// dockerd.
+    pub fn docker(&self, host: &str, args: &[&str]) -> Output {
+        let mut cmd = vec![DOCKER_CLIENT];
+        cmd.extend_from_slice(args);
+        self.exec(host, &cmd)
+    }
+
+    /// Runs `docker ARGS` on a host, asserts it succeeded (showing its stderr if not) and
+    /// returns its stdout.
+    pub fn docker_ok(&self, host: &str, args: &[&str]) -> String {
+        let out = self.docker(host, args);
+        assert!(
+            out.status.success(),
+            "`docker {}` on {host} of lab {} failed ({}): {}",
+            args.join(" "),
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The directory of the lab (`$WEFT_LAB_DIR/NAME`, by default /run/weft-lab/NAME).
+    pub fn dir(&self) -> PathBuf {
+        let base = std::env::var_os("WEFT_LAB_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/weft-lab"));
+        base.join(&self.name)
     }
 
     /// Runs `weft ARGS` on a host.
@@ -394,6 +440,23 @@ pub fn require_root_and_tools(tools: &[&str]) {
             if missing.len() == 1 { "is" } else { "are" }
         );
     }
+}
+
+/// The Docker client the lab uses (Debian's docker.io, API 1.41).
+pub const DOCKER_CLIENT: &str = "/usr/bin/docker";
+
+/// [`require_root_and_tools`] for a test with [`Lab::up_docker`]: fails with a clear
+/// message (naming what is missing; scripts/test installs docker.io and busybox-static)
+/// instead of skipping the test.
+pub fn require_docker() {
+    require_root_and_tools(&[
+        "ip",
+        "dockerd",
+        "containerd",
+        "runc",
+        DOCKER_CLIENT,
+        "busybox",
+    ]);
 }
 
 /// The tools of `tools` found neither in PATH nor in the sbin directories.
