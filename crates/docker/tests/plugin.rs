@@ -272,8 +272,9 @@ async fn request(sock: &Path, method: &str, path: &str, body: &str) -> Reply {
 const NET: &str = "4c3b1d2e9a8f7e6d5c4b3a291817161514131211100f0e0d0c0b0a0908070605";
 const EP: &str = "9e8d7c6b5a4938271605f4e3d2c1b0a99887766554433221100ffeeddccbbaa0";
 
-/// Request bodies shaped as dockerd 20.10 encodes them (Go struct field order, nil maps as
-/// null, IPAMData pool and gateway in CIDR form).
+/// Request bodies as dockerd 20.10.24 sent them (captured from a real dockerd by
+/// `real_dockerd_creates_runs_and_removes_on_a_weft_network`; ids, one `-o`, and a second,
+/// UDP, published port added).
 mod sample {
     use super::{EP, NET};
 
@@ -295,12 +296,12 @@ mod sample {
     const PORTMAP: &str = r#""com.docker.network.endpoint.exposedports":[{"Proto":6,"Port":80},{"Proto":17,"Port":53}],"com.docker.network.portmap":[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},{"Proto":17,"IP":"","Port":53,"HostIP":"127.0.0.1","HostPort":0,"HostPortEnd":0}]"#;
     pub fn create_endpoint() -> String {
         format!(
-            r#"{{"NetworkID":"{NET}","EndpointID":"{EP}","Interface":{{"Address":"10.99.0.2/24","AddressIPv6":"","MacAddress":"","IPAliases":null}},"Options":{{{PORTMAP}}}}}"#
+            r#"{{"NetworkID":"{NET}","EndpointID":"{EP}","Interface":{{"Address":"10.99.0.2/24","AddressIPv6":"","MacAddress":""}},"Options":{{{PORTMAP}}}}}"#
         )
     }
     pub fn join() -> String {
         format!(
-            r#"{{"NetworkID":"{NET}","EndpointID":"{EP}","SandboxKey":"/var/run/docker/netns/8a1f5c0b2d3e","Options":{{"com.docker.network.endpoint.exposedports":[{{"Proto":6,"Port":80}}]}}}}"#
+            r#"{{"NetworkID":"{NET}","EndpointID":"{EP}","SandboxKey":"/var/run/docker/netns/8a1f5c0b2d3e","Options":{{{PORTMAP}}}}}"#
         )
     }
     pub fn program_external() -> String {
@@ -813,4 +814,403 @@ async fn random_bodies_answer_an_error_and_never_panic() {
         }
     }
     srv.shutdown().await;
+}
+
+/// A real dockerd (20.10) in a network namespace of its own, with its own data, exec root and
+/// plugin directory; stopped by pid and removed on drop, also when the test fails.
+struct Dockerd {
+    netns: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Dockerd {
+    /// Creates the namespace and starts dockerd in it (TESTBED recipe, `-b none`).
+    fn start() -> Dockerd {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let netns = format!(
+            "t{}-{}-dkr",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dockerd {
+            netns,
+            dir,
+            child: None,
+        };
+        sh(&["ip", "netns", "add", &d.netns]);
+        sh(&["ip", "-n", &d.netns, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(d.path().join("plugins")).unwrap();
+        let root = d.path().display().to_string();
+        let script = format!(
+            "mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup && \
+             for c in cpu cpuacct cpuset memory devices freezer blkio pids; do \
+               mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c || exit 1; done && \
+             mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd && \
+             mkdir -p /run/docker/plugins && mount --bind {root}/plugins /run/docker/plugins && \
+             exec dockerd --data-root {root}/data --exec-root {root}/exec -H unix://{root}/docker.sock \
+               --pidfile {root}/docker.pid -b none --iptables=false >{root}/dockerd.log 2>&1"
+        );
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &d.netns, "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        d.child = Some(child);
+        d
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the 20.10 docker client against this dockerd.
+    async fn docker(&self, args: &[&str]) -> std::process::Output {
+        let host = format!("unix://{}/docker.sock", self.path().display());
+        tokio::process::Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(host)
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Runs docker and returns its stdout, failing with its stderr.
+    async fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args).await;
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (bounded) until dockerd answers.
+    async fn ready(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            if self.docker(&["version"]).await.status.success() {
+                return;
+            }
+            let log = std::fs::read_to_string(self.path().join("dockerd.log")).unwrap_or_default();
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "dockerd did not answer within 60 s; its log ends: {}",
+                log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM by pid: dockerd stops its containers and its containerd first.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let start = std::time::Instant::now();
+            while matches!(child.try_wait(), Ok(None))
+                && start.elapsed() < std::time::Duration::from_secs(30)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// Runs a command that must succeed.
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A backend for the real dockerd: the recording fake, plus a veth pair per endpoint in
+/// dockerd's namespace so that dockerd can move one end into the container.
+struct VethBackend {
+    fake: Fake,
+    netns: String,
+}
+
+/// Host and container ends of an endpoint's veth pair.
+fn veth_names(endpoint_id: &str) -> (String, String) {
+    let short: String = endpoint_id.chars().take(8).collect();
+    (format!("vwh{short}"), format!("vwc{short}"))
+}
+
+impl Backend for VethBackend {
+    async fn request_pool(&self, req: PoolRequest) -> PluginResult<Pool> {
+        self.fake.request_pool(req).await
+    }
+    async fn release_pool(&self, pool_id: String) -> PluginResult<()> {
+        self.fake.release_pool(pool_id).await
+    }
+    async fn request_address(&self, req: AddressRequest) -> PluginResult<Ipv4Net> {
+        self.fake.request_address(req).await
+    }
+    async fn release_address(&self, pool_id: String, address: Ipv4Addr) -> PluginResult<()> {
+        self.fake.release_address(pool_id, address).await
+    }
+    async fn create_network(&self, spec: NetworkSpec) -> PluginResult<()> {
+        self.fake.create_network(spec).await
+    }
+    async fn delete_network(&self, network_id: String) -> PluginResult<()> {
+        self.fake.delete_network(network_id).await
+    }
+    async fn create_endpoint(&self, spec: EndpointSpec) -> PluginResult<EndpointCreated> {
+        let (host, cont) = veth_names(&spec.endpoint_id);
+        let out = tokio::process::Command::new("ip")
+            .args([
+                "-n",
+                &self.netns,
+                "link",
+                "add",
+                &host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+            ])
+            .arg(&cont)
+            .output()
+            .await
+            .map_err(|e| PluginError::new(e.to_string()))?;
+        if !out.status.success() {
+            return Err(PluginError::new(String::from_utf8_lossy(&out.stderr)));
+        }
+        self.fake.create_endpoint(spec).await
+    }
+    async fn delete_endpoint(&self, network_id: String, endpoint_id: String) -> PluginResult<()> {
+        let (host, _) = veth_names(&endpoint_id);
+        let _ = tokio::process::Command::new("ip")
+            .args(["-n", &self.netns, "link", "del", &host])
+            .output()
+            .await;
+        self.fake.delete_endpoint(network_id, endpoint_id).await
+    }
+    async fn endpoint_info(
+        &self,
+        network_id: String,
+        endpoint_id: String,
+    ) -> PluginResult<EndpointInfo> {
+        self.fake.endpoint_info(network_id, endpoint_id).await
+    }
+    async fn join(&self, spec: JoinSpec) -> PluginResult<Joined> {
+        let mut j = self.fake.join(spec.clone()).await?;
+        j.src_name = veth_names(&spec.endpoint_id).1;
+        Ok(j)
+    }
+    async fn leave(&self, network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.fake.leave(network_id, endpoint_id).await
+    }
+    async fn program_external(&self, network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.fake.program_external(network_id, endpoint_id).await
+    }
+    async fn revoke_external(&self, network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.fake.revoke_external(network_id, endpoint_id).await
+    }
+}
+
+/// The names of the calls the fake saw, in order.
+fn call_names(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            format!("{c:?}")
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and dockerd 20.10 (docker.io); run with --ignored"]
+async fn real_dockerd_creates_runs_and_removes_on_a_weft_network() {
+    let d = Dockerd::start();
+    let listener = UnixListener::bind(d.path().join("plugins/weft.sock")).unwrap();
+    let backend = Arc::new(VethBackend {
+        fake: Fake::default(),
+        netns: d.netns.clone(),
+    });
+    *backend.fake.join_gateway.lock().unwrap() = Some(ip("10.99.0.1"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, backend.clone(), async move {
+        let _ = stopped.await;
+    }));
+    d.ready().await;
+
+    // A refused call reaches the user with the backend's message.
+    *backend.fake.fail.lock().unwrap() =
+        Some("subnet 10.99.0.0/24 overlaps weft network blue".into());
+    let refused = d
+        .docker(&[
+            "network",
+            "create",
+            "-d",
+            "weft",
+            "--ipam-driver",
+            "weft",
+            "--subnet",
+            "10.99.0.0/24",
+            "x",
+        ])
+        .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    eprintln!("refused network create: {stderr}");
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("subnet 10.99.0.0/24 overlaps weft network blue"),
+        "{stderr}"
+    );
+    *backend.fake.fail.lock().unwrap() = None;
+    backend.fake.calls.lock().unwrap().clear();
+
+    let id = d
+        .docker_ok(&[
+            "network",
+            "create",
+            "-d",
+            "weft",
+            "--ipam-driver",
+            "weft",
+            "--subnet",
+            "10.99.0.0/24",
+            "-o",
+            "weft.note=blue",
+            "x",
+        ])
+        .await;
+    let inspect: Value =
+        serde_json::from_str(&d.docker_ok(&["network", "inspect", "x"]).await).unwrap();
+    eprintln!("docker network inspect x: {inspect:#}");
+    let n = &inspect[0];
+    assert_eq!(n["Id"], id.trim());
+    assert_eq!(n["Driver"], "weft");
+    assert_eq!(n["Scope"], "local");
+    assert_eq!(n["IPAM"]["Driver"], "weft");
+    assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.99.0.0/24");
+    assert_eq!(n["Options"]["weft.note"], "blue");
+
+    // A container with a published port, if an image can be made without a registry.
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for c in ["sh", "ip", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(c)).unwrap();
+    }
+    let tar = d.path().join("rootfs.tar");
+    sh(&[
+        "tar",
+        "-C",
+        &rootfs.display().to_string(),
+        "-cf",
+        &tar.display().to_string(),
+        ".",
+    ]);
+    d.docker_ok(&["import", &tar.display().to_string(), "local/busybox:latest"])
+        .await;
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "x",
+        "-p",
+        "8080:80",
+        "local/busybox:latest",
+        "sleep",
+        "300",
+    ])
+    .await;
+    let addr = d
+        .docker_ok(&["exec", "c1", "ip", "-4", "-o", "addr", "show", "eth0"])
+        .await;
+    eprintln!("c1 eth0: {addr}");
+    assert!(addr.contains("10.99.0.2/24"), "{addr}");
+    let route = d.docker_ok(&["exec", "c1", "ip", "route"]).await;
+    eprintln!("c1 routes: {route}");
+    assert!(route.contains("default via 10.99.0.1"), "{route}");
+    let port = d.docker(&["port", "c1"]).await;
+    eprintln!(
+        "docker port c1: {:?} {:?}",
+        String::from_utf8_lossy(&port.stdout),
+        String::from_utf8_lossy(&port.stderr)
+    );
+    let c: Value = serde_json::from_str(&d.docker_ok(&["inspect", "c1"]).await).unwrap();
+    eprintln!(
+        "c1 NetworkSettings.Ports: {}; Networks.x: {}",
+        c[0]["NetworkSettings"]["Ports"], c[0]["NetworkSettings"]["Networks"]["x"]
+    );
+    assert_eq!(
+        c[0]["NetworkSettings"]["Networks"]["x"]["IPAddress"],
+        "10.99.0.2"
+    );
+    d.docker_ok(&["rm", "-f", "c1"]).await;
+    d.docker_ok(&["network", "rm", "x"]).await;
+
+    let calls = backend.fake.calls();
+    eprintln!("backend saw: {:#?}", calls);
+    let names = call_names(&calls);
+    let want = [
+        "RequestPool",
+        "RequestAddress",
+        "CreateNetwork",
+        "RequestAddress",
+        "CreateEndpoint",
+        "Join",
+        "ProgramExternal",
+    ];
+    assert_eq!(names[..want.len()], want, "{names:?}");
+    let tail = [
+        "RevokeExternal",
+        "Leave",
+        "DeleteEndpoint",
+        "ReleaseAddress",
+        "ReleaseAddress",
+        "ReleasePool",
+        "DeleteNetwork",
+    ];
+    let rest: Vec<&String> = names[want.len()..]
+        .iter()
+        .filter(|n| *n != "EndpointInfo")
+        .collect();
+    assert_eq!(rest, tail.iter().collect::<Vec<_>>(), "{names:?}");
+    match &calls[4] {
+        Call::CreateEndpoint(spec) => assert_eq!(
+            spec.ports,
+            vec![PortMapping {
+                proto: Proto::Tcp,
+                port: 80,
+                host_ip: None,
+                host_port: 8080,
+                host_port_end: 8080
+            }]
+        ),
+        other => panic!("expected CreateEndpoint, got {other:?}"),
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    drop(d);
 }
