@@ -3,7 +3,8 @@
 //! `weft lab down` leaves nothing behind: no namespace, no process, no mount, no cgroup,
 //! no directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use weft_testkit::{require_docker, Lab};
 
@@ -121,4 +122,118 @@ fn each_host_runs_its_own_dockerd_and_down_removes_everything() {
     let cgroups = lab_cgroups(&name);
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     assert!(!dir.exists(), "{} is left", dir.display());
+}
+
+/// Every `dockerd` weft could find (PATH, then the system directories).
+fn dockerds() -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut found: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join("dockerd"))
+        .filter(|p| p.is_file())
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Runs `weft lab up --docker --hosts 2 --name LAB` in a private mount namespace in which
+/// every dockerd is `replacement` (bind-mounted over it); the machine's files stay as they are.
+fn up_with_dockerd_replaced(lab: &str, replacement: &Path) -> Output {
+    let mut script = String::from("set -e\n");
+    for d in dockerds() {
+        script.push_str(&format!(
+            "mount --bind {} {}\n",
+            replacement.display(),
+            d.display()
+        ));
+    }
+    script.push_str("exec \"$0\" lab up --docker --hosts 2 --name \"$1\"\n");
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .arg(lab)
+        .output()
+        .expect("cannot run unshare (util-linux)")
+}
+
+/// What is left of a lab: namespaces, /etc/netns entries, its directory, processes, cgroups.
+fn leftovers(lab: &str) -> Vec<String> {
+    let dir = std::env::var_os("WEFT_LAB_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/weft-lab"))
+        .join(lab);
+    let mut left = Vec::new();
+    for base in ["/run/netns", "/etc/netns"] {
+        for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("{lab}-")) {
+                left.push(format!("{base}/{n}"));
+            }
+        }
+    }
+    if dir.exists() {
+        left.push(dir.display().to_string());
+    }
+    left.extend(processes_naming(&dir));
+    left.extend(lab_cgroups(lab));
+    left
+}
+
+/// A lab name of this test process that `Lab` does not use (its counter starts at 1).
+fn own_lab_name(n: u32) -> String {
+    format!("t{}-{}", std::process::id(), 900 + n)
+}
+
+#[test]
+fn without_dockerd_lab_up_docker_says_what_to_install_and_makes_nothing() {
+    require_docker();
+    let lab = own_lab_name(1);
+    let out = up_with_dockerd_replaced(&lab, Path::new("/dev/null"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "lab up --docker succeeded without dockerd: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("dockerd is not installed") && stderr.contains("apt-get install docker.io"),
+        "{stderr}"
+    );
+    let left = leftovers(&lab);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_dockerd_that_fails_to_start_is_reported_and_the_lab_rolled_back() {
+    require_docker();
+    let lab = own_lab_name(2);
+    let fake = std::env::temp_dir().join(format!("weft-fake-dockerd-{}", std::process::id()));
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fake dockerd: refusing to start' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = up_with_dockerd_replaced(&lab, &fake);
+    let _ = std::fs::remove_file(&fake);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Remove what a broken rollback would have left before asserting, so nothing stays.
+    let left = leftovers(&lab);
+    if !left.is_empty() {
+        let _ = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["lab", "down", "--name", &lab])
+            .output();
+    }
+    assert!(
+        !out.status.success(),
+        "lab up --docker succeeded with a failing dockerd: {stderr}"
+    );
+    assert!(
+        stderr.contains("dockerd exited") && stderr.contains("fake dockerd: refusing to start"),
+        "the error names dockerd's exit and shows its log: {stderr}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
