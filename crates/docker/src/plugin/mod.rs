@@ -15,9 +15,9 @@
 //! |---|---|---|---|
 //! | `Plugin.Activate` | — | — | `{"Implements":["NetworkDriver","IpamDriver"]}` |
 //! | `NetworkDriver.GetCapabilities` | — | — | `{"Scope":"local","ConnectivityScope":"local"}` |
-//! | `NetworkDriver.CreateNetwork` | NetworkID, IPv4Data[0].Pool/Gateway (CIDR), Options[`com.docker.network.generic`] (`-o`); IPv6Data refused | `create_network` | `{}` |
+//! | `NetworkDriver.CreateNetwork` | NetworkID, first IPv4Data Pool/Gateway (CIDR), `-o` options from Options `com.docker.network.generic`; IPv6Data refused | `create_network` | `{}` |
 //! | `NetworkDriver.DeleteNetwork` | NetworkID | `delete_network` | `{}` |
-//! | `NetworkDriver.CreateEndpoint` | NetworkID, EndpointID, Interface.Address (CIDR)/MacAddress, Options[`com.docker.network.portmap`] (`[{Proto:6,IP,Port,HostIP,HostPort,HostPortEnd}]`); AddressIPv6 refused | `create_endpoint` | `{"Interface":{"MacAddress"}}` only when dockerd gave no MAC, else `{}`; never an address (dockerd refuses a driver that changes the IPAM address) |
+//! | `NetworkDriver.CreateEndpoint` | NetworkID, EndpointID, Interface.Address (CIDR)/MacAddress, `-p` from Options `com.docker.network.portmap` (`[{Proto:6,IP,Port,HostIP,HostPort,HostPortEnd}]`); AddressIPv6 refused | `create_endpoint` | `{"Interface":{"MacAddress"}}` only when dockerd gave no MAC, else `{}`; never an address (dockerd refuses a driver that changes the IPAM address) |
 //! | `NetworkDriver.DeleteEndpoint` | NetworkID, EndpointID | `delete_endpoint` | `{}` |
 //! | `NetworkDriver.EndpointOperInfo` | NetworkID, EndpointID | `endpoint_info` | `{"Value":{"com.docker.network.portmap":[PortBinding...],"com.docker.network.endpoint.macaddress":mac}}` |
 //! | `NetworkDriver.Join` | NetworkID, EndpointID, SandboxKey | `join` | `{"InterfaceName":{"SrcName","DstPrefix"},"Gateway","GatewayIPv6":"","StaticRoutes":[],"DisableGatewayService"}` |
@@ -43,9 +43,20 @@
 //!   200-answer error from `Error`, the network side from `Err`; a non-200 `Err` is read the
 //!   same way by both.
 //! - `DisableGatewayService` is the backend's: `true` tells dockerd this endpoint needs no
-//!   default gateway from `docker_gwbridge` (it is unrelated to DNS). When Join returns no
-//!   Gateway and it is `false`, dockerd adds `docker_gwbridge` as eth1 for the default route
-//!   and publishes `-p` ports there itself.
+//!   default gateway from `docker_gwbridge` (it is unrelated to DNS).
+//!
+//! Seen with a real dockerd 20.10.24 (test `real_dockerd_creates_runs_and_removes_on_a_weft_network`):
+//! - the request bodies are exactly the samples of `tests/plugin.rs`; a `-p 8080:80` arrives in
+//!   CreateEndpoint, Join and ProgramExternalConnectivity Options with `HostIP:""`;
+//! - a failed call shows as `Error response from daemon: IpamDriver.RequestPool: <message>`;
+//! - when Join returns a Gateway, the container's default route is via it on eth0, and
+//!   ProgramExternalConnectivity and EndpointOperInfo come to weft; `docker port` and
+//!   `NetworkSettings.Ports` stay empty all the same (dockerd keeps only port data of its own
+//!   type, which a remote driver's JSON never is), so weft must publish `-p` itself and can't
+//!   show it through Docker;
+//! - when Join returns no Gateway (and `DisableGatewayService` is false), dockerd adds
+//!   `docker_gwbridge` as eth1 with the default route, publishes `-p` there itself (then
+//!   `docker port` shows it), and never sends weft Program/RevokeExternalConnectivity.
 
 mod backend;
 mod server;

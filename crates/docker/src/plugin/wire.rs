@@ -544,3 +544,70 @@ pub(crate) fn endpoint_info(info: &EndpointInfo) -> Value {
     }
     json!({ "Value": value })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_host_ip_means_every_address_and_macs_are_normalised() {
+        let body = br#"{"NetworkID":"n","EndpointID":"e","Interface":{"MacAddress":"02-42-AC-11-00-02"},
+            "Options":{"com.docker.network.portmap":[{"Proto":132,"Port":9,"HostIP":"0.0.0.0","HostPort":9000,"HostPortEnd":9010}]}}"#;
+        let spec = create_endpoint("NetworkDriver.CreateEndpoint", body).unwrap();
+        assert_eq!(spec.mac.as_deref(), Some("02:42:ac:11:00:02"));
+        assert_eq!(spec.address, None);
+        assert_eq!(
+            spec.ports,
+            vec![PortMapping {
+                proto: Proto::Sctp,
+                port: 9,
+                host_ip: None,
+                host_port: 9000,
+                host_port_end: 9010
+            }]
+        );
+    }
+
+    #[test]
+    fn ipv6_host_ip_and_bad_mac_are_refused_by_name() {
+        let v6 = br#"{"NetworkID":"n","EndpointID":"e","Options":{"com.docker.network.portmap":[{"Proto":6,"Port":80,"HostIP":"::","HostPort":80}]}}"#;
+        let e = create_endpoint("NetworkDriver.CreateEndpoint", v6).unwrap_err();
+        assert!(e.contains("IPv4 only") && e.contains("HostIP"), "{e}");
+        let mac_bad = br#"{"NetworkID":"n","EndpointID":"e","Interface":{"MacAddress":"02:42"}}"#;
+        let e = create_endpoint("NetworkDriver.CreateEndpoint", mac_bad).unwrap_err();
+        assert!(e.contains("\"02:42\" is not a MAC address"), "{e}");
+    }
+
+    #[test]
+    fn pools_need_a_subnet_for_a_range_and_networks_one_subnet() {
+        let e =
+            request_pool("IpamDriver.RequestPool", br#"{"SubPool":"10.1.0.0/24"}"#).unwrap_err();
+        assert!(e.contains("--ip-range needs --subnet"), "{e}");
+        let default = request_pool("IpamDriver.RequestPool", br#"{"Pool":""}"#).unwrap();
+        assert_eq!(default.subnet, None);
+        let two =
+            br#"{"NetworkID":"n","IPv4Data":[{"Pool":"10.1.0.0/24"},{"Pool":"10.2.0.0/24"}]}"#;
+        let e = create_network("NetworkDriver.CreateNetwork", two).unwrap_err();
+        assert!(e.contains("one IPv4 subnet"), "{e}");
+        let e = create_network(
+            "NetworkDriver.CreateNetwork",
+            br#"{"NetworkID":"n","IPv4Data":[{"Pool":"10.1.0.0"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("IPv4Data.Pool \"10.1.0.0\""), "{e}");
+    }
+
+    #[test]
+    fn non_string_generic_options_keep_their_json_text() {
+        let body = br#"{"NetworkID":"n","Options":{"com.docker.network.generic":{"a":"x","b":3,"c":true}}}"#;
+        let spec = create_network("NetworkDriver.CreateNetwork", body).unwrap();
+        assert_eq!(
+            spec.options,
+            vec![
+                ("a".to_string(), "x".to_string()),
+                ("b".to_string(), "3".to_string()),
+                ("c".to_string(), "true".to_string())
+            ]
+        );
+    }
+}
