@@ -825,7 +825,8 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    /// Creates the namespace and starts dockerd in it (TESTBED recipe, `-b none`).
+    /// Creates the namespace and starts dockerd in it (TESTBED recipe, `-b none`). Its mounts,
+    /// a private /run included, live in the mount namespace of `ip netns exec` only.
     fn start() -> Dockerd {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
@@ -849,7 +850,8 @@ impl Dockerd {
              for c in cpu cpuacct cpuset memory devices freezer blkio pids; do \
                mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c || exit 1; done && \
              mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd && \
-             mkdir -p /run/docker/plugins && mount --bind {root}/plugins /run/docker/plugins && \
+             mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/docker/plugins && \
+             mount --bind {root}/plugins /run/docker/plugins && \
              exec dockerd --data-root {root}/data --exec-root {root}/exec -H unix://{root}/docker.sock \
                --pidfile {root}/docker.pid -b none --iptables=false >{root}/dockerd.log 2>&1"
         );
