@@ -3,6 +3,8 @@
 //! `weft lab down` leaves nothing behind: no namespace, no process, no mount, no cgroup,
 //! no directory.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -42,6 +44,36 @@ fn lab_cgroups(lab: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// What the test plugin answers in `Err`, so that its answer can be recognised.
+const PLUGIN_MARK: &str = "weft lab test plugin was asked";
+
+/// Serves a Docker plugin socket that activates as a local network driver and refuses
+/// every other call with "[`PLUGIN_MARK`] on HOST" (in a thread that ends with the test process).
+fn serve_plugin(path: &Path, host: &str) {
+    let host = host.to_string();
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = vec![0u8; 65536];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let body = if request.starts_with("POST /Plugin.Activate") {
+                r#"{"Implements":["NetworkDriver"]}"#.to_string()
+            } else if request.starts_with("POST /NetworkDriver.GetCapabilities") {
+                r#"{"Scope":"local"}"#.to_string()
+            } else {
+                format!(r#"{{"Err":"{PLUGIN_MARK} on {host}"}}"#)
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
 }
 
 #[test]
@@ -94,6 +126,20 @@ fn each_host_runs_its_own_dockerd_and_down_removes_everything() {
         !lab_cgroups(&name).is_empty(),
         "h1's container lives in the lab's cgroup"
     );
+
+    // A plugin socket in a host's WEFT_DOCKER_PLUGIN_DIR is the one that host's dockerd
+    // uses (it sees that directory as /run/docker/plugins), and only that host's.
+    for host in lab.hosts() {
+        serve_plugin(&dir.join(&host).join("plugins/weft.sock"), &host);
+    }
+    for host in lab.hosts() {
+        let out = lab.docker(&host, &["network", "create", "-d", "weft", "n1"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{PLUGIN_MARK} on {host}")),
+            "{host}'s dockerd asks the plugin in {host}'s plugin directory: {stderr}"
+        );
+    }
 
     // Dropping the lab runs `weft lab down` and fails the test if that fails.
     drop(lab);
