@@ -133,6 +133,9 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
     .await?;
     router.set_mesh(mesh);
     router.set_parts(crate::containers::start(&router).await?);
+    if let Some(docker) = crate::docker::start(&router).await? {
+        router.set_docker(docker);
+    }
 
     let app = crate::api::routes(router.clone());
     let stop_unix = router.clone();

@@ -9,6 +9,7 @@ pub mod containers;
 pub mod daemon;
 pub mod datapath;
 pub mod dns;
+pub mod docker;
 pub mod identity;
 pub mod ipam;
 pub mod logging;

@@ -25,6 +25,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     mesh: OnceLock<MeshHandle>,
     parts: OnceLock<crate::containers::Parts>,
+    docker: OnceLock<crate::docker::DockerHandle>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -40,6 +41,7 @@ impl Router {
                 metrics: Arc::new(Metrics::default()),
                 mesh: OnceLock::new(),
                 parts: OnceLock::new(),
+                docker: OnceLock::new(),
                 shutdown,
             }),
         }
@@ -89,6 +91,16 @@ impl Router {
                 status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 message: "the router is still starting; try again in a moment".to_string(),
             })
+    }
+
+    /// Installs the Docker integration (once, at start-up, when Docker is there).
+    pub fn set_docker(&self, docker: crate::docker::DockerHandle) {
+        let _ = self.inner.docker.set(docker);
+    }
+
+    /// The Docker integration, when this host has Docker.
+    pub fn docker(&self) -> Option<&crate::docker::DockerHandle> {
+        self.inner.docker.get()
     }
 
     /// Seconds since start.

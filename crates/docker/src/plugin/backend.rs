@@ -140,7 +140,7 @@ pub struct Joined {
     pub dst_prefix: String,
     /// Default gateway for the container; `None` lets Docker add docker_gwbridge.
     pub gateway: Option<Ipv4Addr>,
-    /// Whether Docker's embedded DNS should not be used (always false for weft).
+    /// Tells dockerd the endpoint needs no default gateway from `docker_gwbridge`.
     pub disable_gateway_service: bool,
 }
 
@@ -173,8 +173,7 @@ pub trait Backend: Send + Sync + 'static {
     /// `NetworkDriver.CreateNetwork`.
     fn create_network(&self, spec: NetworkSpec) -> impl Future<Output = PluginResult<()>> + Send;
     /// `NetworkDriver.DeleteNetwork`.
-    fn delete_network(&self, network_id: String)
-        -> impl Future<Output = PluginResult<()>> + Send;
+    fn delete_network(&self, network_id: String) -> impl Future<Output = PluginResult<()>> + Send;
     /// `NetworkDriver.CreateEndpoint`.
     fn create_endpoint(
         &self,

@@ -18,6 +18,7 @@ use registry::{Entry, Registry};
 
 /// Attaches a container; answers with every overlay address it now has.
 pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachResponse, ApiFailure> {
+    let req = resolve_docker(router, req).await?;
     let parts = router.parts()?;
     weft_datapath::link::validate_ifname(&req.ifname).map_err(bad)?;
     let specs = weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?;
@@ -124,8 +125,14 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
 }
 
 /// Detaches some or all addresses of a container.
-pub async fn detach(router: &Router, req: DetachRequest) -> Result<DetachResponse, ApiFailure> {
+pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachResponse, ApiFailure> {
     let parts = router.parts()?;
+    if let (true, Some(c)) = (req.netns.is_empty(), req.container.clone()) {
+        let known = parts.registry.lock().await.get(&c).is_some();
+        if !known {
+            req.container = Some(docker_container(router, &c).await?.id);
+        }
+    }
     let specs: Vec<AddrSpec> = if req.addrs.is_empty() {
         Vec::new()
     } else {
@@ -215,11 +222,79 @@ pub async fn detach(router: &Router, req: DetachRequest) -> Result<DetachRespons
     })
 }
 
-/// The attached containers.
+/// The attached containers: those attached by weft and those on Docker's weft networks.
 pub async fn list(router: &Router) -> Result<Vec<ContainerReport>, ApiFailure> {
     let parts = router.parts()?;
-    let reg = parts.registry.lock().await;
-    Ok(reg.report())
+    let mut out = parts.registry.lock().await.report();
+    if let Some(d) = router.docker() {
+        let s = d.backend.state().lock().await;
+        for (ep, e) in &s.endpoints {
+            let id = e
+                .container
+                .clone()
+                .unwrap_or_else(|| format!("endpoint:{ep}"));
+            match out.iter_mut().find(|c| c.id == id) {
+                Some(c) => c.addrs.extend(e.addr.iter().map(|a| a.to_string())),
+                None => out.push(ContainerReport {
+                    id,
+                    netns: String::new(),
+                    ifname: String::new(),
+                    mac: e.mac.clone(),
+                    addrs: e.addr.iter().map(|a| a.to_string()).collect(),
+                    hostname: None,
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The running Docker container `name_or_id`, or an error that says why not.
+async fn docker_container(
+    router: &Router,
+    name_or_id: &str,
+) -> Result<weft_docker::engine::Container, ApiFailure> {
+    let Some(d) = router.docker() else {
+        return Err(ApiFailure::bad_request(format!(
+            "{name_or_id:?} would be a Docker container, but this router found no Docker at launch; \
+             use --netns PATH or --pid PID, or set DOCKER_HOST and launch again"
+        )));
+    };
+    match d.engine.inspect_container(name_or_id).await {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(ApiFailure::bad_request(format!(
+            "no Docker container {name_or_id:?}; see `docker ps`"
+        ))),
+        Err(e) => Err(ApiFailure::bad_request(format!(
+            "cannot inspect Docker container {name_or_id:?}: {e}"
+        ))),
+    }
+}
+
+/// An attach by Docker container name or id becomes one by its namespace, with its full
+/// id as weft's id and its name as the DNS name (unless another was given).
+async fn resolve_docker(
+    router: &Router,
+    mut req: AttachRequest,
+) -> Result<AttachRequest, ApiFailure> {
+    let Some(name) = req.container.clone().filter(|_| req.netns.is_empty()) else {
+        return Ok(req);
+    };
+    let c = docker_container(router, &name).await?;
+    if !c.state.running || c.state.pid <= 0 {
+        return Err(ApiFailure::bad_request(format!(
+            "Docker container {name:?} is not running; start it first"
+        )));
+    }
+    req.netns = format!("/proc/{}/ns/net", c.state.pid);
+    req.container = Some(c.id.clone());
+    if req.hostname.is_none() {
+        let n = c.name.trim_start_matches('/');
+        if !n.is_empty() {
+            req.hostname = Some(n.to_string());
+        }
+    }
+    Ok(req)
 }
 
 /// Whether `addr` is what `spec` names (for detach).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use weft_firewall::{CommandRunner, Firewall, Masquerade, Nftables, Ruleset};
+use weft_firewall::{CommandRunner, DockerForward, Firewall, Masquerade, Nftables, Ruleset};
 
 use super::{lock, DatapathHandle};
 use crate::api::ApiFailure;
@@ -139,6 +139,7 @@ pub fn range_of(router_range: Option<&str>) -> Ipv4Net {
 pub fn ruleset(h: &DatapathHandle, range: Ipv4Net, exposed: &[Ipv4Net]) -> Ruleset {
     let mut r = Ruleset {
         range: Some(range),
+        bridge: Some(h.bridge().to_string()),
         ..Default::default()
     };
     for s in h.local_subnets() {
@@ -147,6 +148,7 @@ pub fn ruleset(h: &DatapathHandle, range: Ipv4Net, exposed: &[Ipv4Net]) -> Rules
         }
     }
     r.exposed.extend(exposed.iter().copied());
+    r.published.extend(h.published());
     if !exposed.is_empty() && *lock(&h.inner.masquerade) {
         r.masquerade = Some(Masquerade {
             range,
@@ -162,10 +164,17 @@ pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
     let res = tokio::task::spawn_blocking(move || {
         let exposed = weft_datapath::expose::exposed(h.bridge()).unwrap_or_default();
         let rules = ruleset(&h, h.inner.range, &exposed);
+        // A dockerd started after weft drops forwarded overlay traffic unless weft's
+        // accepts are in its DOCKER-USER chain (a no-op without Docker).
+        if let Err(e) = DockerForward::new(CommandRunner::new()).ensure(h.bridge()) {
+            tracing::warn!("Docker's FORWARD chain: {e}");
+        }
         let mut fw = Nftables::new(CommandRunner::new());
         // No rule would match: keep no tables at all, so the host's traffic (VXLAN
         // included) does not pay for a NAT hook and connection tracking.
-        if rules.masquerade.is_none() && rules.isolated_subnets.iter().all(|s| *s == h.inner.range)
+        if rules.masquerade.is_none()
+            && rules.published.is_empty()
+            && rules.isolated_subnets.iter().all(|s| *s == h.inner.range)
         {
             fw.reset()
         } else {
@@ -311,6 +320,9 @@ pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
         Err(e) => errors.push(e.to_string()),
     }
     if let Err(e) = Nftables::new(CommandRunner::new()).reset() {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = DockerForward::new(CommandRunner::new()).remove(bridge) {
         errors.push(e.to_string());
     }
     if errors.is_empty() {

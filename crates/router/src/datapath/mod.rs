@@ -62,6 +62,8 @@ struct Inner {
     cmds: mpsc::UnboundedSender<driver::Cmd>,
     /// Whether exposed addresses are masqueraded.
     masquerade: Mutex<bool>,
+    /// Ports published for Docker containers (`-p`), DNATed by the firewall.
+    published: Mutex<Vec<weft_firewall::Published>>,
 }
 
 /// The underlay MTU this host sends on: towards the first peer given as an address, else
@@ -124,6 +126,7 @@ impl DatapathHandle {
                 paths: Mutex::new(BTreeMap::new()),
                 cmds,
                 masquerade: Mutex::new(masquerade),
+                published: Mutex::new(Vec::new()),
             }),
         };
         driver::spawn(router, handle.clone(), underlay, rx).await?;
@@ -162,6 +165,28 @@ impl DatapathHandle {
             }
         }
         let _ = self.inner.cmds.send(driver::Cmd::LocalChanged);
+    }
+
+    /// A local interface made by a runtime (Docker's plugin) appeared: its MAC and
+    /// addresses are announced to peers like an attached container's.
+    pub fn endpoint_mac_added(&self, key: &str, mac: [u8; 6], addrs: Vec<Ipv4Net>) {
+        lock(&self.inner.local).insert(key.to_string(), (mac, addrs));
+        let _ = self.inner.cmds.send(driver::Cmd::LocalChanged);
+    }
+
+    /// Whether exposed addresses are masqueraded (the last expose's choice).
+    pub fn masquerade(&self) -> bool {
+        *lock(&self.inner.masquerade)
+    }
+
+    /// Replaces the set of published ports (the caller applies the firewall after).
+    pub fn set_published(&self, ports: Vec<weft_firewall::Published>) {
+        *lock(&self.inner.published) = ports;
+    }
+
+    /// The published ports.
+    pub fn published(&self) -> Vec<weft_firewall::Published> {
+        lock(&self.inner.published).clone()
     }
 
     /// A local container interface went away.

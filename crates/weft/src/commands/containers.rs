@@ -33,10 +33,18 @@ fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<
             let Some(last) = addrs.pop().filter(|l| !is_addr_form(l)) else {
                 bail!("no container given: name a container, --netns PATH or --pid PID");
             };
-            bail!(
-                "attaching Docker container {last:?} needs the Docker integration, \
-                 which is not available yet; use --netns PATH or --pid PID"
-            );
+            if let Some(bad) = addrs.iter().find(|a| !is_addr_form(a)) {
+                bail!(
+                    "{bad:?} is not an address (net:default, net:CIDR, ip:CIDR or CIDR); \
+                     name one container, last"
+                );
+            }
+            // A Docker container by name or id: the router asks Docker where it is.
+            return Ok(Target {
+                netns: String::new(),
+                container: Some(last),
+                addrs,
+            });
         }
     };
     if let Some(bad) = addrs.iter().find(|a| !is_addr_form(a)) {
@@ -85,16 +93,33 @@ pub fn detach(args: DetachArgs) -> Result<()> {
     Ok(())
 }
 
-/// `weft ps [CONTAINER...]`: `ID MAC CIDR...` per attached container.
+/// `weft ps [CONTAINER...]`: `ID MAC CIDR...` per attached container, Docker ids
+/// shortened to 12 digits as `docker ps` shows them; filtered by id prefix or name.
 pub fn ps(filter: Vec<String>) -> Result<()> {
     let list: Vec<ContainerReport> = block_on(client().get("/containers"))?;
     for c in list {
-        if !filter.is_empty() && !filter.contains(&c.id) {
+        if !filter.is_empty() && !filter.iter().any(|f| matches(&c, f)) {
             continue;
         }
-        println!("{} {} {}", c.id, c.mac, c.addrs.join(" "));
+        println!("{} {} {}", short_id(&c.id), c.mac, c.addrs.join(" "));
     }
     Ok(())
+}
+
+fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
+fn matches(c: &ContainerReport, f: &str) -> bool {
+    (f.len() >= 4 && c.id.starts_with(f))
+        || c.id == f
+        || c.hostname
+            .as_deref()
+            .is_some_and(|h| h == f || h.split('.').next() == Some(f))
 }
 
 #[cfg(test)]
@@ -109,8 +134,10 @@ mod tests {
         let t = target(&[], &None, Some(42)).unwrap();
         assert_eq!(t.netns, "/proc/42/ns/net");
         assert!(target(&[], &None, None).is_err());
-        let e = target(&["c1".into()], &None, None).unwrap_err().to_string();
-        assert!(e.contains("Docker"), "{e}");
+        let t = target(&["net:default".into(), "c1".into()], &None, None).unwrap();
+        assert_eq!(t.container.as_deref(), Some("c1"));
+        assert!(t.netns.is_empty());
+        assert!(target(&["c0".into(), "c1".into()], &None, None).is_err());
         assert!(target(&["c1".into()], &Some("/x".into()), None).is_err());
     }
 }

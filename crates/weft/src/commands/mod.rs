@@ -3,12 +3,13 @@
 mod containers;
 mod datapath;
 mod dns;
+mod docker;
 mod ipam;
 mod launch;
 mod mesh;
 mod status;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use weft_api::{ApiClient, Paths};
 
 use crate::cli::Command;
@@ -42,14 +43,10 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::DnsRemove(args) => dns::remove(args),
         Command::DnsLookup { name } => dns::lookup(name),
         Command::DnsArgs => dns::args(),
-        Command::Env { .. } | Command::Config | Command::Run { .. } => {
-            not_yet("env/config/run", "the Docker integration")
-        }
+        Command::Env { restore } => docker::env(restore),
+        Command::Config => docker::config(),
+        Command::Run { args } => docker::run(args),
     }
-}
-
-fn not_yet(what: &str, capability: &str) -> Result<()> {
-    bail!("{what}: not available yet (this build of weft does not have {capability})")
 }
 
 /// A client for this host's router (paths from the environment).

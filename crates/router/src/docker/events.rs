@@ -1,0 +1,313 @@
+//! Docker events keep weft's view true: a started container's names go into DNS (with a
+//! listener in its namespace) and its addresses are announced; a container that dies is
+//! detached. At start, and whenever the event stream comes back, what changed meanwhile
+//! is reconciled: endpoints and addresses of containers that are gone are released.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use weft_api::DetachRequest;
+
+use super::plugin::owner;
+use super::DockerHandle;
+use crate::state::Router;
+
+/// Longest wait before the event stream is opened again after it broke.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether `id` looks like a Docker container id (64 hex digits).
+pub fn is_docker_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Follows Docker's events until the router stops; reconnects with backoff.
+pub async fn run(handle: DockerHandle, router: Router) {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        if !first {
+            reconcile(&handle, &router).await;
+        }
+        first = false;
+        let mut filters = std::collections::BTreeMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert(
+            "event".to_string(),
+            ["start", "die", "destroy"].map(String::from).to_vec(),
+        );
+        let stream = match handle.engine.events(&filters).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("Docker events: {e}");
+                tokio::select! {
+                    _ = router.stopped() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        tokio::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = router.stopped() => return,
+                ev = stream.next() => match ev {
+                    Some(Ok(ev)) => {
+                        backoff = Duration::from_secs(1);
+                        let id = ev.actor.id.clone();
+                        match ev.action.as_str() {
+                            "start" => container_started(&handle, &router, &id).await,
+                            "die" | "destroy" => container_died(&handle, &router, &id).await,
+                            _ => {}
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("Docker events: {e}");
+                        break;
+                    }
+                    None => {
+                        tracing::info!("Docker's event stream ended");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = router.stopped() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A container started: its weft endpoints learn their container, its names go into DNS
+/// with a listener in its namespace, and its addresses are announced by gratuitous ARP.
+pub async fn container_started(handle: &DockerHandle, router: &Router, id: &str) {
+    let c = match handle.engine.inspect_container(id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(container = %id, "inspect: {e}");
+            return;
+        }
+    };
+    if !c.state.running || c.state.pid <= 0 {
+        return;
+    }
+    let mut addrs: Vec<Ipv4Net> = Vec::new();
+    let mut macs = Vec::new();
+    {
+        let mut s = handle.backend.state().lock().await;
+        let mut changed = false;
+        for net in c.network_settings.networks.values() {
+            let Some(e) = s.endpoints.get_mut(&net.endpoint_id) else {
+                continue;
+            };
+            if e.container.as_deref() != Some(&c.id) {
+                e.container = Some(c.id.clone());
+                changed = true;
+            }
+            if let Some(a) = e.addr {
+                addrs.push(a);
+                if let Some(m) = crate::datapath::wire::parse_mac(&e.mac) {
+                    macs.push((m, a.addr()));
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = handle.backend.persist(&s) {
+                tracing::warn!(container = %id, "{e}");
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return;
+    }
+    let Ok(parts) = router.parts() else { return };
+    let path = format!("/proc/{}/ns/net", c.state.pid);
+    let netns = match weft_datapath::Netns::open_path(std::path::Path::new(&path)) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(container = %id, "cannot open its namespace: {e}");
+            return;
+        }
+    };
+    let netns = std::sync::Arc::new(netns);
+    let ns = netns.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (mac, ip) in macs {
+            if let Err(e) = weft_datapath::endpoint::announce(&ns, mac, &[ip]) {
+                tracing::debug!("gratuitous ARP: {e}");
+            }
+        }
+    })
+    .await;
+    let names = container_names(&c, parts.dns.domain().as_deref());
+    let first = names.first().map(String::as_str);
+    if let Err(e) = parts
+        .dns
+        .container_attached(&c.id, first, &addrs, &netns)
+        .await
+    {
+        tracing::warn!(container = %id, "DNS: {}", e.message);
+    }
+    for extra in names.iter().skip(1) {
+        let ips: Vec<_> = addrs.iter().map(|a| a.addr()).collect();
+        if let Err(e) = parts.dns.add(&c.id, &parts.dns.qualify(extra), &ips).await {
+            tracing::warn!(container = %id, "DNS: {}", e.message);
+        }
+    }
+    tracing::info!(container = %c.id, names = ?names, addrs = ?addrs, "Docker container on weft");
+}
+
+/// The names a container registers: its name, and its hostname when that is in weft's
+/// domain and differs.
+pub fn container_names(c: &weft_docker::engine::Container, domain: Option<&str>) -> Vec<String> {
+    let mut names = Vec::new();
+    let name = c.name.trim_start_matches('/');
+    if !name.is_empty() {
+        names.push(name.to_string());
+    }
+    if let Some(domain) = domain {
+        let domain = domain.trim_end_matches('.');
+        let host = c.config.hostname.as_str();
+        let dn = c.config.domainname.trim_end_matches('.');
+        if !host.is_empty() && dn == domain && host != name {
+            names.push(host.to_string());
+        }
+    }
+    names
+}
+
+/// A container died or was removed: names and listeners go; containers attached with
+/// `weft attach` are detached (Docker's own calls release plugin endpoints).
+pub async fn container_died(handle: &DockerHandle, router: &Router, id: &str) {
+    let Ok(parts) = router.parts() else { return };
+    let addrs: Vec<Ipv4Net> = {
+        let s = handle.backend.state().lock().await;
+        s.endpoints
+            .values()
+            .filter(|e| e.container.as_deref() == Some(id))
+            .filter_map(|e| e.addr)
+            .collect()
+    };
+    if !addrs.is_empty() {
+        parts.dns.container_detached(id, &addrs).await;
+    }
+    let attached = parts.registry.lock().await.get(id).is_some();
+    if attached {
+        let req = DetachRequest {
+            netns: String::new(),
+            addrs: Vec::new(),
+            container: Some(id.to_string()),
+        };
+        match crate::containers::detach(router, req).await {
+            Ok(r) => {
+                tracing::info!(container = %id, removed = ?r.removed, "detached: the container stopped")
+            }
+            Err(e) => tracing::warn!(container = %id, "detach: {}", e.message),
+        }
+    }
+}
+
+/// Brings weft in line with Docker: detaches attached containers that no longer run,
+/// drops endpoints Docker no longer has and releases their addresses, and re-registers
+/// running containers (names, listeners) after a restart of the router.
+pub async fn reconcile(handle: &DockerHandle, router: &Router) {
+    let Ok(parts) = router.parts() else { return };
+    // Containers attached with `weft attach CONTAINER`.
+    let attached: Vec<String> = parts
+        .registry
+        .lock()
+        .await
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| is_docker_id(id))
+        .collect();
+    for id in attached {
+        match handle.engine.inspect_container(&id).await {
+            Ok(Some(c)) if c.state.running => {}
+            Ok(_) => container_died(handle, router, &id).await,
+            Err(e) => tracing::warn!(container = %id, "inspect: {e}"),
+        }
+    }
+
+    // Plugin endpoints: Docker lists the endpoints of running containers per network.
+    let networks = match handle.engine.list_networks().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot list Docker's networks to reconcile: {e}");
+            return;
+        }
+    };
+    let live_networks: BTreeSet<String> = networks.iter().map(|n| n.id.clone()).collect();
+    let live_endpoints: BTreeSet<String> = networks
+        .iter()
+        .flat_map(|n| n.containers.values().map(|c| c.endpoint_id.clone()))
+        .collect();
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    for n in &networks {
+        running.extend(n.containers.keys().cloned());
+    }
+    let (gone, pools) = {
+        let mut s = handle.backend.state().lock().await;
+        let gone: Vec<(String, super::saved::EndpointEntry)> = s
+            .endpoints
+            .iter()
+            .filter(|(id, _)| !live_endpoints.contains(*id))
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        for (id, _) in &gone {
+            s.endpoints.remove(id);
+        }
+        s.networks.retain(|id, _| live_networks.contains(id));
+        if let Err(e) = handle.backend.persist(&s) {
+            tracing::warn!("{e}");
+        }
+        (gone, s.pools.clone())
+    };
+    for (id, e) in &gone {
+        tracing::info!(endpoint = %id, addr = ?e.addr, "Docker no longer has this endpoint: released");
+        handle.backend.forget_endpoint(id, e).await;
+    }
+    // Addresses held for a pool that no live endpoint uses (their containers went while
+    // the router was down, before Docker could release them).
+    let held: BTreeSet<std::net::Ipv4Addr> = handle
+        .backend
+        .state()
+        .lock()
+        .await
+        .endpoints
+        .values()
+        .filter_map(|e| e.addr.map(|a| a.addr()))
+        .collect();
+    for pool in pools.keys() {
+        let Ok(addrs) = parts.ipam.lookup(&owner(pool)).await else {
+            continue;
+        };
+        for a in addrs {
+            if !held.contains(&a.addr()) {
+                tracing::info!(addr = %a, pool = %pool, "address of a container that is gone: released");
+                let _ = parts.ipam.release(&owner(pool), Some(a)).await;
+            }
+        }
+    }
+    // Running containers: names and listeners again (the router may have restarted).
+    for id in running {
+        container_started(handle, router, &id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_ids_are_64_hex_digits() {
+        assert!(is_docker_id(&"ab12".repeat(16)));
+        assert!(!is_docker_id("c1"));
+        assert!(!is_docker_id(&"xy12".repeat(16)));
+    }
+}

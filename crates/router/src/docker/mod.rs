@@ -1,0 +1,227 @@
+//! Docker on this host: the network/IPAM plugin dockerd calls, the `weft` network created
+//! at launch, the API proxy behind `weft env`, and Docker events that keep weft's view of
+//! containers true (also for what happened while the router was down).
+
+pub mod events;
+pub mod plugin;
+pub mod saved;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use weft_docker::engine::Engine;
+
+use crate::state::Router;
+pub use plugin::RouterBackend;
+
+/// Name of the network `weft launch` creates on Docker (`docker run --net=weft`).
+pub const NETWORK: &str = "weft";
+/// Driver and IPAM driver name (the plugin socket's name in the plugin directory).
+pub const DRIVER: &str = "weft";
+/// How long launch waits for Docker to create the `weft` network.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running Docker integration.
+#[derive(Clone)]
+pub struct DockerHandle {
+    /// The plugin's state and the router's side of its calls.
+    pub backend: RouterBackend,
+    /// Client of this host's dockerd.
+    pub engine: Arc<Engine>,
+    /// dockerd's socket.
+    pub docker_socket: PathBuf,
+}
+
+/// The Docker socket the router should use: `DOCKER_HOST`, unless that points at weft's
+/// own proxy (a shell after `eval $(weft env)`), then `ORIG_DOCKER_HOST` or the default.
+pub fn docker_host(proxy_socket: &Path) -> Option<String> {
+    let proxy = format!("unix://{}", proxy_socket.display());
+    let env = std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty());
+    match env {
+        Some(v) if v == proxy => std::env::var("ORIG_DOCKER_HOST")
+            .ok()
+            .filter(|v| !v.is_empty() && *v != proxy),
+        other => other,
+    }
+}
+
+/// Starts the Docker integration when dockerd answers; `Ok(None)` when this host has no
+/// Docker (weft works without it). Returns once the `weft` network exists on Docker.
+pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
+    let paths = router.config().paths.clone();
+    let host = docker_host(&paths.proxy_socket());
+    let engine = match Engine::from_docker_host(host.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("Docker integration off: {e}");
+            return Ok(None);
+        }
+    };
+    let docker_socket = engine.socket().to_path_buf();
+    if !docker_socket.exists() {
+        tracing::info!(socket = %docker_socket.display(), "no Docker here: the plugin and the proxy are off");
+        return Ok(None);
+    }
+    if let Err(e) = engine.ping().await {
+        tracing::warn!(socket = %docker_socket.display(), "Docker does not answer ({e}): the plugin and the proxy are off");
+        return Ok(None);
+    }
+    let saved_path = saved::path(&paths.state_dir);
+    let backend = RouterBackend::new(router.clone(), saved::Saved::load(&saved_path)?, saved_path);
+    let handle = DockerHandle {
+        backend: backend.clone(),
+        engine: Arc::new(engine),
+        docker_socket: docker_socket.clone(),
+    };
+    handle.restore_endpoints().await;
+
+    // The plugin first: creating the network makes dockerd call it.
+    let plugin_socket = paths.plugin_socket();
+    let listener = bind_socket(&plugin_socket, None)?;
+    let stop = router.clone();
+    let b = Arc::new(backend.clone());
+    tokio::spawn(async move {
+        if let Err(e) =
+            weft_docker::plugin::serve(listener, b, async move { stop.stopped().await }).await
+        {
+            tracing::error!("Docker plugin stopped: {e}");
+        }
+    });
+    tracing::info!(socket = %plugin_socket.display(), "Docker plugin listening");
+
+    let parts = router.parts().map_err(|e| anyhow::anyhow!(e.message))?;
+    let bridge = parts.datapath.bridge().to_string();
+    // Published ports answer on 127.0.0.1 too: DNATed loopback traffic must be routable
+    // out of the bridge (the setting goes with the bridge on reset).
+    let localnet =
+        tokio::task::spawn_blocking(move || weft_datapath::sysctl::enable_route_localnet(&bridge))
+            .await?;
+    if let Err(e) = localnet {
+        tracing::warn!("published ports will not answer on 127.0.0.1: {e}");
+    }
+    // Docker's FORWARD policy drops overlay traffic without weft's accepts.
+    crate::datapath::expose::apply_firewall(&parts.datapath).await;
+
+    events::reconcile(&handle, router).await;
+    tokio::time::timeout(CREATE_TIMEOUT, handle.ensure_network(router))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "Docker did not create the network {NETWORK} within {}s; see dockerd's log",
+                CREATE_TIMEOUT.as_secs()
+            )
+        })??;
+
+    let proxy_socket = paths.proxy_socket();
+    let listener = bind_socket(&proxy_socket, Some(&docker_socket))?;
+    let config = weft_docker::proxy::ProxyConfig {
+        default_network: NETWORK.to_string(),
+        default_subnet: parts.ipam.default_subnet(),
+        range: parts.ipam.range(),
+        dns_server: parts.dns.is_on().then_some(weft_dns::DOCKER_DNS_ADDR),
+        dns_domain: parts
+            .dns
+            .domain()
+            .map(|d| d.trim_end_matches('.').to_string()),
+        driver: DRIVER.to_string(),
+    };
+    let stop = router.clone();
+    let upstream = docker_socket.clone();
+    tokio::spawn(async move {
+        weft_docker::proxy::serve(
+            listener,
+            upstream,
+            config,
+            async move { stop.stopped().await },
+        )
+        .await;
+    });
+    tracing::info!(socket = %proxy_socket.display(), "Docker proxy listening");
+
+    tokio::spawn(events::run(handle.clone(), router.clone()));
+    Ok(Some(handle))
+}
+
+/// Binds a unix socket, replacing a stale one; with `like`, the socket gets that file's
+/// group and mode (the proxy is as reachable as Docker's own socket), else 0600.
+fn bind_socket(path: &Path, like: Option<&Path>) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    let mode = match like.and_then(|p| std::fs::metadata(p).ok()) {
+        Some(m) => {
+            let _ = nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(m.gid())));
+            m.mode() & 0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(l)
+}
+
+impl DockerHandle {
+    /// Announces the endpoints of an earlier run (MACs to peers, ports to the firewall).
+    async fn restore_endpoints(&self) {
+        let s = self.backend.state().lock().await.clone();
+        for (id, e) in &s.endpoints {
+            if let (Ok(parts), Some(mac)) = (
+                self.backend_router_parts(),
+                crate::datapath::wire::parse_mac(&e.mac),
+            ) {
+                parts.datapath.endpoint_mac_added(
+                    &plugin::endpoint_key(id),
+                    mac,
+                    e.addr.into_iter().collect(),
+                );
+            }
+        }
+        self.backend.apply_published().await;
+    }
+
+    fn backend_router_parts(&self) -> Result<&crate::containers::Parts, crate::api::ApiFailure> {
+        self.backend.router().parts()
+    }
+
+    /// Creates the network `weft` on Docker unless it is there.
+    async fn ensure_network(&self, router: &Router) -> anyhow::Result<()> {
+        let nets = self.engine.list_networks().await?;
+        if let Some(n) = nets.iter().find(|n| n.name == NETWORK) {
+            if n.driver != DRIVER {
+                tracing::warn!(
+                    driver = %n.driver,
+                    "Docker already has a network {NETWORK} of another driver; `docker run --net={NETWORK}` will not use weft"
+                );
+            }
+            return Ok(());
+        }
+        let subnet = router
+            .parts()
+            .map_err(|e| anyhow::anyhow!(e.message))?
+            .ipam
+            .default_subnet();
+        let req = weft_docker::engine::CreateNetwork {
+            name: NETWORK.to_string(),
+            driver: DRIVER.to_string(),
+            ipam_driver: Some(DRIVER.to_string()),
+            subnet: Some(subnet.to_string()),
+            ..Default::default()
+        };
+        match self.engine.create_network(&req).await {
+            Ok(_) => {
+                tracing::info!(%subnet, "Docker network {NETWORK} created");
+                Ok(())
+            }
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot create the Docker network {NETWORK}: {e}"
+            )),
+        }
+    }
+}
