@@ -578,3 +578,41 @@ async fn unreachable_dockerd_is_a_502_naming_the_socket() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_the_proxy_ends_open_sessions_and_streams() {
+    let fake = FakeDockerd::start();
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    *fake.state.events.lock().unwrap() = Some(rx);
+    let proxy = Proxy::start(&fake.socket);
+    let mut session = UnixStream::connect(&proxy.socket).await.unwrap();
+    session
+        .write_all(
+            b"POST /v1.41/containers/c0ffee/attach?stdin=1&stdout=1&stream=1 HTTP/1.1\r\n\
+              Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, mut pending) = read_head(&mut session).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    session.write_all(b"x\n").await.unwrap();
+    read_exact_timeout(&mut session, &mut pending, b"x\n").await;
+
+    let mut events = UnixStream::connect(&proxy.socket).await.unwrap();
+    events
+        .write_all(b"GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_head(&mut events).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    proxy.stop().await;
+    for (what, stream) in [("session", &mut session), ("event stream", &mut events)] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("the {what} ends when the proxy stops"))
+            .unwrap();
+    }
+    drop(tx);
+}

@@ -147,6 +147,13 @@ pub fn place(
                 let net = Ipv4Net::new(addr, p)
                     .map_err(|_| format!("ip:{addr}/{p}: bad prefix length"))?
                     .trunc();
+                // The IPAM plugin only hands out pools inside the range; say so up front.
+                if net != config.default_subnet && !config.range.contains(&net) {
+                    return Err(format!(
+                        "ip:{addr}/{p}: its subnet {net} is outside weft's address range {}",
+                        config.range
+                    ));
+                }
                 (net, Some(addr))
             }
             AddrSpec::Ip { addr, prefix: None } => {
@@ -556,6 +563,11 @@ mod tests {
         assert!(p
             .unwrap_err()
             .contains("outside weft's address range 10.32.0.0/12"));
+        let e = place(&specs("10.64.0.9/24"), &nets, &cfg).unwrap_err();
+        assert_eq!(
+            e,
+            "ip:10.64.0.9/24: its subnet 10.64.0.0/24 is outside weft's address range 10.32.0.0/12"
+        );
         let p = place(&specs("10.34.0.9/24"), &nets, &cfg).unwrap();
         assert_eq!(p[0].target.name(), "weft-10.34.0.0-24");
         let e = place(&specs("net:default 10.32.0.2"), &nets, &cfg).unwrap_err();
