@@ -184,3 +184,48 @@ mod tests {
         assert_eq!(s.finish(), None);
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// However the stream is cut, the same lines come out.
+        #[test]
+        fn chunking_does_not_change_lines(
+            lines in proptest::collection::vec("[ -~]{1,30}", 0..8),
+            cuts in proptest::collection::vec(0usize..400, 0..10),
+        ) {
+            let stream: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let bytes = stream.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut s = LineSplitter::new();
+            let mut got = Vec::new();
+            for w in cuts.windows(2) {
+                got.extend(s.push(&bytes[w[0]..w[1]]));
+            }
+            let want: Vec<Line> = lines
+                .iter()
+                .filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace()))
+                .map(|l| Line::Text(l.as_bytes().to_vec()))
+                .collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(s.finish(), None);
+        }
+
+        #[test]
+        fn events_never_panic_on_junk(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut s = LineSplitter::new();
+            for line in s.push(&bytes) {
+                if let Line::Text(t) = line {
+                    let _ = serde_json::from_slice::<Event>(&t);
+                }
+            }
+        }
+    }
+}

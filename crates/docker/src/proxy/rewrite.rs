@@ -695,3 +695,78 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn config() -> ProxyConfig {
+        ProxyConfig {
+            default_network: "weft".into(),
+            default_subnet: "10.32.0.0/16".parse().unwrap(),
+            range: "10.32.0.0/12".parse().unwrap(),
+            dns_server: Some(Ipv4Addr::new(127, 0, 0, 12)),
+            dns_domain: Some("weft.local".into()),
+            driver: "weft".into(),
+        }
+    }
+
+    /// Words that look like address forms, some right, some not.
+    fn word() -> impl Strategy<Value = String> {
+        let ip = (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}"));
+        (
+            prop_oneof![
+                Just(""),
+                Just("ip:"),
+                Just("net:"),
+                Just("none"),
+                Just("x:")
+            ],
+            ip,
+            prop_oneof![Just(String::new()), (0u8..40).prop_map(|p| format!("/{p}"))],
+        )
+            .prop_map(|(f, a, p)| format!("{f}{a}{p}"))
+    }
+
+    proptest! {
+        #[test]
+        fn decide_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decide(&bytes);
+        }
+
+        #[test]
+        fn any_cidr_value_is_placed_or_refused_and_the_body_stays_an_object(
+            words in proptest::collection::vec(word(), 0..4),
+            junk in ".{0,20}",
+            mode in prop_oneof![Just("default"), Just("bridge"), Just(""), Just("host")],
+            name in proptest::option::of("[a-z][a-z0-9_.-]{0,10}"),
+        ) {
+            let value = format!("{} {junk}", words.join(" "));
+            let body = json!({"Env": [format!("WEFT_CIDR={value}")], "HostConfig": {"NetworkMode": mode}});
+            match decide(body.to_string().as_bytes()) {
+                Decision::PassThrough | Decision::Reject(_) => {}
+                Decision::Attach { mut body, specs, .. } => {
+                    prop_assert!(!specs.is_empty());
+                    let nets = vec![];
+                    if let Ok(placements) = place(&specs, &nets, &config()) {
+                        prop_assert_eq!(placements.len(), specs.len());
+                        let first = &placements[0];
+                        rewrite_create(&mut body, first.target.name(), first.ipv4, name.as_deref(), &config());
+                        prop_assert_eq!(&body["HostConfig"]["NetworkMode"], &json!(first.target.name()));
+                        prop_assert!(body["NetworkingConfig"]["EndpointsConfig"][first.target.name()].is_object());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn query_and_path_helpers_never_panic(s in ".{0,40}") {
+            let _ = query_name(Some(&s));
+            let _ = is_create_path(&s);
+        }
+    }
+}
