@@ -42,11 +42,14 @@ const CONTAINER_KILL_WAIT: Duration = Duration::from_secs(5);
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Runs inside `ip netns exec HOST` (a private mount namespace): remounts the cgroup v1
-/// hierarchies that `ip netns exec` hid by remounting /sys, gives dockerd its own plugin
-/// directory, hides the machine's /run/containerd (dockerd 20.10 would use a system
-/// containerd found there instead of starting its own, and containerd's shims keep their
-/// sockets there), then becomes dockerd. Arguments: $1 dockerd, $2 plugin dir, $3 data
-/// root, $4 exec root, $5 socket, $6 pid file, $7 config file, $8 bridge, $9 cgroup parent.
+/// hierarchies that `ip netns exec` hid by remounting /sys; gives dockerd a private /run
+/// (so nothing is created on the machine's /run, and the machine's /run/containerd is out
+/// of sight: dockerd 20.10 would use a system containerd found there instead of starting
+/// its own), with the host's directory bound back at its path (through an open descriptor,
+/// as the tmpfs hides the path); binds the host's plugin directory on
+/// /run/docker/plugins; then becomes dockerd. Arguments: $1 dockerd, $2 plugin dir, $3 data
+/// root, $4 exec root, $5 socket, $6 pid file, $7 config file, $8 bridge, $9 cgroup parent,
+/// $10 the host's directory.
 const DOCKERD_SCRIPT: &str = r#"set -e
 mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
 for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
@@ -55,9 +58,12 @@ for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
 done
 mkdir -p /sys/fs/cgroup/systemd
 mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-mkdir -p /run/docker/plugins /run/containerd
+exec 3<"${10}"
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p "${10}" /run/docker/plugins
+mount --no-canonicalize --bind /proc/$$/fd/3 "${10}"
+exec 3<&-
 mount --bind "$2" /run/docker/plugins
-mount -t tmpfs -o mode=700 tmpfs /run/containerd
 exec "$1" --config-file "$7" --data-root "$3" --exec-root "$4" -H "unix://$5" \
   --pidfile "$6" -b "$8" --cgroup-parent "/$9" --shutdown-timeout 2
 "#;
@@ -343,6 +349,7 @@ fn spawn_dockerd(lab: &str, i: u32, tools: &Tools) -> Result<Starting> {
         .arg(&f.config)
         .arg(DOCKER_BRIDGE)
         .arg(&cgroup)
+        .arg(&dirs.base)
         .env_clear()
         .env("PATH", path)
         .stdin(Stdio::null())

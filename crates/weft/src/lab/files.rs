@@ -27,6 +27,8 @@ pub fn lab_dir(lab: &str) -> PathBuf {
 /// The directories of one lab host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDirs {
+    /// The host's own directory (`LAB/hI`), holding the others.
+    pub base: PathBuf,
     /// `WEFT_STATE_DIR` of the host's router.
     pub state: PathBuf,
     /// `WEFT_RUN_DIR` of the host's router.
@@ -39,6 +41,7 @@ pub struct HostDirs {
 pub fn host_dirs(lab: &str, host: &str) -> HostDirs {
     let base = lab_dir(lab).join(host);
     HostDirs {
+        base: base.clone(),
         state: base.join("state"),
         run: base.join("run"),
         plugins: base.join("plugins"),
