@@ -10,7 +10,6 @@ use futures::StreamExt;
 use ipnet::Ipv4Net;
 use weft_api::DetachRequest;
 
-use super::plugin::owner;
 use super::DockerHandle;
 use crate::state::Router;
 
@@ -28,7 +27,7 @@ pub async fn run(handle: DockerHandle, router: Router) {
     let mut first = true;
     loop {
         if !first {
-            reconcile(&handle, &router).await;
+            reconcile(&handle, &router, false).await;
         }
         first = false;
         let mut filters = std::collections::BTreeMap::new();
@@ -214,8 +213,10 @@ pub async fn container_died(handle: &DockerHandle, router: &Router, id: &str) {
 
 /// Brings weft in line with Docker: detaches attached containers that no longer run,
 /// drops endpoints Docker no longer has and releases their addresses, and re-registers
-/// running containers (names, listeners) after a restart of the router.
-pub async fn reconcile(handle: &DockerHandle, router: &Router) {
+/// running containers (names, listeners) after a restart of the router. Addresses without
+/// an endpoint are released only `at_start`: later, one may belong to a container Docker
+/// is creating right now (between RequestAddress and CreateEndpoint).
+pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
     let Ok(parts) = router.parts() else { return };
     // Containers attached with `weft attach CONTAINER`.
     let attached: Vec<String> = parts
@@ -251,7 +252,7 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router) {
     for n in &networks {
         running.extend(n.containers.keys().cloned());
     }
-    let (gone, pools) = {
+    let gone = {
         let mut s = handle.backend.state().lock().await;
         let gone: Vec<(String, super::saved::EndpointEntry)> = s
             .endpoints
@@ -266,32 +267,31 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router) {
         if let Err(e) = handle.backend.persist(&s) {
             tracing::warn!("{e}");
         }
-        (gone, s.pools.clone())
+        gone
     };
     for (id, e) in &gone {
         tracing::info!(endpoint = %id, addr = ?e.addr, "Docker no longer has this endpoint: released");
         handle.backend.forget_endpoint(id, e).await;
     }
-    // Addresses held for a pool that no live endpoint uses (their containers went while
-    // the router was down, before Docker could release them).
-    let held: BTreeSet<std::net::Ipv4Addr> = handle
-        .backend
-        .state()
-        .lock()
-        .await
-        .endpoints
-        .values()
-        .filter_map(|e| e.addr.map(|a| a.addr()))
-        .collect();
-    for pool in pools.keys() {
-        let Ok(addrs) = parts.ipam.lookup(&owner(pool)).await else {
-            continue;
-        };
-        for a in addrs {
-            if !held.contains(&a.addr()) {
-                tracing::info!(addr = %a, pool = %pool, "address of a container that is gone: released");
-                let _ = parts.ipam.release(&owner(pool), Some(a)).await;
+    // Addresses no live endpoint uses: their containers went while the router was down,
+    // before Docker could release them (or the router died between IPAM and Docker).
+    let (held, allocations) = {
+        let s = handle.backend.state().lock().await;
+        let held: BTreeSet<std::net::Ipv4Addr> = s
+            .endpoints
+            .values()
+            .filter_map(|e| e.addr.map(|a| a.addr()))
+            .collect();
+        (held, s.allocations.clone())
+    };
+    for (owner, addr) in allocations.into_iter().filter(|_| at_start) {
+        match addr {
+            Some(a) if held.contains(&a.addr()) => {}
+            Some(a) => {
+                tracing::info!(addr = %a, "address of a container that is gone: released");
+                handle.backend.release_allocation(&owner, Some(a.addr())).await;
             }
+            None => handle.backend.release_allocation(&owner, None).await,
         }
     }
     // Running containers: names and listeners again (the router may have restarted).

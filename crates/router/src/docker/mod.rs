@@ -49,7 +49,7 @@ pub fn docker_host(proxy_socket: &Path) -> Option<String> {
 }
 
 /// Starts the Docker integration when dockerd answers; `Ok(None)` when this host has no
-/// Docker (weft works without it). Returns once the `weft` network exists on Docker.
+/// Docker (weft works without it). The `weft` network is created in the background.
 pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
     let paths = router.config().paths.clone();
     let host = docker_host(&paths.proxy_socket());
@@ -105,15 +105,10 @@ pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
     // Docker's FORWARD policy drops overlay traffic without weft's accepts.
     crate::datapath::expose::apply_firewall(&parts.datapath).await;
 
-    events::reconcile(&handle, router).await;
-    tokio::time::timeout(CREATE_TIMEOUT, handle.ensure_network(router))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "Docker did not create the network {NETWORK} within {}s; see dockerd's log",
-                CREATE_TIMEOUT.as_secs()
-            )
-        })??;
+    events::reconcile(&handle, router, true).await;
+    // In the background: the network's gateway address comes from IPAM, which may wait
+    // for the other peers (consensus) that are launched after this one.
+    tokio::spawn(create_network_until_done(handle.clone(), router.clone()));
 
     let proxy_socket = paths.proxy_socket();
     let listener = bind_socket(&proxy_socket, Some(&docker_socket))?;
@@ -143,6 +138,31 @@ pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
 
     tokio::spawn(events::run(handle.clone(), router.clone()));
     Ok(Some(handle))
+}
+
+/// Creates the network `weft` on Docker, retrying until it exists or the router stops.
+async fn create_network_until_done(handle: DockerHandle, router: Router) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = tokio::time::timeout(CREATE_TIMEOUT, handle.ensure_network(&router));
+        let result = tokio::select! {
+            _ = router.stopped() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::warn!("{e:#}; trying again in {}s", delay.as_secs()),
+            Err(_) => tracing::warn!(
+                "Docker did not create the network {NETWORK} within {}s (IPAM may be waiting for its peers); trying again",
+                CREATE_TIMEOUT.as_secs()
+            ),
+        }
+        tokio::select! {
+            _ = router.stopped() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Binds a unix socket, replacing a stale one; with `like`, the socket gets that file's

@@ -21,16 +21,16 @@ use crate::api::ApiFailure;
 use crate::datapath::expose::{ExposeRequest, HideRequest};
 use crate::state::Router;
 
-/// Prefix of the IPAM owner of a pool's container addresses (`docker:SUBNET`).
+/// Prefix of the IPAM owners of container addresses (`docker:SUBNET:NONCE`).
 pub const OWNER_PREFIX: &str = "docker:";
 /// Interface name prefix inside containers: Docker numbers it (eth0, eth1...).
 const DST_PREFIX: &str = "eth";
 /// Host ports chosen when `-p CTR` leaves the choice to weft (Docker's own range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49153..=65535;
 
-/// The IPAM owner of the container addresses of pool `pool_id`.
-pub fn owner(pool_id: &str) -> String {
-    format!("{OWNER_PREFIX}{pool_id}")
+/// A new IPAM owner for one container address of pool `pool_id`.
+pub fn new_owner(pool_id: &str) -> String {
+    format!("{OWNER_PREFIX}{pool_id}:{:016x}", rand::random::<u64>())
 }
 
 /// The key under which a Docker endpoint's MAC and ports are known to the data path.
@@ -371,28 +371,49 @@ impl Backend for RouterBackend {
         let Some(spec) = specs.first() else {
             return Err(err("no address form"));
         };
-        let net = parts
-            .ipam
-            .allocate(&owner(&req.pool_id), spec)
-            .await
-            .map_err(api_err)?;
-        Ok(Ipv4Net::new(net.addr(), subnet.prefix_len()).unwrap_or(net))
+        let owner = new_owner(&req.pool_id);
+        {
+            let mut s = self.state.lock().await;
+            s.allocations.insert(owner.clone(), None);
+            self.persist(&s)?;
+        }
+        let granted = parts.ipam.allocate(&owner, spec).await;
+        let mut s = self.state.lock().await;
+        match granted {
+            Ok(net) => {
+                let net = Ipv4Net::new(net.addr(), subnet.prefix_len()).unwrap_or(net);
+                s.allocations.insert(owner, Some(net));
+                self.persist(&s)?;
+                Ok(net)
+            }
+            Err(e) => {
+                s.allocations.remove(&owner);
+                let _ = self.persist(&s);
+                Err(api_err(e))
+            }
+        }
     }
 
     async fn release_address(&self, pool_id: String, address: Ipv4Addr) -> PluginResult<()> {
         if self.release_gateway(address).await? {
             return Ok(());
         }
-        let parts = self.parts()?;
-        let net = Ipv4Net::new(address, 32).map_err(|e| err(e.to_string()))?;
-        match parts.ipam.release(&owner(&pool_id), Some(net)).await {
-            Ok(()) => Ok(()),
-            // Released already (e.g. reconciled while the router was down): nothing to do.
-            Err(e) => {
-                tracing::debug!(%address, "release: {}", e.message);
-                Ok(())
-            }
-        }
+        let owner = {
+            let s = self.state.lock().await;
+            s.allocations
+                .iter()
+                .find(|(o, a)| {
+                    o.starts_with(&format!("{OWNER_PREFIX}{pool_id}:"))
+                        && a.is_some_and(|a| a.addr() == address)
+                })
+                .map(|(o, _)| o.clone())
+        };
+        // Unknown: released already (reconciled while the router was down).
+        let Some(owner) = owner else {
+            return Ok(());
+        };
+        self.release_allocation(&owner, Some(address)).await;
+        Ok(())
     }
 
     async fn create_network(&self, spec: NetworkSpec) -> PluginResult<()> {
@@ -578,6 +599,22 @@ impl Backend for RouterBackend {
 }
 
 impl RouterBackend {
+    /// Releases the address(es) of one allocation owner and forgets the owner.
+    pub async fn release_allocation(&self, owner: &str, address: Option<Ipv4Addr>) {
+        if let Ok(parts) = self.parts() {
+            let net = address.and_then(|a| Ipv4Net::new(a, 32).ok());
+            if let Err(e) = parts.ipam.release(owner, net).await {
+                tracing::debug!(%owner, "release: {}", e.message);
+            }
+        }
+        let mut s = self.state.lock().await;
+        if s.allocations.remove(owner).is_some() {
+            if let Err(e) = self.persist(&s) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
     /// Undoes what Join and the start event did for an endpoint: veth, gossip, names.
     pub async fn forget_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
         let host = e.host_veth.clone();

@@ -102,6 +102,12 @@ pub struct Saved {
     /// Endpoints by Docker id.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointEntry>,
+    /// Container addresses by IPAM owner. IPAM gives one owner one address per subnet,
+    /// and Docker's RequestAddress names no container, so every request gets an owner of
+    /// its own; it is recorded (address still unknown) before IPAM is asked, so an
+    /// address granted just before a crash is found and released at the next start.
+    #[serde(default)]
+    pub allocations: BTreeMap<String, Option<Ipv4Net>>,
 }
 
 /// The path of `docker.json` in `state_dir`.
