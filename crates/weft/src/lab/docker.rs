@@ -210,6 +210,7 @@ pub fn start(
     }
 
     // Imports run in parallel too: one `docker import` per host.
+    let importing = Instant::now();
     let mut imports = Vec::new();
     for s in &starting {
         let child = Command::new(&tools.docker)
@@ -235,7 +236,10 @@ pub fn start(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        eprintln!("lab {lab}: host {host}: image {IMAGE} imported");
+        eprintln!(
+            "lab {lab}: host {host}: image {IMAGE} imported after {:.1} s",
+            importing.elapsed().as_secs_f64()
+        );
     }
     interrupted()
 }
