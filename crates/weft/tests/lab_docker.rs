@@ -141,6 +141,17 @@ fn each_host_runs_its_own_dockerd_and_down_removes_everything() {
         );
     }
 
+    let list = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["lab", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let line = list.lines().find(|l| l.starts_with(&format!("{name} ")));
+    assert!(
+        line.is_some_and(|l| l.contains("dockerd running on: h1 h2")),
+        "lab list shows the running dockerds: {list}"
+    );
+
     // Dropping the lab runs `weft lab down` and fails the test if that fails.
     drop(lab);
 
@@ -206,11 +217,7 @@ fn up_with_dockerd_replaced(lab: &str, replacement: &Path) -> Output {
 
 /// What is left of a lab: namespaces, /etc/netns entries, its directory, processes, cgroups.
 fn leftovers(lab: &str) -> Vec<String> {
-    let dir = std::env::var_os("WEFT_LAB_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/weft-lab"))
-        .join(lab);
+    let dir = labs_dir().join(lab);
     let mut left = Vec::new();
     for base in ["/run/netns", "/etc/netns"] {
         for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
@@ -228,15 +235,35 @@ fn leftovers(lab: &str) -> Vec<String> {
     left
 }
 
+/// `$WEFT_LAB_DIR`, by default /run/weft-lab.
+fn labs_dir() -> PathBuf {
+    std::env::var_os("WEFT_LAB_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/weft-lab"))
+}
+
 /// A lab name of this test process that `Lab` does not use (its counter starts at 1).
 fn own_lab_name(n: u32) -> String {
     format!("t{}-{}", std::process::id(), 900 + n)
+}
+
+/// Runs `weft lab down` on a lab when dropped, so a failing test leaves nothing either.
+struct DownOnDrop(String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
 }
 
 #[test]
 fn without_dockerd_lab_up_docker_says_what_to_install_and_makes_nothing() {
     require_docker();
     let lab = own_lab_name(1);
+    let _down = DownOnDrop(lab.clone());
     let out = up_with_dockerd_replaced(&lab, Path::new("/dev/null"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -256,6 +283,7 @@ fn without_dockerd_lab_up_docker_says_what_to_install_and_makes_nothing() {
 fn a_dockerd_that_fails_to_start_is_reported_and_the_lab_rolled_back() {
     require_docker();
     let lab = own_lab_name(2);
+    let _down = DownOnDrop(lab.clone());
     let fake = std::env::temp_dir().join(format!("weft-fake-dockerd-{}", std::process::id()));
     std::fs::write(
         &fake,
@@ -266,13 +294,7 @@ fn a_dockerd_that_fails_to_start_is_reported_and_the_lab_rolled_back() {
     let out = up_with_dockerd_replaced(&lab, &fake);
     let _ = std::fs::remove_file(&fake);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Remove what a broken rollback would have left before asserting, so nothing stays.
     let left = leftovers(&lab);
-    if !left.is_empty() {
-        let _ = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["lab", "down", "--name", &lab])
-            .output();
-    }
     assert!(
         !out.status.success(),
         "lab up --docker succeeded with a failing dockerd: {stderr}"
@@ -281,5 +303,84 @@ fn a_dockerd_that_fails_to_start_is_reported_and_the_lab_rolled_back() {
         stderr.contains("dockerd exited") && stderr.contains("fake dockerd: refusing to start"),
         "the error names dockerd's exit and shows its log: {stderr}"
     );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Waits (bounded) until `f` holds; panics naming `what`.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn down_after_dockerd_was_killed_removes_its_orphans() {
+    require_docker();
+    let lab = Lab::up_docker(env!("CARGO_BIN_EXE_weft"), 1);
+    let name = lab.name().to_string();
+    lab.docker_ok("h1", &["run", "-d", "busybox", "sleep", "600"]);
+    let pid_file = lab.dir().join("h1/dockerd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A crash: dockerd dies at once, leaving its container and shim behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("dockerd to exit", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(
+        !lab_cgroups(&name).is_empty(),
+        "the container outlives dockerd"
+    );
+    drop(lab);
+    let left = leftovers(&name);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn down_removes_a_docker_lab_whose_lab_up_was_killed() {
+    require_docker();
+    let lab = own_lab_name(3);
+    let _down = DownOnDrop(lab.clone());
+    let weft = env!("CARGO_BIN_EXE_weft");
+    let mut up = Command::new(weft)
+        .args(["lab", "up", "--docker", "--hosts", "2", "--name", &lab])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = labs_dir().join(&lab);
+    // Killed (SIGKILL: no rollback) once both dockerds are started.
+    wait_until("lab up to start both dockerds", || {
+        dir.join("h1/dockerd.pid").exists() && dir.join("h2/dockerd.pid").exists()
+    });
+    up.kill().unwrap();
+    up.wait().unwrap();
+    assert!(
+        !processes_naming(&dir).is_empty(),
+        "the dockerds outlive lab up"
+    );
+    let down = Command::new(weft)
+        .args(["lab", "down", "--name", &lab])
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "lab down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let left = leftovers(&lab);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
