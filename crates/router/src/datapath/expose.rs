@@ -162,6 +162,10 @@ pub fn ruleset(h: &DatapathHandle, range: Ipv4Net, exposed: &[Ipv4Net]) -> Rules
 pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
     let h = h.clone();
     let res = tokio::task::spawn_blocking(move || {
+        // One update at a time: iptables' check-then-insert and nft's replace race
+        // otherwise (two updates at once left duplicate DOCKER-USER rules).
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let exposed = weft_datapath::expose::exposed(h.bridge()).unwrap_or_default();
         let rules = ruleset(&h, h.inner.range, &exposed);
         // A dockerd started after weft drops forwarded overlay traffic unless weft's

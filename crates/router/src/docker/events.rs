@@ -236,13 +236,25 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
     }
 
     // Plugin endpoints: Docker lists the endpoints of running containers per network.
-    let networks = match handle.engine.list_networks().await {
+    let listed = match handle.engine.list_networks().await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!("cannot list Docker's networks to reconcile: {e}");
             return;
         }
     };
+    // The list leaves out each network's containers; inspecting a network gives them.
+    let mut networks = Vec::new();
+    for n in listed.into_iter().filter(|n| n.driver == super::DRIVER) {
+        match handle.engine.inspect_network(&n.id).await {
+            Ok(Some(full)) => networks.push(full),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(network = %n.name, "cannot inspect it to reconcile: {e}");
+                return;
+            }
+        }
+    }
     let live_networks: BTreeSet<String> = networks.iter().map(|n| n.id.clone()).collect();
     let live_endpoints: BTreeSet<String> = networks
         .iter()
