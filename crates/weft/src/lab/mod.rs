@@ -1,7 +1,8 @@
 //! `weft lab`: a multi-host network on one machine, in network namespaces. Hosts
 //! `LAB-h1..N` are joined by a bridge in `LAB-ul`; containers are `LAB-c-NAME`. Nothing
 //! is created in the machine's own namespace, and everything is found again by name, so
-//! `weft lab down` cleans up after a crash too.
+//! `weft lab down` cleans up after a crash too. With `--docker` every host also runs its
+//! own dockerd (`docker.rs`).
 
 mod container;
 mod docker;
