@@ -45,7 +45,7 @@
 //! - `DisableGatewayService` is the backend's: `true` tells dockerd this endpoint needs no
 //!   default gateway from `docker_gwbridge` (it is unrelated to DNS).
 //!
-//! Seen with a real dockerd 20.10.24 (test `real_dockerd_creates_runs_and_removes_on_a_weft_network`):
+//! Seen with a real dockerd 20.10.24 (the end-to-end tests in crates/weft/tests/docker.rs run it):
 //! - the request bodies are exactly the samples of `tests/plugin.rs`; a `-p 8080:80` arrives in
 //!   CreateEndpoint, Join and ProgramExternalConnectivity Options with `HostIP:""`;
 //! - a failed call shows as `Error response from daemon: IpamDriver.RequestPool: <message>`;
