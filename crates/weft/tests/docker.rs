@@ -164,6 +164,15 @@ fn plugin_network_connects_containers_across_three_hosts() {
         wait_ping(&lab, h, &me, &format!("{other}.weft.local"));
     }
 
+    // A stopped container's name goes from every host, and comes back when it starts.
+    lab.docker_ok(&hosts[2], &["stop", "-t", "0", "c3"]);
+    wait_for("c3's name to go on h1", Duration::from_secs(5), || {
+        (!lab.weft(&hosts[0], &["dns-lookup", "c3"]).status.success()).then_some(())
+    });
+    lab.docker_ok(&hosts[2], &["start", "c3"]);
+    ips[2] = docker_ip(&lab, &hosts[2], "c3", "weft");
+    wait_ping(&lab, &hosts[0], "c1", "c3");
+
     // `weft ps` lists the container by its short id, with its address.
     let id = lab.docker_ok(&hosts[0], &["inspect", "-f", "{{.Id}}", "c1"]);
     let ps = lab.weft_ok(&hosts[0], &["ps"]);
@@ -414,6 +423,26 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
         "p1 reached the default subnet's d2"
     );
 
+    // Several addresses at once: one interface per subnet, all up at start.
+    let both = via_ok(
+        h1,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "WEFT_CIDR=net:10.32.1.0/24 ip:10.32.4.4/24",
+            "busybox",
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+        ],
+    );
+    assert!(
+        both.contains("inet 10.32.1.") && both.contains("inet 10.32.4.4/24"),
+        "{both}"
+    );
+
     // `docker run -i` and `-ti` through the proxy are interactive.
     let out = lab.exec(
         h1,
@@ -550,6 +579,15 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
         },
     );
     assert_eq!(found, "10.32.3.3");
+    // Detach by name takes the address away; attach again gives it back.
+    let removed = lab.weft_ok(h2, &["detach", "b1"]);
+    assert_eq!(removed.trim(), "10.32.3.3/24");
+    let out = lab.docker(h2, &["exec", "b1", "ip", "link", "show", "ethwe"]);
+    assert!(!out.status.success(), "ethwe is still in b1 after detach");
+    assert_eq!(
+        lab.weft_ok(h2, &["attach", "ip:10.32.3.3/24", "b1"]).trim(),
+        "10.32.3.3/24"
+    );
     lab.docker_ok(h2, &["rm", "-f", "b1"]);
     wait_for("b1 to leave weft ps", Duration::from_secs(10), || {
         (!lab.weft_ok(h2, &["ps"]).contains("10.32.3.3")).then_some(())
