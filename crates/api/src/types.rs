@@ -16,6 +16,25 @@ pub struct Report {
     /// The embedded DNS, unless launched with `--no-dns`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub dns: Option<DnsReport>,
+    /// The Docker integration, when the router found Docker.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub docker: Option<DockerReport>,
+}
+
+/// The Docker section of a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerReport {
+    /// dockerd's socket.
+    pub docker_socket: String,
+    /// The network/IPAM plugin's socket.
+    pub plugin_socket: String,
+    /// The API proxy's socket (`weft env`).
+    pub proxy_socket: String,
+    /// Docker networks of driver weft known to the plugin.
+    pub networks: usize,
+    /// Container endpoints on them on this host.
+    pub endpoints: usize,
 }
 
 /// The router section of a report.

@@ -142,6 +142,7 @@ impl Router {
             },
             ipam: self.parts().ok().and_then(|p| p.ipam.report()),
             dns: self.parts().ok().and_then(|p| p.dns.report()),
+            docker: self.docker().map(|d| d.report(&self.inner.config.paths)),
         }
     }
 

@@ -673,7 +673,7 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
     let k1 = docker_ip(&lab, h1, "k1", "weft");
     lab.docker_ok(h1, &["stop", "k1"]);
     wait_for("k1's address to be free", Duration::from_secs(10), || {
-        let ip = format!("{k1}");
+        let ip = k1.clone();
         let _ = lab.docker(h1, &["rm", "-f", "k1b"]);
         let out = lab.docker(
             h1,

@@ -301,7 +301,10 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
             Some(a) if held.contains(&a.addr()) => {}
             Some(a) => {
                 tracing::info!(addr = %a, "address of a container that is gone: released");
-                handle.backend.release_allocation(&owner, Some(a.addr())).await;
+                handle
+                    .backend
+                    .release_allocation(&owner, Some(a.addr()))
+                    .await;
             }
             None => handle.backend.release_allocation(&owner, None).await,
         }

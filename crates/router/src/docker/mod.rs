@@ -187,6 +187,21 @@ fn bind_socket(path: &Path, like: Option<&Path>) -> anyhow::Result<tokio::net::U
 }
 
 impl DockerHandle {
+    /// The Docker section of `weft report` (counts as last seen; never waits).
+    pub fn report(&self, paths: &weft_api::Paths) -> weft_api::DockerReport {
+        let (networks, endpoints) = match self.backend.state().try_lock() {
+            Ok(s) => (s.networks.len(), s.endpoints.len()),
+            Err(_) => (0, 0),
+        };
+        weft_api::DockerReport {
+            docker_socket: self.docker_socket.display().to_string(),
+            plugin_socket: paths.plugin_socket().display().to_string(),
+            proxy_socket: paths.proxy_socket().display().to_string(),
+            networks,
+            endpoints,
+        }
+    }
+
     /// Announces the endpoints of an earlier run (MACs to peers, ports to the firewall).
     async fn restore_endpoints(&self) {
         let s = self.backend.state().lock().await.clone();

@@ -126,6 +126,15 @@ pub fn render_overview(r: &Report) -> String {
         line(&mut out, "TTL", dns.ttl);
         line(&mut out, "Entries", dns.entries.len());
     }
+    if let Some(d) = &r.docker {
+        out.push('\n');
+        line(&mut out, "Service", "docker");
+        line(&mut out, "Docker", &d.docker_socket);
+        line(&mut out, "Plugin", &d.plugin_socket);
+        line(&mut out, "Proxy", &d.proxy_socket);
+        line(&mut out, "Networks", d.networks);
+        line(&mut out, "Endpoints", d.endpoints);
+    }
     out
 }
 
