@@ -684,4 +684,13 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
         );
         out.status.success().then_some(())
     });
+
+    // `weft reset` takes weft's networks off Docker (once their containers are gone).
+    lab.docker_ok(h2, &["rm", "-f", "k2"]);
+    lab.weft_ok(h2, &["reset"]);
+    let nets = lab.docker_ok(h2, &["network", "ls", "--format", "{{.Driver}}"]);
+    assert!(
+        !nets.lines().any(|d| d == "weft"),
+        "weft networks left after reset: {nets}"
+    );
 }

@@ -340,6 +340,10 @@ pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
 /// data path, remove everything weft made, forget the containers, and stop.
 pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure> {
     let parts = router.parts()?;
+    // Docker's networks first, while IPAM can still take their addresses back.
+    if let Some(d) = router.docker() {
+        d.remove_networks().await;
+    }
     let handed_over = if req.force {
         false
     } else {
@@ -373,6 +377,7 @@ pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure>
     .map_err(bad)?;
     let _ = std::fs::remove_file(state_dir.join("containers.json"));
     let _ = std::fs::remove_file(state_dir.join(EXPOSE_FILE));
+    let _ = std::fs::remove_file(crate::docker::saved::path(&state_dir));
     router.shutdown();
     match res {
         Ok(removed) => {

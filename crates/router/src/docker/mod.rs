@@ -224,6 +224,38 @@ impl DockerHandle {
         self.backend.router().parts()
     }
 
+    /// Removes Docker's networks of driver weft (for `weft reset`); a network that still
+    /// has containers stays, with a warning naming it.
+    pub async fn remove_networks(&self) {
+        let nets = match self.engine.list_networks().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("cannot list Docker's networks to remove weft's: {e}");
+                return;
+            }
+        };
+        for n in nets.iter().filter(|n| n.driver == DRIVER) {
+            // A container removed a moment ago may still be leaving the network.
+            let mut tries = 0;
+            loop {
+                match self.engine.remove_network(&n.id).await {
+                    Ok(()) => tracing::info!(network = %n.name, "Docker network removed"),
+                    Err(e) if tries < 10 && e.to_string().contains("active endpoints") => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        network = %n.name,
+                        "Docker network not removed ({e}); remove its containers, then `docker network rm {}`",
+                        n.name
+                    ),
+                }
+                break;
+            }
+        }
+    }
+
     /// Creates the network `weft` on Docker unless it is there.
     async fn ensure_network(&self, router: &Router) -> anyhow::Result<()> {
         let nets = self.engine.list_networks().await?;
