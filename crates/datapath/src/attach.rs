@@ -105,15 +105,7 @@ pub fn validate(spec: &AttachSpec) -> Result<()> {
 pub fn attach(netns: &Netns, spec: &AttachSpec) -> Result<AttachInfo> {
     validate(spec)?;
     let mut host = Handle::current()?;
-    let br = link::require(&mut host, &spec.bridge)?;
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::LinkKindMismatch {
-            name: br.name,
-            netns: host.what.clone(),
-            kind: br.kind.unwrap_or_else(|| "device".into()),
-            wanted: "bridge",
-        });
-    }
+    let br = link::require_bridge(&mut host, &spec.bridge)?;
     let mut ctr = Handle::in_netns(netns)?;
     let host_veth = host_veth_name(netns, &spec.ifname);
     let created = match link::get(&mut ctr, &spec.ifname)? {

@@ -34,15 +34,7 @@ pub fn veth_names(endpoint_id: &str) -> (String, String) {
 /// part way removes the pair again.
 pub fn create(bridge: &str, host: &str, peer: &str, mac: [u8; 6], mtu: u32) -> Result<()> {
     let mut h = Handle::current()?;
-    let br = link::require(&mut h, bridge)?;
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::LinkKindMismatch {
-            name: br.name,
-            netns: h.what.clone(),
-            kind: br.kind.unwrap_or_else(|| "device".into()),
-            wanted: "bridge",
-        });
-    }
+    let br = link::require_bridge(&mut h, bridge)?;
     let _ = link::delete_by_name(&mut h, host)?;
     link::create_veth(&mut h, host, peer, None, mtu)?;
     let steps = |h: &mut Handle| -> Result<()> {

@@ -160,6 +160,20 @@ pub(crate) fn bridge_message(name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Link
     m
 }
 
+/// The link `name`, which must be a bridge (a clear error names what it is instead).
+pub fn require_bridge(h: &mut Handle, name: &str) -> Result<Link> {
+    let br = require(h, name)?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(Error::LinkKindMismatch {
+            name: br.name,
+            netns: h.what.clone(),
+            kind: br.kind.unwrap_or_else(|| "device".into()),
+            wanted: "bridge",
+        });
+    }
+    Ok(br)
+}
+
 /// Creates a bridge (fails with EEXIST if the name is taken).
 pub fn create_bridge(h: &mut Handle, name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<()> {
     validate_ifname(name)?;

@@ -1,78 +1,10 @@
 //! The rules on the real kernel: applied inside namespaces this test makes, checked by
 //! what traffic does.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
-use weft_firewall::{CommandRunner, Firewall, Masquerade, Nftables, Ruleset};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Namespaces made by one test, deleted on drop (also when the test panics).
-struct Namespaces {
-    prefix: String,
-    made: Vec<String>,
-}
-
-impl Namespaces {
-    fn new() -> Self {
-        assert!(
-            nix_is_root(),
-            "this test needs root (network namespaces and nftables)"
-        );
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Namespaces {
-            prefix: format!("wfw{}-{n}", std::process::id()),
-            made: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, name: &str) -> String {
-        let ns = format!("{}-{name}", self.prefix);
-        sh(&["ip", "netns", "add", &ns]);
-        self.made.push(ns.clone());
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.made {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn pings(ns: &str, addr: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c1", "-W1", addr])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn firewall(ns: &str) -> Nftables<CommandRunner> {
-    Nftables::new(CommandRunner::with_prefix(&["ip", "netns", "exec", ns]))
-}
+use common::{firewall, pings, sh, Namespaces};
+use weft_firewall::{Firewall, Masquerade, Ruleset};
 
 #[test]
 fn apply_is_idempotent_and_reset_leaves_nothing() {
