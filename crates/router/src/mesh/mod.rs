@@ -41,7 +41,7 @@ pub struct Delivery {
 }
 
 /// The mesh as the rest of the router sees it; replaced after every change.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshSnapshot {
     /// Reachable peers (this one included), sorted by name.
     pub peers: Vec<PeerEntry>,
@@ -509,7 +509,17 @@ impl Driver {
             neighbours: self.mesh.neighbours(),
             routes: self.mesh.routes(),
         };
-        self.snapshot.send_replace(Arc::new(snap));
+        // Watchers wake only for a real change: a delivered message is an event too, and
+        // waking the data path for each one made routers answer each other's
+        // announcements in an endless storm.
+        self.snapshot.send_if_modified(|cur| {
+            if **cur == snap {
+                false
+            } else {
+                *cur = Arc::new(snap);
+                true
+            }
+        });
     }
 
     fn dial(&mut self, target: String) {
