@@ -156,6 +156,11 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
     router.stopped().await;
     let _ = unix_task.await;
     let _ = tcp_task.await;
+    // The sleeve's threads hold UDP 6783: let them go before the pid file is released,
+    // so a launch right after `weft stop` can bind it.
+    if let Ok(parts) = router.parts() {
+        parts.datapath.stop().await;
+    }
     Ok(())
 }
 
