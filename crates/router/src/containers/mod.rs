@@ -87,7 +87,7 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
             netns: req.netns.clone(),
             ns_inode: netns.inode(),
             ifname: req.ifname.clone(),
-            mac: fmt_mac(info.mac),
+            mac: crate::datapath::wire::fmt_mac(&info.mac),
             addrs: Vec::new(),
             hostname: None,
         });
@@ -97,7 +97,7 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
                 entry.addrs.push(s);
             }
         }
-        entry.mac = fmt_mac(info.mac);
+        entry.mac = crate::datapath::wire::fmt_mac(&info.mac);
         if !req.without_dns {
             if let Some(h) = &req.hostname {
                 entry.hostname = Some(h.clone());
@@ -338,13 +338,6 @@ async fn release_all(ipam: &crate::ipam::IpamHandle, id: &str, addrs: &[Ipv4Net]
     for a in addrs {
         let _ = ipam.release(id, Some(*a)).await;
     }
-}
-
-fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiFailure {

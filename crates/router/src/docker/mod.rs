@@ -206,22 +206,9 @@ impl DockerHandle {
     async fn restore_endpoints(&self) {
         let s = self.backend.state().lock().await.clone();
         for (id, e) in &s.endpoints {
-            if let (Ok(parts), Some(mac)) = (
-                self.backend_router_parts(),
-                crate::datapath::wire::parse_mac(&e.mac),
-            ) {
-                parts.datapath.endpoint_mac_added(
-                    &plugin::endpoint_key(id),
-                    mac,
-                    e.addr.into_iter().collect(),
-                );
-            }
+            self.backend.announce_endpoint(id, e);
         }
         self.backend.apply_published().await;
-    }
-
-    fn backend_router_parts(&self) -> Result<&crate::containers::Parts, crate::api::ApiFailure> {
-        self.backend.router().parts()
     }
 
     /// Removes Docker's networks of driver weft (for `weft reset`); a network that still

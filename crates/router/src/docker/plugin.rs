@@ -19,6 +19,7 @@ use super::saved::{
 };
 use crate::api::ApiFailure;
 use crate::datapath::expose::{ExposeRequest, HideRequest};
+use crate::datapath::wire::fmt_mac;
 use crate::state::Router;
 
 /// Prefix of the IPAM owners of container addresses (`docker:SUBNET:NONCE`).
@@ -109,13 +110,6 @@ fn err(m: impl Into<String>) -> PluginError {
 
 fn api_err(e: ApiFailure) -> PluginError {
     PluginError::new(e.message)
-}
-
-fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A locally administered unicast MAC, random.
@@ -280,7 +274,7 @@ impl RouterBackend {
     }
 
     /// The endpoint's container-side MAC and address, for the data path's gossip.
-    fn announce_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
+    pub fn announce_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
         let (Ok(parts), Some(mac)) = (self.parts(), crate::datapath::wire::parse_mac(&e.mac))
         else {
             return;
@@ -460,7 +454,7 @@ impl Backend for RouterBackend {
             EndpointEntry {
                 network: spec.network_id.clone(),
                 addr: spec.address,
-                mac: fmt_mac(mac),
+                mac: fmt_mac(&mac),
                 host_veth,
                 ports: spec.ports.iter().map(to_saved).collect(),
                 published: Vec::new(),
@@ -469,7 +463,7 @@ impl Backend for RouterBackend {
         );
         self.persist(&s)?;
         Ok(EndpointCreated {
-            mac: (!given).then(|| fmt_mac(mac)),
+            mac: (!given).then(|| fmt_mac(&mac)),
         })
     }
 
