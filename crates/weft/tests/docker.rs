@@ -105,6 +105,14 @@ fn run_on(lab: &Lab, host: &str, net: &str, name: &str, extra: &[String]) -> Str
     lab.docker_ok(host, &args).trim().to_string()
 }
 
+/// `docker run -d --net NET --ip IP --name NAME busybox sleep 3600` on `host`, as it came out.
+fn claim(lab: &Lab, host: &str, net: &str, ip: &str, name: &str) -> std::process::Output {
+    let _ = lab.docker(host, &["rm", "-f", name]);
+    let mut args = vec!["run", "-d", "--net", net, "--ip", ip, "--name", name];
+    args.extend_from_slice(SLEEP);
+    lab.docker(host, &args)
+}
+
 /// An HTTP GET with curl on a lab host (or inside nothing but the host's namespace).
 fn http_get(lab: &Lab, host: &str, url: &str) -> Option<String> {
     let out = lab.exec(host, &["curl", "-s", "-m", "3", url]);
@@ -260,21 +268,7 @@ fn plugin_network_connects_containers_across_three_hosts() {
 
     // An address held on one host is refused on another, and free again once its
     // container is removed.
-    let out = lab.docker(
-        &hosts[1],
-        &[
-            "run",
-            "-d",
-            "--net",
-            "tenant",
-            "--ip",
-            "10.32.5.10",
-            "--name",
-            "t3",
-            "busybox",
-            "true",
-        ],
-    );
+    let out = claim(&lab, &hosts[1], "tenant", "10.32.5.10", "t3");
     assert!(!out.status.success(), "10.32.5.10 was given twice");
     let _ = lab.docker(&hosts[1], &["rm", "-f", "t3"]);
     lab.docker_ok(&hosts[0], &["rm", "-f", "t1"]);
@@ -282,23 +276,7 @@ fn plugin_network_connects_containers_across_three_hosts() {
         "10.32.5.10 to be free on another host",
         Duration::from_secs(10),
         || {
-            let _ = lab.docker(&hosts[1], &["rm", "-f", "t4"]);
-            let out = lab.docker(
-                &hosts[1],
-                &[
-                    "run",
-                    "-d",
-                    "--net",
-                    "tenant",
-                    "--ip",
-                    "10.32.5.10",
-                    "--name",
-                    "t4",
-                    "busybox",
-                    "sleep",
-                    "60",
-                ],
-            );
+            let out = claim(&lab, &hosts[1], "tenant", "10.32.5.10", "t4");
             out.status.success().then_some(())
         },
     );
@@ -647,23 +625,7 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
         "10.32.9.9 to be free after the restart",
         Duration::from_secs(15),
         || {
-            let _ = lab.docker(h1, &["rm", "-f", "again"]);
-            let out = lab.docker(
-                h1,
-                &[
-                    "run",
-                    "-d",
-                    "--net",
-                    "weft",
-                    "--ip",
-                    "10.32.9.9",
-                    "--name",
-                    "again",
-                    "busybox",
-                    "sleep",
-                    "3600",
-                ],
-            );
+            let out = claim(&lab, h1, "weft", "10.32.9.9", "again");
             out.status.success().then_some(())
         },
     );
@@ -673,15 +635,7 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
     let k1 = docker_ip(&lab, h1, "k1", "weft");
     lab.docker_ok(h1, &["stop", "k1"]);
     wait_for("k1's address to be free", Duration::from_secs(10), || {
-        let ip = k1.clone();
-        let _ = lab.docker(h1, &["rm", "-f", "k1b"]);
-        let out = lab.docker(
-            h1,
-            &[
-                "run", "-d", "--net", "weft", "--ip", &ip, "--name", "k1b", "busybox", "sleep",
-                "3600",
-            ],
-        );
+        let out = claim(&lab, h1, "weft", &k1, "k1b");
         out.status.success().then_some(())
     });
 
