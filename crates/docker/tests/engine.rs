@@ -198,3 +198,25 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+#[tokio::test]
+async fn a_dockerd_that_never_answers_gives_an_error_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hung.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    // Accepts and holds connections, never answering.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let engine = Engine::new(path.clone()).with_call_timeout(Duration::from_millis(300));
+    let e = tokio::time::timeout(LIMIT, engine.list_networks())
+        .await
+        .expect("the call must end by itself")
+        .unwrap_err();
+    assert!(matches!(e, EngineError::Transport { .. }), "{e:?}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    holder.abort();
+}

@@ -32,6 +32,9 @@ pub const API_VERSION: &str = "v1.41";
 
 /// Where Docker listens when `DOCKER_HOST` is not set.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// How long one request (not a stream) may take: a hung dockerd must not hang its caller.
+/// Generous, because dockerd itself waits up to a minute for a plugin that does not answer.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// What can go wrong talking to dockerd.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,7 @@ impl EngineError {
 #[derive(Debug, Clone)]
 pub struct Engine {
     socket: PathBuf,
+    call_timeout: std::time::Duration,
 }
 
 impl Engine {
@@ -123,7 +127,14 @@ impl Engine {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Engine {
             socket: socket.into(),
+            call_timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same client with another bound on each request ([`CALL_TIMEOUT`] by default).
+    pub fn with_call_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     /// A client for a `DOCKER_HOST` value (`None` or empty: [`DEFAULT_SOCKET`]).
@@ -312,9 +323,18 @@ impl Engine {
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, EngineError> {
         let request = format!("{method} {path}");
-        let resp = self.send(method, path, body).await?;
-        let status = resp.status();
-        let bytes = self.read_body(&request, resp).await?;
+        let exchange = async {
+            let resp = self.send(method, path, body).await?;
+            let status = resp.status();
+            Ok::<_, EngineError>((status, self.read_body(&request, resp).await?))
+        };
+        let (status, bytes) = tokio::time::timeout(self.call_timeout, exchange)
+            .await
+            .map_err(|_| EngineError::Transport {
+                request: request.clone(),
+                socket: self.socket.clone(),
+                source: format!("no answer within {:?}", self.call_timeout).into(),
+            })??;
         if status.is_success() {
             Ok(bytes)
         } else {
