@@ -102,8 +102,6 @@ pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
     if let Err(e) = localnet {
         tracing::warn!("published ports will not answer on 127.0.0.1: {e}");
     }
-    // Docker's FORWARD policy drops overlay traffic without weft's accepts.
-    crate::datapath::expose::apply_firewall(&parts.datapath).await;
 
     events::reconcile(&handle, router, true).await;
     // In the background: the network's gateway address comes from IPAM, which may wait

@@ -393,13 +393,11 @@ impl Backend for RouterBackend {
             return Ok(());
         }
         let owner = {
+            let prefix = format!("{OWNER_PREFIX}{pool_id}:");
             let s = self.state.lock().await;
             s.allocations
                 .iter()
-                .find(|(o, a)| {
-                    o.starts_with(&format!("{OWNER_PREFIX}{pool_id}:"))
-                        && a.is_some_and(|a| a.addr() == address)
-                })
+                .find(|(o, a)| o.starts_with(&prefix) && a.is_some_and(|a| a.addr() == address))
                 .map(|(o, _)| o.clone())
         };
         // Unknown: released already (reconciled while the router was down).
