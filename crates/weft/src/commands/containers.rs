@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
-use super::{block_on, client};
+use super::{block_on, client, is_addr_form};
 use crate::cli::{AttachArgs, DetachArgs};
 
 /// Where the container is, from the positional words and the flags.
@@ -14,10 +14,6 @@ struct Target {
     netns: String,
     container: Option<String>,
     addrs: Vec<String>,
-}
-
-fn is_addr_form(s: &str) -> bool {
-    s.starts_with("net:") || s.starts_with("ip:") || s.contains('/')
 }
 
 fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<Target> {

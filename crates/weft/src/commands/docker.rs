@@ -6,6 +6,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use weft_api::Paths;
 
+use super::is_addr_form;
+
 /// Environment variable naming the docker client `weft run` uses (default `docker`).
 const DOCKER_CLI_ENV: &str = "WEFT_DOCKER_CLI";
 
@@ -73,10 +75,6 @@ pub fn env(restore: bool) -> Result<()> {
 pub fn config() -> Result<()> {
     println!("-H=unix://{}", proxy_socket()?.display());
     Ok(())
-}
-
-fn is_addr_form(s: &str) -> bool {
-    s.starts_with("net:") || s.starts_with("ip:") || (s.contains('/') && !s.starts_with('-'))
 }
 
 /// The docker arguments of `weft run ADDR... ARGS...` for a proxy socket.

@@ -49,6 +49,12 @@ pub fn dispatch(command: Command) -> Result<()> {
     }
 }
 
+/// Whether a word is an address form (`net:...`, `ip:...`, `CIDR`) rather than a
+/// container or a docker flag (a flag may hold a path, like `--mount=src=/x`).
+fn is_addr_form(s: &str) -> bool {
+    s.starts_with("net:") || s.starts_with("ip:") || (s.contains('/') && !s.starts_with('-'))
+}
+
 /// A client for this host's router (paths from the environment).
 pub fn client() -> ApiClient {
     ApiClient::new(Paths::from_env().socket())
