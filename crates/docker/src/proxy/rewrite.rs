@@ -386,7 +386,7 @@ mod tests {
 
     use super::*;
 
-    fn config() -> ProxyConfig {
+    pub(super) fn config() -> ProxyConfig {
         ProxyConfig {
             default_network: "weft".into(),
             // Narrower than the range, so that other subnets of the range do not overlap it.
@@ -701,18 +701,8 @@ mod prop {
     use proptest::prelude::*;
     use serde_json::json;
 
+    use super::tests::config;
     use super::*;
-
-    fn config() -> ProxyConfig {
-        ProxyConfig {
-            default_network: "weft".into(),
-            default_subnet: "10.32.0.0/16".parse().unwrap(),
-            range: "10.32.0.0/12".parse().unwrap(),
-            dns_server: Some(Ipv4Addr::new(127, 0, 0, 12)),
-            dns_domain: Some("weft.local".into()),
-            driver: "weft".into(),
-        }
-    }
 
     /// Words that look like address forms, some right, some not.
     fn word() -> impl Strategy<Value = String> {
