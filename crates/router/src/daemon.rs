@@ -138,12 +138,13 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
     }
 
     let app = crate::api::routes(router.clone());
+    let public = crate::api::public_routes(router.clone());
     let stop_unix = router.clone();
     let stop_tcp = router.clone();
     let unix_server = axum::serve(unix, app.clone())
         .with_graceful_shutdown(async move { stop_unix.stopped().await });
     let tcp_server =
-        axum::serve(tcp, app).with_graceful_shutdown(async move { stop_tcp.stopped().await });
+        axum::serve(tcp, public).with_graceful_shutdown(async move { stop_tcp.stopped().await });
     let unix_task = tokio::spawn(async move { unix_server.await });
     let tcp_task = tokio::spawn(async move { tcp_server.await });
     tokio::spawn(watch_signals(router.clone()));

@@ -253,18 +253,17 @@ fn http_api_allocates_claims_releases_and_looks_up() {
         &["launch", "--ipalloc-init", "seed=p1", "--name", "p1"],
     );
     let post = |path: &str, body: &str| -> (bool, String) {
+        // Changes go through the unix socket only (the TCP port is read-only).
         let out = lab.exec(
             "h1",
             &[
-                "curl",
-                "-sS",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "content-type: application/json",
-                "-d",
+                "sh",
+                "-c",
+                "curl -sS -w '\n%{http_code}' -H 'content-type: application/json' \
+                 --unix-socket \"$WEFT_RUN_DIR/weft.sock\" -d \"$1\" \"http://weft$2\"",
+                "post",
                 body,
-                &format!("http://127.0.0.1:6784{path}"),
+                path,
             ],
         );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -274,7 +273,13 @@ fn http_api_allocates_claims_releases_and_looks_up() {
     let get = |path: &str| -> String {
         let out = lab.exec(
             "h1",
-            &["curl", "-sS", &format!("http://127.0.0.1:6784{path}")],
+            &[
+                "sh",
+                "-c",
+                "curl -sS --unix-socket \"$WEFT_RUN_DIR/weft.sock\" \"http://weft$1\"",
+                "get",
+                path,
+            ],
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };

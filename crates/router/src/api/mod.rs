@@ -1,4 +1,6 @@
-//! The router's HTTP API, served on the unix socket and on 127.0.0.1:6784.
+//! The router's HTTP API. The 0600 unix socket serves every route ([`routes`]); the TCP
+//! listener on 127.0.0.1:6784 serves only [`public_routes`]: GET of what any local user and
+//! any web page may read, and only to a loopback `Host` (no DNS rebinding).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -14,6 +16,7 @@ mod containers;
 mod datapath;
 mod dns;
 mod ipam;
+mod public;
 
 /// An API error: an HTTP status and one line for the user.
 #[derive(Debug)]
@@ -54,13 +57,34 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-/// Every route of the API.
-pub fn routes(router: Router) -> axum::Router {
+/// The read-only routes: safe for any local user and any web page.
+fn read_only() -> axum::Router<Router> {
     axum::Router::new()
         .route("/status", get(report))
         .route("/report", get(report))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .merge(pages())
+}
+
+/// Web pages served to a browser (GET only); the topology page goes here.
+fn pages() -> axum::Router<Router> {
+    axum::Router::new()
+}
+
+/// What 127.0.0.1:6784 serves: the read-only routes, GET (and HEAD) only, to loopback
+/// `Host`s only. Every change of state goes through the 0600 unix socket.
+pub fn public_routes(router: Router) -> axum::Router {
+    read_only()
+        .fallback(not_found)
+        .layer(middleware::from_fn(public::guard))
+        .layer(middleware::from_fn_with_state(router.clone(), count))
+        .with_state(router)
+}
+
+/// Every route of the API (served on the unix socket only).
+pub fn routes(router: Router) -> axum::Router {
+    read_only()
         .route("/stop", post(stop))
         .route("/connect", post(connect))
         .route("/forget", post(forget))
