@@ -28,7 +28,9 @@ fn apply_is_idempotent_and_reset_leaves_nothing() {
     let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
     assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
     // One isolation drop for bridged frames (bridge table), one for routed packets (inet).
-    assert_eq!(listed.matches("drop").count(), 2, "{listed}");
+    assert_eq!(listed.matches("weft: isolate").count(), 2, "{listed}");
+    // The anti-spoofing guard is declared once, whatever the number of applies.
+    assert_eq!(listed.matches("chain guard").count(), 1, "{listed}");
     fw.reset().unwrap();
     fw.reset().unwrap();
     let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);

@@ -6,6 +6,7 @@
 //! - [`topology`]: entries, reachability, next hops, broadcast trees.
 //! - [`sim`]: a deterministic simulation of many peers, reusable by other cores.
 
+pub mod limits;
 pub mod mesh;
 pub mod session;
 pub mod sim;

@@ -685,12 +685,34 @@ impl Mesh {
         }
     }
 
+    /// Refuses and closes a connection whose peer broke a bound ([`crate::limits`]).
+    fn disconnect(&mut self, now: u64, conn: ConnId, peer: &str, why: String) {
+        let reason = format!("peer {peer} exceeded a limit: {why}");
+        self.send(
+            now,
+            conn,
+            Message::Refuse {
+                reason: reason.clone(),
+            },
+        );
+        self.actions.push(Action::Close {
+            conn,
+            reason: reason.clone(),
+        });
+        self.closed(now, conn, &reason);
+    }
+
     fn on_gossip(&mut self, now: u64, conn: ConnId, entries: Vec<PeerEntry>) {
         let from = self
             .conns
             .get(&conn)
             .map(|c| c.peer.clone())
             .unwrap_or_default();
+        let known = |n: &str| self.topo.get(n).is_some();
+        if let Err(why) = crate::limits::check_gossip(&entries, self.topo.all().count(), known) {
+            self.disconnect(now, conn, &from, why);
+            return;
+        }
         let mut changed = Vec::new();
         for e in entries {
             if e.name == self.cfg.name {
@@ -1228,6 +1250,42 @@ mod tests {
     }
 
     const ADDR: &str = "10.0.0.2:6783";
+
+    #[test]
+    fn a_peer_over_a_gossip_bound_is_disconnected_with_a_reason() {
+        let mut m = mesh("a", 1);
+        m.connected(0, 7, ADDR.parse().unwrap(), false, None, hello("b", 2));
+        m.connected(0, 8, "10.0.0.3:6783".parse().unwrap(), false, None, hello("c", 3));
+        let _ = m.take_actions();
+        let huge = PeerEntry {
+            name: "evil".into(),
+            nickname: "evil".into(),
+            uid: 1,
+            version: 1,
+            listen_port: 6783,
+            edges: (0..crate::limits::MAX_EDGES + 1)
+                .map(|i| crate::wire::EdgeInfo {
+                    name: format!("p{i}"),
+                    addr: "10.9.9.9:6783".into(),
+                    outbound: true,
+                })
+                .collect(),
+        };
+        m.received(1, 7, Message::Gossip { entries: vec![huge] });
+        let acts = m.take_actions();
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Send { conn: 7, msg: Message::Refuse { reason } } if reason.contains("exceeded a limit"))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))),
+            "{acts:?}"
+        );
+        assert!(m.peers().iter().all(|p| p.name != "evil"));
+        // The mesh goes on serving the other connection.
+        m.received(2, 8, Message::Heartbeat);
+        assert!(m.connection_status(2).iter().any(|c| c.state == "established"));
+    }
 
     #[test]
     fn same_name_is_refused_with_a_reason_and_backoff_grows() {

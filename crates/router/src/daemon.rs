@@ -133,6 +133,7 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
     .await?;
     router.set_mesh(mesh);
     router.set_parts(crate::containers::start(&router).await?);
+    tokio::spawn(crate::containers::reconcile::run(router.clone()));
     if let Some(docker) = crate::docker::start(&router).await? {
         router.set_docker(docker);
     }

@@ -20,14 +20,29 @@ async fn attach(
     State(router): State<Router>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
-    crate::containers::attach(&router, req).await.map(Json)
+    // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
+    // undoes its own failures, but not if it is dropped half-way.
+    tokio::spawn(async move { crate::containers::attach(&router, req).await })
+        .await
+        .map_err(stopped)?
+        .map(Json)
+}
+
+fn stopped(e: tokio::task::JoinError) -> ApiFailure {
+    ApiFailure {
+        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("the operation stopped half-way ({e}); the router undoes it at its next start"),
+    }
 }
 
 async fn detach(
     State(router): State<Router>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    crate::containers::detach(&router, req).await.map(Json)
+    tokio::spawn(async move { crate::containers::detach(&router, req).await })
+        .await
+        .map_err(stopped)?
+        .map(Json)
 }
 
 async fn list(State(router): State<Router>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {

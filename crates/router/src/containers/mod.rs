@@ -2,6 +2,8 @@
 //! DNS, and a record of it all in the registry. Each step undoes the earlier ones when a
 //! later one fails, so a failed attach leaves nothing behind.
 
+mod guard;
+pub mod reconcile;
 pub mod registry;
 
 use std::collections::BTreeMap;
@@ -24,6 +26,18 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
     let specs = weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?;
     let netns = Arc::new(open_netns(&req.netns)?);
     let id = container_id(router, req.container.as_deref(), &req.netns, &netns).await;
+    // Recorded before anything changes: a kill -9 from here on is undone at the next start.
+    let _pending = parts
+        .intents
+        .begin(reconcile::Intent {
+            op: reconcile::Op::Attach,
+            id: id.clone(),
+            netns: req.netns.clone(),
+            ns_inode: netns.inode(),
+            ifname: req.ifname.clone(),
+            addrs: Vec::new(),
+        })
+        .map_err(internal)?;
 
     // Addresses first: nothing in the kernel changes unless all of them were granted.
     let mut granted: Vec<Ipv4Net> = Vec::new();
@@ -43,6 +57,13 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
                 return Err(e);
             }
         }
+    }
+
+    // Anti-spoofing: the port may send from these addresses (only) before it exists.
+    let guard_of = |mac| guard::port_guard(netns.inode(), &req.ifname, mac, &granted);
+    if let Err(e) = guard::allow(guard_of(None)).await {
+        release_all(&parts.ipam, &id, &granted).await;
+        return Err(internal(e));
     }
 
     // One kernel call per subnet: the container gets only its subnets' routes, so tenants
@@ -68,6 +89,7 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
         match result {
             Ok(i) => info = Some(i),
             Err(e) => {
+                guard::revoke(guard_of(None), false).await;
                 release_all(&parts.ipam, &id, &granted).await;
                 return Err(ApiFailure::bad_request(format!(
                     "cannot attach {}: {e}",
@@ -79,6 +101,9 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
     let Some(info) = info else {
         return Err(ApiFailure::bad_request("no address to attach"));
     };
+    if let Err(e) = guard::allow(guard_of(Some(info.mac))).await {
+        tracing::warn!(container = %id, "{e}");
+    }
     parts.datapath.endpoint_added(&id, &netns, &info);
 
     let entry = {
@@ -183,6 +208,19 @@ pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachRes
         )));
     }
 
+    // A kill -9 from here on is carried through at the next start.
+    let _pending = parts
+        .intents
+        .begin(reconcile::Intent {
+            op: reconcile::Op::Detach,
+            id: id.clone(),
+            netns: entry.netns.clone(),
+            ns_inode: entry.ns_inode,
+            ifname: entry.ifname.clone(),
+            addrs: remove.iter().map(|a| a.to_string()).collect(),
+        })
+        .map_err(internal)?;
+
     // The namespace may be gone already (container exited): then only bookkeeping is left.
     let ns = match netns {
         Some(ns) => Some(ns),
@@ -201,6 +239,9 @@ pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachRes
             Err(e) => tracing::warn!(container = %id, "detach in the kernel: {e}"),
         }
     }
+    let mac = crate::datapath::wire::parse_mac(&entry.mac);
+    let revoked = guard::port_guard(entry.ns_inode, &entry.ifname, mac, &remove);
+    guard::revoke(revoked, link_removed).await;
     for a in &remove {
         if let Err(e) = parts.ipam.release(&id, Some(*a)).await {
             tracing::warn!(container = %id, addr = %a, "release: {}", e.message);
@@ -361,6 +402,8 @@ pub struct Parts {
     pub dns: crate::dns::DnsHandle,
     /// Attached containers.
     pub registry: tokio::sync::Mutex<Registry>,
+    /// Attaches and detaches in flight (see [`reconcile`]).
+    pub intents: Arc<reconcile::Intents>,
 }
 
 /// Starts the data path, IPAM and DNS for the pipeline, and loads the registry.
@@ -399,10 +442,13 @@ pub async fn start(router: &Router) -> anyhow::Result<Parts> {
         router.mesh().cloned(),
         async move { stop.stopped().await },
     )?;
+    let registry = Registry::load(&config.paths.state_dir)?;
+    guard::sync(&registry).await.map_err(anyhow::Error::msg)?;
     Ok(Parts {
         ipam,
         datapath,
         dns: crate::dns::DnsHandle::start(config, router.name(), router.mesh().cloned()).await?,
-        registry: tokio::sync::Mutex::new(Registry::load(&config.paths.state_dir)?),
+        registry: tokio::sync::Mutex::new(registry),
+        intents: reconcile::Intents::load(&config.paths.state_dir)?,
     })
 }

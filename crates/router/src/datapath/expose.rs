@@ -180,7 +180,7 @@ pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
             && rules.published.is_empty()
             && rules.isolated_subnets.iter().all(|s| *s == h.inner.range)
         {
-            fw.reset()
+            fw.clear()
         } else {
             fw.apply(&rules)
         }

@@ -13,6 +13,13 @@ use weft_mesh::{ConnId, Hello, Message, Role, Session, SessionEvent};
 use super::ConnEvent;
 use crate::metrics::Metrics;
 
+/// Messages queued for one connection before its peer counts as not reading.
+pub(super) const OUT_QUEUE: usize = 1024;
+/// Events queued from all connections to the driver (then reading waits: TCP slows peers).
+pub(super) const EVENT_QUEUE: usize = 1024;
+/// How long one write may wait for a peer to read before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a connection task needs besides its socket.
 pub(super) struct SessionParams {
     pub conn: ConnId,
@@ -32,7 +39,17 @@ async fn write_out(
         metrics
             .mesh_bytes_sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        stream.write_all(&out).await?;
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer has not read for {} s",
+                        WRITE_TIMEOUT.as_secs()
+                    ),
+                )
+            })??;
     }
     Ok(())
 }
@@ -44,8 +61,8 @@ pub(super) async fn run(
     outbound: bool,
     target: Option<String>,
     p: SessionParams,
-    events: mpsc::UnboundedSender<ConnEvent>,
-    mut outgoing: mpsc::UnboundedReceiver<Message>,
+    events: mpsc::Sender<ConnEvent>,
+    mut outgoing: mpsc::Receiver<Message>,
 ) {
     let _ = stream.set_nodelay(true);
     let role = if outbound {
@@ -85,10 +102,10 @@ pub(super) async fn run(
                                         outbound,
                                         target: target.clone(),
                                         hello,
-                                    });
+                                    }).await;
                                 }
                                 SessionEvent::Message(msg) => {
-                                    let _ = events.send(ConnEvent::Msg { conn: p.conn, msg });
+                                    let _ = events.send(ConnEvent::Msg { conn: p.conn, msg }).await;
                                 }
                             }
                         }
@@ -123,7 +140,7 @@ pub(super) async fn run(
         let _ = events.send(ConnEvent::Closed {
             conn: p.conn,
             reason,
-        });
+        }).await;
     } else {
         let reason = if outbound {
             format!("connection to {who}: {reason}")
@@ -136,6 +153,6 @@ pub(super) async fn run(
             addr: Some(addr),
             outbound,
             reason,
-        });
+        }).await;
     }
 }

@@ -284,7 +284,8 @@ pub async fn start(
         subscribers: Arc::new(Mutex::new(HashMap::new())),
         default_port: cfg.port,
     };
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that floods us is slowed down by TCP, not buffered here.
+    let (ev_tx, ev_rx) = mpsc::channel(conn::EVENT_QUEUE);
     let driver = Driver {
         mesh,
         start: Instant::now(),
@@ -304,9 +305,9 @@ pub async fn start(
 struct Driver {
     mesh: Mesh,
     start: Instant,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<Message>>,
+    conns: HashMap<ConnId, mpsc::Sender<Message>>,
     next_conn: ConnId,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    events: mpsc::Sender<ConnEvent>,
     password: Option<String>,
     metrics: Arc<Metrics>,
     snapshot: watch::Sender<Arc<MeshSnapshot>>,
@@ -322,7 +323,7 @@ impl Driver {
         mut self,
         listener: TcpListener,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        mut events: mpsc::Receiver<ConnEvent>,
         targets: Vec<String>,
         stop: impl std::future::Future<Output = ()>,
     ) {
@@ -462,7 +463,16 @@ impl Driver {
                                     .mesh_gossip_sent
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            let _ = tx.send(msg);
+                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
+                                // The peer does not read what we send: drop it rather
+                                // than buffer without bound (its task then closes).
+                                tracing::warn!(
+                                    conn,
+                                    "disconnecting a peer that does not read: {} messages queued",
+                                    conn::OUT_QUEUE
+                                );
+                                self.conns.remove(&conn);
+                            }
                         }
                     }
                     Action::Close { conn, reason } => {
@@ -525,7 +535,7 @@ impl Driver {
     fn dial(&mut self, target: String) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
         self.conns.insert(conn, tx);
         let events = self.events.clone();
         let session = conn::SessionParams {
@@ -557,13 +567,15 @@ impl Driver {
                     conn::run(stream, addr, true, Some(target), session, events, rx).await
                 }
                 Err(reason) => {
-                    let _ = events.send(ConnEvent::Failed {
-                        conn,
-                        target: Some(target),
-                        addr: None,
-                        outbound: true,
-                        reason,
-                    });
+                    let _ = events
+                        .send(ConnEvent::Failed {
+                            conn,
+                            target: Some(target),
+                            addr: None,
+                            outbound: true,
+                            reason,
+                        })
+                        .await;
                 }
             }
         });
@@ -578,7 +590,7 @@ impl Driver {
     ) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
         self.conns.insert(conn, tx);
         let session = conn::SessionParams {
             conn,
