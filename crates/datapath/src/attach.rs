@@ -69,10 +69,7 @@ pub fn host_veth_name(netns: &Netns, ifname: &str) -> String {
 pub fn host_veth_name_for(ns_inode: u64, ifname: &str) -> String {
     // FNV-1a 64: tiny, stable across Rust versions (unlike DefaultHasher).
     let mut h: u64 = 0xcbf29ce484222325;
-    let bytes = ns_inode
-        .to_le_bytes()
-        .into_iter()
-        .chain(ifname.bytes());
+    let bytes = ns_inode.to_le_bytes().into_iter().chain(ifname.bytes());
     for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);

@@ -415,15 +415,30 @@ mod tests {
         let mut r = Records::new(Duration::from_secs(60));
         for i in 0..MAX_ADDRS_PER_NAME as u32 {
             let a = (Ipv4Addr::new(10, 32, 0, 0).to_bits() + i).to_be_bytes();
-            let m = r.merge(e(&key("evil", &format!("c{i}"), "web.weft.local", a), 1, false), now);
+            let m = r.merge(
+                e(
+                    &key("evil", &format!("c{i}"), "web.weft.local", a),
+                    1,
+                    false,
+                ),
+                now,
+            );
             assert_eq!(m, Merge::Applied);
         }
-        let over = e(&key("evil", "cx", "web.weft.local", [10, 33, 0, 1]), 1, false);
+        let over = e(
+            &key("evil", "cx", "web.weft.local", [10, 33, 0, 1]),
+            1,
+            false,
+        );
         assert_eq!(r.merge(over.clone(), now), Merge::Refused);
         assert_eq!(r.get(&over.key), None);
         assert_eq!(r.lookup("web.weft.local.").len(), MAX_ADDRS_PER_NAME);
         // Another name, and one more container on an address the name has, still work.
-        let other = e(&key("evil", "cy", "db.weft.local", [10, 33, 0, 1]), 1, false);
+        let other = e(
+            &key("evil", "cy", "db.weft.local", [10, 33, 0, 1]),
+            1,
+            false,
+        );
         assert_eq!(r.merge(other, now), Merge::Applied);
         let dup = e(&key("p2", "cz", "web.weft.local", [10, 32, 0, 0]), 1, false);
         assert_eq!(r.merge(dup, now), Merge::Applied);

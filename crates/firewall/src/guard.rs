@@ -171,11 +171,20 @@ mod tests {
     #[test]
     fn revoke_is_idempotent_and_sync_replaces_all() {
         let s = render_revoke(&g(), true);
-        assert_eq!(s.matches("add element").count(), s.matches("delete element").count());
-        assert!(s.contains("delete element bridge weft guarded_ports"), "{s}");
+        assert_eq!(
+            s.matches("add element").count(),
+            s.matches("delete element").count()
+        );
+        assert!(
+            s.contains("delete element bridge weft guarded_ports"),
+            "{s}"
+        );
         let s = render_revoke(&g(), false);
         assert!(s.contains("delete element bridge weft port_addrs"), "{s}");
-        assert!(!s.contains("delete element bridge weft guarded_ports"), "{s}");
+        assert!(
+            !s.contains("delete element bridge weft guarded_ports"),
+            "{s}"
+        );
         let s = render_sync(&[g()]);
         let flush = s.find("flush set bridge weft port_addrs").unwrap();
         assert!(flush < s.find("add element").unwrap());

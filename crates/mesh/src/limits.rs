@@ -31,8 +31,7 @@ pub fn check_gossip(
                 e.edges.len()
             ));
         }
-        if e
-            .edges
+        if e.edges
             .iter()
             .any(|x| x.name.len() > MAX_NAME || x.addr.len() > MAX_NAME)
         {
@@ -82,8 +81,8 @@ mod tests {
         assert!(err.contains("edges"), "{err}");
         let long = "x".repeat(MAX_NAME + 1);
         assert!(check_gossip(&[entry(&long, 0)], 10, |_| false).is_err());
-        let err = check_gossip(&[entry("a", 0), entry("b", 0)], MAX_PEERS - 1, |_| false)
-            .unwrap_err();
+        let err =
+            check_gossip(&[entry("a", 0), entry("b", 0)], MAX_PEERS - 1, |_| false).unwrap_err();
         assert!(err.contains("topology"), "{err}");
         // Updates of known peers do not count against the peer bound.
         assert!(check_gossip(&[entry("a", 0)], MAX_PEERS, |n| n == "a").is_ok());

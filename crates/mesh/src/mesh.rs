@@ -1255,7 +1255,14 @@ mod tests {
     fn a_peer_over_a_gossip_bound_is_disconnected_with_a_reason() {
         let mut m = mesh("a", 1);
         m.connected(0, 7, ADDR.parse().unwrap(), false, None, hello("b", 2));
-        m.connected(0, 8, "10.0.0.3:6783".parse().unwrap(), false, None, hello("c", 3));
+        m.connected(
+            0,
+            8,
+            "10.0.0.3:6783".parse().unwrap(),
+            false,
+            None,
+            hello("c", 3),
+        );
         let _ = m.take_actions();
         let huge = PeerEntry {
             name: "evil".into(),
@@ -1271,20 +1278,31 @@ mod tests {
                 })
                 .collect(),
         };
-        m.received(1, 7, Message::Gossip { entries: vec![huge] });
+        m.received(
+            1,
+            7,
+            Message::Gossip {
+                entries: vec![huge],
+            },
+        );
         let acts = m.take_actions();
         assert!(
             acts.iter().any(|a| matches!(a, Action::Send { conn: 7, msg: Message::Refuse { reason } } if reason.contains("exceeded a limit"))),
             "{acts:?}"
         );
         assert!(
-            acts.iter().any(|a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))),
+            acts.iter().any(
+                |a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))
+            ),
             "{acts:?}"
         );
         assert!(m.peers().iter().all(|p| p.name != "evil"));
         // The mesh goes on serving the other connection.
         m.received(2, 8, Message::Heartbeat);
-        assert!(m.connection_status(2).iter().any(|c| c.state == "established"));
+        assert!(m
+            .connection_status(2)
+            .iter()
+            .any(|c| c.state == "established"));
     }
 
     #[test]

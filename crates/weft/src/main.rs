@@ -77,7 +77,11 @@ mod tests {
 
     impl std::fmt::Display for Transport {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "talking to the router on /run/weft/weft.sock: {}", self.source)
+            write!(
+                f,
+                "talking to the router on /run/weft/weft.sock: {}",
+                self.source
+            )
         }
     }
 

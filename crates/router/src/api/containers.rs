@@ -31,7 +31,9 @@ async fn attach(
 fn stopped(e: tokio::task::JoinError) -> ApiFailure {
     ApiFailure {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("the operation stopped half-way ({e}); the router undoes it at its next start"),
+        message: format!(
+            "the operation stopped half-way ({e}); the router undoes it at its next start"
+        ),
     }
 }
 

@@ -8,7 +8,12 @@ use weft_firewall::{CommandRunner, Nftables, PortGuard};
 use super::registry::Registry;
 
 /// The guard entry of a container interface.
-pub fn port_guard(ns_inode: u64, ifname: &str, mac: Option<[u8; 6]>, addrs: &[Ipv4Net]) -> PortGuard {
+pub fn port_guard(
+    ns_inode: u64,
+    ifname: &str,
+    mac: Option<[u8; 6]>,
+    addrs: &[Ipv4Net],
+) -> PortGuard {
     PortGuard {
         port: weft_datapath::attach::host_veth_name_for(ns_inode, ifname),
         mac,

@@ -192,11 +192,10 @@ async fn undo_attach(router: &Router, intent: &Intent) -> Result<(), String> {
         intent.ifname.clone(),
         extra.clone(),
     );
-    let kernel = tokio::task::spawn_blocking(move || {
-        undo_in_kernel(&path, inode, &ifname, &remove, whole)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let kernel =
+        tokio::task::spawn_blocking(move || undo_in_kernel(&path, inode, &ifname, &remove, whole))
+            .await
+            .map_err(|e| e.to_string())?;
     if let Err(e) = kernel {
         tracing::warn!(container = %intent.id, "undoing in the kernel: {e}");
     }
@@ -254,7 +253,12 @@ async fn finish_detach(router: &Router, intent: &Intent) -> Result<(), String> {
     match super::detach(router, req).await {
         Ok(_) => Ok(()),
         // Nothing left to detach: the cut-short detach had got that far.
-        Err(e) if e.message.contains("not attached") || e.message.contains("none of the addresses") => Ok(()),
+        Err(e)
+            if e.message.contains("not attached")
+                || e.message.contains("none of the addresses") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e.message),
     }
 }

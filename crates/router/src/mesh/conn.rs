@@ -44,10 +44,7 @@ async fn write_out(
             .map_err(|_| {
                 std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the peer has not read for {} s",
-                        WRITE_TIMEOUT.as_secs()
-                    ),
+                    format!("the peer has not read for {} s", WRITE_TIMEOUT.as_secs()),
                 )
             })??;
     }
@@ -137,22 +134,26 @@ pub(super) async fn run(
     };
     let _ = stream.shutdown().await;
     if up {
-        let _ = events.send(ConnEvent::Closed {
-            conn: p.conn,
-            reason,
-        }).await;
+        let _ = events
+            .send(ConnEvent::Closed {
+                conn: p.conn,
+                reason,
+            })
+            .await;
     } else {
         let reason = if outbound {
             format!("connection to {who}: {reason}")
         } else {
             format!("connection from {addr}: {reason}")
         };
-        let _ = events.send(ConnEvent::Failed {
-            conn: p.conn,
-            target,
-            addr: Some(addr),
-            outbound,
-            reason,
-        }).await;
+        let _ = events
+            .send(ConnEvent::Failed {
+                conn: p.conn,
+                target,
+                addr: Some(addr),
+                outbound,
+                reason,
+            })
+            .await;
     }
 }
