@@ -111,7 +111,7 @@ pub fn fuzz(target: &Target, budget: Budget, seed: u64) -> RunReport {
     loop {
         match budget {
             Budget::Execs(n) if mutated >= n => break,
-            Budget::Time(d) if mutated % 256 == 0 && start.elapsed() >= d => break,
+            Budget::Time(d) if mutated.is_multiple_of(256) && start.elapsed() >= d => break,
             _ => {}
         }
         // Mostly start again from a corpus input; sometimes keep mutating the last one.
@@ -130,9 +130,12 @@ pub fn fuzz(target: &Target, budget: Budget, seed: u64) -> RunReport {
     report
 }
 
+/// A panic hook, as `std::panic::take_hook` returns it.
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>;
+
 /// Silences the panic hook while fuzzing (panics are caught and reported).
 struct QuietPanics {
-    previous: Option<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>>,
+    previous: Option<PanicHook>,
 }
 
 impl QuietPanics {
@@ -168,7 +171,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -180,7 +183,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 }
@@ -217,7 +220,7 @@ pub fn mutate(buf: &mut Vec<u8>, corpus: &[Vec<u8>], rng: &mut Rng) {
         }
         1 if len > 0 => {
             let i = rng.below(len);
-            buf[i] = rng.next() as u8;
+            buf[i] = rng.next_u64() as u8;
         }
         2 if len > 0 => {
             let i = rng.below(len);
@@ -245,7 +248,7 @@ pub fn mutate(buf: &mut Vec<u8>, corpus: &[Vec<u8>], rng: &mut Rng) {
         4 if len < MAX_INPUT => {
             let at = rng.below(len + 1);
             let n = 1 + rng.below(16);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             buf.splice(at..at, bytes);
         }
         5 if len > 0 => {
@@ -286,7 +289,7 @@ pub fn mutate(buf: &mut Vec<u8>, corpus: &[Vec<u8>], rng: &mut Rng) {
         }
         _ => {
             if len < MAX_INPUT {
-                buf.push(rng.next() as u8);
+                buf.push(rng.next_u64() as u8);
             }
         }
     }

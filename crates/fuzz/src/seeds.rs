@@ -207,7 +207,7 @@ fn dns_gossip() -> Vec<Vec<u8>> {
             })
         })
         .collect();
-    vec![
+    [
         Message::Delta {
             origin: "peer1".into(),
             clock: 3,
@@ -246,7 +246,7 @@ fn ipam() -> Vec<Vec<u8>> {
         round: 2,
         proposer: "p1".into(),
     };
-    vec![
+    [
         Message::Ring {
             ring: ring.clone(),
             kind: RingKind::Exchange,
