@@ -21,6 +21,15 @@ pub fn port_guard(
     }
 }
 
+/// The guard entry of a Docker endpoint's port (its MAC is weft's from the start).
+pub fn endpoint_guard(port: &str, mac: [u8; 6], addr: Option<Ipv4Net>) -> PortGuard {
+    PortGuard {
+        port: port.to_string(),
+        mac: Some(mac),
+        addrs: addr.iter().map(Ipv4Net::addr).collect(),
+    }
+}
+
 async fn run(
     what: &'static str,
     f: impl FnOnce(&mut Nftables<CommandRunner>) -> Result<(), weft_firewall::FirewallError>

@@ -2,7 +2,7 @@
 //! DNS, and a record of it all in the registry. Each step undoes the earlier ones when a
 //! later one fails, so a failed attach leaves nothing behind.
 
-mod guard;
+pub(crate) mod guard;
 pub mod reconcile;
 pub mod registry;
 

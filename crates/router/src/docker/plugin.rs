@@ -284,6 +284,14 @@ impl RouterBackend {
             mac,
             e.addr.into_iter().collect(),
         );
+        // Restored endpoints get their anti-spoofing entry back (start-up syncs the guard
+        // to the registry before Docker's endpoints are restored).
+        let g = crate::containers::guard::endpoint_guard(&e.host_veth, mac, e.addr);
+        tokio::spawn(async move {
+            if let Err(e) = crate::containers::guard::allow(g).await {
+                tracing::warn!("{e}");
+            }
+        });
     }
 }
 
@@ -523,6 +531,12 @@ impl Backend for RouterBackend {
         let bridge = parts.datapath.bridge().to_string();
         let mtu = parts.datapath.mtu();
         let p = peer.clone();
+        // Anti-spoofing: the port may send only from the endpoint's address and MAC.
+        crate::containers::guard::allow(crate::containers::guard::endpoint_guard(
+            &host, mac, entry.addr,
+        ))
+        .await
+        .map_err(err)?;
         tokio::task::spawn_blocking(move || {
             weft_datapath::endpoint::create(&bridge, &host, &p, mac, mtu)
         })
@@ -611,6 +625,10 @@ impl RouterBackend {
     pub async fn forget_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
         let host = e.host_veth.clone();
         let _ = tokio::task::spawn_blocking(move || weft_datapath::endpoint::remove(&host)).await;
+        if let Some(mac) = crate::datapath::wire::parse_mac(&e.mac) {
+            let g = crate::containers::guard::endpoint_guard(&e.host_veth, mac, e.addr);
+            crate::containers::guard::revoke(g, true).await;
+        }
         let Ok(parts) = self.parts() else { return };
         parts
             .datapath
