@@ -20,6 +20,18 @@ pub(super) const EVENT_QUEUE: usize = 1024;
 /// How long one write may wait for a peer to read before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Queues `msg` for a connection; `Err` with the reason when the peer has not read the
+/// last [`OUT_QUEUE`] messages (the caller then disconnects it rather than buffer more).
+pub(super) fn queue(tx: &mpsc::Sender<Message>, msg: Message) -> Result<(), String> {
+    match tx.try_send(msg) {
+        Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
+            "it does not read what we send ({OUT_QUEUE} messages queued)"
+        )),
+        // Closed: the connection is ending anyway.
+        _ => Ok(()),
+    }
+}
+
 /// What a connection task needs besides its socket.
 pub(super) struct SessionParams {
     pub conn: ConnId,
@@ -155,5 +167,20 @@ pub(super) async fn run(
                 reason,
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_does_not_read_is_cut_off_at_the_queue_bound() {
+        let (tx, _rx) = mpsc::channel(OUT_QUEUE);
+        for _ in 0..OUT_QUEUE {
+            assert!(queue(&tx, Message::Heartbeat).is_ok());
+        }
+        let why = queue(&tx, Message::Heartbeat).unwrap_err();
+        assert!(why.contains("does not read"), "{why}");
     }
 }

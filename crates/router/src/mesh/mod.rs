@@ -463,14 +463,9 @@ impl Driver {
                                     .mesh_gossip_sent
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
-                                // The peer does not read what we send: drop it rather
-                                // than buffer without bound (its task then closes).
-                                tracing::warn!(
-                                    conn,
-                                    "disconnecting a peer that does not read: {} messages queued",
-                                    conn::OUT_QUEUE
-                                );
+                            if let Err(why) = conn::queue(tx, msg) {
+                                // Dropping the sender ends the connection's task.
+                                tracing::warn!(conn, "disconnecting a peer: {why}");
                                 self.conns.remove(&conn);
                             }
                         }
