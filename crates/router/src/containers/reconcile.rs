@@ -262,3 +262,47 @@ async fn finish_detach(router: &Router, intent: &Intent) -> Result<(), String> {
         Err(e) => Err(e.message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(id: &str) -> Intent {
+        Intent {
+            op: Op::Attach,
+            id: id.into(),
+            netns: "/run/netns/x".into(),
+            ns_inode: 7,
+            ifname: "ethwe".into(),
+            addrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_intent_survives_a_crash_and_goes_when_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let intents = Intents::load(dir.path()).unwrap();
+        let done = intents.begin(intent("done")).unwrap();
+        let cut_short = intents.begin(intent("cut")).unwrap();
+        drop(done);
+        // kill -9: the guard of the second never runs.
+        std::mem::forget(cut_short);
+        let after = Intents::load(dir.path()).unwrap();
+        let left: Vec<String> = after.pending().into_iter().map(|(_, i)| i.id).collect();
+        assert_eq!(left, vec!["cut".to_string()]);
+        // New operations after the restart do not reuse its number.
+        let next = after.begin(intent("new")).unwrap();
+        assert!(next.n > after.pending()[0].0);
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("intents.json"), b"{").unwrap();
+        let err = Intents::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("intents.json") && err.contains("damaged"),
+            "{err}"
+        );
+    }
+}
