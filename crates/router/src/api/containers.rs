@@ -5,11 +5,10 @@ use axum::routing::{get, post};
 use axum::Json;
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
-use super::ApiFailure;
-use crate::state::Router;
+use super::{ApiFailure, AppState};
 
 /// The container routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/attach", post(attach))
         .route("/detach", post(detach))
@@ -17,19 +16,28 @@ pub fn routes() -> axum::Router<Router> {
 }
 
 async fn attach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
-    crate::containers::attach(&router, req).await.map(Json)
+    Ok(Json(
+        crate::containers::attach(&router.containers, req).await?,
+    ))
 }
 
 async fn detach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    crate::containers::detach(&router, req).await.map(Json)
+    Ok(Json(
+        crate::containers::detach(&router.containers, req).await?,
+    ))
 }
 
-async fn list(State(router): State<Router>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
-    crate::containers::list(&router).await.map(Json)
+/// Containers attached by weft and those on Docker's weft networks.
+async fn list(State(router): State<AppState>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
+    let mut out = crate::containers::list(&router.containers).await;
+    if let Some(d) = &router.docker {
+        d.add_endpoints(&mut out).await;
+    }
+    Ok(Json(out))
 }

@@ -1,4 +1,6 @@
-//! The router's HTTP API, served on the unix socket and on 127.0.0.1:6784.
+//! The router's HTTP API, served on the unix socket and on 127.0.0.1:6784. Handlers call
+//! the domain handles in [`AppState`]; only this folder turns their errors into HTTP
+//! statuses (`failure.rs`).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -6,56 +8,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use weft_api::{ConnectRequest, ErrorBody, ForgetRequest, Report};
+use weft_api::{ConnectRequest, ForgetRequest, Report};
 
-use crate::state::Router;
-
+mod app;
 mod containers;
 mod datapath;
 mod dns;
+mod failure;
 mod ipam;
+mod report;
 
-/// An API error: an HTTP status and one line for the user.
-#[derive(Debug)]
-pub struct ApiFailure {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// What failed, why, what to do.
-    pub message: String,
-}
-
-impl ApiFailure {
-    /// 400: the request is wrong.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiFailure {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    /// 501: the capability is not built yet.
-    pub fn not_available(what: &str) -> Self {
-        ApiFailure {
-            status: StatusCode::NOT_IMPLEMENTED,
-            message: format!("{what} is not available yet in this version of weft"),
-        }
-    }
-}
-
-impl IntoResponse for ApiFailure {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                error: self.message,
-            }),
-        )
-            .into_response()
-    }
-}
+pub use app::{AppState, Handles};
+pub use failure::ApiFailure;
 
 /// Every route of the API.
-pub fn routes(router: Router) -> axum::Router {
+pub fn routes(router: AppState) -> axum::Router {
     axum::Router::new()
         .route("/status", get(report))
         .route("/report", get(report))
@@ -73,55 +40,49 @@ pub fn routes(router: Router) -> axum::Router {
         .with_state(router)
 }
 
-async fn count(State(router): State<Router>, req: Request, next: Next) -> Response {
-    router.metrics().count_request();
+async fn count(State(router): State<AppState>, req: Request, next: Next) -> Response {
+    router.metrics.count_request();
     next.run(req).await
 }
 
-async fn report(State(router): State<Router>) -> Json<Report> {
-    Json(router.report())
+async fn report(State(router): State<AppState>) -> Json<Report> {
+    Json(report::report(&router))
 }
 
 async fn version() -> Json<String> {
     Json(weft_api::VERSION.to_string())
 }
 
-async fn metrics(State(router): State<Router>) -> impl IntoResponse {
+async fn metrics(State(router): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(&router),
+        crate::metrics::render(
+            &report::report(&router),
+            router.uptime_secs(),
+            &router.metrics,
+        ),
     )
 }
 
-async fn stop(State(router): State<Router>) -> Json<()> {
+async fn stop(State(router): State<AppState>) -> Json<()> {
     tracing::info!("stop requested through the API");
-    router.shutdown();
+    router.shutdown.trigger();
     Json(())
 }
 
 async fn connect(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<ConnectRequest>,
 ) -> Result<Json<()>, ApiFailure> {
-    let mesh = router
-        .mesh()
-        .ok_or_else(|| ApiFailure::not_available("the mesh"))?;
-    mesh.connect(&req.peers, req.replace)
-        .map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    router.mesh.connect(&req.peers, req.replace)?;
     Ok(Json(()))
 }
 
 async fn forget(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<ForgetRequest>,
 ) -> Result<Json<()>, ApiFailure> {
-    let mesh = router
-        .mesh()
-        .ok_or_else(|| ApiFailure::not_available("the mesh"))?;
-    let unknown = mesh
-        .forget(&req.peers)
-        .await
-        .map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    let unknown = router.mesh.forget(&req.peers).await?;
     if !unknown.is_empty() {
         return Err(ApiFailure::bad_request(format!(
             "not a target: {} (see `weft status targets`); the others were forgotten",
