@@ -429,7 +429,8 @@ mod tests {
 
     #[test]
     fn every_bad_value_stops_the_launch_with_one_line() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut LaunchFlags)>)> = vec![
+        type Change = Box<dyn Fn(&mut LaunchFlags)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "--trusted-subnets",
                 Box::new(|f| f.trusted_subnets = vec!["10.0.0.0/8".into(), "bogus".into()]),
