@@ -205,6 +205,8 @@ impl Config {
                 "must be a domain ending in a dot, like weft.local.",
             ));
         }
+        weft_dns::records::normalize_name(&f.dns_domain)
+            .map_err(|e| ConfigError::new("--dns-domain", &f.dns_domain, &e.to_string()))?;
         if f.conn_limit == 0 {
             return Err(ConfigError::new("--conn-limit", "0", "must be at least 1"));
         }
@@ -473,6 +475,7 @@ mod tests {
             ("--password", Box::new(|f| f.password = Some(String::new()))),
             ("--name", Box::new(|f| f.name = Some("not a name!".into()))),
             ("peer", Box::new(|f| f.peers = vec!["h2:0".into()])),
+            ("--dns-domain", Box::new(|f| f.dns_domain = "a..b.".into())),
         ];
         for (flag, change) in cases {
             let mut f = LaunchFlags::default();

@@ -103,7 +103,6 @@ pub struct Containers {
 /// Attaches a container; answers with every overlay address it now has.
 pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse, ContainersError> {
     let req = resolve_docker(c, req).await?;
-    let parts = c;
     weft_datapath::link::validate_ifname(&req.ifname).map_err(ContainersError::Ifname)?;
     let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
     let netns = Arc::new(open_netns(&req.netns)?);
@@ -112,18 +111,18 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
     // Addresses first: nothing in the kernel changes unless all of them were granted.
     let mut granted: Vec<Ipv4Net> = Vec::new();
     for spec in &specs {
-        match parts.ipam.allocate(&id, spec).await {
-            Ok(net) if parts.ipam.range().contains(&net) => granted.push(net),
+        match c.ipam.allocate(&id, spec).await {
+            Ok(net) if c.ipam.range().contains(&net) => granted.push(net),
             Ok(net) => {
-                release_all(&parts.ipam, &id, &granted).await;
-                let _ = parts.ipam.release(&id, Some(net)).await;
+                release_all(&c.ipam, &id, &granted).await;
+                let _ = c.ipam.release(&id, Some(net)).await;
                 return Err(ContainersError::OutsideRange {
                     addr: net,
-                    range: parts.ipam.range(),
+                    range: c.ipam.range(),
                 });
             }
             Err(e) => {
-                release_all(&parts.ipam, &id, &granted).await;
+                release_all(&c.ipam, &id, &granted).await;
                 return Err(e.into());
             }
         }
@@ -141,8 +140,8 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
             ifname: req.ifname.clone(),
             addrs,
             range: subnet,
-            mtu: parts.datapath.mtu(),
-            bridge: parts.datapath.bridge().to_string(),
+            mtu: c.datapath.mtu(),
+            bridge: c.datapath.bridge().to_string(),
             default_gateway: None,
         };
         let ns = netns.clone();
@@ -152,7 +151,7 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
         match result {
             Ok(i) => info = Some(i),
             Err(source) => {
-                release_all(&parts.ipam, &id, &granted).await;
+                release_all(&c.ipam, &id, &granted).await;
                 return Err(ContainersError::Attach {
                     netns: req.netns.clone(),
                     source,
@@ -163,10 +162,10 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
     let Some(info) = info else {
         return Err(ContainersError::NoAddress);
     };
-    parts.datapath.endpoint_added(&id, &netns, &info);
+    c.datapath.endpoint_added(&id, &netns, &info);
 
     let entry = {
-        let mut reg = parts.registry.lock().await;
+        let mut reg = c.registry.lock().await;
         let mut entry = reg.get(&id).cloned().unwrap_or(Entry {
             netns: req.netns.clone(),
             ns_inode: netns.inode(),
@@ -193,7 +192,7 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
 
     if !req.without_dns {
         let all: Vec<Ipv4Net> = entry.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        if let Err(e) = parts
+        if let Err(e) = c
             .dns
             .container_attached(&id, entry.hostname.as_deref(), &all, &netns)
             .await
@@ -213,9 +212,8 @@ pub async fn detach(
     c: &Containers,
     mut req: DetachRequest,
 ) -> Result<DetachResponse, ContainersError> {
-    let parts = c;
     if let (true, Some(name)) = (req.netns.is_empty(), req.container.clone()) {
-        let known = parts.registry.lock().await.get(&name).is_some();
+        let known = c.registry.lock().await.get(&name).is_some();
         if !known {
             req.container = Some(docker_container(c, &name).await?.id);
         }
@@ -230,7 +228,7 @@ pub async fn detach(
     } else {
         Some(open_netns(&req.netns)?)
     };
-    let mut reg = parts.registry.lock().await;
+    let mut reg = c.registry.lock().await;
     let id = match (&req.container, &netns) {
         (Some(name), _) if reg.get(name).is_some() => name.clone(),
         (_, Some(ns)) => match reg.find_by_inode(ns.inode()) {
@@ -253,7 +251,7 @@ pub async fn detach(
     } else {
         held.iter()
             .copied()
-            .filter(|a| specs.iter().any(|s| spec_matches(s, a, &parts.ipam)))
+            .filter(|a| specs.iter().any(|s| spec_matches(s, a, &c.ipam)))
             .collect()
     };
     if remove.is_empty() {
@@ -282,13 +280,13 @@ pub async fn detach(
         }
     }
     for a in &remove {
-        if let Err(e) = parts.ipam.release(&id, Some(*a)).await {
+        if let Err(e) = c.ipam.release(&id, Some(*a)).await {
             tracing::warn!(container = %id, addr = %a, "release: {e}");
         }
     }
-    parts.dns.container_detached(&id, &remove).await;
+    c.dns.container_detached(&id, &remove).await;
     if link_removed {
-        parts.datapath.endpoint_removed(&id, &entry.mac);
+        c.datapath.endpoint_removed(&id, &entry.mac);
         reg.remove(&id).map_err(internal)?;
     } else {
         let mut e = entry.clone();
