@@ -403,3 +403,43 @@ pub struct AddrAnswer {
     /// The address with its subnet's prefix.
     pub addr: String,
 }
+
+/// Answer to `GET /ipam/status`: what IPAM does and each peer's share of the range.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IpamStatus {
+    /// This peer.
+    pub name: String,
+    /// The allocation range, as a CIDR.
+    pub range: String,
+    /// The default subnet, as a CIDR.
+    pub default_subnet: String,
+    /// `consensus=N`, `seed=...` or `observer`.
+    pub init: String,
+    /// What IPAM is doing or waiting for, in one line.
+    pub line: String,
+    /// Each owner's share, this peer first.
+    pub peers: Vec<IpamPeerShare>,
+    /// Addresses allocated on this peer.
+    pub allocated: u64,
+    /// Requests waiting.
+    pub pending: usize,
+    /// Warnings (incompatible peers, conflicts).
+    pub notes: Vec<String>,
+    /// Payloads that could not be decoded.
+    pub bad_messages: u64,
+}
+
+/// One peer's share of the ring, in [`IpamStatus`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IpamPeerShare {
+    /// Peer name.
+    pub name: String,
+    /// Addresses it owns.
+    pub owned: u64,
+    /// Share of the range, in percent.
+    pub percent: f64,
+    /// Free addresses it advertises.
+    pub free: u64,
+    /// Whether it is reachable from here (always true for this peer).
+    pub reachable: bool,
+}

@@ -5,8 +5,8 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::Json;
 use weft_api::{
-    AddrAnswer, AddrsResponse, AllocateRequest, ClaimRequest, OwnerQuery, ReleaseRequest,
-    RemovedPeer, RmPeerRequest,
+    AddrAnswer, AddrsResponse, AllocateRequest, ClaimRequest, IpamPeerShare, IpamStatus,
+    OwnerQuery, ReleaseRequest, RemovedPeer, RmPeerRequest,
 };
 use weft_ipam::{AddrSpec, Reply};
 
@@ -132,9 +132,52 @@ async fn rmpeer(
     Ok(Json(out))
 }
 
-async fn status(State(router): State<AppState>) -> Result<Json<weft_ipam::Status>, ApiFailure> {
-    ipam(&router)?
+async fn status(State(router): State<AppState>) -> Result<Json<IpamStatus>, ApiFailure> {
+    let st = ipam(&router)?
         .status()
-        .map(Json)
-        .ok_or_else(|| ApiFailure::not_available("IPAM status"))
+        .ok_or_else(|| ApiFailure::not_available("IPAM status"))?;
+    Ok(Json(status_of(st)))
+}
+
+/// The API form of the core's status (the same JSON).
+fn status_of(st: weft_ipam::Status) -> IpamStatus {
+    IpamStatus {
+        name: st.name,
+        range: st.range.to_string(),
+        default_subnet: st.default_subnet.to_string(),
+        init: st.init,
+        line: st.line,
+        peers: st
+            .peers
+            .into_iter()
+            .map(|p| IpamPeerShare {
+                name: p.name,
+                owned: p.owned,
+                percent: p.percent,
+                free: p.free,
+                reachable: p.reachable,
+            })
+            .collect(),
+        allocated: st.allocated,
+        pending: st.pending,
+        notes: st.notes,
+        bad_messages: st.bad_messages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_answer_is_the_cores_json() {
+        let config = weft_ipam::IpamConfig::new(
+            "10.32.0.0/12".parse().unwrap(),
+            weft_ipam::InitMode::Seed(vec!["solo".into()]),
+        );
+        let core = weft_ipam::Allocator::new("solo".into(), config, None).unwrap();
+        let st = core.status();
+        let want = serde_json::to_value(&st).unwrap();
+        assert_eq!(serde_json::to_value(status_of(st)).unwrap(), want);
+    }
 }
