@@ -111,7 +111,9 @@ impl From<ContainersError> for ApiFailure {
     fn from(e: ContainersError) -> Self {
         let status = match &e {
             ContainersError::Ipam(i) => ipam_status(i),
-            ContainersError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ContainersError::Registry(_) | ContainersError::Task { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         ApiFailure::new(status, e)

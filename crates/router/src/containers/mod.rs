@@ -81,9 +81,17 @@ pub enum ContainersError {
     /// The Docker container is not running (it has no namespace).
     #[error("Docker container {0:?} is not running; start it first")]
     DockerNotRunning(String),
-    /// The registry could not be written, or a blocking task did not finish.
+    /// The registry file could not be written (its error names the file).
     #[error("{0}")]
-    Internal(String),
+    Registry(anyhow::Error),
+    /// The blocking task that changes the kernel did not finish.
+    #[error("the kernel task for {netns} did not finish: {why}")]
+    Task {
+        /// The namespace it worked on.
+        netns: String,
+        /// Why (a panic or cancellation).
+        why: String,
+    },
 }
 
 /// The attach pipeline's handles, built once at start-up.
@@ -147,7 +155,7 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
         let ns = netns.clone();
         let result = tokio::task::spawn_blocking(move || weft_datapath::attach(&ns, &spec))
             .await
-            .map_err(internal)?;
+            .map_err(|e| task(&req.netns, e))?;
         match result {
             Ok(i) => info = Some(i),
             Err(source) => {
@@ -186,7 +194,8 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
                 entry.hostname = Some(h.clone());
             }
         }
-        reg.put(&id, entry.clone()).map_err(internal)?;
+        reg.put(&id, entry.clone())
+            .map_err(ContainersError::Registry)?;
         entry
     };
 
@@ -273,7 +282,7 @@ pub async fn detach(
         let result =
             tokio::task::spawn_blocking(move || weft_datapath::detach(&ns, &ifname, &addrs))
                 .await
-                .map_err(internal)?;
+                .map_err(|e| task(&req.netns, e))?;
         match result {
             Ok(info) => link_removed = info.link_removed,
             Err(e) => tracing::warn!(container = %id, "detach in the kernel: {e}"),
@@ -287,12 +296,12 @@ pub async fn detach(
     c.dns.container_detached(&id, &remove).await;
     if link_removed {
         c.datapath.endpoint_removed(&id, &entry.mac);
-        reg.remove(&id).map_err(internal)?;
+        reg.remove(&id).map_err(ContainersError::Registry)?;
     } else {
         let mut e = entry.clone();
         e.addrs
             .retain(|a| !remove.iter().any(|r| r.to_string() == *a));
-        reg.put(&id, e).map_err(internal)?;
+        reg.put(&id, e).map_err(ContainersError::Registry)?;
     }
     tracing::info!(container = %id, removed = ?remove, "detached");
     Ok(DetachResponse {
@@ -385,6 +394,9 @@ async fn release_all(ipam: &crate::ipam::IpamHandle, id: &str, addrs: &[Ipv4Net]
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ContainersError {
-    ContainersError::Internal(e.to_string())
+fn task(netns: &str, e: tokio::task::JoinError) -> ContainersError {
+    ContainersError::Task {
+        netns: netns.to_string(),
+        why: e.to_string(),
+    }
 }
