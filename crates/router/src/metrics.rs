@@ -76,16 +76,18 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The /metrics page for a router.
-pub fn render(router: &crate::state::Router) -> String {
-    let report = router.report();
+/// The /metrics page for a router, from its report, uptime and counters.
+pub fn render(report: &weft_api::Report, uptime_secs: u64, m: &Metrics) -> String {
     let mut e = Exposition::default();
     e.family(
         "weft_build_info",
         "gauge",
         "weft version and peer name.",
         &[(
-            &[("version", weft_api::VERSION), ("peer", router.name())],
+            &[
+                ("version", weft_api::VERSION),
+                ("peer", &report.router.name),
+            ],
             1.0,
         )],
     )
@@ -93,13 +95,13 @@ pub fn render(router: &crate::state::Router) -> String {
         "weft_uptime_seconds",
         "gauge",
         "Seconds since the router started.",
-        router.uptime_secs() as f64,
+        uptime_secs as f64,
     )
     .metric(
         "weft_api_requests_total",
         "counter",
         "API requests served.",
-        router.metrics().api_requests.load(Ordering::Relaxed) as f64,
+        m.api_requests.load(Ordering::Relaxed) as f64,
     )
     .metric(
         "weft_peers",
@@ -119,7 +121,6 @@ pub fn render(router: &crate::state::Router) -> String {
         "Established connections of this router.",
         established as f64,
     );
-    let m = router.metrics();
     for (name, help, v) in [
         (
             "weft_mesh_bytes_sent_total",

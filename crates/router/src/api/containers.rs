@@ -5,11 +5,10 @@ use axum::routing::{get, post};
 use axum::Json;
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
-use super::ApiFailure;
-use crate::state::Router;
+use super::{ApiFailure, AppState};
 
 /// The container routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/attach", post(attach))
         .route("/detach", post(detach))
@@ -17,15 +16,16 @@ pub fn routes() -> axum::Router<Router> {
 }
 
 async fn attach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
     // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
     // undoes its own failures, but not if it is dropped half-way.
-    tokio::spawn(async move { crate::containers::attach(&router, req).await })
+    let containers = router.containers.clone();
+    let done = tokio::spawn(async move { crate::containers::attach(&containers, req).await })
         .await
-        .map_err(stopped)?
-        .map(Json)
+        .map_err(stopped)?;
+    Ok(Json(done?))
 }
 
 fn stopped(e: tokio::task::JoinError) -> ApiFailure {
@@ -38,15 +38,21 @@ fn stopped(e: tokio::task::JoinError) -> ApiFailure {
 }
 
 async fn detach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    tokio::spawn(async move { crate::containers::detach(&router, req).await })
+    let containers = router.containers.clone();
+    let done = tokio::spawn(async move { crate::containers::detach(&containers, req).await })
         .await
-        .map_err(stopped)?
-        .map(Json)
+        .map_err(stopped)?;
+    Ok(Json(done?))
 }
 
-async fn list(State(router): State<Router>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
-    crate::containers::list(&router).await.map(Json)
+/// Containers attached by weft and those on Docker's weft networks.
+async fn list(State(router): State<AppState>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
+    let mut out = crate::containers::list(&router.containers).await;
+    if let Some(d) = &router.docker {
+        d.add_endpoints(&mut out).await;
+    }
+    Ok(Json(out))
 }

@@ -5,7 +5,7 @@
 use ipnet::Ipv4Net;
 use weft_firewall::{CommandRunner, Nftables, PortGuard};
 
-use super::registry::Registry;
+use crate::registry::Registry;
 
 /// The guard entry of a container interface.
 pub fn port_guard(

@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use weft_datapath::Netns;
 
-use crate::state::Router;
+use super::{Containers, ContainersError};
 
 /// The kind of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,23 +146,21 @@ impl Intents {
 
 /// Finishes the operations a crash cut short (see the module's doc). Runs at start-up,
 /// in the background: IPAM may need its peers before it answers.
-pub async fn run(router: Router) {
-    let Ok(parts) = router.parts() else { return };
-    for (n, intent) in parts.intents.pending() {
+pub async fn run(c: Arc<Containers>) {
+    for (n, intent) in c.intents.pending() {
         tracing::info!(op = ?intent.op, container = %intent.id, "finishing an operation a crash cut short");
         let done = match intent.op {
-            Op::Attach => undo_attach(&router, &intent).await,
-            Op::Detach => finish_detach(&router, &intent).await,
+            Op::Attach => undo_attach(&c, &intent).await,
+            Op::Detach => finish_detach(&c, &intent).await,
         };
         match done {
-            Ok(()) => parts.intents.end(n),
+            Ok(()) => c.intents.end(n),
             Err(e) => tracing::warn!(container = %intent.id, "cannot finish the operation: {e}"),
         }
     }
 }
 
-async fn undo_attach(router: &Router, intent: &Intent) -> Result<(), String> {
-    let parts = router.parts().map_err(|e| e.message)?;
+async fn undo_attach(parts: &Containers, intent: &Intent) -> Result<(), String> {
     let entry = parts.registry.lock().await.get(&intent.id).cloned();
     let keep: Vec<Ipv4Net> = entry
         .iter()
@@ -176,7 +174,7 @@ async fn undo_attach(router: &Router, intent: &Intent) -> Result<(), String> {
                 owned = Some(v);
                 break;
             }
-            Err(e) if attempt == 119 => return Err(e.message),
+            Err(e) if attempt == 119 => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
@@ -201,7 +199,7 @@ async fn undo_attach(router: &Router, intent: &Intent) -> Result<(), String> {
     }
     for a in &extra {
         if let Err(e) = parts.ipam.release(&intent.id, Some(*a)).await {
-            return Err(e.message);
+            return Err(e.to_string());
         }
     }
     let mac = entry
@@ -244,22 +242,18 @@ fn undo_in_kernel(
     Ok(())
 }
 
-async fn finish_detach(router: &Router, intent: &Intent) -> Result<(), String> {
+async fn finish_detach(c: &Containers, intent: &Intent) -> Result<(), String> {
     let req = weft_api::DetachRequest {
         container: Some(intent.id.clone()),
         netns: String::new(),
         addrs: intent.addrs.clone(),
     };
-    match super::detach(router, req).await {
-        Ok(_) => Ok(()),
+    match super::detach(c, req).await {
         // Nothing left to detach: the cut-short detach had got that far.
-        Err(e)
-            if e.message.contains("not attached")
-                || e.message.contains("none of the addresses") =>
-        {
+        Ok(_) | Err(ContainersError::NotAttached(_) | ContainersError::NoneOfThese { .. }) => {
             Ok(())
         }
-        Err(e) => Err(e.message),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -15,8 +15,9 @@ use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
 use super::plan::{self, Health, Mode, PeerView, Plan};
 use super::wire::{self, Probe, StateMsg};
 use super::{lock, DatapathHandle, PathInfo, BRIDGE, SLEEVE_TAP};
+use crate::config::Config;
 use crate::mesh::MeshHandle;
-use crate::state::Router;
+use crate::shutdown::Shutdown;
 
 /// Requests to the driver.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ struct Announced {
 }
 
 struct Driver {
-    router: Router,
+    stop: Shutdown,
     h: DatapathHandle,
     mesh: MeshHandle,
     me: String,
@@ -71,17 +72,17 @@ struct Driver {
 
 /// Starts the sleeve and the heartbeat socket and spawns the driver.
 pub(super) async fn spawn(
-    router: &Router,
+    config: &Config,
+    me: &str,
+    mesh: MeshHandle,
+    stop: Shutdown,
     h: DatapathHandle,
     underlay: u32,
     rx: mpsc::UnboundedReceiver<Cmd>,
 ) -> anyhow::Result<()> {
-    let Some(mesh) = router.mesh().cloned() else {
-        anyhow::bail!("the data path needs the mesh, which is not running");
-    };
-    let me = router.name().to_string();
+    let me = me.to_string();
     let id = wire::short_id(&me);
-    let config = router.config().clone();
+    let config = config.clone();
     let password = config.password.clone();
     let mtu = h.mtu();
     let fastdp_on = h.fastdp();
@@ -121,7 +122,7 @@ pub(super) async fn spawn(
     };
     let run: [u8; 16] = rand::random();
     let d = Driver {
-        router: router.clone(),
+        stop,
         h,
         mesh,
         me,
@@ -129,11 +130,7 @@ pub(super) async fn spawn(
         run: run.iter().map(|b| format!("{b:02x}")).collect(),
         seq: 1,
         bmac,
-        trusted: config
-            .trusted_subnets
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
+        trusted: config.trusted_subnets.clone(),
         password,
         underlay,
         sleeve: Some(sleeve),
@@ -173,8 +170,7 @@ impl Driver {
         let mut last_announce: Option<Instant> = None;
         let mut announce = true;
         let mut stop_reply = None;
-        let stopped = self.router.clone();
-        let stopped = stopped.stopped();
+        let stopped = self.stop.stopped();
         tokio::pin!(stopped);
         super::expose::apply_firewall(&self.h).await;
         let mut buf = [0u8; 2048];

@@ -20,7 +20,10 @@ use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot};
 use weft_datapath::{fastdp, mtu, AttachInfo, Netns};
 
-use crate::state::Router;
+use crate::config::{Config, PeerAddr};
+use crate::mesh::MeshHandle;
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
 
 /// Name of the overlay bridge.
 pub const BRIDGE: &str = "weft";
@@ -68,10 +71,9 @@ struct Inner {
 
 /// The underlay MTU this host sends on: towards the first peer given as an address, else
 /// through the default route, else the largest MTU of an up, non-weft link, else 1500.
-fn host_underlay_mtu(peers: &[String]) -> u32 {
+fn host_underlay_mtu(peers: &[PeerAddr]) -> u32 {
     for p in peers {
-        let host = p.rsplit_once(':').map(|(h, _)| h).unwrap_or(p);
-        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        if let Ok(ip) = p.host.parse::<Ipv4Addr>() {
             if let Ok(m) = mtu::underlay_mtu(ip) {
                 return m;
             }
@@ -86,8 +88,13 @@ fn host_underlay_mtu(peers: &[String]) -> u32 {
 impl DatapathHandle {
     /// Builds the bridge and (unless --no-fastdp) the VXLAN device in the host's namespace,
     /// starts the sleeve, and spawns the driver. Containers already on the bridge stay.
-    pub async fn start(router: &Router) -> anyhow::Result<Self> {
-        let config = router.config().clone();
+    pub async fn start(
+        config: &Config,
+        me: &str,
+        mesh: MeshHandle,
+        registry: &Registry,
+        stop: Shutdown,
+    ) -> anyhow::Result<Self> {
         let use_fastdp = !config.no_fastdp;
         let peers = config.peers.clone();
         let configured = config.mtu;
@@ -120,16 +127,16 @@ impl DatapathHandle {
                 bridge: BRIDGE.to_string(),
                 mtu,
                 fastdp: use_fastdp,
-                range: expose::range_of(config.ipalloc_range.as_deref()),
+                range: config.range(),
                 state_dir: config.paths.state_dir.clone(),
-                local: Mutex::new(local_from_registry(&config.paths.state_dir)),
+                local: Mutex::new(local_from_registry(registry)),
                 paths: Mutex::new(BTreeMap::new()),
                 cmds,
                 masquerade: Mutex::new(masquerade),
                 published: Mutex::new(Vec::new()),
             }),
         };
-        driver::spawn(router, handle.clone(), underlay, rx).await?;
+        driver::spawn(config, me, mesh, stop, handle.clone(), underlay, rx).await?;
         tracing::info!(mtu, underlay, fastdp = use_fastdp, "data path started");
         Ok(handle)
     }
@@ -222,11 +229,8 @@ impl DatapathHandle {
 }
 
 /// The containers of the registry of an earlier run whose namespace still exists.
-fn local_from_registry(state_dir: &std::path::Path) -> LocalEndpoints {
+fn local_from_registry(reg: &Registry) -> LocalEndpoints {
     let mut out = BTreeMap::new();
-    let Ok(reg) = crate::containers::registry::Registry::load(state_dir) else {
-        return out;
-    };
     for (id, e) in reg.iter() {
         let alive = Netns::open_path(std::path::Path::new(&e.netns))
             .map(|ns| ns.inode() == e.ns_inode)

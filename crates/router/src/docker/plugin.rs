@@ -17,10 +17,9 @@ use weft_docker::plugin::{
 use super::saved::{
     EndpointEntry, GatewayEntry, NetworkEntry, PoolEntry, Saved, SavedPort, SavedProto,
 };
-use crate::api::ApiFailure;
-use crate::datapath::expose::{ExposeRequest, HideRequest};
+use crate::containers::Containers;
 use crate::datapath::wire::fmt_mac;
-use crate::state::Router;
+use weft_api::{ExposeRequest, HideRequest};
 
 /// Prefix of the IPAM owners of container addresses (`docker:SUBNET:NONCE`).
 pub const OWNER_PREFIX: &str = "docker:";
@@ -42,24 +41,24 @@ pub fn endpoint_key(endpoint_id: &str) -> String {
 /// The plugin backend: shared state, persisted on every change.
 #[derive(Clone)]
 pub struct RouterBackend {
-    router: Router,
+    containers: Arc<Containers>,
     state: Arc<Mutex<Saved>>,
     path: PathBuf,
 }
 
 impl RouterBackend {
     /// A backend over the saved state at `path`.
-    pub fn new(router: Router, saved: Saved, path: PathBuf) -> Self {
+    pub fn new(containers: Arc<Containers>, saved: Saved, path: PathBuf) -> Self {
         RouterBackend {
-            router,
+            containers,
             state: Arc::new(Mutex::new(saved)),
             path,
         }
     }
 
-    /// The router this backend serves.
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The attach pipeline's handles this backend uses.
+    pub fn containers(&self) -> &Arc<Containers> {
+        &self.containers
     }
 
     /// The shared state (events and reconciliation read and change it too).
@@ -73,13 +72,13 @@ impl RouterBackend {
             .map_err(|e| err(format!("cannot save {}: {e}", self.path.display())))
     }
 
-    fn parts(&self) -> PluginResult<&crate::containers::Parts> {
-        self.router.parts().map_err(api_err)
+    fn parts(&self) -> &Containers {
+        &self.containers
     }
 
     /// Hands the ports of every published endpoint to the firewall.
     pub async fn apply_published(&self) {
-        let Ok(parts) = self.parts() else { return };
+        let parts = self.parts();
         let s = self.state.lock().await;
         let mut all = Vec::new();
         for e in s.endpoints.values() {
@@ -108,8 +107,9 @@ fn err(m: impl Into<String>) -> PluginError {
     PluginError::new(m)
 }
 
-fn api_err(e: ApiFailure) -> PluginError {
-    PluginError::new(e.message)
+/// A router error as dockerd shows it: the error's own line (what, why, what to do).
+fn plugin_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::new(e.to_string())
 }
 
 /// A locally administered unicast MAC, random.
@@ -177,7 +177,7 @@ impl RouterBackend {
     /// The gateway of `subnet`: this host's exposed address in it, exposing one if none
     /// is there (a given `want` address is claimed).
     async fn gateway_for(&self, subnet: Ipv4Net, want: Option<Ipv4Addr>) -> PluginResult<Ipv4Net> {
-        let parts = self.parts()?;
+        let parts = self.parts();
         {
             let mut s = self.state.lock().await;
             if let Some(g) = s.gateways.get_mut(&subnet) {
@@ -207,7 +207,8 @@ impl RouterBackend {
                     None => format!("net:{subnet}"),
                 };
                 let resp = crate::datapath::expose::expose(
-                    &self.router,
+                    &parts.datapath,
+                    &parts.ipam,
                     ExposeRequest {
                         addrs: vec![word],
                         without_masquerade: !parts.datapath.masquerade(),
@@ -216,8 +217,7 @@ impl RouterBackend {
                 .await
                 .map_err(|e| {
                     err(format!(
-                        "cannot give this host a gateway address in {subnet}: {}",
-                        e.message
+                        "cannot give this host a gateway address in {subnet}: {e}"
                     ))
                 })?;
                 let Some(a) = resp.addrs.first().and_then(|a| a.parse::<Ipv4Net>().ok()) else {
@@ -261,22 +261,24 @@ impl RouterBackend {
         self.persist(&s)?;
         drop(s);
         if ours {
+            let parts = self.parts();
             crate::datapath::expose::hide(
-                &self.router,
+                &parts.datapath,
+                &parts.ipam,
                 HideRequest {
                     addrs: vec![format!("ip:{net}")],
                 },
             )
             .await
-            .map_err(api_err)?;
+            .map_err(plugin_err)?;
         }
         Ok(true)
     }
 
     /// The endpoint's container-side MAC and address, for the data path's gossip.
     pub fn announce_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
-        let (Ok(parts), Some(mac)) = (self.parts(), crate::datapath::wire::parse_mac(&e.mac))
-        else {
+        let parts = self.parts();
+        let Some(mac) = crate::datapath::wire::parse_mac(&e.mac) else {
             return;
         };
         parts.datapath.endpoint_mac_added(
@@ -307,7 +309,7 @@ impl Backend for RouterBackend {
                 "--ip-range {sp} is not supported by weft's IPAM; give only --subnet (weft hands out addresses of the whole subnet)"
             )));
         }
-        let parts = self.parts()?;
+        let parts = self.parts();
         let range = parts.ipam.range();
         let subnet = match req.subnet {
             Some(s) => {
@@ -364,7 +366,7 @@ impl Backend for RouterBackend {
         if req.gateway {
             return self.gateway_for(subnet, req.address).await;
         }
-        let parts = self.parts()?;
+        let parts = self.parts();
         let word = match req.address {
             Some(a) => format!("ip:{a}/{}", subnet.prefix_len()),
             None => format!("net:{subnet}"),
@@ -391,7 +393,7 @@ impl Backend for RouterBackend {
             Err(e) => {
                 s.allocations.remove(&owner);
                 let _ = self.persist(&s);
-                Err(api_err(e))
+                Err(plugin_err(e))
             }
         }
     }
@@ -509,7 +511,7 @@ impl Backend for RouterBackend {
     }
 
     async fn join(&self, spec: JoinSpec) -> PluginResult<Joined> {
-        let parts = self.parts()?;
+        let parts = self.parts();
         let (entry, gateway) = {
             let s = self.state.lock().await;
             let Some(e) = s.endpoints.get(&spec.endpoint_id).cloned() else {
@@ -607,11 +609,9 @@ impl Backend for RouterBackend {
 impl RouterBackend {
     /// Releases the address(es) of one allocation owner and forgets the owner.
     pub async fn release_allocation(&self, owner: &str, address: Option<Ipv4Addr>) {
-        if let Ok(parts) = self.parts() {
-            let net = address.and_then(|a| Ipv4Net::new(a, 32).ok());
-            if let Err(e) = parts.ipam.release(owner, net).await {
-                tracing::debug!(%owner, "release: {}", e.message);
-            }
+        let net = address.and_then(|a| Ipv4Net::new(a, 32).ok());
+        if let Err(e) = self.parts().ipam.release(owner, net).await {
+            tracing::debug!(%owner, "release: {e}");
         }
         let mut s = self.state.lock().await;
         if s.allocations.remove(owner).is_some() {
@@ -629,7 +629,7 @@ impl RouterBackend {
             let g = crate::containers::guard::endpoint_guard(&e.host_veth, mac, e.addr);
             crate::containers::guard::revoke(g, true).await;
         }
-        let Ok(parts) = self.parts() else { return };
+        let parts = self.parts();
         parts
             .datapath
             .endpoint_removed(&endpoint_key(endpoint_id), &e.mac);

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot};
 use weft_ipam::{
@@ -19,11 +18,8 @@ use weft_ipam::{
     Reply, RequestId, Status,
 };
 
-use crate::api::ApiFailure;
 use crate::mesh::MeshHandle;
 
-/// The default allocation range (`--ipalloc-range`).
-pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// The file in the state directory that holds the ring and this peer's allocations.
 pub const STATE_FILE: &str = "ipam.state";
 /// How often the core's timers run.
@@ -93,6 +89,41 @@ impl Request {
     }
 }
 
+/// Why an IPAM request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamHandleError {
+    /// The core refused the request (its error says which input and why).
+    #[error(transparent)]
+    Core(#[from] IpamError),
+    /// The IPAM task is gone (the router is stopping).
+    #[error(
+        "address management is not running (the router is stopping); try again after `weft launch`"
+    )]
+    Stopped,
+    /// The core answered with a reply of another kind.
+    #[error("address management answered unexpectedly: {reply}")]
+    Unexpected {
+        /// The reply, as debug text.
+        reply: String,
+    },
+    /// An address the core handed out is not a valid IPv4 CIDR.
+    #[error("{cidr}: {why}")]
+    BadCidr {
+        /// The CIDR, as debug text.
+        cidr: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The state file could not be removed after a handover.
+    #[error("cannot remove {}: {source}", path.display())]
+    RemoveState {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
 type ReplyTx = oneshot::Sender<Result<Reply, IpamError>>;
 
 /// Handle the attach pipeline and the API use to get and give back addresses.
@@ -124,47 +155,10 @@ pub struct IpamStart {
     pub range: Ipv4Net,
     /// `--ipalloc-default-subnet`.
     pub default_subnet: Option<Ipv4Net>,
-    /// `--ipalloc-init` as given (`None`: consensus among this peer and the peers named at
-    /// launch).
-    pub init: Option<String>,
-    /// How many peers were named at launch (for plain `consensus`).
-    pub launch_peers: usize,
+    /// `--ipalloc-init`, parsed at launch.
+    pub init: InitMode,
     /// The state directory.
     pub state_dir: PathBuf,
-}
-
-/// `--ipalloc-init` as the core takes it.
-pub fn parse_init(init: Option<&str>, launch_peers: usize) -> anyhow::Result<InitMode> {
-    let default_n = u32::try_from(launch_peers + 1).unwrap_or(u32::MAX);
-    let mode = match init.map(str::trim) {
-        None | Some("consensus") => InitMode::Consensus(default_n),
-        Some("observer") => InitMode::Observer,
-        Some(s) => match s.split_once('=') {
-            Some(("consensus", n)) => {
-                InitMode::Consensus(n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--ipalloc-init {s}: consensus=N needs a positive number of peers"
-                    )
-                })?)
-            }
-            Some(("seed", names)) => {
-                let names: Vec<String> = names
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(String::from)
-                    .collect();
-                if names.is_empty() {
-                    anyhow::bail!("--ipalloc-init {s}: seed= needs at least one peer name");
-                }
-                InitMode::Seed(names)
-            }
-            _ => anyhow::bail!(
-                "--ipalloc-init {s}: expected consensus, consensus=N, seed=NAME,.. or observer"
-            ),
-        },
-    };
-    Ok(mode)
 }
 
 impl IpamHandle {
@@ -177,8 +171,7 @@ impl IpamHandle {
     ) -> anyhow::Result<Self> {
         let range = s.range.trunc();
         let default_subnet = s.default_subnet.unwrap_or(range);
-        let init = parse_init(s.init.as_deref(), s.launch_peers)?;
-        let mut config = IpamConfig::new(net_to_cidr(range), init);
+        let mut config = IpamConfig::new(net_to_cidr(range), s.init.clone());
         config.default_subnet = Some(net_to_cidr(default_subnet));
         let state_file = s.state_dir.join(STATE_FILE);
         let restored = match std::fs::read(&state_file) {
@@ -235,18 +228,18 @@ impl IpamHandle {
     }
 
     /// Sends one request to the core and waits for its answer.
-    pub async fn request(&self, req: Request) -> Result<Reply, ApiFailure> {
+    pub async fn request(&self, req: Request) -> Result<Reply, IpamHandleError> {
         let (tx, rx) = oneshot::channel();
         self.requests.send((req, tx)).map_err(|_| stopped())?;
         match rx.await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(failure(&e)),
+            Ok(Err(e)) => Err(IpamHandleError::Core(e)),
             Err(_) => Err(stopped()),
         }
     }
 
     /// An address for `owner` as `spec` asks.
-    pub async fn allocate(&self, owner: &str, spec: &AddrSpec) -> Result<Ipv4Net, ApiFailure> {
+    pub async fn allocate(&self, owner: &str, spec: &AddrSpec) -> Result<Ipv4Net, IpamHandleError> {
         let owner = owner.to_string();
         let req = match spec {
             AddrSpec::DefaultSubnet => Request::Allocate {
@@ -266,7 +259,7 @@ impl IpamHandle {
     }
 
     /// Gives back `addr` of `owner` (all of its addresses when `None`).
-    pub async fn release(&self, owner: &str, addr: Option<Ipv4Net>) -> Result<(), ApiFailure> {
+    pub async fn release(&self, owner: &str, addr: Option<Ipv4Net>) -> Result<(), IpamHandleError> {
         self.release_addrs(owner, addr).await.map(|_| ())
     }
 
@@ -275,7 +268,7 @@ impl IpamHandle {
         &self,
         owner: &str,
         addr: Option<Ipv4Net>,
-    ) -> Result<Vec<Ipv4Net>, ApiFailure> {
+    ) -> Result<Vec<Ipv4Net>, IpamHandleError> {
         let req = Request::Release {
             owner: owner.to_string(),
             addr: addr.map(|a| u32::from(a.addr())),
@@ -287,7 +280,7 @@ impl IpamHandle {
     }
 
     /// The addresses `owner` holds.
-    pub async fn lookup(&self, owner: &str) -> Result<Vec<Ipv4Net>, ApiFailure> {
+    pub async fn lookup(&self, owner: &str) -> Result<Vec<Ipv4Net>, IpamHandleError> {
         match self
             .request(Request::Lookup {
                 owner: owner.to_string(),
@@ -301,7 +294,7 @@ impl IpamHandle {
 
     /// `weft reset`: hands this peer's space to reachable peers (waits until they confirmed
     /// or the core gives up), then deletes the state file so a new launch starts fresh.
-    pub async fn shutdown(&self) -> Result<(), ApiFailure> {
+    pub async fn shutdown(&self) -> Result<(), IpamHandleError> {
         let r = self.request(Request::Shutdown).await;
         match r {
             Ok(Reply::HandedOver(to)) => {
@@ -313,9 +306,9 @@ impl IpamHandle {
         match std::fs::remove_file(&self.state_file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiFailure {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("cannot remove {}: {e}", self.state_file.display()),
+            Err(source) => Err(IpamHandleError::RemoveState {
+                path: self.state_file.clone(),
+                source,
             }),
         }
     }
@@ -323,7 +316,7 @@ impl IpamHandle {
     /// `weft reset --force` (or after a failed handover): this peer's addresses and ring
     /// are forgotten; nothing is written any more and the state file is removed, so the
     /// next launch starts afresh (run `weft rmpeer NAME` on another peer for its space).
-    pub async fn discard(&self) -> Result<(), ApiFailure> {
+    pub async fn discard(&self) -> Result<(), IpamHandleError> {
         self.request(Request::Discard).await.map(|_| ())
     }
 
@@ -623,42 +616,22 @@ async fn changed_opt(
     }
 }
 
-fn stopped() -> ApiFailure {
-    ApiFailure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "address management is not running (the router is stopping); try again after `weft launch`".into(),
-    }
+fn stopped() -> IpamHandleError {
+    IpamHandleError::Stopped
 }
 
-fn unexpected(r: &Reply) -> ApiFailure {
-    ApiFailure {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("address management answered unexpectedly: {r:?}"),
-    }
-}
-
-/// The HTTP form of a core error: the status says whose fault it is, the text what to do.
-pub fn failure(e: &IpamError) -> ApiFailure {
-    let status = match e {
-        IpamError::BadConfig(_)
-        | IpamError::OutsideRange { .. }
-        | IpamError::NotUsable { .. }
-        | IpamError::RmPeerSelf { .. }
-        | IpamError::UnknownPeer { .. } => StatusCode::BAD_REQUEST,
-        IpamError::AddressInUse { .. } | IpamError::PeerReachable { .. } => StatusCode::CONFLICT,
-        IpamError::SubnetFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiFailure {
-        status,
-        message: e.to_string(),
+fn unexpected(r: &Reply) -> IpamHandleError {
+    IpamHandleError::Unexpected {
+        reply: format!("{r:?}"),
     }
 }
 
 /// The `ipnet` form of an IPAM CIDR.
-pub fn cidr_to_net(c: &Cidr) -> Result<Ipv4Net, ApiFailure> {
-    Ipv4Net::new(std::net::Ipv4Addr::from(c.addr), c.prefix)
-        .map_err(|e| ApiFailure::bad_request(format!("{c:?}: {e}")))
+pub fn cidr_to_net(c: &Cidr) -> Result<Ipv4Net, IpamHandleError> {
+    Ipv4Net::new(std::net::Ipv4Addr::from(c.addr), c.prefix).map_err(|e| IpamHandleError::BadCidr {
+        cidr: format!("{c:?}"),
+        why: e.to_string(),
+    })
 }
 
 /// The IPAM form of an `ipnet` CIDR.
@@ -721,8 +694,7 @@ mod tests {
                 name: "solo".into(),
                 range: "10.32.0.0/12".parse().unwrap(),
                 default_subnet: None,
-                init: Some("seed=solo".into()),
-                launch_peers: 0,
+                init: InitMode::Seed(vec!["solo".into()]),
                 state_dir: dir.to_path_buf(),
             },
             None,
@@ -746,7 +718,7 @@ mod tests {
         let again = start(dir.path());
         assert_eq!(again.lookup("c1").await.unwrap(), vec![a]);
         let e = again.allocate("c3", &claim).await.unwrap_err();
-        assert!(e.message.contains("held by c2"), "{}", e.message);
+        assert!(e.to_string().contains("held by c2"), "{e}");
     }
 
     #[tokio::test]
@@ -755,28 +727,11 @@ mod tests {
         let ipam = start(dir.path());
         ipam.allocate("c1", &AddrSpec::DefaultSubnet).await.unwrap();
         let e = ipam.shutdown().await.unwrap_err();
-        assert!(e.message.contains("no reachable peer"), "{}", e.message);
+        assert!(e.to_string().contains("no reachable peer"), "{e}");
         ipam.discard().await.unwrap();
         assert!(!dir.path().join(STATE_FILE).exists());
         // Nothing is written any more.
         let _ = ipam.allocate("c2", &AddrSpec::DefaultSubnet).await;
         assert!(!dir.path().join(STATE_FILE).exists());
-    }
-
-    #[test]
-    fn init_forms() {
-        assert_eq!(parse_init(None, 2).unwrap(), InitMode::Consensus(3));
-        assert_eq!(
-            parse_init(Some("consensus=5"), 2).unwrap(),
-            InitMode::Consensus(5)
-        );
-        assert_eq!(
-            parse_init(Some("seed=a,b"), 0).unwrap(),
-            InitMode::Seed(vec!["a".into(), "b".into()])
-        );
-        assert_eq!(parse_init(Some("observer"), 0).unwrap(), InitMode::Observer);
-        assert!(parse_init(Some("seed="), 0).is_err());
-        assert!(parse_init(Some("consensus=0"), 0).is_err());
-        assert!(parse_init(Some("bogus"), 0).is_err());
     }
 }

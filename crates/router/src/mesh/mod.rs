@@ -133,16 +133,12 @@ pub enum MeshError {
 
 /// `HOST[:PORT]` in the form targets are kept in (`host:port`, IPv6 in brackets).
 pub fn normalize_target(peer: &str, default_port: u16) -> Result<String, MeshError> {
-    let (host, port) =
-        crate::config::parse_peer(peer, default_port).map_err(|why| MeshError::BadTarget {
+    let addr =
+        crate::config::PeerAddr::parse(peer, default_port).map_err(|why| MeshError::BadTarget {
             peer: peer.to_string(),
             why,
         })?;
-    Ok(if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
+    Ok(addr.to_string())
 }
 
 impl MeshHandle {
@@ -238,8 +234,8 @@ pub struct DriverConfig {
     pub conn_limit: u32,
     /// Dial gossiped addresses.
     pub discovery: bool,
-    /// Initial explicit targets.
-    pub peers: Vec<String>,
+    /// Initial explicit targets, parsed at launch.
+    pub peers: Vec<crate::config::PeerAddr>,
 }
 
 /// Binds the control port and starts the driver; it stops when `stop` resolves.
@@ -257,11 +253,7 @@ pub async fn start(
                 cfg.port
             )
         })?;
-    let targets = cfg
-        .peers
-        .iter()
-        .map(|p| normalize_target(p, cfg.port))
-        .collect::<Result<Vec<_>, _>>()?;
+    let targets: Vec<String> = cfg.peers.iter().map(|p| p.to_string()).collect();
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

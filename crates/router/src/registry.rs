@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use weft_api::ContainerReport;
 
+/// The registry's file in the state directory.
+pub const FILE: &str = "containers.json";
 /// Version of the file format.
 const FORMAT: u32 = 1;
 
@@ -43,7 +45,7 @@ pub struct Registry {
 impl Registry {
     /// Loads the registry from the state dir (empty when there is none yet).
     pub fn load(state_dir: &Path) -> anyhow::Result<Registry> {
-        let path = state_dir.join("containers.json");
+        let path = state_dir.join(FILE);
         let containers = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: File = serde_json::from_slice(&bytes).map_err(|e| {
