@@ -9,9 +9,9 @@
 //! At most one `Persist` is outstanding: changes made while it is in flight go out in one
 //! snapshot when it is acknowledged (group commit), so the driver never queues persists.
 //!
-//! One file per protocol, each owning its part of the state: [`requests`] (space requests and
-//! serving allocations), [`merge`] (ring merge, gossip and free counts), [`consensus`] (lazy
-//! initialisation of the ring), [`leave`] (handover on shutdown and rmpeer). This file holds
+//! One file per protocol, each owning its part of the state: `requests.rs` (space requests and
+//! serving allocations), `merge.rs` (ring merge, gossip and free counts), `consensus.rs` (lazy
+//! initialisation of the ring), `leave.rs` (handover on shutdown and rmpeer). This file holds
 //! the event dispatch and the durability gate.
 
 mod consensus;
