@@ -27,6 +27,10 @@
 //! (`t<pid>-<counter>`), so tests run in parallel; every process started with
 //! [`Lab::spawn`] is stopped by its pid; labs left by a test binary that died (its pid is
 //! gone) are removed the next time a test brings a lab up.
+//!
+//! Tests and benches that build their own namespaces without `weft lab` use [`netns`].
+
+pub mod netns;
 
 use std::fmt::Display;
 use std::net::Ipv4Addr;
