@@ -19,15 +19,12 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
 /// Prefix of every namespace made here (`wtk<pid>-<counter>-<short name>`).
 pub const NETNS_PREFIX: &str = "wtk";
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static SWEEP: Once = Once::new();
 
 /// The namespaces one test made; all deleted on drop (in reverse order).
@@ -48,9 +45,8 @@ impl Namespaces {
     pub fn new() -> Namespaces {
         crate::require_root_and_tools(&["ip"]);
         SWEEP.call_once(sweep_dead);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         Namespaces {
-            prefix: format!("{NETNS_PREFIX}{}-{n}", std::process::id()),
+            prefix: crate::unique_name(NETNS_PREFIX),
             made: Vec::new(),
         }
     }
@@ -125,15 +121,10 @@ fn sweep_dead() {
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(NETNS_PREFIX)
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("removing network namespace {name} left by test process {pid}, which is gone");
+        if let Some(pid) = crate::left_by_dead_process(&name, NETNS_PREFIX) {
+            eprintln!(
+                "removing network namespace {name} left by test process {pid}, which is gone"
+            );
             let _ = Command::new("ip").args(["netns", "del", &name]).output();
         }
     }
