@@ -199,6 +199,26 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `weft report` of a host, parsed; `None` while its router does not answer.
+    pub fn report(&self, host: &str) -> Option<weft_api::Report> {
+        let out = self.weft(host, &["report"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The pid of the router on a host, from its pid file (fails the test if there is none).
+    pub fn router_pid(&self, host: &str) -> String {
+        let out = self.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
+            "no router pid on {host}: {pid:?}"
+        );
+        pid
+    }
+
     /// Starts `cmd` on a host in the background and returns its pid (that of `cmd` itself:
     /// `weft lab exec` becomes the command). Its output goes to a log that is shown if the
     /// test fails. It is killed by pid when the lab is dropped.
