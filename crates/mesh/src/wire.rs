@@ -202,13 +202,23 @@ impl<'a> Reader<'a> {
         let b = self.0.bytes32().map_err(|_| DecodeError::Truncated(what))?;
         Ok(b.to_vec())
     }
-    /// A count of items each at least `min_size` bytes long, checked against what is left
-    /// so that a forged count cannot make us allocate.
-    fn count(&mut self, what: &'static str, min_size: usize) -> Result<usize, DecodeError> {
-        match self.0.count(min_size) {
-            Ok(Some(n)) => Ok(n),
-            _ => Err(DecodeError::Truncated(what)),
+    /// A u32 count of items each at least `min_size` bytes long (checked against what is
+    /// left, so that a forged count cannot make us allocate), then the items.
+    fn list<T>(
+        &mut self,
+        what: &'static str,
+        min_size: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = match self.0.count(min_size) {
+            Ok(Some(n)) => n,
+            _ => return Err(DecodeError::Truncated(what)),
+        };
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(item(self)?);
         }
+        Ok(v)
     }
     fn entry(&mut self) -> Result<PeerEntry, DecodeError> {
         let name = self.str("entry name")?;
@@ -216,15 +226,13 @@ impl<'a> Reader<'a> {
         let uid = self.u64("entry uid")?;
         let version = self.u64("entry version")?;
         let listen_port = self.u16("entry port")?;
-        let n = self.count("entry edges", 5)?;
-        let mut edges = Vec::with_capacity(n);
-        for _ in 0..n {
-            edges.push(EdgeInfo {
-                name: self.str("edge name")?,
-                addr: self.str("edge address")?,
-                outbound: self.bool("edge direction")?,
-            });
-        }
+        let edges = self.list("entry edges", 5, |r| {
+            Ok(EdgeInfo {
+                name: r.str("edge name")?,
+                addr: r.str("edge address")?,
+                outbound: r.bool("edge direction")?,
+            })
+        })?;
         Ok(PeerEntry {
             name,
             nickname,
@@ -323,11 +331,7 @@ impl Message {
                 reason: r.str("refuse reason")?,
             },
             T_GOSSIP => {
-                let n = r.count("gossip entries", 26)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(r.entry()?);
-                }
+                let entries = r.list("gossip entries", 26, Reader::entry)?;
                 Message::Gossip { entries }
             }
             T_DIGEST_HASH => Message::DigestHash {
@@ -335,22 +339,16 @@ impl Message {
                 count: r.u32("digest count")?,
             },
             T_DIGEST => {
-                let n = r.count("digest items", 10)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(DigestItem {
+                let items = r.list("digest items", 10, |r| {
+                    Ok(DigestItem {
                         name: r.str("digest name")?,
                         version: r.u64("digest version")?,
-                    });
-                }
+                    })
+                })?;
                 Message::Digest { items }
             }
             T_REQUEST => {
-                let n = r.count("request names", 2)?;
-                let mut names = Vec::with_capacity(n);
-                for _ in 0..n {
-                    names.push(r.str("request name")?);
-                }
+                let names = r.list("request names", 2, |r| r.str("request name"))?;
                 Message::Request { names }
             }
             T_UNICAST => Message::Unicast {
