@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use weft_firewall::{CommandRunner, Nftables};
+use weft_firewall::{CommandRunner, Nftables, Proto, Published};
 #[allow(unused_imports)] // each test file uses a part
 pub use weft_testkit::netns::{enter, in_netns, ip, ns_exec, pings, run, Namespaces};
 
@@ -167,4 +167,15 @@ pub fn other_host(nss: &mut Namespaces, host: &str) -> String {
     ip(&other, "addr add 192.168.77.2/24 dev eth0");
     ip(&other, "link set eth0 up");
     other
+}
+
+/// A port of every host address forwarded to 10.32.2.2 (the first container's address).
+pub fn published(proto: Proto, host_port: u16, port: u16) -> Published {
+    Published {
+        proto,
+        host_ip: None,
+        host_port,
+        addr: "10.32.2.2".parse().unwrap(),
+        port,
+    }
 }
