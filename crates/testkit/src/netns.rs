@@ -139,12 +139,18 @@ pub fn bridge(ns: &str, br: &str) {
 /// Joins two namespaces with a veth pair named `dev` at both ends and gives each end an
 /// address.
 pub fn underlay(a: &str, a_cidr: &str, b: &str, b_cidr: &str, dev: &str) {
+    veth_pair((a, dev, a_cidr), (b, dev, b_cidr));
+}
+
+/// Joins two namespaces with a veth pair: each side is (namespace, device, address), and
+/// both ends are up.
+pub fn veth_pair(a: (&str, &str, &str), b: (&str, &str, &str)) {
     run(&[
-        "ip", "-n", a, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", b,
+        "ip", "-n", a.0, "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", b.0,
     ]);
-    for (h, cidr) in [(a, a_cidr), (b, b_cidr)] {
-        run(&["ip", "-n", h, "addr", "add", cidr, "dev", dev]);
-        run(&["ip", "-n", h, "link", "set", dev, "up"]);
+    for (ns, dev, cidr) in [a, b] {
+        run(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+        run(&["ip", "-n", ns, "link", "set", dev, "up"]);
     }
 }
 

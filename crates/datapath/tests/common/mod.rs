@@ -94,14 +94,13 @@ impl Lab {
     pub fn new() -> Lab {
         let h1 = Ns::new("h1");
         let h2 = Ns::new("h2");
-        h1.ip(&format!(
-            "link add ul type veth peer name ul netns {}",
-            h2.name
-        ));
-        for (h, ip) in [(&h1, U1), (&h2, U2)] {
-            h.ip(&format!("addr add {ip}/24 dev ul"));
-            h.ip("link set ul up");
-        }
+        netns::underlay(
+            &h1.name,
+            &format!("{U1}/24"),
+            &h2.name,
+            &format!("{U2}/24"),
+            "ul",
+        );
         for (h, me, peer) in [(&h1, U1, U2), (&h2, U2, U1)] {
             h.run(|| {
                 fastdp::setup(&FastdpSpec::new("weft", MTU, Some(me)))?;
