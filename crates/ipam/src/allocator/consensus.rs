@@ -139,6 +139,15 @@ impl Allocator {
         self.consensus_step();
     }
 
+    /// The phase of our running proposal, if `ballot` is its ballot.
+    fn phase_of(&mut self, ballot: &Ballot) -> Option<&mut Phase> {
+        self.init
+            .proposal
+            .as_mut()
+            .filter(|p| p.ballot == *ballot)
+            .map(|p| &mut p.phase)
+    }
+
     /// Repeat our want, and drop a proposal that took too long.
     pub(super) fn tick_init(&mut self) {
         let now = self.now;
@@ -220,22 +229,14 @@ impl Allocator {
                 }
             }
             Message::Promise { ballot, accepted } => {
-                if let Some(p) = self.init.proposal.as_mut() {
-                    if p.ballot == ballot {
-                        if let Phase::Preparing(promises) = &mut p.phase {
-                            promises.insert(from.to_string(), accepted);
-                        }
-                    }
+                if let Some(Phase::Preparing(promises)) = self.phase_of(&ballot) {
+                    promises.insert(from.to_string(), accepted);
                 }
                 self.consensus_step();
             }
             Message::Accepted { ballot } => {
-                if let Some(p) = self.init.proposal.as_mut() {
-                    if p.ballot == ballot {
-                        if let Phase::Accepting(_, acks) = &mut p.phase {
-                            acks.insert(from.to_string());
-                        }
-                    }
+                if let Some(Phase::Accepting(_, acks)) = self.phase_of(&ballot) {
+                    acks.insert(from.to_string());
                 }
                 self.consensus_step();
             }
