@@ -6,11 +6,13 @@
 //! `SLEEVE_BENCH_SECS` sets the iperf3 duration (default 10), `SLEEVE_BENCH_ROUNDS` how
 //! many interleaved rounds to run (default 1).
 
+// The namespace harness shared by every test and bench that makes namespaces.
+use weft_testkit::netns::{self, bridge, in_netns, run, Namespaces};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
-use weft_testkit::netns::{self, bridge, in_netns, run, Namespaces};
 
 fn output(args: &[&str]) -> String {
     String::from_utf8_lossy(&netns::output(args).stdout).to_string()

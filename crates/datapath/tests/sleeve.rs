@@ -2,13 +2,15 @@
 //! each with a bridge, a sleeve TAP and a "container" namespace on the bridge. Real kernel,
 //! real TAP, real UDP; every namespace is removed on drop, also when a test fails.
 
+// The namespace harness shared by every test and bench that makes namespaces.
+use weft_testkit::netns::{in_netns, run, succeeds, underlay, Namespaces};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
-use weft_testkit::netns::{in_netns, run, succeeds, underlay, Namespaces};
 
 fn start(ns: &str, id: u32, listen: &str) -> Sleeve {
     let mut cfg = SleeveConfig::new(PeerId(id), "sleeve0");
