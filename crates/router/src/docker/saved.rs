@@ -172,4 +172,12 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn ports_in_the_form_docker_json_already_holds_load() {
+        let json = r#"{"proto":"sctp","port":80,"host_ip":null,"host_port":8080}"#;
+        let p: SavedPort = serde_json::from_str(json).unwrap();
+        assert_eq!(p.proto, Proto::Sctp);
+        assert_eq!(serde_json::to_string(&p).unwrap(), json);
+    }
 }
