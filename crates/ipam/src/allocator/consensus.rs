@@ -174,15 +174,7 @@ impl Allocator {
             Message::Want { mode } => {
                 self.init.participants.insert(from.to_string(), mode);
                 if self.ring.is_some() {
-                    if let Some(r) = self.ring.clone() {
-                        self.send(
-                            from,
-                            Message::Ring {
-                                ring: r,
-                                kind: RingKind::Gossip,
-                            },
-                        );
-                    }
+                    self.send_ring(from, RingKind::Gossip);
                 } else if !matches!(self.config.init, InitMode::Observer) {
                     self.want_ring();
                 }
@@ -190,14 +182,8 @@ impl Allocator {
             Message::Prepare { ballot } => {
                 self.init.participants.insert(from.to_string(), 0);
                 self.init.max_round = self.init.max_round.max(ballot.round);
-                if let Some(r) = self.ring.clone() {
-                    self.send(
-                        from,
-                        Message::Ring {
-                            ring: r,
-                            kind: RingKind::Gossip,
-                        },
-                    );
+                if self.ring.is_some() {
+                    self.send_ring(from, RingKind::Gossip);
                     return;
                 }
                 if !matches!(self.config.init, InitMode::Consensus(_)) {

@@ -150,16 +150,8 @@ impl Allocator {
         };
         self.dirty = true;
         let waiting: BTreeSet<String> = given.iter().map(|(p, _)| p.clone()).collect();
-        if let Some(r) = self.ring.clone() {
-            for p in &waiting {
-                self.send(
-                    p,
-                    Message::Ring {
-                        ring: r.clone(),
-                        kind: RingKind::Handover,
-                    },
-                );
-            }
+        for p in &waiting {
+            self.send_ring(p, RingKind::Handover);
         }
         self.broadcast_ring();
         self.leave.leaving = Some(Leaving {
@@ -194,16 +186,8 @@ impl Allocator {
                 if let Some(l) = self.leave.leaving.as_mut() {
                     l.last_sent = now;
                 }
-                if let Some(r) = self.ring.clone() {
-                    for p in to {
-                        self.send(
-                            &p,
-                            Message::Ring {
-                                ring: r.clone(),
-                                kind: RingKind::Handover,
-                            },
-                        );
-                    }
+                for p in to {
+                    self.send_ring(&p, RingKind::Handover);
                 }
             }
         }

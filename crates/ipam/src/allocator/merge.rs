@@ -35,6 +35,13 @@ impl Gossip {
 }
 
 impl Allocator {
+    /// Sends our ring (if we have one) to one peer.
+    pub(super) fn send_ring(&mut self, to: &str, kind: RingKind) {
+        if let Some(ring) = self.ring.clone() {
+            self.send(to, Message::Ring { ring, kind });
+        }
+    }
+
     pub(super) fn broadcast_ring(&mut self) {
         if let Some(r) = &self.ring {
             let m = Message::Ring {
@@ -263,15 +270,7 @@ impl Allocator {
                 if !others.is_empty() {
                     let to = others[self.gossip.gossip_turn % others.len()].clone();
                     self.gossip.gossip_turn = self.gossip.gossip_turn.wrapping_add(1);
-                    if let Some(ring) = self.ring.clone() {
-                        self.send(
-                            &to,
-                            Message::Ring {
-                                ring,
-                                kind: RingKind::Exchange,
-                            },
-                        );
-                    }
+                    self.send_ring(&to, RingKind::Exchange);
                 }
                 self.gossip.last_gossip = now;
             }
