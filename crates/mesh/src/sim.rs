@@ -280,6 +280,23 @@ impl<A: App> Sim<A> {
         self.drain(i);
     }
 
+    /// Adds `n` peers with random connectivity: each names one earlier peer, some name a
+    /// second. With `wave`, the mesh runs for 500 ms after every `wave` peers, as a cluster
+    /// that is rolled out.
+    pub fn add_random_peers(&mut self, n: usize, rng: &mut impl Rng, wave: Option<usize>) {
+        self.add_peer(&[]);
+        for i in 1..n {
+            let mut t = vec![rng.random_range(0..i)];
+            if rng.random_bool(0.3) {
+                t.push(rng.random_range(0..i));
+            }
+            self.add_peer(&t);
+            if wave.is_some_and(|w| i % w == 0) {
+                self.run_for(500);
+            }
+        }
+    }
+
     /// Makes peer `i` also dial peer `j` (like `weft connect`).
     pub fn connect(&mut self, i: usize, j: usize) {
         let t = self.by_addr_of(j);

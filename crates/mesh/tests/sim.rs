@@ -20,14 +20,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// Random connectivity: each peer names one earlier peer, some name a second.
 fn random_mesh<A: App>(sim: &mut Sim<A>, n: usize, rng: &mut rand::rngs::StdRng) {
-    sim.add_peer(&[]);
-    for i in 1..n {
-        let mut t = vec![rng.random_range(0..i)];
-        if rng.random_bool(0.3) {
-            t.push(rng.random_range(0..i));
-        }
-        sim.add_peer(&t);
-    }
+    sim.add_random_peers(n, rng, None);
 }
 
 #[test]

@@ -9,11 +9,7 @@ use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    lab.report(host)
 }
 
 /// The path `host` uses on its established connection to the peer nicknamed `nick`.

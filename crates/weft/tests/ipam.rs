@@ -14,11 +14,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const PER_HOST: usize = 50;
 
 fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    lab.report(host)
 }
 
 fn wait_peers(lab: &Lab, hosts: &[&str], peers: usize, within: Duration) {
@@ -35,13 +31,7 @@ fn wait_peers(lab: &Lab, hosts: &[&str], peers: usize, within: Duration) {
 }
 
 fn router_pid(lab: &Lab, host: &str) -> String {
-    let out = lab.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
-        "no router pid on {host}: {pid:?}"
-    );
-    pid
+    lab.router_pid(host)
 }
 
 /// kill -9 of a host's router, then waits until its API no longer answers.

@@ -14,9 +14,7 @@ use weft_docker::plugin::{
     NetworkSpec, PluginError, PluginResult, Pool, PoolRequest, PortMapping, Proto,
 };
 
-use super::saved::{
-    EndpointEntry, GatewayEntry, NetworkEntry, PoolEntry, Saved, SavedPort, SavedProto,
-};
+use super::saved::{EndpointEntry, GatewayEntry, NetworkEntry, PoolEntry, Saved, SavedPort};
 use crate::containers::Containers;
 use crate::datapath::wire::fmt_mac;
 use weft_api::{ExposeRequest, HideRequest};
@@ -85,11 +83,7 @@ impl RouterBackend {
             let Some(addr) = e.addr else { continue };
             for p in &e.published {
                 all.push(weft_firewall::Published {
-                    proto: match p.proto {
-                        SavedProto::Tcp => weft_firewall::Proto::Tcp,
-                        SavedProto::Udp => weft_firewall::Proto::Udp,
-                        SavedProto::Sctp => weft_firewall::Proto::Sctp,
-                    },
+                    proto: p.proto,
                     host_ip: p.host_ip,
                     host_port: p.host_port,
                     addr: addr.addr(),
@@ -121,11 +115,7 @@ fn random_mac() -> [u8; 6] {
 
 fn to_saved(p: &PortMapping) -> SavedPort {
     SavedPort {
-        proto: match p.proto {
-            Proto::Tcp => SavedProto::Tcp,
-            Proto::Udp => SavedProto::Udp,
-            Proto::Sctp => SavedProto::Sctp,
-        },
+        proto: p.proto,
         port: p.port,
         host_ip: p.host_ip,
         host_port: p.host_port,
@@ -134,11 +124,7 @@ fn to_saved(p: &PortMapping) -> SavedPort {
 
 fn to_mapping(p: &SavedPort) -> PortMapping {
     PortMapping {
-        proto: match p.proto {
-            SavedProto::Tcp => Proto::Tcp,
-            SavedProto::Udp => Proto::Udp,
-            SavedProto::Sctp => Proto::Sctp,
-        },
+        proto: p.proto,
         port: p.port,
         host_ip: p.host_ip,
         host_port: p.host_port,
@@ -150,7 +136,7 @@ fn to_mapping(p: &SavedPort) -> PortMapping {
 /// the same), 0 replaced by a free one from the ephemeral range.
 fn choose_ports(
     wanted: &[SavedPort],
-    taken: &BTreeSet<(SavedProto, u16)>,
+    taken: &BTreeSet<(Proto, u16)>,
 ) -> PluginResult<Vec<SavedPort>> {
     let mut taken = taken.clone();
     let mut out = Vec::new();
@@ -565,7 +551,7 @@ impl Backend for RouterBackend {
     async fn program_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
         {
             let mut s = self.state.lock().await;
-            let taken: BTreeSet<(SavedProto, u16)> = s
+            let taken: BTreeSet<(Proto, u16)> = s
                 .endpoints
                 .iter()
                 .filter(|(id, _)| **id != endpoint_id)
@@ -651,7 +637,7 @@ mod tests {
 
     fn port(h: u16) -> SavedPort {
         SavedPort {
-            proto: SavedProto::Tcp,
+            proto: Proto::Tcp,
             port: 80,
             host_ip: None,
             host_port: h,
@@ -661,16 +647,16 @@ mod tests {
     #[test]
     fn chosen_ports_skip_taken_ones_and_refuse_conflicts() {
         let mut taken = BTreeSet::new();
-        taken.insert((SavedProto::Tcp, 49153));
+        taken.insert((Proto::Tcp, 49153));
         let got = choose_ports(&[port(0), port(8080)], &taken).unwrap();
         assert_eq!(got[0].host_port, 49154);
         assert_eq!(got[1].host_port, 8080);
-        taken.insert((SavedProto::Tcp, 8080));
+        taken.insert((Proto::Tcp, 8080));
         let e = choose_ports(&[port(8080)], &taken).unwrap_err();
         assert!(e.message.contains("8080"), "{e}");
         // The same port number on another protocol is free.
         let mut udp = port(8080);
-        udp.proto = SavedProto::Udp;
+        udp.proto = Proto::Udp;
         assert!(choose_ports(&[udp], &taken).is_ok());
     }
 
