@@ -487,7 +487,7 @@ impl PathCore {
                 }
             }
             // Status and relearning.
-            if old.mode != new.mode {
+            {
                 let kind = |m: &Option<Mode>| m.as_ref().map(Mode::is_fastdp);
                 if let Some(to) = &new.mode {
                     if old.mode.is_none() || kind(&old.mode) != kind(&new.mode) {

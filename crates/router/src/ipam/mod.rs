@@ -480,7 +480,7 @@ impl Driver {
         let Some(mesh) = &self.mesh else { return };
         let snap = mesh.snapshot();
         if let Ok(mut nicks) = self.nicknames.lock() {
-            for p in &snap.peers {
+            for p in snap.peers.iter() {
                 nicks.insert(p.name.clone(), p.nickname.clone());
             }
         }
