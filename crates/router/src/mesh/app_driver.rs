@@ -61,7 +61,7 @@ impl<C: MeshApp> AppDriver<C> {
     }
 
     /// Waits for the next input from the mesh or the core's timer and hands it to the
-    /// core; false when the mesh is gone.
+    /// core; false when the mesh is gone (the timers still run after).
     pub async fn next(&mut self) -> bool {
         let wake = self.core.poll_timeout().map(|at| {
             let ms = at.saturating_sub(self.now());
@@ -74,13 +74,14 @@ impl<C: MeshApp> AppDriver<C> {
                     self.core.handle_message(now, d.channel, &d.from, &d.payload);
                     true
                 }
-                None => false,
+                None => self.detach(),
             },
             ok = changed(&mut self.topology) => {
-                if ok {
-                    self.topology_now();
+                if !ok {
+                    return self.detach();
                 }
-                ok
+                self.topology_now();
+                true
             }
             _ = sleep_until(wake) => {
                 let now = self.now();
@@ -88,6 +89,13 @@ impl<C: MeshApp> AppDriver<C> {
                 true
             }
         }
+    }
+
+    /// The mesh stopped: only the core's timers are left.
+    fn detach(&mut self) -> bool {
+        self.deliveries = None;
+        self.topology = None;
+        false
     }
 
     /// Sends what the core transmits and returns its effects, in order.
