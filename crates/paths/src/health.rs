@@ -30,6 +30,13 @@ impl Health {
         self.last_pong = Some(now);
     }
 
+    /// Whether an answer arrived within [`FASTDP_DEAD_MS`] (the round trip works now,
+    /// before any hysteresis).
+    pub fn alive(&self, now: Millis) -> bool {
+        self.last_pong
+            .is_some_and(|t| now.saturating_sub(t) <= FASTDP_DEAD_MS)
+    }
+
     /// Whether fastdp works at `now`: a recent pong, and after a failure pongs for a while.
     pub fn ok(&self, now: Millis) -> bool {
         let (Some(last), Some(since)) = (self.last_pong, self.up_since) else {

@@ -122,11 +122,13 @@ pub enum PathEffect {
         /// Its underlay address when direct.
         direct: Option<Ipv4Addr>,
     },
-    /// Send a fastdp heartbeat to this bridge MAC (token: the time, echoed by the pong).
+    /// Send a fastdp heartbeat to this bridge MAC. Only the peer with the smaller id of a
+    /// pair sends them; the token tells the other whether its answers arrive (1) or not
+    /// (0), so each side knows the round trip with one ping and one answer per period.
     Ping {
         /// The peer's bridge MAC.
         dst: [u8; 6],
-        /// Echoed.
+        /// 1: your answers arrive; 0: they do not.
         token: Millis,
     },
 }

@@ -71,7 +71,9 @@ pub(super) async fn spawn(
             sc.bridge = Some(BRIDGE.to_string());
             sc.tap_mtu = Some(mtu);
             sc.underlay_mtu = underlay.clamp(576, 65535);
-            sc.heartbeat_interval = Duration::from_millis(500);
+            // The router does not use the sleeve's own liveness; its default (1 s) keeps
+            // an idle full mesh cheap.
+            sc.heartbeat_interval = Duration::from_secs(1);
             sc.require_encryption = config.password.is_some();
             let sleeve = Sleeve::start(sc)?;
             if std::env::var("WEFT_SLEEVE_REALTIME").as_deref() == Ok("1") {
@@ -216,6 +218,8 @@ impl Driver {
                 if let Some(s) = &self.probe {
                     let _ = s.get_ref().send(&pong.encode());
                 }
+                let now = self.app.now();
+                self.app.core.pinged(now, p.sender, p.token == 1);
             }
             _ => {
                 let now = self.app.now();
