@@ -25,8 +25,9 @@ pub const DEPARTED_GRACE_MS: Millis = 600_000;
 /// How long after leaving fastdp a peer that becomes unreachable still counts as departed
 /// from fastdp (its other connections may take this long to be seen gone).
 pub const LEFT_FASTDP_MS: Millis = 10_000;
-/// How often the state is announced even without a change (repairs a lost broadcast).
-pub const REANNOUNCE_MS: Millis = 5_000;
+/// How often the state is announced even without a change (repairs a lost broadcast; a
+/// peer that appears or restarts gets it at once).
+pub const REANNOUNCE_MS: Millis = 30_000;
 
 /// How a router's path core is set up.
 #[derive(Debug, Clone)]
@@ -170,6 +171,14 @@ impl PathCore {
     pub fn answer_to(&self, sender: u32) -> Option<[u8; 6]> {
         let s = *self.by_id.get(&sender)?;
         self.peer(s)?.announced.as_ref().map(|a| a.bmac)
+    }
+
+    /// A fastdp heartbeat from peer `sender` arrived (the driver answers it); `answered`:
+    /// it says our answers arrive, so the round trip works.
+    pub fn pinged(&mut self, now: Millis, sender: u32, answered: bool) {
+        if answered && sender < self.id {
+            self.pong(now, sender);
+        }
     }
 
     /// A fastdp heartbeat answer from peer `sender` arrived.
@@ -679,24 +688,26 @@ impl PathCore {
         }
         self.replan();
         if self.cfg.fastdp {
-            let pings: Vec<[u8; 6]> = self
+            // One side of each pair pings (the smaller id), the other answers.
+            let pings: Vec<PathEffect> = self
                 .slots
                 .iter()
                 .flatten()
+                .filter(|p| self.id < p.id)
                 .filter(|p| {
                     matches!(
                         p.applied.mode,
                         Some(Mode::Fastdp(_)) | Some(Mode::Sleeve(_))
                     )
                 })
-                .filter_map(|p| p.announced.as_ref().map(|a| a.bmac))
-                .filter(|b| self.vxlan_macs.get(b).is_some())
+                .filter_map(|p| p.announced.as_ref().map(|a| (a.bmac, p.health.alive(now))))
+                .filter(|(b, _)| self.vxlan_macs.get(b).is_some())
+                .map(|(dst, ok)| PathEffect::Ping {
+                    dst,
+                    token: u64::from(ok),
+                })
                 .collect();
-            self.effects.extend(
-                pings
-                    .into_iter()
-                    .map(|dst| PathEffect::Ping { dst, token: now }),
-            );
+            self.effects.extend(pings);
         }
         if now >= self.next_announce {
             self.announce(None);

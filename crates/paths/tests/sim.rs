@@ -145,13 +145,15 @@ impl World {
                 for e in self.sim.take_effects(i) {
                     match e {
                         PathEffect::Apply(op) => self.kernels[i].apply(op),
-                        PathEffect::Ping { dst, .. } => {
+                        PathEffect::Ping { dst, token } => {
                             let j = (dst[4] as usize) << 8 | dst[5] as usize;
                             // The kernel sends by the VXLAN entry of that bridge MAC.
                             let to = self.kernels[i].vxlan_macs.get(&dst).copied();
                             if to == Some(ip(j)) && self.fastdp_works(i, j) {
                                 let id = wire::short_id(self.sim.name(j));
                                 let me = wire::short_id(self.sim.name(i));
+                                let answered = token == 1;
+                                self.sim.with_app(j, |c, now| c.pinged(now, me, answered));
                                 if self.sim.app(j).answer_to(me) == Some(bmac(i)) {
                                     self.sim.with_app(i, |c, now| c.pong(now, id));
                                 }
