@@ -34,7 +34,8 @@ cpu_ticks() { # utime + stime of a process (all its threads)
 
 printf '%-8s %12s %12s %12s %14s   %s\n' routers "mean %core" "min %core" "max %core" "sum %core" "loadavg before / after"
 for n in $SIZES; do
-    "$WEFT" lab up --hosts "$n" --name "$lab" >/dev/null
+    "$WEFT" lab up --hosts "$n" --name "$lab" >/dev/null 2>&1 ||
+        { echo "bench/idle/run.sh: lab up --hosts $n failed" >&2; exit 1; }
     peers=$(seq -f 'h%g' 1 "$n" | tr '\n' ' ')
     for i in $(seq "$n"); do
         # shellcheck disable=SC2086
@@ -79,5 +80,5 @@ for n in $SIZES; do
         }
         printf "%-8d %12.2f %12.2f %12.2f %14.1f   %s / %s\n", n, sum / NF, min, max, sum, l0, l1
     }'
-    "$WEFT" lab down --name "$lab" >/dev/null
+    "$WEFT" lab down --name "$lab" >/dev/null 2>&1
 done

@@ -13,7 +13,7 @@ use crate::error::IpamError;
 use crate::persist::PersistedState;
 
 /// How often the allocator's timers run.
-pub const TICK_MS: Millis = 200;
+pub const TICK_MS: Millis = 500;
 
 /// What IPAM asks its driver to do besides sending.
 #[derive(Debug, Clone, PartialEq, Eq)]

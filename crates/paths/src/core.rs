@@ -17,8 +17,10 @@ use crate::health::Health;
 use crate::plan::{Mode, Op, Owned, PathEffect, SleeveKey};
 use crate::wire::{self, StateMsg};
 
-/// How often heartbeats go out (and health, grace and re-announcements are checked).
+/// How often health, grace and re-announcements are checked.
 pub const TICK_MS: Millis = 500;
+/// How often fastdp heartbeats go out.
+pub const PING_MS: Millis = 1_000;
 /// How long a fastdp peer whose router went away keeps its VXLAN entries (the kernel on
 /// its side still carries its containers).
 pub const DEPARTED_GRACE_MS: Millis = 600_000;
@@ -116,6 +118,7 @@ pub struct PathCore {
     seq: u64,
     local_macs: Vec<[u8; 6]>,
     next_tick: Millis,
+    next_ping: Millis,
     next_announce: Millis,
     now: Millis,
     transmits: VecDeque<Transmit>,
@@ -142,6 +145,7 @@ impl PathCore {
             seq: 1,
             local_macs: Vec::new(),
             next_tick: 0,
+            next_ping: 0,
             next_announce: 0,
             now: 0,
             transmits: VecDeque::new(),
@@ -687,7 +691,8 @@ impl PathCore {
             self.check_health(s);
         }
         self.replan();
-        if self.cfg.fastdp {
+        if self.cfg.fastdp && now >= self.next_ping {
+            self.next_ping = now + PING_MS;
             // One side of each pair pings (the smaller id), the other answers.
             let pings: Vec<PathEffect> = self
                 .slots

@@ -2,8 +2,9 @@
 
 use weft_mesh::Millis;
 
-/// How long without a fastdp pong before the path counts as broken.
-pub const FASTDP_DEAD_MS: Millis = 2000;
+/// How long without a fastdp answer before the path counts as broken (two heartbeats and
+/// a half: one lost heartbeat is not a failure).
+pub const FASTDP_DEAD_MS: Millis = 2500;
 /// How long pongs must keep coming after a failure before fastdp is used again.
 pub const FASTDP_HEAL_MS: Millis = 1500;
 

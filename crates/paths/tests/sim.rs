@@ -321,7 +321,7 @@ fn fastdp_fails_and_heals_peers_leave_and_return_on_sixty_peers() {
         }
     }
     w.blocked.extend(pairs.iter().copied());
-    w.run(3_000);
+    w.run(5_000);
     w.check_all(&origins);
     let on_sleeve = pairs
         .iter()
@@ -334,7 +334,7 @@ fn fastdp_fails_and_heals_peers_leave_and_return_on_sixty_peers() {
 
     // It heals: back on fastdp after the hysteresis.
     w.blocked.clear();
-    w.run(4_000);
+    w.run(5_000);
     w.check_all(&origins);
 
     // Five routers stop: their fastdp neighbours keep their VXLAN entries (the grace).
@@ -387,7 +387,7 @@ fn a_line_relays_through_the_middle_and_broadcasts_once() {
     assert!(w.kernels[0].flood.is_empty());
     // The middle of the line breaks fastdp: p2 to p3 on the sleeve, relays unchanged.
     w.blocked.insert((2, 3));
-    w.run(3_000);
+    w.run(5_000);
     w.check_all(&[0, 1, 2, 3, 4, 5]);
     assert_eq!(w.sim.app(0).mode_of(&p5), Some(&Mode::Relay(p1)));
 }
@@ -402,7 +402,7 @@ fn same_seed_same_tables() {
         }
         w.run(8_000);
         w.blocked.insert((0, 1));
-        w.run(3_000);
+        w.run(5_000);
         let mut out: Vec<String> = Vec::new();
         for k in &w.kernels {
             let mut f: Vec<_> = k.flood.iter().collect();

@@ -71,9 +71,10 @@ pub(super) async fn spawn(
             sc.bridge = Some(BRIDGE.to_string());
             sc.tap_mtu = Some(mtu);
             sc.underlay_mtu = underlay.clamp(576, 65535);
-            // The router does not use the sleeve's own liveness; its default (1 s) keeps
-            // an idle full mesh cheap.
-            sc.heartbeat_interval = Duration::from_secs(1);
+            // The router does not use the sleeve's own liveness (the path core decides by
+            // fastdp heartbeats), so the sleeve's RTT is measured every 2 s only: an idle
+            // full mesh stays cheap.
+            sc.heartbeat_interval = Duration::from_secs(2);
             sc.require_encryption = config.password.is_some();
             let sleeve = Sleeve::start(sc)?;
             if std::env::var("WEFT_SLEEVE_REALTIME").as_deref() == Ok("1") {

@@ -24,7 +24,11 @@ use weft_mesh::{
 use crate::metrics::Metrics;
 
 /// How often the core's timers run.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(250);
+/// A connection with nothing else to say sends a heartbeat after this long (ms). The
+/// digest hash goes every 2 s anyway, so an idle connection carries one message per 2 s
+/// each way; dead after 5 s of silence still.
+const HEARTBEAT_MS: u64 = 2_000;
 /// Longest a dial (resolve + connect) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a handshake may take.
@@ -279,7 +283,10 @@ pub async fn start(
         conn_limit: cfg.conn_limit as usize,
         discovery: cfg.discovery,
         initial_version: wall_ms,
-        timing: Timing::default(),
+        timing: Timing {
+            heartbeat: HEARTBEAT_MS,
+            ..Timing::default()
+        },
     });
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(MeshSnapshot::default()));
