@@ -82,6 +82,16 @@ impl Mesh {
         self.topo.broadcast_children(origin)
     }
 
+    /// The topology as the cores on the mesh take it ([`crate::app::TopologyView`]).
+    pub fn topology_view(&mut self) -> crate::app::TopologyView {
+        let direct: Vec<(String, std::net::SocketAddr)> = self
+            .conns
+            .values()
+            .map(|c| (c.peer.clone(), c.addr))
+            .collect();
+        crate::app::TopologyView::build(&mut self.topo, &self.cfg.name, &direct)
+    }
+
     /// Directly connected peers.
     pub fn neighbours(&self) -> Vec<Neighbour> {
         self.conns

@@ -5,11 +5,10 @@
 //! `start` builds the kernel side and spawns the driver task (`driver.rs`); the attach
 //! pipeline tells the handle about local container interfaces; the driver gossips them on
 //! the mesh's DATAPATH channel and programs the VXLAN FDB and the sleeve from what peers
-//! announce (`plan.rs` decides, sans-IO).
+//! announce (the `weft-paths` core decides, sans-IO; the driver only carries it out).
 
 mod driver;
 pub mod expose;
-pub mod plan;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -14,16 +14,15 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot};
 use weft_ipam::{
-    Action, AddrSpec, Allocator, Cidr, Event, InitMode, IpamConfig, IpamError, PersistedState,
-    Reply, RequestId, Status,
+    AddrSpec, Allocator, Cidr, Event, InitMode, IpamApp, IpamConfig, IpamEffect, IpamError,
+    PersistedState, Reply, RequestId, Status,
 };
 
+use crate::mesh::app_driver::AppDriver;
 use crate::mesh::MeshHandle;
 
 /// The file in the state directory that holds the ring and this peer's allocations.
 pub const STATE_FILE: &str = "ipam.state";
-/// How often the core's timers run.
-const TICK: Duration = Duration::from_millis(200);
 /// How long before a failed persist is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
 
@@ -198,18 +197,21 @@ impl IpamHandle {
             status: Arc::new(Mutex::new(Some(core.status()))),
             nicknames: Arc::new(Mutex::new(BTreeMap::new())),
         };
+        let app = AppDriver::new(
+            IpamApp::new(core, crate::channels::IPAM),
+            mesh.as_ref(),
+            crate::channels::IPAM,
+        );
         let driver = Driver {
-            core,
+            app,
             state_file,
             mesh,
             status: handle.status.clone(),
             nicknames: handle.nicknames.clone(),
             waiting: BTreeMap::new(),
             next_id: 1,
-            start: Instant::now(),
             persist_inflight: false,
             persist_failed: None,
-            last_reachable: BTreeSet::new(),
             shutdowns: BTreeSet::new(),
             left: false,
         };
@@ -356,20 +358,18 @@ impl IpamHandle {
     }
 }
 
-/// The task that owns the core.
+/// The task that owns the core (run by the mesh's application driver).
 struct Driver {
-    core: Allocator,
+    app: AppDriver<IpamApp>,
     state_file: PathBuf,
     mesh: Option<MeshHandle>,
     status: Arc<Mutex<Option<Status>>>,
     nicknames: Arc<Mutex<BTreeMap<String, String>>>,
     waiting: BTreeMap<RequestId, ReplyTx>,
     next_id: RequestId,
-    start: Instant,
     persist_inflight: bool,
     /// A persist that failed: (state, token), tried again after a pause.
     persist_failed: Option<(PersistedState, u64)>,
-    last_reachable: BTreeSet<String>,
     /// Ids of `Shutdown` requests (`weft reset`).
     shutdowns: BTreeSet<RequestId>,
     /// This peer handed its space over: nothing is written any more and the state file
@@ -383,23 +383,14 @@ impl Driver {
         mut requests: mpsc::UnboundedReceiver<(Request, ReplyTx)>,
         stopped: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        // Sends go through one queue so they leave in the order the core emitted them.
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<Outgoing>();
-        if let Some(mesh) = self.mesh.clone() {
-            tokio::spawn(send_loop(mesh, out_rx));
-        }
         let (persisted_tx, mut persisted_rx) = mpsc::unbounded_channel::<(u64, Option<String>)>();
-        let mut deliveries = self
-            .mesh
-            .as_ref()
-            .map(|m| m.subscribe(crate::channels::IPAM));
-        let mut topology = self.mesh.as_ref().map(|m| m.watch());
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(PERSIST_RETRY);
+        let mut topology = self.mesh.as_ref().map(|m| m.watch());
         tokio::pin!(stopped);
 
-        self.peers_changed(&out_tx, &persisted_tx);
+        self.nicknames();
+        self.app.topology_now();
+        self.effects(&persisted_tx);
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
@@ -419,15 +410,13 @@ impl Driver {
                         self.shutdowns.insert(id);
                     }
                     self.waiting.insert(id, reply);
-                    self.feed(req.into_event(id), &out_tx, &persisted_tx);
+                    let now = self.app.now();
+                    self.app.core.request(now, req.into_event(id));
                 }
-                Some(d) = recv_opt(&mut deliveries) => {
-                    tracing::trace!(from = %d.from, msg = %describe(&d.payload), "IPAM received");
-                    self.feed(Event::Received { from: d.from, payload: d.payload }, &out_tx, &persisted_tx);
-                }
+                _ = self.app.next() => {}
                 changed = changed_opt(&mut topology) => {
                     if changed {
-                        self.peers_changed(&out_tx, &persisted_tx);
+                        self.nicknames();
                     } else {
                         topology = None;
                     }
@@ -438,10 +427,13 @@ impl Driver {
                         self.remove_state();
                     }
                     match err {
-                        None => self.feed(Event::Persisted { token }, &out_tx, &persisted_tx),
+                        None => {
+                            let now = self.app.now();
+                            self.app.core.request(now, Event::Persisted { token });
+                        }
                         Some(e) => {
                             tracing::error!(file = %self.state_file.display(), "cannot persist IPAM state: {e}; retrying (requests wait)");
-                            let state = self.core.persisted_state();
+                            let state = self.app.core.allocator().persisted_state();
                             self.persist_failed = Some((state, token));
                         }
                     }
@@ -450,59 +442,34 @@ impl Driver {
                     if !self.persist_inflight {
                         if let Some((_, token)) = self.persist_failed.take() {
                             // Write the newest state under the token the core waits for.
-                            let state = self.core.persisted_state();
+                            let state = self.app.core.allocator().persisted_state();
                             self.persist(state, token, &persisted_tx);
                         }
                     }
                 }
-                _ = tick.tick() => self.feed(Event::Tick, &out_tx, &persisted_tx),
             }
+            self.effects(&persisted_tx);
         }
         tracing::debug!("IPAM task stopped");
     }
 
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    fn peers_changed(
-        &mut self,
-        out: &mpsc::UnboundedSender<Outgoing>,
-        persisted: &mpsc::UnboundedSender<(u64, Option<String>)>,
-    ) {
+    /// Peers' nicknames, for the status.
+    fn nicknames(&mut self) {
         let Some(mesh) = &self.mesh else { return };
         let snap = mesh.snapshot();
         if let Ok(mut nicks) = self.nicknames.lock() {
-            for p in &snap.peers {
+            for p in snap.peers.iter() {
                 nicks.insert(p.name.clone(), p.nickname.clone());
             }
         }
-        let reachable: BTreeSet<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
-        if reachable == self.last_reachable {
-            return;
-        }
-        self.last_reachable = reachable.clone();
-        self.feed(Event::PeersChanged { reachable }, out, persisted);
     }
 
-    fn feed(
-        &mut self,
-        event: Event,
-        out: &mpsc::UnboundedSender<Outgoing>,
-        persisted: &mpsc::UnboundedSender<(u64, Option<String>)>,
-    ) {
-        let now = self.now();
-        let actions = self.core.handle(now, event);
-        for a in actions {
-            match a {
-                Action::Send { to, payload } => {
-                    let _ = out.send(Outgoing::To(to, payload));
-                }
-                Action::Broadcast { payload } => {
-                    let _ = out.send(Outgoing::All(payload));
-                }
-                Action::Persist { state, token } => self.persist(state, token, persisted),
-                Action::Reply { id, result } => {
+    /// Carries out the core's effects in order: writes and replies.
+    fn effects(&mut self, persisted: &mpsc::UnboundedSender<(u64, Option<String>)>) {
+        for e in self.app.flush() {
+            match e {
+                IpamEffect::Persist { state, token } => self.persist(state, token, persisted),
+                IpamEffect::Reply { id, result } => {
                     if self.shutdowns.remove(&id) && result.is_ok() {
                         self.left = true;
                         if !self.persist_inflight {
@@ -516,7 +483,7 @@ impl Driver {
             }
         }
         if let Ok(mut s) = self.status.lock() {
-            *s = Some(self.core.status());
+            *s = Some(self.app.core.allocator().status());
         }
     }
 
@@ -561,50 +528,6 @@ impl Driver {
 
 fn write_state(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::identity::write_atomic(path, bytes).map_err(|e| e.to_string())
-}
-
-enum Outgoing {
-    To(String, Vec<u8>),
-    All(Vec<u8>),
-}
-
-/// A message's kind, for trace logs.
-fn describe(payload: &[u8]) -> String {
-    match weft_ipam::Message::decode(payload) {
-        Ok(m) => {
-            let s = format!("{m:?}");
-            s.chars().take(60).collect()
-        }
-        Err(e) => format!("undecodable: {e}"),
-    }
-}
-
-async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    while let Some(o) = rx.recv().await {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            match &o {
-                Outgoing::To(dst, p) => tracing::trace!(to = %dst, msg = %describe(p), "IPAM send"),
-                Outgoing::All(p) => tracing::trace!(msg = %describe(p), "IPAM broadcast"),
-            }
-        }
-        let r = match o {
-            Outgoing::To(dst, payload) => mesh.send_to(crate::channels::IPAM, &dst, payload).await,
-            Outgoing::All(payload) => mesh.broadcast(crate::channels::IPAM, payload).await,
-        };
-        // The core retries what matters; a peer that went away is normal.
-        if let Err(e) = r {
-            tracing::debug!("IPAM send: {e}");
-        }
-    }
-}
-
-async fn recv_opt(
-    rx: &mut Option<mpsc::UnboundedReceiver<crate::mesh::Delivery>>,
-) -> Option<crate::mesh::Delivery> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn changed_opt(
