@@ -14,6 +14,7 @@ mod containers;
 mod datapath;
 mod dns;
 mod ipam;
+mod ui;
 
 /// An API error: an HTTP status and one line for the user.
 #[derive(Debug)]
@@ -68,6 +69,7 @@ pub fn routes(router: Router) -> axum::Router {
         .merge(datapath::routes())
         .merge(ipam::routes())
         .merge(dns::routes())
+        .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(router.clone(), count))
         .with_state(router)
