@@ -20,14 +20,20 @@ async fn attach(
     State(router): State<Router>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
-    crate::containers::attach(&router, req).await.map(Json)
+    let timer = router.metrics().time("attach");
+    timer
+        .ok(crate::containers::attach(&router, req).await)
+        .map(Json)
 }
 
 async fn detach(
     State(router): State<Router>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    crate::containers::detach(&router, req).await.map(Json)
+    let timer = router.metrics().time("detach");
+    timer
+        .ok(crate::containers::detach(&router, req).await)
+        .map(Json)
 }
 
 async fn list(State(router): State<Router>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {

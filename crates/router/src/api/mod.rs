@@ -88,11 +88,30 @@ async fn version() -> Json<String> {
     Json(weft_api::VERSION.to_string())
 }
 
-async fn metrics(State(router): State<Router>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(&router),
-    )
+async fn metrics(
+    State(router): State<Router>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    // Prometheus asks for OpenMetrics; other clients get the classic text format.
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = crate::metrics::render(&router);
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    } else {
+        (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::to_prometheus_text(&text),
+        )
+    }
 }
 
 async fn stop(State(router): State<Router>) -> Json<()> {

@@ -208,6 +208,7 @@ impl Driver {
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(2) {
                         self.send_pings();
+                        self.router.metrics().sleeve_sampled(self.sleeve.as_ref());
                     }
                 }
                 guard = readable(&self.probe) => {
@@ -319,6 +320,7 @@ impl Driver {
                 token: now,
             };
             let _ = p.get_ref().send(&f.encode());
+            self.router.metrics().fastdp_heartbeat_sent(name);
         }
     }
 
@@ -349,6 +351,7 @@ impl Driver {
             _ => {
                 let name = name.clone();
                 let now = self.now_ms();
+                self.router.metrics().fastdp_heartbeat_answered(&name);
                 self.health.entry(name).or_default().pong(now);
             }
         }
@@ -672,6 +675,7 @@ impl Driver {
                 },
             );
         }
+        self.router.metrics().paths_published(&out);
         *lock(&self.h.inner.paths) = out;
     }
 }

@@ -525,6 +525,7 @@ impl Driver {
         if let Ok(mut s) = self.status.lock() {
             *s = Some(self.core.status());
         }
+        crate::metrics::ipam_sampled(&self.core);
     }
 
     fn persist(
