@@ -164,6 +164,13 @@ fn three_peers_their_connections_and_a_switch_to_sleeve_in_chromium() {
         blocked.elapsed().as_secs_f64()
     );
 
+    // `weft ui` on a lab host prints the address and how to reach it from the machine.
+    let ui = lab.weft_ok("h1", &["ui"]);
+    assert!(
+        ui.starts_with(PAGE) && ui.contains(&format!("ip netns exec {}-h1 chromium", lab.name())),
+        "weft ui: {ui}"
+    );
+
     let png = artifacts().join("topology.png");
     let _ = std::fs::remove_file(&png);
     chromium(&lab, "h1", &format!("--screenshot={}", png.display()));
