@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
@@ -183,21 +183,29 @@ impl Drop for OperationTimer<'_> {
 
 /// Free addresses per subnet, sampled by the IPAM driver (it owns the core, which the
 /// scrape cannot reach). Process-wide: one router per process.
-static IPAM_FREE: OnceLock<Mutex<(Option<Instant>, Vec<(String, u64)>)>> = OnceLock::new();
+static IPAM_FREE: Mutex<IpamSample> = Mutex::new(IpamSample {
+    at: None,
+    free: Vec::new(),
+});
+
+/// When IPAM was last sampled, and this peer's free addresses per subnet then.
+struct IpamSample {
+    at: Option<Instant>,
+    free: Vec<(String, u64)>,
+}
 /// How often the IPAM sample is refreshed at most (the driver calls on every event).
 const IPAM_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Hook: samples this peer's free addresses in the default subnet and in every subnet it
 /// has allocations in (at most once a second).
 pub fn ipam_sampled(core: &weft_ipam::Allocator) {
-    let cell = IPAM_FREE.get_or_init(|| Mutex::new((None, Vec::new())));
-    let mut g = lock(cell);
-    if g.0.is_some_and(|t| t.elapsed() < IPAM_SAMPLE_EVERY) {
+    let mut g = lock(&IPAM_FREE);
+    if g.at.is_some_and(|t| t.elapsed() < IPAM_SAMPLE_EVERY) {
         return;
     }
-    g.0 = Some(Instant::now());
+    g.at = Some(Instant::now());
     let Some(ring) = core.ring() else {
-        g.1.clear();
+        g.free.clear();
         return;
     };
     let mut subnets = BTreeSet::new();
@@ -207,7 +215,7 @@ pub fn ipam_sampled(core: &weft_ipam::Allocator) {
             subnets.insert(c.subnet());
         }
     }
-    g.1 = subnets
+    g.free = subnets
         .iter()
         .map(|s| (s.to_string(), ring.advertised_free(core.name(), s)))
         .collect();
@@ -479,11 +487,9 @@ pub fn render(router: &crate::state::Router) -> String {
 
     // IPAM.
     let free: GaugeFamily = Family::default();
-    if let Some(cell) = IPAM_FREE.get() {
-        for (subnet, n) in &lock(cell).1 {
-            free.get_or_create(&labels(&[("subnet", subnet)]))
-                .set(i(*n));
-        }
+    for (subnet, n) in &lock(&IPAM_FREE).free {
+        free.get_or_create(&labels(&[("subnet", subnet)]))
+            .set(i(*n));
     }
     reg.register(
         "weft_ipam_free_addresses",
