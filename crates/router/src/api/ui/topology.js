@@ -45,11 +45,16 @@ function ownConnections(report) {
   return out;
 }
 
+// Peers in the order of their nicknames (then names), as people call them.
+function byNickname(a, b) {
+  return (a.Nickname || "").localeCompare(b.Nickname || "") || a.Name.localeCompare(b.Name);
+}
+
 function drawGraph(report) {
   const svg = document.getElementById("graph");
   svg.replaceChildren();
   const me = report.Router.Name;
-  const peers = (report.Router.Peers || []).slice().sort((a, b) => a.Name.localeCompare(b.Name));
+  const peers = (report.Router.Peers || []).slice().sort(byNickname);
   if (!peers.some(p => p.Name === me)) peers.unshift({ Name: me, Nickname: report.Router.Nickname, Connections: [] });
   const W = 720, H = 420, cx = W / 2, cy = H / 2, r = peers.length > 1 ? Math.min(W, H) / 2 - 70 : 0;
   const pos = new Map();
@@ -151,7 +156,7 @@ function drawPeers(report, localContainers) {
   const box = document.getElementById("peers");
   box.replaceChildren();
   const me = report.Router.Name;
-  const peers = (report.Router.Peers || []).slice().sort((a, b) => a.Name.localeCompare(b.Name));
+  const peers = (report.Router.Peers || []).slice().sort(byNickname);
   if (!peers.some(p => p.Name === me)) peers.unshift({ Name: me, Nickname: report.Router.Nickname });
   const ipam = report.IPAM || report.Ipam || null;
   const total = ipam ? rangeSize(ipam.Range) : 0;
