@@ -18,6 +18,8 @@ dnsmasq         dnsmasq         test
 docker.io       dockerd         demo test
 curl            curl            demo test
 tar             tar             demo test
+procps          sysctl          test
+python3         python3         test
 chromium        chromium        test
 chromium-driver chromedriver    test
 prometheus      promtool        test

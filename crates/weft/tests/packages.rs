@@ -219,6 +219,8 @@ fn the_table_covers_the_demo_and_the_tests() {
         "chromium",
         "chromium-driver",
         "prometheus",
+        "procps",
+        "python3",
     ] {
         assert!(
             test.contains(&p.to_string()),
