@@ -66,9 +66,8 @@ fn a_peer_over_a_gossip_bound_is_disconnected_with_a_reason() {
         "{acts:?}"
     );
     assert!(
-        acts.iter().any(
-            |a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))
-        ),
+        acts.iter()
+            .any(|a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))),
         "{acts:?}"
     );
     assert!(m.peers().iter().all(|p| p.name != "evil"));

@@ -19,13 +19,14 @@ async fn attach(
     State(router): State<AppState>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
+    let timer = router.metrics.time("attach");
     // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
     // undoes its own failures, but not if it is dropped half-way.
     let containers = router.containers.clone();
     let done = tokio::spawn(async move { crate::containers::attach(&containers, req).await })
         .await
         .map_err(stopped)?;
-    Ok(Json(done?))
+    Ok(Json(timer.ok(done)?))
 }
 
 fn stopped(e: tokio::task::JoinError) -> ApiFailure {
@@ -41,11 +42,12 @@ async fn detach(
     State(router): State<AppState>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
+    let timer = router.metrics.time("detach");
     let containers = router.containers.clone();
     let done = tokio::spawn(async move { crate::containers::detach(&containers, req).await })
         .await
         .map_err(stopped)?;
-    Ok(Json(done?))
+    Ok(Json(timer.ok(done)?))
 }
 
 /// Containers attached by weft and those on Docker's weft networks.

@@ -20,6 +20,7 @@ mod failure;
 mod ipam;
 mod public;
 mod report;
+mod ui;
 
 pub use app::{AppState, Handles};
 pub use failure::ApiFailure;
@@ -36,7 +37,7 @@ fn read_only() -> axum::Router<AppState> {
 
 /// Web pages served to a browser (GET only); the topology page goes here.
 fn pages() -> axum::Router<AppState> {
-    axum::Router::new()
+    ui::routes()
 }
 
 /// What 127.0.0.1:6784 serves: the read-only routes, GET (and HEAD) only, to loopback
@@ -77,15 +78,37 @@ async fn version() -> Json<String> {
     Json(weft_api::VERSION.to_string())
 }
 
-async fn metrics(State(router): State<AppState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(
-            &report::report(&router),
-            router.uptime_secs(),
-            &router.metrics,
-        ),
-    )
+async fn metrics(
+    State(router): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    // Prometheus asks for OpenMetrics; other clients get the classic text format.
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let c = &router.containers;
+    let text = crate::metrics::render(
+        &report::report(&router),
+        router.uptime_secs(),
+        &router.metrics,
+        c.ipam.status().map(|s| s.pending as u64),
+        &c.dns.query_counts(),
+    );
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    } else {
+        (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::to_prometheus_text(&text),
+        )
+    }
 }
 
 async fn stop(State(router): State<AppState>) -> Json<()> {

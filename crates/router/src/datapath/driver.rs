@@ -41,6 +41,7 @@ struct Driver {
     sleeve: Option<Sleeve>,
     probe: Option<AsyncFd<ProbeSocket>>,
     app: AppDriver<PathCore>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     underlay_to: BTreeMap<Ipv4Addr, u32>,
 }
 
@@ -110,6 +111,7 @@ pub(super) async fn spawn(
         trusted,
     });
     core.set_local_macs(0, h.local_macs());
+    let metrics = mesh.metrics().clone();
     let app = AppDriver::new(core, Some(&mesh), crate::channels::DATAPATH);
     let d = Driver {
         stop,
@@ -121,6 +123,7 @@ pub(super) async fn spawn(
         sleeve: Some(sleeve),
         probe,
         app,
+        metrics,
         underlay_to: BTreeMap::new(),
     };
     tokio::spawn(d.run(rx));
@@ -161,7 +164,12 @@ impl Driver {
                     }
                     None => break,
                 },
-                up = self.app.next() => if !up { break },
+                up = self.app.next() => {
+                    if !up {
+                        break;
+                    }
+                    self.metrics.sleeve_sampled(self.sleeve.as_ref());
+                }
                 guard = readable(&self.probe) => {
                     if let Some(mut guard) = guard {
                         loop {
@@ -221,6 +229,10 @@ impl Driver {
             }
             _ => {
                 let now = self.app.now();
+                if let Some(bmac) = self.app.core.answer_to(p.sender) {
+                    self.metrics
+                        .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
+                }
                 self.app.core.pong(now, p.sender);
             }
         }
@@ -264,6 +276,7 @@ impl Driver {
                         token,
                     };
                     let _ = p.get_ref().send(&f.encode());
+                    self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
                 }
             }
             PathEffect::Switched {
@@ -411,6 +424,7 @@ impl Driver {
                 paths.remove(&peer);
             }
         }
+        self.metrics.paths_published(&paths);
     }
 }
 

@@ -162,6 +162,14 @@ impl DnsHandle {
         Ok(handle)
     }
 
+    /// Queries served as (source, result, count), for /metrics.
+    pub fn query_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.inner
+            .as_ref()
+            .map(|i| i.server.stats.counts())
+            .unwrap_or_default()
+    }
+
     /// Whether DNS is on.
     pub fn is_on(&self) -> bool {
         self.inner.is_some()

@@ -485,6 +485,7 @@ impl Driver {
         if let Ok(mut s) = self.status.lock() {
             *s = Some(self.app.core.allocator().status());
         }
+        crate::metrics::ipam_sampled(self.app.core.allocator());
     }
 
     fn persist(

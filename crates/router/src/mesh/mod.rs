@@ -119,6 +119,7 @@ pub struct MeshHandle {
     snapshot: watch::Receiver<Arc<MeshSnapshot>>,
     subscribers: Arc<Mutex<HashMap<u16, mpsc::UnboundedSender<Delivery>>>>,
     default_port: u16,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a mesh request failed.
@@ -151,6 +152,11 @@ pub fn normalize_target(peer: &str, default_port: u16) -> Result<String, MeshErr
 }
 
 impl MeshHandle {
+    /// The router's counters, for the modules that run on the mesh.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<MeshSnapshot> {
         self.snapshot.borrow().clone()
@@ -287,6 +293,7 @@ pub async fn start(
         snapshot: snap_rx,
         subscribers: Arc::new(Mutex::new(HashMap::new())),
         default_port: cfg.port,
+        metrics: metrics.clone(),
     };
     // Bounded: a peer that floods us is slowed down by TCP, not buffered here.
     let (ev_tx, ev_rx) = mpsc::channel(conn::EVENT_QUEUE);

@@ -8,6 +8,7 @@ mod ipam;
 mod launch;
 mod mesh;
 mod status;
+mod ui;
 
 use anyhow::Result;
 use weft_api::{ApiClient, Paths};
@@ -25,6 +26,7 @@ pub fn dispatch(command: Command) -> Result<()> {
         }
         Command::Status { section } => status::status(section),
         Command::Report => status::report(),
+        Command::Ui => ui::ui(),
         Command::Lab { command } => crate::lab::run(command),
         Command::Reset { force } => datapath::reset(force),
         Command::Connect { replace, peers } => mesh::connect(peers, replace),
