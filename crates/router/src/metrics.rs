@@ -19,8 +19,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use weft_datapath::sleeve::SleeveStats;
 
-use crate::datapath::PathInfo;
-
 /// A label set: (name, value) pairs.
 type Labels = Vec<(String, String)>;
 type CounterFamily = Family<Labels, Counter>;
@@ -69,7 +67,7 @@ pub struct Metrics {
     heartbeats_lost: CounterFamily,
     operations: HistogramFamily,
     /// The path each peer was on at the last publish.
-    paths: Mutex<BTreeMap<String, PathInfo>>,
+    paths: Mutex<BTreeMap<String, String>>,
     /// Peers sent a fastdp heartbeat that has not been answered yet.
     awaiting: Mutex<BTreeSet<String>>,
     /// The sleeve's counters, as of its last sample.
@@ -106,20 +104,20 @@ impl Metrics {
         self.api_requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Hook: the data path published its paths; counts each peer whose path changed.
-    pub fn paths_published(&self, now: &BTreeMap<String, PathInfo>) {
+    /// Hook: the data path published its paths (peer, path); counts each peer whose
+    /// path changed.
+    pub fn paths_published<'a>(&self, now: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut old = lock(&self.paths);
-        for (peer, p) in now {
-            if let Some(before) = old
-                .get(peer)
-                .filter(|b| path_label(&b.path) != path_label(&p.path))
-            {
-                let (from, to) = (path_label(&before.path), path_label(&p.path));
+        let mut seen = BTreeMap::new();
+        for (peer, path) in now {
+            if let Some(before) = old.get(peer).filter(|b| path_label(b) != path_label(path)) {
+                let (from, to) = (path_label(before), path_label(path));
                 let l = labels(&[("peer", peer), ("from", from), ("to", to)]);
                 self.path_switches.get_or_create(&l).inc();
             }
+            seen.insert(peer.to_string(), path.to_string());
         }
-        *old = now.clone();
+        *old = seen;
     }
 
     /// Hook: a fastdp heartbeat was sent to `peer`; the previous one, if unanswered, is lost.
@@ -375,9 +373,14 @@ pub fn render(
         i(established as u64),
     );
     let mtu: GaugeFamily = Family::default();
-    for (peer, p) in lock(&m.paths).iter() {
-        mtu.get_or_create(&labels(&[("peer", peer), ("path", path_label(&p.path))]))
-            .set(i(u64::from(p.mtu)));
+    for c in &report.router.connections {
+        let (Some(m), false) = (c.mtu, c.path.is_empty()) else {
+            continue;
+        };
+        // `peer` reads `name(nickname)`; the label is the name, as on the other series.
+        let peer = c.peer.split('(').next().unwrap_or_default();
+        mtu.get_or_create(&labels(&[("peer", peer), ("path", path_label(&c.path))]))
+            .set(i(u64::from(m)));
     }
     reg.register(
         "weft_connection_mtu_bytes",
@@ -554,11 +557,8 @@ pub fn render(
 mod tests {
     use super::*;
 
-    fn path(p: &str) -> PathInfo {
-        PathInfo {
-            path: p.to_string(),
-            mtu: 1400,
-        }
+    fn path(p: &str) -> String {
+        p.to_string()
     }
 
     fn text(reg: &Registry) -> String {
@@ -581,10 +581,10 @@ mod tests {
         let m = Metrics::default();
         let mut now = BTreeMap::new();
         now.insert("a".to_string(), path("fastdp"));
-        m.paths_published(&now);
-        m.paths_published(&now);
+        m.paths_published(now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        m.paths_published(now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         now.insert("a".to_string(), path("sleeve"));
-        m.paths_published(&now);
+        m.paths_published(now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut reg = Registry::default();
         reg.register(
             "weft_connection_path_switches",

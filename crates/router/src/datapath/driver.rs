@@ -424,7 +424,8 @@ impl Driver {
                 paths.remove(&peer);
             }
         }
-        self.metrics.paths_published(&paths);
+        self.metrics
+            .paths_published(paths.iter().map(|(k, v)| (k.as_str(), v.path.as_str())));
     }
 }
 
