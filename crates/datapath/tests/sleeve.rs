@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -129,6 +129,7 @@ fn peer(id: u32, addr: Option<&str>, key: Option<[u8; 32]>) -> PeerConfig {
         name: format!("peer{id}"),
         addr: addr.map(|a| a.parse::<SocketAddr>().unwrap()),
         key,
+        cipher: CipherKind::supported()[0],
     }
 }
 
