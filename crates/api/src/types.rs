@@ -117,6 +117,16 @@ pub struct ConnectionReport {
     pub mtu: Option<u32>,
     /// Why a failed connection failed, or other detail.
     pub info: String,
+    /// What carries and protects the traffic: `encrypted sleeve`, `sleeve` or `fastdp`
+    /// (empty while unknown).
+    #[serde(default)]
+    pub encryption: String,
+    /// The sleeve's AEAD when encrypted: `aes-256-gcm` or `chacha20-poly1305`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cipher: Option<String>,
+    /// Path MTU discovered on the path in use (underlay datagram bytes), when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_mtu: Option<u32>,
 }
 
 /// An address this router tries to keep a connection to.

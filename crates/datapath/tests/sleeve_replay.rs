@@ -25,7 +25,10 @@ struct Two {
 fn two_hosts() -> Two {
     let h1 = Ns::new("h1");
     let h2 = Ns::new("h2");
-    h1.ip(&format!("link add ul type veth peer name ul netns {}", h2.name));
+    h1.ip(&format!(
+        "link add ul type veth peer name ul netns {}",
+        h2.name
+    ));
     let c1 = Ns::new("c1");
     let c2 = Ns::new("c2");
     for (h, ip, c, cip) in [
@@ -36,7 +39,10 @@ fn two_hosts() -> Two {
         h.ip("link set ul up");
         h.ip("link add weft type bridge");
         h.ip("link set weft up");
-        h.ip(&format!("link add vc type veth peer name eth0 netns {}", c.name));
+        h.ip(&format!(
+            "link add vc type veth peer name eth0 netns {}",
+            c.name
+        ));
         h.ip("link set vc master weft up");
         c.ip(&format!("addr add {cip} dev eth0"));
         c.ip("link set eth0 up");
@@ -84,7 +90,11 @@ fn capture(host: &Ns) -> OwnedFd {
                 i32::from(proto),
             )
         };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: if_nametoindex on a NUL-terminated name.
@@ -168,12 +178,23 @@ fn sleeve_drops_and_counts_replayed_and_too_old_datagrams() {
     });
     let after = s2.peer_stats(PeerId(1)).unwrap();
     assert_eq!(after.rx_replayed, want, "{after:?}");
-    assert_eq!(after.rx_frames, before.rx_frames, "a replayed frame reached the bridge");
+    assert_eq!(
+        after.rx_frames, before.rx_frames,
+        "a replayed frame reached the bridge"
+    );
     assert!(s2.stats().rx_replayed >= got.len() as u64);
 
     // Move the window past them (more datagrams than it holds), then replay again: too old.
     let flood = t.c1.exec(&[
-        "ping", "-f", "-c", &(REPLAY_WINDOW + 500).to_string(), "-s", "64", "-w", "60", "10.44.0.2",
+        "ping",
+        "-f",
+        "-c",
+        &(REPLAY_WINDOW + 500).to_string(),
+        "-s",
+        "64",
+        "-w",
+        "60",
+        "10.44.0.2",
     ]);
     assert!(flood.status.success(), "flood ping: {flood:?}");
     captured(&cap, PeerId(1));
@@ -183,7 +204,10 @@ fn sleeve_drops_and_counts_replayed_and_too_old_datagrams() {
     wait("too-old datagrams counted", || {
         s2.peer_stats(PeerId(1)).unwrap().rx_replayed >= want
     });
-    assert_eq!(s2.peer_stats(PeerId(1)).unwrap().rx_frames, before.rx_frames);
+    assert_eq!(
+        s2.peer_stats(PeerId(1)).unwrap().rx_frames,
+        before.rx_frames
+    );
     // Fresh traffic still flows.
     assert!(t.c1.ping("10.44.0.2"), "ping after the replays");
     drop(t.c2);

@@ -149,6 +149,36 @@ pub fn render(router: &crate::state::Router) -> String {
     ] {
         e.metric(name, "counter", help, v.load(Ordering::Relaxed) as f64);
     }
+    // Per connection: what carries it and whether it is encrypted (sleeve owner's hook).
+    let conns: Vec<_> = (report.router.connections.iter())
+        .filter(|c| !c.encryption.is_empty())
+        .map(|c| {
+            let cipher = c.cipher.as_deref().unwrap_or("none");
+            [
+                c.peer.as_str(),
+                c.path.as_str(),
+                c.encryption.as_str(),
+                cipher,
+            ]
+        })
+        .collect();
+    let labels: Vec<[(&str, &str); 4]> = (conns.iter())
+        .map(|[p, path, enc, ci]| {
+            [
+                ("peer", *p),
+                ("path", *path),
+                ("encryption", *enc),
+                ("cipher", *ci),
+            ]
+        })
+        .collect();
+    let samples: Vec<(&[(&str, &str)], f64)> = labels.iter().map(|l| (&l[..], 1.0)).collect();
+    e.family(
+        "weft_connection_info",
+        "gauge",
+        "Path of each connection: encryption is `encrypted sleeve`, `sleeve` or `fastdp`.",
+        &samples,
+    );
     e.finish()
 }
 

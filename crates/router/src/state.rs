@@ -202,8 +202,14 @@ impl Router {
                         (Some(p), None) => p.clone(),
                         _ => String::new(),
                     },
-                    mtu: path.map(|p| p.mtu),
+                    mtu: path.as_ref().map(|p| p.mtu),
                     info: c.info.clone(),
+                    encryption: path
+                        .as_ref()
+                        .map(|p| p.encryption.clone())
+                        .unwrap_or_default(),
+                    cipher: path.as_ref().and_then(|p| p.cipher.clone()),
+                    path_mtu: path.and_then(|p| p.pmtu),
                 }
             })
             .collect();

@@ -269,8 +269,14 @@ mod tests {
         use CipherKind::*;
         let both = [Aes256Gcm, ChaCha20Poly1305];
         assert_eq!(CipherKind::negotiate(&both, &both), Aes256Gcm);
-        assert_eq!(CipherKind::negotiate(&both, &[ChaCha20Poly1305]), ChaCha20Poly1305);
-        assert_eq!(CipherKind::negotiate(&[ChaCha20Poly1305], &both), ChaCha20Poly1305);
+        assert_eq!(
+            CipherKind::negotiate(&both, &[ChaCha20Poly1305]),
+            ChaCha20Poly1305
+        );
+        assert_eq!(
+            CipherKind::negotiate(&[ChaCha20Poly1305], &both),
+            ChaCha20Poly1305
+        );
         assert_eq!(CipherKind::negotiate(&both, &[]), ChaCha20Poly1305);
         for k in both {
             assert_eq!(CipherKind::parse(k.name()), Some(k));

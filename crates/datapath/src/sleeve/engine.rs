@@ -58,7 +58,6 @@ impl SleeveConfig {
     }
 }
 
-
 /// Counters of the whole sleeve.
 #[derive(Debug, Clone)]
 pub struct SleeveStats {
@@ -85,7 +84,6 @@ pub struct SleeveStats {
     /// Offloads the TAP accepted.
     pub offloads: Offloads,
 }
-
 
 pub(super) struct Tables {
     pub(super) fwd: Forwarding,

@@ -12,7 +12,6 @@ use super::pmtu::{Pmtu, PmtuConfig};
 use super::udp::RawAddr;
 use super::PeerId;
 
-
 /// A peer as the router describes it.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -93,7 +92,6 @@ impl PeerStats {
             .is_some_and(|t| now.saturating_duration_since(t) <= timeout)
     }
 }
-
 
 /// A peer's live state, shared by the two data threads.
 pub(super) struct Peer {
@@ -178,7 +176,8 @@ impl Peer {
         ] {
             n.store(o.load(Relaxed), Relaxed);
         }
-        let same_cipher = o.cipher.as_ref().map(Cipher::kind) == p.cipher.as_ref().map(Cipher::kind);
+        let same_cipher =
+            o.cipher.as_ref().map(Cipher::kind) == p.cipher.as_ref().map(Cipher::kind);
         if o.key == p.key && same_cipher {
             // Leave a gap so datagrams in flight on the old entry never share a nonce;
             // restarting the sequence or the window would reuse nonces or admit replays.

@@ -286,7 +286,11 @@ mod tests {
         assert_eq!(p.poll(400 * MS), Some(1500), "one retry");
         assert_eq!(p.current(), 1500, "still optimistic");
         let next = p.poll(800 * MS).expect("bisects");
-        assert_eq!(p.current(), 576, "the floor until something larger is confirmed");
+        assert_eq!(
+            p.current(),
+            576,
+            "the floor until something larger is confirmed"
+        );
         assert!(next > 576 && next < 1500);
         p.on_ack(next, 801 * MS);
         assert_eq!(p.current(), next);
@@ -334,7 +338,11 @@ mod tests {
             floor: 2000,
             ..PmtuConfig::new(1500)
         });
-        assert_eq!(q.poll(0), None, "nothing to search between floor and ceiling");
+        assert_eq!(
+            q.poll(0),
+            None,
+            "nothing to search between floor and ceiling"
+        );
         assert_eq!(q.discovered(), Some(1500));
     }
 }

@@ -163,9 +163,17 @@ impl UdpSock {
         // DF on every datagram, and no kernel path-MTU cache refusing sends: the sleeve
         // finds each peer's path MTU itself (probes) and sizes its datagrams to it.
         let (level, opt, probe) = if addr.is_ipv4() {
-            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            )
         } else {
-            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            )
         };
         setsockopt_int(f, level, opt, probe).map_err(err("set path-MTU discovery to probe"))?;
         let ra = RawAddr::new(addr);

@@ -392,7 +392,10 @@ mod tests {
         let p = parse(&b).unwrap();
         assert!(check_payload(&p, PROBE_ACK_LEN).is_ok());
         assert!(check_payload(&p, TOKEN_LEN).is_err());
-        assert_eq!(probe_ack(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 5, 220]), Ok((9, 1500)));
+        assert_eq!(
+            probe_ack(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 5, 220]),
+            Ok((9, 1500))
+        );
         b[2] = 1;
         assert_eq!(parse(&b), Err(DecodeError::TooShort(16)));
     }

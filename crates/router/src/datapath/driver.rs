@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use weft_datapath::fastdp;
 use weft_datapath::probe::ProbeSocket;
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig};
 
 use super::plan::{self, Health, Mode, PeerView, Plan};
 use super::wire::{self, Probe, StateMsg};
@@ -41,6 +41,7 @@ struct Announced {
     seq: u64,
     bmac: [u8; 6],
     macs: Vec<[u8; 6]>,
+    ciphers: Vec<CipherKind>,
 }
 
 struct Driver {
@@ -67,6 +68,7 @@ struct Driver {
     underlay_to: BTreeMap<Ipv4Addr, u32>,
     epoch: Instant,
     ticks: u64,
+    fastdp_mtu: super::pmtu::FastdpMtu,
 }
 
 /// Starts the sleeve and the heartbeat socket and spawns the driver.
@@ -146,6 +148,7 @@ pub(super) async fn spawn(
         underlay_to: BTreeMap::new(),
         epoch: Instant::now(),
         ticks: 0,
+        fastdp_mtu: super::pmtu::FastdpMtu::new(mtu),
     };
     tokio::spawn(d.run(rx));
     Ok(())
@@ -209,6 +212,7 @@ impl Driver {
                     if self.ticks.is_multiple_of(2) {
                         self.send_pings();
                     }
+                    self.probe_fastdp_mtu();
                 }
                 guard = readable(&self.probe) => {
                     if let Some(mut guard) = guard {
@@ -263,6 +267,10 @@ impl Driver {
             seq: self.seq,
             bmac: wire::fmt_mac(&self.bmac),
             macs,
+            ciphers: CipherKind::supported()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
         }
     }
 
@@ -287,6 +295,11 @@ impl Driver {
             }
         }
         let macs = m.macs.iter().filter_map(|s| wire::parse_mac(s)).collect();
+        let ciphers = m
+            .ciphers
+            .iter()
+            .filter_map(|c| CipherKind::parse(c))
+            .collect();
         self.announced.insert(
             from.to_string(),
             Announced {
@@ -294,8 +307,28 @@ impl Driver {
                 seq: m.seq,
                 bmac,
                 macs,
+                ciphers,
             },
         );
+    }
+
+    /// Advances fastdp's path-MTU searches (probes go to peers whose fastdp answers).
+    fn probe_fastdp_mtu(&mut self) {
+        let Some(sock) = &self.probe else { return };
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let peers: Vec<(String, [u8; 6])> = (self.applied.modes.iter())
+            .filter(|(_, m)| !matches!(m, Mode::Relay(_)))
+            .filter_map(|(n, _)| Some((n.clone(), self.announced.get(n)?.bmac)))
+            .filter(|(_, b)| self.applied.vxlan_macs.contains_key(b))
+            .collect();
+        let send = |f: &[u8]| drop(sock.get_ref().send(f));
+        self.fastdp_mtu.tick(now, self.id, &peers, send);
+    }
+
+    /// The sleeve cipher for a pair: AES-256-GCM if both hosts have AES instructions.
+    fn cipher_for(&self, name: &str) -> CipherKind {
+        let theirs = self.announced.get(name).map(|a| a.ciphers.as_slice());
+        CipherKind::negotiate(&CipherKind::supported(), theirs.unwrap_or_default())
     }
 
     fn send_pings(&mut self) {
@@ -333,6 +366,14 @@ impl Driver {
         else {
             return;
         };
+        if matches!(p.kind, wire::MTU_PING | wire::MTU_PONG) {
+            let (name, bmac, now) = (name.clone(), a.bmac, self.epoch.elapsed().as_nanos() as u64);
+            let answer = self.fastdp_mtu.on_probe(&name, bmac, self.id, &p, now);
+            if let (Some(f), Some(s)) = (answer, &self.probe) {
+                let _ = s.get_ref().send(&f);
+            }
+            return;
+        }
         match p.kind {
             wire::PING => {
                 let pong = Probe {
@@ -416,6 +457,7 @@ impl Driver {
                         .map(|a| (plan::pack_mac(&a.bmac), a.macs.clone())),
                     fastdp_ok: self.probe.is_some()
                         && self.health.get(&p.name).is_some_and(|h| h.ok(now))
+                        && self.fastdp_mtu.carries(&p.name)
                         && d.is_some_and(|ip| self.may_skip_encryption(ip)),
                 },
             );
@@ -489,12 +531,12 @@ impl Driver {
                 }
             }
         }
-        if new == self.applied {
-            return;
+        if new != self.applied {
+            let old = std::mem::take(&mut self.applied);
+            let applied = tokio::task::block_in_place(|| self.apply(&old, new));
+            self.applied = applied;
         }
-        let old = std::mem::take(&mut self.applied);
-        let applied = tokio::task::block_in_place(|| self.apply(&old, new));
-        self.applied = applied;
+        // Every round: discovered path MTUs change without a change of plan.
         self.publish_paths(&views);
     }
 
@@ -558,6 +600,7 @@ impl Driver {
                     name: name.clone(),
                     addr: *addr,
                     key,
+                    cipher: self.cipher_for(name),
                 };
                 match s.add_peer(pc) {
                     Ok(()) => {
@@ -635,6 +678,14 @@ impl Driver {
         let mut out = BTreeMap::new();
         let sealed = self.password.is_some();
         for (name, mode) in &self.applied.modes {
+            let sleeve = self.applied.sleeve_peers.get(name);
+            let stats = sleeve.and_then(|(id, _)| self.sleeve.as_ref()?.peer_stats(PeerId(*id)));
+            let cipher = stats.as_ref().and_then(|s| s.cipher).map(|c| c.to_string());
+            let encryption = |fastdp| match (fastdp, cipher.is_some()) {
+                (true, _) => "fastdp",
+                (false, true) => "encrypted sleeve",
+                (false, false) => "sleeve",
+            };
             let Some(ip) = views.get(name).and_then(|v| v.direct) else {
                 if let Mode::Relay(via) = mode {
                     out.insert(
@@ -642,6 +693,9 @@ impl Driver {
                         PathInfo {
                             path: format!("sleeve via {via}"),
                             mtu: self.h.mtu(),
+                            encryption: encryption(false).to_string(),
+                            cipher: cipher.clone(),
+                            pmtu: None,
                         },
                     );
                 }
@@ -651,24 +705,34 @@ impl Driver {
                 .underlay_to
                 .entry(ip)
                 .or_insert_with(|| weft_datapath::mtu::underlay_mtu(ip).unwrap_or(self.underlay));
-            let (path, overhead) = match mode {
-                Mode::Fastdp(_) => ("fastdp", weft_datapath::mtu::VXLAN_OVERHEAD_V4),
-                _ => (
+            let fastdp = matches!(mode, Mode::Fastdp(_));
+            let (path, overhead, pmtu) = if fastdp {
+                let p = self.fastdp_mtu.discovered(name);
+                ("fastdp", weft_datapath::mtu::VXLAN_OVERHEAD_V4, p)
+            } else {
+                let seal = if sealed {
+                    weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
+                } else {
+                    0
+                };
+                let p = stats.as_ref().filter(|s| s.pmtu_settled).map(|s| s.pmtu);
+                (
                     "sleeve",
-                    weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT
-                        + if sealed {
-                            weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
-                        } else {
-                            0
-                        },
-                ),
+                    weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT + seal,
+                    p,
+                )
             };
-            let fits = under.saturating_sub(overhead);
+            // What fits one packet: the discovered path MTU (else the interface's) minus
+            // the encapsulation. The sleeve splits bigger frames, so they still arrive.
+            let fits = pmtu.unwrap_or(under).min(under).saturating_sub(overhead);
             out.insert(
                 name.clone(),
                 PathInfo {
                     path: path.to_string(),
                     mtu: fits.min(self.h.mtu()),
+                    encryption: encryption(fastdp).to_string(),
+                    cipher: if fastdp { None } else { cipher },
+                    pmtu,
                 },
             );
         }

@@ -10,6 +10,7 @@
 mod driver;
 pub mod expose;
 pub mod plan;
+mod pmtu;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,12 @@ pub struct PathInfo {
     pub path: String,
     /// Overlay MTU that fits one packet on that path.
     pub mtu: u32,
+    /// `encrypted sleeve`, `sleeve` or `fastdp` (as Weave's status says).
+    pub encryption: String,
+    /// The sleeve's AEAD when encrypted (`aes-256-gcm`, `chacha20-poly1305`).
+    pub cipher: Option<String>,
+    /// Path MTU discovered on that path (underlay datagram bytes), once known.
+    pub pmtu: Option<u32>,
 }
 
 /// Handle the attach pipeline and the API use.

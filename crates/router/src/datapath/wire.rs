@@ -21,6 +21,10 @@ pub struct StateMsg {
     pub bmac: String,
     /// MACs of the sender's containers.
     pub macs: Vec<String>,
+    /// Sleeve ciphers the sender supports, best first (`aes-256-gcm`, `chacha20-poly1305`);
+    /// absent from older routers, which speak ChaCha20-Poly1305 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
 }
 
 impl StateMsg {
@@ -32,7 +36,11 @@ impl StateMsg {
     /// Decodes a message; `None` for anything malformed or of another version.
     pub fn decode(b: &[u8]) -> Option<StateMsg> {
         let m: StateMsg = serde_json::from_slice(b).ok()?;
-        (m.v == STATE_VERSION && m.run.len() <= 64 && m.macs.len() <= 65536).then_some(m)
+        (m.v == STATE_VERSION
+            && m.run.len() <= 64
+            && m.macs.len() <= 65536
+            && m.ciphers.len() <= 16)
+            .then_some(m)
     }
 }
 
@@ -64,6 +72,10 @@ pub const PROBE_MAGIC: &[u8; 4] = b"WFT1";
 pub const PING: u8 = 1;
 /// Answer to a ping.
 pub const PONG: u8 = 2;
+/// Path-MTU probe: padded to the size under test, the token is the outer datagram size.
+pub const MTU_PING: u8 = 3;
+/// Answer to an MTU probe (small, echoing the token).
+pub const MTU_PONG: u8 = 4;
 /// Length of a heartbeat frame (padded to the Ethernet minimum).
 pub const PROBE_LEN: usize = 60;
 
@@ -105,7 +117,7 @@ impl Probe {
             return None;
         }
         let kind = *f.get(18)?;
-        if kind != PING && kind != PONG {
+        if !(PING..=MTU_PONG).contains(&kind) {
             return None;
         }
         Some(Probe {
@@ -153,7 +165,11 @@ mod tests {
             seq: 3,
             bmac: "02:00:00:00:00:01".into(),
             macs: vec!["02:00:00:00:00:02".into()],
+            ciphers: vec!["aes-256-gcm".into()],
         };
+        // An older router's message (no ciphers) still decodes.
+        let old = br#"{"v":1,"id":1,"run":"aa","seq":1,"bmac":"02:00:00:00:00:01","macs":[]}"#;
+        assert_eq!(StateMsg::decode(old).map(|m| m.ciphers), Some(vec![]));
         assert_eq!(StateMsg::decode(&m.encode()), Some(m.clone()));
         let mut other = m.clone();
         other.v = 2;
@@ -185,7 +201,7 @@ mod tests {
         };
         assert_eq!(Probe::decode(&p.encode()), Some(p));
         let mut f = p.encode();
-        f[18] = 3;
+        f[18] = MTU_PONG + 1;
         assert_eq!(Probe::decode(&f), None);
         assert_eq!(Probe::decode(&f[..20]), None);
     }
