@@ -128,6 +128,7 @@ fn scenario(limit: u32, fastdp: bool) {
             observe(String::from_utf8_lossy(&out.stdout).trim().to_string());
             out.status.success().then_some(())
         });
+        eprintln!("ping -s 10000 {from} -> {to} after {:?}", start.elapsed());
     }
     // A TCP stream each way: c1 -> c2 crosses the small path into h2.
     wait_for("iperf3 c1 -> c2", left(), || {

@@ -7,9 +7,10 @@
 //! the interface says; usually it fits and one round trip ends the search), then bisects
 //! between the largest size known to fit and the smallest known not to. Until a probe
 //! fails, the path is assumed to carry the largest size; after a failure only what was
-//! confirmed is used. Every `recheck` the largest size is tried again (a path that
-//! healed is used in full again) and then the value in use is confirmed; if that fails
-//! too, or the owner reports losses (`suspect`), the search starts again from the floor.
+//! confirmed is used. Every `confirm` the value in use is probed again (one datagram): if
+//! it no longer fits, or the owner reports losses (`suspect`), the floor is used at once
+//! and the search starts again. Every `recheck` the largest size is tried again, so a
+//! path that healed is used in full again.
 
 /// Tunables of the search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +25,15 @@ pub struct PmtuConfig {
     pub timeout: u64,
     /// How many unanswered probes of one size mean it does not fit.
     pub tries: u8,
-    /// How long a finished search holds before the path is checked again (nanoseconds).
+    /// How often the size in use is confirmed once settled (nanoseconds).
+    pub confirm: u64,
+    /// How often a settled search tries the largest size again (nanoseconds).
     pub recheck: u64,
 }
 
 impl PmtuConfig {
     /// Defaults for a path whose interface allows `ceiling`: floor 576, 8-byte
-    /// granularity, 400 ms per probe, 2 tries, recheck every 30 s.
+    /// granularity, 400 ms per probe, 2 tries, confirm every 5 s, recheck every 30 s.
     pub fn new(ceiling: u32) -> PmtuConfig {
         PmtuConfig {
             floor: 576.min(ceiling),
@@ -38,6 +41,7 @@ impl PmtuConfig {
             granularity: 8,
             timeout: 400_000_000,
             tries: 2,
+            confirm: 5_000_000_000,
             recheck: 30_000_000_000,
         }
     }
@@ -47,9 +51,9 @@ impl PmtuConfig {
 enum Phase {
     /// Bisecting between `fits` and `too_big`.
     Search,
-    /// Settled; the next check is due at the given time.
+    /// Settled; the size in use is confirmed again at the given time.
     Settled(u64),
-    /// Recheck: the ceiling was tried and did not fit; now confirming `fits` itself.
+    /// Probing the size in use again (a loss means the path shrank).
     Confirm,
 }
 
@@ -72,6 +76,8 @@ pub struct Pmtu {
     optimistic: bool,
     phase: Phase,
     inflight: Option<InFlight>,
+    /// When a settled search tries the ceiling again (0: not scheduled yet).
+    recheck_at: u64,
 }
 
 impl Pmtu {
@@ -90,6 +96,7 @@ impl Pmtu {
             optimistic: true,
             phase: Phase::Search,
             inflight: None,
+            recheck_at: 0,
         }
     }
 
@@ -136,23 +143,27 @@ impl Pmtu {
                 return Some(f.size);
             }
             self.inflight = None;
-            self.lost(f.size, now);
+            self.lost(f.size);
         }
         let size = match self.phase {
-            Phase::Settled(at) if now < at => return None,
-            Phase::Settled(_) => {
+            Phase::Settled(_) if self.recheck_at <= now => {
                 // Recheck: the ceiling first, keeping what we use meanwhile.
+                self.recheck_at = now + self.cfg.recheck;
                 self.too_big = self.cfg.ceiling + 1;
                 self.phase = Phase::Search;
                 self.cfg.ceiling
             }
-            Phase::Confirm => self.fits,
+            Phase::Settled(at) if now < at => return None,
+            Phase::Settled(_) | Phase::Confirm => {
+                self.phase = Phase::Confirm;
+                self.current()
+            }
             Phase::Search => {
                 if self.fits >= self.cfg.ceiling
                     || (self.too_big <= self.cfg.ceiling
                         && self.too_big - self.fits <= self.cfg.granularity)
                 {
-                    self.phase = Phase::Settled(now + self.cfg.recheck);
+                    self.settle(now);
                     return None;
                 }
                 if self.too_big > self.cfg.ceiling {
@@ -171,29 +182,25 @@ impl Pmtu {
         Some(size)
     }
 
-    fn lost(&mut self, size: u32, now: u64) {
-        match self.phase {
-            Phase::Confirm => {
-                // What we used no longer fits: the path shrank. Start from the floor.
-                self.restart();
-            }
-            _ => {
-                self.optimistic = false;
-                self.too_big = self.too_big.min(size);
-                if size <= self.fits {
-                    self.restart();
-                } else if size == self.cfg.ceiling && self.fits > self.cfg.floor {
-                    // A recheck (or a search that confirmed something before): make sure
-                    // the value in use still fits before bisecting above it.
-                    self.phase = Phase::Confirm;
-                }
-            }
+    fn settle(&mut self, now: u64) {
+        self.phase = Phase::Settled(now + self.cfg.confirm);
+        if self.recheck_at == 0 {
+            self.recheck_at = now + self.cfg.recheck;
         }
-        let _ = now;
+    }
+
+    fn lost(&mut self, size: u32) {
+        if self.phase == Phase::Confirm || size <= self.current() {
+            // What we use no longer fits: the path shrank. The floor until we know more.
+            self.fits = self.cfg.floor;
+            self.phase = Phase::Search;
+        }
+        self.optimistic = false;
+        self.too_big = self.too_big.min(size).max(self.fits + 1);
     }
 
     /// An answer to a probe of `size` arrived.
-    pub fn on_ack(&mut self, size: u32, _now: u64) {
+    pub fn on_ack(&mut self, size: u32, now: u64) {
         if size < self.cfg.floor || size > self.cfg.ceiling {
             return;
         }
@@ -207,13 +214,13 @@ impl Pmtu {
             // It fits after all (the path grew while we searched).
             self.too_big = self.cfg.ceiling + 1;
         }
-        if self.phase == Phase::Confirm {
-            self.phase = Phase::Search;
-        }
         if size == self.cfg.ceiling {
             self.optimistic = true;
             self.too_big = self.cfg.ceiling + 1;
-            self.phase = Phase::Search;
+        }
+        if self.phase == Phase::Confirm {
+            // Still fits: settled again until the next confirmation.
+            self.settle(now);
         }
     }
 
@@ -310,21 +317,53 @@ mod tests {
         assert_eq!(p.discovered(), Some(1500));
     }
 
+    /// Simulates `dur` of a path that carries up to `limit`; returns the size in use then.
+    fn run(p: &mut Pmtu, limit: u32, from: u64, dur: u64) -> u32 {
+        let mut now = from;
+        while now < from + dur {
+            if let Some(size) = p.poll(now) {
+                if size <= limit {
+                    p.on_ack(size, now + MS);
+                }
+            }
+            now += 50 * MS;
+        }
+        p.current()
+    }
+
     #[test]
-    fn a_path_that_shrinks_is_found_by_the_recheck_or_a_suspicion() {
+    fn a_path_that_shrinks_is_found_by_the_next_confirmation() {
         let mut p = Pmtu::new(PmtuConfig::new(1500));
-        settle(&mut p, 1500, 0);
-        // Recheck on a path that now carries 900: the ceiling fails, then the floor search.
-        let (v, _) = settle(&mut p, 900, 40_000 * MS);
+        assert_eq!(run(&mut p, 1500, 0, 2_000 * MS), 1500);
+        // The path shrinks to 900: within a confirmation period plus a search, 900 is used.
+        let v = run(&mut p, 900, 2_000 * MS, 15_000 * MS);
         assert!(v <= 900 && 900 - v < 8, "found {v}");
-        // A recheck where the ceiling fails confirms the value in use before keeping it.
-        let t = 100_000 * MS;
-        let (v2, _) = settle(&mut p, 700, t);
+        assert_eq!(p.discovered(), Some(v));
+        // And again, below the value in use.
+        let v2 = run(&mut p, 700, 17_000 * MS, 15_000 * MS);
         assert!(v2 <= 700 && 700 - v2 < 8, "found {v2}");
-        p.suspect(200_000 * MS);
+        // The floor is used as soon as a confirmation fails.
+        let mut q = Pmtu::new(PmtuConfig::new(1500));
+        run(&mut q, 1500, 0, 2_000 * MS);
+        let mut now = 2_000 * MS;
+        while q.current() == 1500 {
+            q.poll(now);
+            now += 50 * MS;
+            assert!(now < 10_000 * MS, "the lost confirmation went unnoticed");
+        }
+        assert_eq!(q.current(), 576);
+        assert!(now < 8_000 * MS);
+    }
+
+    #[test]
+    fn a_suspicion_restarts_from_the_floor() {
+        let mut p = Pmtu::new(PmtuConfig::new(1500));
+        run(&mut p, 1500, 0, 2_000 * MS);
+        p.suspect(2_000 * MS);
         assert_eq!(p.current(), 576);
-        let (v3, _) = settle(&mut p, 1200, 200_000 * MS);
-        assert!(v3 <= 1200 && 1200 - v3 < 8, "found {v3}");
+        let (v, took) = settle(&mut p, 1200, 2_000 * MS);
+        assert!(v <= 1200 && 1200 - v < 8, "found {v}");
+        assert!(took < 10_000 * MS);
     }
 
     #[test]
