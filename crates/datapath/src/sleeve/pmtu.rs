@@ -190,6 +190,12 @@ impl Pmtu {
     }
 
     fn lost(&mut self, size: u32) {
+        if size <= self.cfg.floor {
+            // Not even the floor passes: the path is down, which says nothing about its
+            // MTU. Start afresh, so that the first probe after it heals settles it.
+            self.reset();
+            return;
+        }
         if self.phase == Phase::Confirm || size <= self.current() {
             // What we use no longer fits: the path shrank. The floor until we know more.
             self.fits = self.cfg.floor;
@@ -222,6 +228,15 @@ impl Pmtu {
             // Still fits: settled again until the next confirmation.
             self.settle(now);
         }
+    }
+
+    /// The owner knows the path is down (heartbeats unanswered): forget what was found,
+    /// so that when it is back the first probe (the full size) settles it.
+    pub fn reset(&mut self) {
+        *self = Pmtu {
+            recheck_at: self.recheck_at,
+            ..Pmtu::new(self.cfg)
+        };
     }
 
     /// The owner saw losses that suggest the path shrank: search again from the floor.
@@ -364,6 +379,20 @@ mod tests {
         let (v, took) = settle(&mut p, 1200, 2_000 * MS);
         assert!(v <= 1200 && 1200 - v < 8, "found {v}");
         assert!(took < 10_000 * MS);
+    }
+
+    #[test]
+    fn a_dead_path_starts_afresh_and_is_used_in_full_when_it_heals() {
+        let mut p = Pmtu::new(PmtuConfig::new(1500));
+        run(&mut p, 1500, 0, 2_000 * MS);
+        // Nothing passes for a while (the peer's host is down); the owner sees its
+        // heartbeats go unanswered and resets the search.
+        run(&mut p, 0, 2_000 * MS, 20_000 * MS);
+        p.reset();
+        // Back: the next probe is the full size, which fits.
+        let v = run(&mut p, 1500, 22_000 * MS, 2_000 * MS);
+        assert_eq!(v, 1500);
+        assert_eq!(p.discovered(), Some(1500));
     }
 
     #[test]

@@ -256,6 +256,13 @@ impl TxLoop {
             if p.addr.is_none() {
                 continue;
             }
+            let pong = p.last_pong.load(Relaxed);
+            if pong == 0 || now + 1 - pong > 3 * sh.heartbeat_nanos {
+                // Down (or not up yet): losses say nothing about its MTU. Start afresh
+                // once heartbeats are answered again.
+                p.with_pmtu(|m| m.reset());
+                continue;
+            }
             if let Some(size) = p.with_pmtu(|m| m.poll(now)) {
                 push_probe(&sh, &mut self.batch, p, size);
             }

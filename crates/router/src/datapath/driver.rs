@@ -312,12 +312,16 @@ impl Driver {
         );
     }
 
-    /// Advances fastdp's path-MTU searches (probes go to peers whose fastdp answers).
+    /// Advances fastdp's path-MTU searches. Probes go only to peers whose fastdp
+    /// heartbeats answer: a path that is down says nothing about its MTU, and one that
+    /// comes back starts a fresh search.
     fn probe_fastdp_mtu(&mut self) {
         let Some(sock) = &self.probe else { return };
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let (now, ms) = (self.epoch.elapsed().as_nanos() as u64, self.now_ms());
         let peers: Vec<(String, [u8; 6])> = (self.applied.modes.iter())
-            .filter(|(_, m)| !matches!(m, Mode::Relay(_)))
+            .filter(|(n, m)| {
+                !matches!(m, Mode::Relay(_)) && self.health.get(*n).is_some_and(|h| h.ok(ms))
+            })
             .filter_map(|(n, _)| Some((n.clone(), self.announced.get(n)?.bmac)))
             .filter(|(_, b)| self.applied.vxlan_macs.contains_key(b))
             .collect();
