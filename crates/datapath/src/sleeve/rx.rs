@@ -167,7 +167,7 @@ fn handle_datagram(
                     peer.rtt_sample(now - tok);
                     peer.pongs_received.fetch_add(1, Relaxed);
                     let last = peer.last_pong.swap(now + 1, Relaxed);
-                    if last > 0 && now + 1 - last > 3 * sh.heartbeat_nanos {
+                    if last > 0 && (now + 1).saturating_sub(last) > 3 * sh.heartbeat_nanos {
                         // Heartbeats were lost and came back: the path may have changed
                         // (rerouted), so its MTU may have too.
                         peer.with_pmtu(|m| m.suspect(now));

@@ -257,7 +257,7 @@ impl TxLoop {
                 continue;
             }
             let pong = p.last_pong.load(Relaxed);
-            if pong == 0 || now + 1 - pong > 3 * sh.heartbeat_nanos {
+            if pong == 0 || (now + 1).saturating_sub(pong) > 3 * sh.heartbeat_nanos {
                 // Down (or not up yet): losses say nothing about its MTU. Start afresh
                 // once heartbeats are answered again.
                 p.with_pmtu(|m| m.reset());
