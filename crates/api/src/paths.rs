@@ -49,6 +49,17 @@ impl Paths {
         self.run_dir.join("weft.pid")
     }
 
+    /// The pid of the running router, if one holds the lock on its pid file (the lock,
+    /// not the file, says a router runs: a crashed router leaves the file unlocked).
+    pub fn running_pid(&self) -> Option<u32> {
+        use nix::fcntl::{Flock, FlockArg};
+        let file = std::fs::File::open(self.pid_file()).ok()?;
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_unlocked_again_on_drop) => None,
+            Err((file, _)) => std::io::read_to_string(file).ok()?.trim().parse().ok(),
+        }
+    }
+
     /// The router's log file.
     pub fn log_file(&self) -> PathBuf {
         self.run_dir.join("weft.log")

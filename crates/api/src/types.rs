@@ -117,16 +117,6 @@ pub struct ConnectionReport {
     pub mtu: Option<u32>,
     /// Why a failed connection failed, or other detail.
     pub info: String,
-    /// What carries and protects the traffic: `encrypted sleeve`, `sleeve` or `fastdp`
-    /// (empty while unknown).
-    #[serde(default)]
-    pub encryption: String,
-    /// The sleeve's AEAD when encrypted: `aes-256-gcm` or `chacha20-poly1305`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cipher: Option<String>,
-    /// Path MTU discovered on the path in use (underlay datagram bytes), when known.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub path_mtu: Option<u32>,
 }
 
 /// An address this router tries to keep a connection to.
@@ -291,4 +281,165 @@ pub struct ContainerReport {
     /// DNS name, if registered.
     #[serde(default)]
     pub hostname: Option<String>,
+}
+
+/// Body of `POST /expose`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExposeRequest {
+    /// Addresses (`net:default`, `net:CIDR`, `ip:CIDR`, `CIDR`); none means `net:default`.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// Do not masquerade.
+    #[serde(default)]
+    pub without_masquerade: bool,
+}
+
+/// Body of `POST /hide`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HideRequest {
+    /// Addresses to take away; none means all.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// Body of `POST /reset`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResetRequest {
+    /// Skip handing the address space to other peers.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer to `POST /expose` and `POST /hide`: the addresses acted on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddrsResponse {
+    /// CIDRs.
+    pub addrs: Vec<String>,
+}
+
+/// Body of `POST /dns/add` and `POST /dns/remove`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsEditRequest {
+    /// A container as `weft ps` lists it (id, or its hostname / short name).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Addresses (`10.32.0.1` or `10.32.0.1/12`); none = the container's.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Fully qualified name; none = the container's registered hostname.
+    #[serde(default)]
+    pub fqdn: Option<String>,
+}
+
+/// Answer to `POST /dns/add` and `POST /dns/remove`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsEditResponse {
+    /// How many records were added or removed.
+    pub count: usize,
+}
+
+/// Query of `GET /dns/lookup?name=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsLookupQuery {
+    /// The name to resolve.
+    pub name: String,
+}
+
+/// Body of `POST /ipam/allocate`: an address for `owner`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllocateRequest {
+    /// Container (or endpoint) id.
+    pub owner: String,
+    /// `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`; the default subnet when absent.
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
+/// Body of `POST /ipam/claim`: exactly this address for `owner`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Container id.
+    pub owner: String,
+    /// The address with its subnet's prefix, e.g. `10.32.0.9/12`.
+    pub addr: String,
+}
+
+/// Body of `POST /ipam/release`: one address of `owner`, or all of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// Container id.
+    pub owner: String,
+    /// The address (with or without prefix); all of `owner`'s when absent.
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
+/// Query of `GET /ipam/lookup?owner=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerQuery {
+    /// Container id.
+    pub owner: String,
+}
+
+/// Body of `POST /ipam/rmpeer`: take over the space of dead peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RmPeerRequest {
+    /// Peer names.
+    pub names: Vec<String>,
+}
+
+/// One entry of the answer to `POST /ipam/rmpeer`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemovedPeer {
+    /// The peer.
+    pub name: String,
+    /// Addresses now owned by this peer.
+    pub addresses: u64,
+}
+
+/// Answer to `POST /ipam/allocate` and `POST /ipam/claim`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddrAnswer {
+    /// The address with its subnet's prefix.
+    pub addr: String,
+}
+
+/// Answer to `GET /ipam/status`: what IPAM does and each peer's share of the range.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IpamStatus {
+    /// This peer.
+    pub name: String,
+    /// The allocation range, as a CIDR.
+    pub range: String,
+    /// The default subnet, as a CIDR.
+    pub default_subnet: String,
+    /// `consensus=N`, `seed=...` or `observer`.
+    pub init: String,
+    /// What IPAM is doing or waiting for, in one line.
+    pub line: String,
+    /// Each owner's share, this peer first.
+    pub peers: Vec<IpamPeerShare>,
+    /// Addresses allocated on this peer.
+    pub allocated: u64,
+    /// Requests waiting.
+    pub pending: usize,
+    /// Warnings (incompatible peers, conflicts).
+    pub notes: Vec<String>,
+    /// Payloads that could not be decoded.
+    pub bad_messages: u64,
+}
+
+/// One peer's share of the ring, in [`IpamStatus`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IpamPeerShare {
+    /// Peer name.
+    pub name: String,
+    /// Addresses it owns.
+    pub owned: u64,
+    /// Share of the range, in percent.
+    pub percent: f64,
+    /// Free addresses it advertises.
+    pub free: u64,
+    /// Whether it is reachable from here (always true for this peer).
+    pub reachable: bool,
 }

@@ -6,82 +6,16 @@
 //! `SLEEVE_BENCH_SECS` sets the iperf3 duration (default 10), `SLEEVE_BENCH_ROUNDS` how
 //! many interleaved rounds to run (default 1).
 
-use std::os::fd::AsRawFd;
+// The namespace harness shared by every test and bench that makes namespaces.
+use weft_testkit::netns::{self, bridge, in_netns, run, Namespaces};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig};
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn output(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-struct Lab {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn ns(&mut self, short: &str) -> String {
-        let name = format!("{}-{}", self.prefix, short);
-        run(&["ip", "netns", "add", &name]);
-        self.names.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-    fn bridge(&self, ns: &str, br: &str) {
-        run(&["ip", "-n", ns, "link", "add", br, "type", "bridge"]);
-        run(&["ip", "-n", ns, "link", "set", br, "up"]);
-    }
-    fn container(&mut self, host: &str, br: &str, short: &str, cidr: &str, mtu: &str) -> String {
-        let c = self.ns(short);
-        let hv = format!("v{short}");
-        run(&[
-            "ip", "-n", host, "link", "add", &hv, "mtu", mtu, "type", "veth", "peer", "name",
-            "eth0", "mtu", mtu, "netns", &c,
-        ]);
-        run(&["ip", "-n", host, "link", "set", &hv, "master", br, "up"]);
-        run(&["ip", "-n", &c, "addr", "add", cidr, "dev", "eth0"]);
-        run(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
-        c
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on this dedicated thread with a valid namespace descriptor.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}");
-        f()
-    })
-    .join()
-    .expect("netns thread")
+    String::from_utf8_lossy(&netns::output(args).stdout).to_string()
 }
 
 /// Kills and reaps a child by its pid on drop.
@@ -246,15 +180,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let mut lab = Lab {
-        prefix: format!("wsb{}", std::process::id()),
-        names: Vec::new(),
-    };
+    let mut lab = Namespaces::new();
     // Underlay: h1 and h2 joined through a bridge in namespace u (like a lab).
-    let u = lab.ns("u");
-    lab.bridge(&u, "ub");
-    let h1 = lab.ns("h1");
-    let h2 = lab.ns("h2");
+    let u = lab.add("u");
+    bridge(&u, "ub");
+    let h1 = lab.add("h1");
+    let h2 = lab.add("h2");
     for (h, ip) in [(&h1, "10.99.0.1/24"), (&h2, "10.99.0.2/24")] {
         let leg = format!("u{}", &h[h.len() - 1..]);
         run(&[
@@ -265,24 +196,24 @@ fn main() {
         run(&["ip", "-n", h, "link", "set", "eth0", "up"]);
     }
     // Sleeve: bridge weft + TAP, containers c1/c2.
-    lab.bridge(&h1, "weft");
-    lab.bridge(&h2, "weft");
-    let c1 = lab.container(&h1, "weft", "c1", "10.40.0.1/24", "1500");
-    let c2 = lab.container(&h2, "weft", "c2", "10.40.0.2/24", "1500");
+    bridge(&h1, "weft");
+    bridge(&h2, "weft");
+    let c1 = lab.container_on(&h1, "weft", "c1", "10.40.0.1/24", Some("1500"));
+    let c2 = lab.container_on(&h2, "weft", "c2", "10.40.0.2/24", Some("1500"));
     // Kernel VXLAN (what fastdp uses): bridge fdp + vxlan, containers f1/f2 with MTU 1450.
     for (h, local, remote) in [
         (&h1, "10.99.0.1", "10.99.0.2"),
         (&h2, "10.99.0.2", "10.99.0.1"),
     ] {
-        lab.bridge(h, "fdp");
+        bridge(h, "fdp");
         run(&[
             "ip", "-n", h, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local,
             "remote", remote, "dstport", "4789",
         ]);
         run(&["ip", "-n", h, "link", "set", "vx0", "master", "fdp", "up"]);
     }
-    let f1 = lab.container(&h1, "fdp", "f1", "10.42.0.1/24", "1450");
-    let f2 = lab.container(&h2, "fdp", "f2", "10.42.0.2/24", "1450");
+    let f1 = lab.container_on(&h1, "fdp", "f1", "10.42.0.1/24", Some("1450"));
+    let f2 = lab.container_on(&h2, "fdp", "f2", "10.42.0.2/24", Some("1450"));
 
     let s1 = start(&h1, 1, "10.99.0.1:6783");
     let s2 = start(&h2, 2, "10.99.0.2:6783");

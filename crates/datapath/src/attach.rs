@@ -62,13 +62,14 @@ pub struct DetachInfo {
 /// The host-side veth name for `ifname` in `netns`: `vethwe` + 9 hex digits of a hash of
 /// the namespace identity and the name, so it is stable, unique and at most 15 bytes.
 pub fn host_veth_name(netns: &Netns, ifname: &str) -> String {
+    host_veth_name_for(netns.inode(), ifname)
+}
+
+/// [`host_veth_name`] for the namespace with inode `ns_inode` (which may be gone).
+pub fn host_veth_name_for(ns_inode: u64, ifname: &str) -> String {
     // FNV-1a 64: tiny, stable across Rust versions (unlike DefaultHasher).
     let mut h: u64 = 0xcbf29ce484222325;
-    let bytes = netns
-        .inode()
-        .to_le_bytes()
-        .into_iter()
-        .chain(ifname.bytes());
+    let bytes = ns_inode.to_le_bytes().into_iter().chain(ifname.bytes());
     for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);

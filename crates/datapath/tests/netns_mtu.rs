@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use weft_datapath::mtu::{self, VXLAN_OVERHEAD_V4};
 use weft_datapath::{Error, Netns, NetnsTarget};
+use weft_testkit::netns::veth_pair;
 
 /// Kills and reaps a child (by its pid) when dropped.
 struct Child(std::process::Child);
@@ -46,14 +47,10 @@ fn sockets_opened_in_a_namespace_stay_there() {
     let me = Netns::current().unwrap();
     let c1 = Ns::new("c1");
     let c2 = Ns::new("c2");
-    c1.ip(&format!(
-        "link add va type veth peer name vb netns {}",
-        c2.name
-    ));
-    c1.ip("addr add 10.99.0.1/24 dev va");
-    c1.ip("link set va up");
-    c2.ip("addr add 10.99.0.2/24 dev vb");
-    c2.ip("link set vb up");
+    veth_pair(
+        (&c1.name, "va", "10.99.0.1/24"),
+        (&c2.name, "vb", "10.99.0.2/24"),
+    );
 
     // A listener in c2 (as the DNS will have in each container) and a sender in c1,
     // both used from this thread, which never leaves its own namespace.

@@ -2,118 +2,15 @@
 //! each with a bridge, a sleeve TAP and a "container" namespace on the bridge. Real kernel,
 //! real TAP, real UDP; every namespace is removed on drop, also when a test fails.
 
+// The namespace harness shared by every test and bench that makes namespaces.
+use weft_testkit::netns::{in_netns, run, succeeds, underlay, Namespaces};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Runs `ip` (or any command) and fails the test with its output when it fails.
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn succeeds(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// A set of namespaces with a unique prefix, deleted on drop.
-struct Lab {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Lab {
-            prefix: format!("wsl{}x{}", std::process::id(), n),
-            names: Vec::new(),
-        }
-    }
-
-    fn ns(&mut self, short: &str) -> String {
-        let name = format!("{}-{}", self.prefix, short);
-        run(&["ip", "netns", "add", &name]);
-        self.names.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-
-    /// A host: namespace with a bridge `weft` that is up.
-    fn host(&mut self, short: &str) -> String {
-        let h = self.ns(short);
-        run(&["ip", "-n", &h, "link", "add", "weft", "type", "bridge"]);
-        run(&["ip", "-n", &h, "link", "set", "weft", "up"]);
-        h
-    }
-
-    /// A container namespace with eth0 = `cidr`, its peer end on `host`'s bridge.
-    fn container(&mut self, host: &str, short: &str, cidr: &str) -> String {
-        let c = self.ns(short);
-        let hv = format!("v{short}");
-        run(&[
-            "ip", "-n", host, "link", "add", &hv, "type", "veth", "peer", "name", "eth0", "netns",
-            &c,
-        ]);
-        run(&["ip", "-n", host, "link", "set", &hv, "master", "weft", "up"]);
-        run(&["ip", "-n", &c, "addr", "add", cidr, "dev", "eth0"]);
-        run(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
-        c
-    }
-}
-
-/// Joins two hosts with a veth pair `ul<tag>` and gives each end an address.
-fn underlay(a: &str, a_cidr: &str, b: &str, b_cidr: &str, tag: &str) {
-    let dev = format!("ul{tag}");
-    run(&[
-        "ip", "-n", a, "link", "add", &dev, "type", "veth", "peer", "name", &dev, "netns", b,
-    ]);
-    for (h, cidr) in [(a, a_cidr), (b, b_cidr)] {
-        run(&["ip", "-n", h, "addr", "add", cidr, "dev", &dev]);
-        run(&["ip", "-n", h, "link", "set", &dev, "up"]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `ns` (sockets and devices it creates
-/// stay there).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on this dedicated thread with a valid namespace descriptor.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in netns panicked")
-}
 
 fn start(ns: &str, id: u32, listen: &str) -> Sleeve {
     let mut cfg = SleeveConfig::new(PeerId(id), "sleeve0");
@@ -196,10 +93,10 @@ fn tcp_transfer(client_ns: &str, server_ns: &str, server_ip: &str, len: usize) {
 }
 
 /// Two hosts h1, h2 with containers c1 (10.40.0.1) and c2 (10.40.0.2).
-fn two_hosts(lab: &mut Lab) -> (String, String, String, String) {
+fn two_hosts(lab: &mut Namespaces) -> (String, String, String, String) {
     let h1 = lab.host("h1");
     let h2 = lab.host("h2");
-    underlay(&h1, "10.99.0.1/24", &h2, "10.99.0.2/24", "0");
+    underlay(&h1, "10.99.0.1/24", &h2, "10.99.0.2/24", "ul0");
     let c1 = lab.container(&h1, "c1", "10.40.0.1/24");
     let c2 = lab.container(&h2, "c2", "10.40.0.2/24");
     (h1, h2, c1, c2)
@@ -207,7 +104,7 @@ fn two_hosts(lab: &mut Lab) -> (String, String, String, String) {
 
 #[test]
 fn sleeve_carries_ping_arp_and_tcp_between_two_hosts() {
-    let mut lab = Lab::new();
+    let mut lab = Namespaces::new();
     let (h1, h2, c1, c2) = two_hosts(&mut lab);
     let s1 = start(&h1, 1, "10.99.0.1:6783");
     let s2 = start(&h2, 2, "10.99.0.2:6783");
@@ -284,7 +181,7 @@ fn sleeve_carries_ping_arp_and_tcp_between_two_hosts() {
 
 #[test]
 fn sleeve_encrypts_and_drops_traffic_with_a_wrong_key() {
-    let mut lab = Lab::new();
+    let mut lab = Namespaces::new();
     let (h1, h2, c1, c2) = two_hosts(&mut lab);
     let mut cfg = SleeveConfig::new(PeerId(1), "sleeve0");
     cfg.listen = "10.99.0.1:6783".parse().unwrap();
@@ -335,12 +232,12 @@ fn sleeve_encrypts_and_drops_traffic_with_a_wrong_key() {
 
 #[test]
 fn sleeve_relays_between_hosts_without_a_direct_path() {
-    let mut lab = Lab::new();
+    let mut lab = Namespaces::new();
     let a = lab.host("a");
     let b = lab.host("b");
     let c = lab.host("c");
-    underlay(&a, "10.98.1.1/24", &b, "10.98.1.2/24", "1");
-    underlay(&b, "10.98.2.2/24", &c, "10.98.2.3/24", "2");
+    underlay(&a, "10.98.1.1/24", &b, "10.98.1.2/24", "ul1");
+    underlay(&b, "10.98.2.2/24", &c, "10.98.2.3/24", "ul2");
     // a and c have no route to each other on the underlay.
     assert!(!succeeds(&[
         "ip",
@@ -395,8 +292,8 @@ fn sleeve_relays_between_hosts_without_a_direct_path() {
 
 #[test]
 fn sleeve_start_fails_cleanly_on_a_missing_bridge() {
-    let mut lab = Lab::new();
-    let h = lab.ns("h");
+    let mut lab = Namespaces::new();
+    let h = lab.add("h");
     let mut cfg = SleeveConfig::new(PeerId(1), "sleeve0");
     cfg.listen = "127.0.0.1:6783".parse().unwrap();
     cfg.bridge = Some("nosuchbr".into());
@@ -417,7 +314,7 @@ fn sleeve_start_fails_cleanly_on_a_missing_bridge() {
 
 #[test]
 fn sleeve_works_over_an_ipv6_underlay() {
-    let mut lab = Lab::new();
+    let mut lab = Namespaces::new();
     let h1 = lab.host("h1");
     let h2 = lab.host("h2");
     run(&[

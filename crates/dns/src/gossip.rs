@@ -416,8 +416,14 @@ impl DnsGossip {
         }
         let mut applied = 0;
         for e in entries {
-            if recs.merge(e, now) == Merge::Applied {
-                applied += 1;
+            match recs.merge(e, now) {
+                Merge::Applied => applied += 1,
+                Merge::Refused => tracing::warn!(
+                    origin,
+                    "DNS entry refused: its name already has {} addresses",
+                    crate::records::MAX_ADDRS_PER_NAME
+                ),
+                Merge::Ignored => {}
             }
         }
         tracing::trace!(

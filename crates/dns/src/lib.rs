@@ -14,6 +14,7 @@ pub mod forward;
 pub mod gossip;
 pub mod records;
 pub mod server;
+pub mod stats;
 pub mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -69,7 +69,12 @@ pub enum Merge {
     Applied,
     /// The store already held this or a newer state.
     Ignored,
+    /// The entry's name already has [`MAX_ADDRS_PER_NAME`] addresses: not stored.
+    Refused,
 }
+
+/// Most addresses one name answers with (a DNS answer over UDP holds far fewer anyway).
+pub const MAX_ADDRS_PER_NAME: usize = 256;
 
 /// The record store with indexes for forward and reverse lookups.
 #[derive(Debug, Default)]
@@ -166,6 +171,9 @@ impl Records {
             }
         }
         let was_live = matches!(old, Some(s) if !s.tombstone);
+        if !was_live && !state.tombstone && self.name_is_full(&key) {
+            return Merge::Refused;
+        }
         if was_live && state.tombstone {
             self.unindex(&key);
         } else if !was_live && !state.tombstone {
@@ -174,6 +182,14 @@ impl Records {
         let expires = state.tombstone.then(|| now + self.tombstone_ttl);
         self.entries.insert(key, Slot { state, expires });
         Merge::Applied
+    }
+
+    /// Whether `key`'s name already has [`MAX_ADDRS_PER_NAME`] addresses, `key`'s not among
+    /// them: a hostile or broken peer cannot make one name answer without bound.
+    fn name_is_full(&self, key: &EntryKey) -> bool {
+        self.by_name
+            .get(&key.hostname)
+            .is_some_and(|m| m.len() >= MAX_ADDRS_PER_NAME && !m.contains_key(&key.addr))
     }
 
     /// The state stored for `key`, live or tombstone.
@@ -391,6 +407,41 @@ mod tests {
             assert!(r.lookup("web.weft.local.").is_empty());
             assert!(r.reverse(Ipv4Addr::new(10, 32, 0, 1)).is_empty());
         }
+    }
+
+    #[test]
+    fn a_name_holds_a_bounded_number_of_addresses() {
+        let now = Instant::now();
+        let mut r = Records::new(Duration::from_secs(60));
+        for i in 0..MAX_ADDRS_PER_NAME as u32 {
+            let a = (Ipv4Addr::new(10, 32, 0, 0).to_bits() + i).to_be_bytes();
+            let m = r.merge(
+                e(
+                    &key("evil", &format!("c{i}"), "web.weft.local", a),
+                    1,
+                    false,
+                ),
+                now,
+            );
+            assert_eq!(m, Merge::Applied);
+        }
+        let over = e(
+            &key("evil", "cx", "web.weft.local", [10, 33, 0, 1]),
+            1,
+            false,
+        );
+        assert_eq!(r.merge(over.clone(), now), Merge::Refused);
+        assert_eq!(r.get(&over.key), None);
+        assert_eq!(r.lookup("web.weft.local.").len(), MAX_ADDRS_PER_NAME);
+        // Another name, and one more container on an address the name has, still work.
+        let other = e(
+            &key("evil", "cy", "db.weft.local", [10, 33, 0, 1]),
+            1,
+            false,
+        );
+        assert_eq!(r.merge(other, now), Merge::Applied);
+        let dup = e(&key("p2", "cz", "web.weft.local", [10, 32, 0, 0]), 1, false);
+        assert_eq!(r.merge(dup, now), Merge::Applied);
     }
 
     #[test]

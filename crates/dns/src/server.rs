@@ -31,6 +31,8 @@ const MAX_ERRORS_IN_A_ROW: u32 = 100;
 pub struct DnsHandle {
     answerer: Answerer,
     forwarder: Forwarder,
+    /// Queries handled, by result (for /metrics).
+    pub stats: crate::stats::QueryCounts,
 }
 
 impl DnsHandle {
@@ -39,6 +41,7 @@ impl DnsHandle {
         Arc::new(DnsHandle {
             answerer,
             forwarder,
+            stats: Default::default(),
         })
     }
 
@@ -81,17 +84,20 @@ impl DnsHandle {
     /// Answers a query given as bytes, forwarding if needed (for `weft dns-lookup`).
     /// Returns `None` when the bytes are not a query worth an answer.
     pub async fn resolve(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        match self.answerer.answer(query, transport) {
-            Outcome::Reply(b) => Some(b),
-            Outcome::Drop => None,
+        use crate::stats::Source::{Local, Upstream};
+        let (source, reply) = match self.answerer.answer(query, transport) {
+            Outcome::Reply(b) => (Local, Some(b)),
+            Outcome::Drop => (Local, None),
             Outcome::Forward => match self.forwarder.forward(query, transport).await {
-                Ok(b) => Some(b),
+                Ok(b) => (Upstream, Some(b)),
                 Err(e) => {
                     tracing::debug!(error = %e, "forwarding failed");
-                    servfail(query)
+                    (Upstream, servfail(query))
                 }
             },
-        }
+        };
+        self.stats.count(source, reply.as_deref());
+        reply
     }
 }
 
@@ -165,10 +171,13 @@ async fn serve_udp(
         let query = buf.get(..n).unwrap_or_default();
         match handle.answerer.answer(query, Transport::Udp) {
             Outcome::Reply(reply) => {
+                handle
+                    .stats
+                    .count(crate::stats::Source::Local, Some(&reply));
                 // A lost reply is like a lost datagram: the client retries.
                 let _ = sock.send_to(&reply, peer).await;
             }
-            Outcome::Drop => {}
+            Outcome::Drop => handle.stats.count(crate::stats::Source::Local, None),
             Outcome::Forward => match Arc::clone(&forwards).try_acquire_owned() {
                 Ok(permit) => {
                     let (sock, handle, query) =
@@ -181,6 +190,9 @@ async fn serve_udp(
                                 servfail(&query)
                             }
                         };
+                        handle
+                            .stats
+                            .count(crate::stats::Source::Upstream, reply.as_deref());
                         if let Some(r) = reply {
                             let _ = sock.send_to(&r, peer).await;
                         }
@@ -188,7 +200,11 @@ async fn serve_udp(
                     });
                 }
                 Err(_) => {
-                    if let Some(r) = servfail(query) {
+                    let r = servfail(query);
+                    handle
+                        .stats
+                        .count(crate::stats::Source::Upstream, r.as_deref());
+                    if let Some(r) = r {
                         let _ = sock.send_to(&r, peer).await;
                     }
                 }

@@ -16,6 +16,8 @@
 
 use std::net::Ipv4Addr;
 
+use weft_types::cursor::{Reader, Short, Writer};
+
 use crate::records::{normalize_name, Entry, EntryKey, EntryState, MAX_ID_LEN};
 
 /// The encoding version written by this code.
@@ -120,7 +122,8 @@ pub fn checksum<'a>(live: impl IntoIterator<Item = &'a Entry>) -> u64 {
 impl Message {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
+        let mut w = Writer::default();
+        w.u8(VERSION);
         match self {
             Message::Delta {
                 origin,
@@ -132,24 +135,24 @@ impl Message {
                 clock,
                 entries,
             } => {
-                out.push(if matches!(self, Message::Delta { .. }) {
+                w.u8(if matches!(self, Message::Delta { .. }) {
                     KIND_DELTA
                 } else {
                     KIND_FULL
                 });
-                put_str(&mut out, origin);
-                out.extend_from_slice(&clock.to_be_bytes());
-                out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+                put_str(&mut w, origin);
+                w.u64(*clock);
+                w.u32(entries.len() as u32);
                 for e in entries {
-                    put_str(&mut out, &e.key.container);
+                    put_str(&mut w, &e.key.container);
                     // Hostnames are checked to be at most 254 bytes when stored.
                     let h = e.key.hostname.as_bytes();
                     let h = &h[..h.len().min(255)];
-                    out.push(h.len() as u8);
-                    out.extend_from_slice(h);
-                    out.extend_from_slice(&e.key.addr.octets());
-                    out.extend_from_slice(&e.state.version.to_be_bytes());
-                    out.push(u8::from(e.state.tombstone));
+                    w.u8(h.len() as u8);
+                    w.raw(h);
+                    w.raw(&e.key.addr.octets());
+                    w.u64(e.state.version);
+                    w.u8(u8::from(e.state.tombstone));
                 }
             }
             Message::Digest {
@@ -158,23 +161,23 @@ impl Message {
                 live,
                 checksum,
             } => {
-                out.push(KIND_DIGEST);
-                put_str(&mut out, origin);
-                out.extend_from_slice(&clock.to_be_bytes());
-                out.extend_from_slice(&live.to_be_bytes());
-                out.extend_from_slice(&checksum.to_be_bytes());
+                w.u8(KIND_DIGEST);
+                put_str(&mut w, origin);
+                w.u64(*clock);
+                w.u32(*live);
+                w.u64(*checksum);
             }
             Message::Request { origin } => {
-                out.push(KIND_REQUEST);
-                put_str(&mut out, origin);
+                w.u8(KIND_REQUEST);
+                put_str(&mut w, origin);
             }
         }
-        out
+        w.buf
     }
 
     /// Decodes a payload; any malformed input gives an error, never a panic.
     pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader::new(buf);
         let version = r.u8()?;
         if version != VERSION {
             return Err(WireError::Version(version));
@@ -182,9 +185,9 @@ impl Message {
         let kind = r.u8()?;
         let msg = match kind {
             KIND_DELTA | KIND_FULL => {
-                let origin = r.id("origin")?;
+                let origin = id(&mut r, "origin")?;
                 let clock = r.u64()?;
-                let at = r.pos;
+                let at = r.pos();
                 let n = r.u32()? as usize;
                 // Bound the allocation by what the remaining bytes can hold.
                 if n > r.remaining() / MIN_ENTRY_LEN {
@@ -195,7 +198,7 @@ impl Message {
                 }
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
-                    entries.push(r.entry(&origin)?);
+                    entries.push(entry(&mut r, &origin)?);
                 }
                 if kind == KIND_DELTA {
                     Message::Delta {
@@ -212,7 +215,7 @@ impl Message {
                 }
             }
             KIND_DIGEST => {
-                let origin = r.id("origin")?;
+                let origin = id(&mut r, "origin")?;
                 Message::Digest {
                     origin,
                     clock: r.u64()?,
@@ -221,7 +224,7 @@ impl Message {
                 }
             }
             KIND_REQUEST => Message::Request {
-                origin: r.id("origin")?,
+                origin: id(&mut r, "origin")?,
             },
             other => return Err(WireError::Kind(other)),
         };
@@ -232,104 +235,69 @@ impl Message {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+fn put_str(w: &mut Writer, s: &str) {
     // Ids are checked to be at most 255 bytes when stored; cut defensively anyway.
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
+    w.str16(s, usize::from(u16::MAX));
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<Short> for WireError {
+    fn from(s: Short) -> WireError {
+        WireError::Truncated {
+            at: s.at,
+            need: s.needed,
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+/// A container id: u16 length, 1 to `MAX_ID_LEN` bytes of UTF-8.
+fn id(r: &mut Reader, field: &'static str) -> Result<String, WireError> {
+    let at = r.pos();
+    let len = usize::from(r.u16()?);
+    if len == 0 || len > MAX_ID_LEN {
+        return Err(WireError::Bad { field, at });
     }
+    let bytes = r.take(len)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Bad { field, at })
+}
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        match end.and_then(|e| self.buf.get(self.pos..e)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => Err(WireError::Truncated {
-                at: self.pos,
-                need: n - self.remaining().min(n),
-            }),
+fn entry(r: &mut Reader, origin: &str) -> Result<Entry, WireError> {
+    let container = id(r, "container")?;
+    let at = r.pos();
+    let len = r.u8()? as usize;
+    let raw = r.take(len)?;
+    let hostname = std::str::from_utf8(raw).map_err(|_| WireError::Bad {
+        field: "hostname",
+        at,
+    })?;
+    // Only the stored (normalized) form is valid on the wire.
+    match normalize_name(hostname) {
+        Ok(n) if n == hostname => {}
+        _ => {
+            return Err(WireError::Bad {
+                field: "hostname",
+                at,
+            })
         }
     }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+    let addr = Ipv4Addr::from(r.array::<4>()?);
+    let version = r.u64()?;
+    let at = r.pos();
+    let flags = r.u8()?;
+    if flags > 1 {
+        return Err(WireError::Bad { field: "flags", at });
     }
-
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn id(&mut self, field: &'static str) -> Result<String, WireError> {
-        let at = self.pos;
-        let len = u16::from_be_bytes(self.array()?) as usize;
-        if len == 0 || len > MAX_ID_LEN {
-            return Err(WireError::Bad { field, at });
-        }
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Bad { field, at })
-    }
-
-    fn entry(&mut self, origin: &str) -> Result<Entry, WireError> {
-        let container = self.id("container")?;
-        let at = self.pos;
-        let len = self.u8()? as usize;
-        let raw = self.take(len)?;
-        let hostname = std::str::from_utf8(raw).map_err(|_| WireError::Bad {
-            field: "hostname",
-            at,
-        })?;
-        // Only the stored (normalized) form is valid on the wire.
-        match normalize_name(hostname) {
-            Ok(n) if n == hostname => {}
-            _ => {
-                return Err(WireError::Bad {
-                    field: "hostname",
-                    at,
-                })
-            }
-        }
-        let addr = Ipv4Addr::from(self.array::<4>()?);
-        let version = self.u64()?;
-        let at = self.pos;
-        let flags = self.u8()?;
-        if flags > 1 {
-            return Err(WireError::Bad { field: "flags", at });
-        }
-        Ok(Entry {
-            key: EntryKey {
-                origin: origin.to_string(),
-                container,
-                hostname: hostname.to_string(),
-                addr,
-            },
-            state: EntryState {
-                version,
-                tombstone: flags == 1,
-            },
-        })
-    }
+    Ok(Entry {
+        key: EntryKey {
+            origin: origin.to_string(),
+            container,
+            hostname: hostname.to_string(),
+            addr,
+        },
+        state: EntryState {
+            version,
+            tombstone: flags == 1,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -2,106 +2,56 @@
 //! (127.0.0.11:53 and 127.0.0.12:53), served by a runtime that lives in the router's
 //! namespace, and upstream queries leaving from the router's namespace.
 //!
-//! The "container" is an unnamed network namespace owned by one thread of this test
-//! (`unshare`): commands it runs (`ip`, `dig`) start inside it. Nothing is mounted under
-//! /run/netns, and the namespace disappears with its last socket and the thread, also
-//! when the test fails.
+//! The "container" is a network namespace from testkit's harness (a unique name, removed
+//! when the test ends, also when it fails); its sockets are bound on a thread inside it,
+//! and `dig` runs in it through `ip netns exec`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Output};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
-use nix::sched::{unshare, CloneFlags};
 use weft_dns::{
     serve, AnswerConfig, Answerer, DnsGossip, DnsHandle, ForwardConfig, Forwarder, GossipConfig,
     RemoveFilter, CONTAINER_DNS_ADDR, DNS_PORT, DOCKER_DNS_ADDR,
 };
+use weft_testkit::netns::{in_netns, ns_output, Namespaces};
 
 type Sockets = Vec<(std::net::UdpSocket, std::net::TcpListener)>;
 
-/// A thread in its own network namespace that binds sockets and runs commands there.
+/// A network namespace from testkit's harness (removed on drop, also on panic) with the
+/// DNS sockets bound inside it.
 struct Container {
-    commands: Option<mpsc::Sender<(Vec<String>, mpsc::Sender<Output>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    name: String,
+    _nss: Namespaces,
 }
 
 impl Container {
-    /// Enters a new netns, brings lo up and binds UDP+TCP on each of `addrs` there.
+    /// Makes the namespace and binds UDP+TCP on each of `addrs` there.
     fn start(addrs: Vec<SocketAddr>) -> (Container, Sockets) {
-        let (sock_tx, sock_rx) = mpsc::channel();
-        let (cmd_tx, cmd_rx) = mpsc::channel::<(Vec<String>, mpsc::Sender<Output>)>();
-        let thread = std::thread::spawn(move || {
-            let setup = || -> Result<Sockets, String> {
-                unshare(CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-                let out = Command::new("ip")
-                    .args(["link", "set", "lo", "up"])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "ip link set lo up: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ));
-                }
-                addrs
-                    .iter()
-                    .map(|a| {
-                        let u = std::net::UdpSocket::bind(a)
-                            .map_err(|e| format!("bind udp {a}: {e}"))?;
-                        let t = std::net::TcpListener::bind(a)
-                            .map_err(|e| format!("bind tcp {a}: {e}"))?;
-                        Ok((u, t))
-                    })
-                    .collect()
-            };
-            let _ = sock_tx.send(setup());
-            // Children forked from this thread start in its namespace.
-            for (cmd, reply) in cmd_rx {
-                let out = Command::new(&cmd[0])
-                    .args(&cmd[1..])
-                    .output()
-                    .expect("run a command in the container");
-                let _ = reply.send(out);
-            }
-        });
-        let sockets = sock_rx
-            .recv()
-            .expect("container thread")
-            .unwrap_or_else(|e| panic!("container setup: {e}"));
-        (
-            Container {
-                commands: Some(cmd_tx),
-                thread: Some(thread),
-            },
-            sockets,
-        )
+        let mut nss = Namespaces::new();
+        let name = nss.add("c");
+        let sockets = in_netns(&name, || -> Result<Sockets, String> {
+            addrs
+                .iter()
+                .map(|a| {
+                    let u =
+                        std::net::UdpSocket::bind(a).map_err(|e| format!("bind udp {a}: {e}"))?;
+                    let t =
+                        std::net::TcpListener::bind(a).map_err(|e| format!("bind tcp {a}: {e}"))?;
+                    Ok((u, t))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|e| panic!("container setup: {e}"));
+        (Container { name, _nss: nss }, sockets)
     }
 
     /// Runs a command inside the namespace (blocking); returns trimmed stdout.
     fn run(&self, cmd: &[&str]) -> String {
-        let (tx, rx) = mpsc::channel();
-        let cmd = cmd.iter().map(|s| s.to_string()).collect();
-        self.commands
-            .as_ref()
-            .expect("running")
-            .send((cmd, tx))
-            .expect("container thread alive");
-        let out = rx.recv().expect("command output");
+        let out = ns_output(&self.name, cmd);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.commands.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

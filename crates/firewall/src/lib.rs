@@ -8,12 +8,14 @@
 //! `DOCKER-USER` chain, without which Docker's `FORWARD` drop would stop weft's traffic.
 
 mod docker_forward;
+pub mod guard;
 mod render;
 mod rules;
 mod runner;
 
 pub use docker_forward::{DockerForward, COMMENT, DOCKER_USER};
-pub use render::{render, render_reset, DNAT_MARK, TABLE};
+pub use guard::PortGuard;
+pub use render::{render, render_clear, render_reset, DNAT_MARK, TABLE};
 pub use rules::{Masquerade, Proto, Published, Ruleset};
 pub use runner::{CommandRunner, Exec, ExecOutput, Runner};
 
@@ -89,5 +91,27 @@ impl<R: Runner> Firewall for Nftables<R> {
 
     fn reset(&mut self) -> Result<(), FirewallError> {
         self.runner.run(&render_reset())
+    }
+}
+
+impl<R: Runner> Nftables<R> {
+    /// Removes weft's rules but keeps the anti-spoofing guard and its sets.
+    pub fn clear(&mut self) -> Result<(), FirewallError> {
+        self.runner.run(&render_clear())
+    }
+
+    /// Lets a container port send from `g`'s addresses and MAC (and guards the port).
+    pub fn guard_allow(&mut self, g: &PortGuard) -> Result<(), FirewallError> {
+        self.runner.run(&guard::render_allow(g))
+    }
+
+    /// Takes back `g`'s addresses, and with `unguard` the port (see [`guard::render_revoke`]).
+    pub fn guard_revoke(&mut self, g: &PortGuard, unguard: bool) -> Result<(), FirewallError> {
+        self.runner.run(&guard::render_revoke(g, unguard))
+    }
+
+    /// Makes the guard hold exactly `all` (at start-up).
+    pub fn guard_sync(&mut self, all: &[PortGuard]) -> Result<(), FirewallError> {
+        self.runner.run(&guard::render_sync(all))
     }
 }

@@ -1,5 +1,7 @@
 //! Turns a [`Ruleset`] into one nft script. Each script first creates then deletes weft's
-//! tables and defines them anew, all in one transaction: the kernel applies it whole or not
+//! `inet` table and defines it anew, and empties and refills the `bridge` table's `forward`
+//! chain (that table also holds the anti-spoofing sets, which only [`crate::guard`]
+//! changes), all in one transaction: the kernel applies it whole or not
 //! at all, and a re-apply never leaves stale rules behind (published ports included: a
 //! mapping left out of the ruleset is gone once it is applied, and [`render_reset`]
 //! removes them all with the tables).
@@ -58,9 +60,29 @@ fn dnat_rule(p: &Published) -> String {
     )
 }
 
-/// The script that makes weft's tables hold exactly `rules`.
+/// The script that removes weft's rules but keeps the anti-spoofing guard (see
+/// [`crate::guard`]): no NAT hook, no isolation, while containers stay held to their
+/// addresses.
+pub fn render_clear() -> String {
+    let mut s = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
+    bridge_forward_header(&mut s);
+    s
+}
+
+/// Declares the bridge table (its guard included) and empties its `forward` chain: the
+/// bridge table is never deleted by an update, as the guard's sets live in it.
+fn bridge_forward_header(s: &mut String) {
+    crate::guard::render_base(s);
+    let _ = writeln!(
+        s,
+        "add chain bridge {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}"
+    );
+    let _ = writeln!(s, "flush chain bridge {TABLE} forward");
+}
+
+/// The script that makes weft's tables hold exactly `rules` (and keeps the guard's sets).
 pub fn render(rules: &Ruleset) -> String {
-    let mut s = render_reset();
+    let mut s = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
     let _ = writeln!(s, "table inet {TABLE} {{");
     if !rules.published.is_empty() {
         // nft names priority -100 `dstnat` only on the prerouting hook.
@@ -143,6 +165,7 @@ pub fn render(rules: &Ruleset) -> String {
     }
     let _ = writeln!(s, "}}");
 
+    bridge_forward_header(&mut s);
     let _ = writeln!(s, "table bridge {TABLE} {{");
     let _ = writeln!(s, "  chain forward {{");
     let _ = writeln!(
@@ -191,7 +214,12 @@ mod tests {
         assert!(s.starts_with("table inet weft\ndelete table inet weft\n"));
         assert!(s.contains("type nat hook postrouting"));
         assert!(!s.contains("masquerade"));
-        assert!(!s.contains("drop"));
+        assert!(!s.contains("weft: isolate"));
+        // The bridge table keeps the anti-spoofing sets: emptied chains, never deleted.
+        assert!(!s.contains("delete table bridge"), "{s}");
+        assert!(s.contains("flush chain bridge weft forward"), "{s}");
+        assert!(s.contains("set port_addrs"), "{s}");
+        assert!(!s.contains("flush set"), "{s}");
     }
 
     #[test]
@@ -287,7 +315,7 @@ mod tests {
         assert!(!s.contains("dnat ip to"), "{s}");
         assert!(!s.contains("chain prerouting"), "{s}");
         // Isolation alone still gets its routed counterpart in inet.
-        assert_eq!(s.matches("drop comment").count(), 2, "{s}");
+        assert_eq!(s.matches("drop comment \"weft: isolate").count(), 2, "{s}");
     }
 
     #[test]

@@ -17,33 +17,7 @@ pub struct Masquerade {
     pub bridge: String,
 }
 
-/// A transport protocol a port can be published for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Proto {
-    /// The protocol's name as nftables and Docker spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use weft_types::Proto;
 
 /// A port of the host forwarded to a container (Docker's `-p [HOST_IP:]HOST_PORT:PORT`).
 ///

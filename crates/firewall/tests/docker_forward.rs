@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use weft_firewall::{DockerForward, Firewall, Proto, Published, Ruleset};
+use weft_firewall::{DockerForward, Firewall, Proto, Ruleset};
 
 /// What dockerd does to the `filter` table that matters here.
 fn emulate_docker(ns: &str) {
@@ -61,13 +61,7 @@ fn docker_forward_drop_is_lifted_for_the_bridge_only() {
         .isolated_subnets
         .insert("10.32.3.0/24".parse().unwrap());
     rules.exposed.insert("10.32.0.1/12".parse().unwrap());
-    rules.published.insert(Published {
-        proto: Proto::Tcp,
-        host_ip: None,
-        host_port: 8080,
-        addr: "10.32.2.2".parse().unwrap(),
-        port: 80,
-    });
+    rules.published.insert(published(Proto::Tcp, 8080, 80));
     firewall(&host).apply(&rules).unwrap();
     let _web = Server::tcp(&a, 80);
     assert!(tcp_get(&other, "192.168.77.1:8080").is_some());
@@ -136,13 +130,7 @@ fn weft_reset_path_removes_everything() {
     emulate_docker(&host);
     let before = docker_user(&host);
     let mut rules = Ruleset::default();
-    rules.published.insert(Published {
-        proto: Proto::Udp,
-        host_ip: None,
-        host_port: 5353,
-        addr: "10.32.2.2".parse().unwrap(),
-        port: 53,
-    });
+    rules.published.insert(published(Proto::Udp, 5353, 53));
     firewall(&host).apply(&rules).unwrap();
     DockerForward::new(runner(&host)).ensure("weft").unwrap();
     // What the router's reset does.

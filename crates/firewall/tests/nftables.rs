@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{firewall, pings, sh, Namespaces};
+use common::{firewall, pings, run, Namespaces};
 use weft_firewall::{Firewall, Masquerade, Ruleset};
 
 #[test]
@@ -25,13 +25,15 @@ fn apply_is_idempotent_and_reset_leaves_nothing() {
     let mut fw = firewall(&host);
     fw.apply(&rules).unwrap();
     fw.apply(&rules).unwrap();
-    let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    let listed = run(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
     assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
     // One isolation drop for bridged frames (bridge table), one for routed packets (inet).
-    assert_eq!(listed.matches("drop").count(), 2, "{listed}");
+    assert_eq!(listed.matches("weft: isolate").count(), 2, "{listed}");
+    // The anti-spoofing guard is declared once, whatever the number of applies.
+    assert_eq!(listed.matches("chain guard").count(), 1, "{listed}");
     fw.reset().unwrap();
     fw.reset().unwrap();
-    let listed = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    let listed = run(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
     assert!(
         !listed.contains("weft"),
         "tables left after reset: {listed}"
@@ -52,7 +54,7 @@ fn bad_rules_are_refused_and_change_nothing() {
         ..Default::default()
     };
     fw.apply(&good).unwrap();
-    let before = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    let before = run(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
     let bad = Ruleset {
         masquerade: Some(Masquerade {
             range,
@@ -62,7 +64,7 @@ fn bad_rules_are_refused_and_change_nothing() {
     };
     let err = fw.apply(&bad).unwrap_err().to_string();
     assert!(err.contains("nftables refused"), "{err}");
-    let after = sh(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
+    let after = run(&["ip", "netns", "exec", &host, "nft", "list", "ruleset"]);
     assert_eq!(before, after, "a refused script must change nothing");
 }
 
@@ -71,9 +73,7 @@ fn bad_rules_are_refused_and_change_nothing() {
 #[test]
 fn subnets_are_isolated_on_the_bridge() {
     let mut nss = Namespaces::new();
-    let host = nss.add("host");
-    sh(&["ip", "-n", &host, "link", "add", "weft", "type", "bridge"]);
-    sh(&["ip", "-n", &host, "link", "set", "weft", "up"]);
+    let host = nss.host("host");
     let members = [
         ("a", "10.32.1.2/24"),
         ("b", "10.32.1.3/24"),
@@ -81,19 +81,9 @@ fn subnets_are_isolated_on_the_bridge() {
     ];
     let mut ns_of = std::collections::HashMap::new();
     for (name, addr) in members {
-        let c = nss.add(name);
-        let hostside = format!("v{name}");
-        sh(&[
-            "ip", "-n", &host, "link", "add", &hostside, "type", "veth", "peer", "name", "eth0",
-            "netns", &c,
-        ]);
-        sh(&[
-            "ip", "-n", &host, "link", "set", &hostside, "master", "weft", "up",
-        ]);
-        sh(&["ip", "-n", &c, "addr", "add", addr, "dev", "eth0"]);
-        sh(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
+        let c = nss.container(&host, name, addr);
         // The whole range on-link: without the firewall, every container reaches every other.
-        sh(&[
+        run(&[
             "ip",
             "-n",
             &c,

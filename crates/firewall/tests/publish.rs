@@ -22,13 +22,7 @@ fn rules(published: &[Published]) -> Ruleset {
 }
 
 fn web(proto: Proto) -> Published {
-    Published {
-        proto,
-        host_ip: None,
-        host_port: 8080,
-        addr: "10.32.2.2".parse().unwrap(),
-        port: 80,
-    }
+    published(proto, 8080, 80)
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! Byte-level reading and writing shared by the wire messages and the persisted state.
-//! The reader checks every length against what is left, so no input can make it panic or
-//! allocate more than the input's size.
+//! IPAM's fields (strings, CIDRs, rings) on weft's shared byte cursor, for the wire
+//! messages and the persisted state. The reader checks every length against what is left,
+//! so no input can make it panic or allocate more than the input's size.
 
 use std::collections::BTreeMap;
+
+pub use weft_types::cursor::{Reader, Short, Writer};
 
 use crate::addr::{Addr, Cidr};
 use crate::ring::{Entry, Ring};
@@ -38,49 +40,42 @@ pub enum DecodeError {
 /// Longest string accepted (peer names, container ids).
 pub const MAX_STR: usize = 1024;
 
-/// Appends fields to a buffer.
-#[derive(Default)]
-pub struct Writer {
-    /// The bytes written so far.
-    pub buf: Vec<u8>,
+impl From<Short> for DecodeError {
+    fn from(s: Short) -> DecodeError {
+        DecodeError::Truncated {
+            at: s.at,
+            needed: s.needed,
+        }
+    }
 }
 
-impl Writer {
-    /// Append one byte.
-    pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    /// Append a big-endian u32.
-    pub fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    /// Append a big-endian u64.
-    pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
+/// IPAM's fields on the shared writer.
+pub trait WriteFields {
     /// Append a length-prefixed string (truncated to `MAX_STR`, which names never reach).
-    pub fn str(&mut self, s: &str) {
-        let mut end = s.len().min(MAX_STR);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.buf.extend_from_slice(&(end as u16).to_be_bytes());
-        self.buf.extend_from_slice(&s.as_bytes()[..end]);
-    }
+    fn str(&mut self, s: &str);
     /// Append a list of strings.
-    pub fn strs(&mut self, v: &[String]) {
+    fn strs(&mut self, v: &[String]);
+    /// Append a CIDR.
+    fn cidr(&mut self, c: &Cidr);
+    /// Append a ring.
+    fn ring(&mut self, r: &Ring);
+}
+
+impl WriteFields for Writer {
+    fn str(&mut self, s: &str) {
+        self.str16(s, MAX_STR);
+    }
+    fn strs(&mut self, v: &[String]) {
         self.u32(v.len() as u32);
         for s in v {
             self.str(s);
         }
     }
-    /// Append a CIDR.
-    pub fn cidr(&mut self, c: &Cidr) {
+    fn cidr(&mut self, c: &Cidr) {
         self.u32(c.addr);
         self.u8(c.prefix);
     }
-    /// Append a ring.
-    pub fn ring(&mut self, r: &Ring) {
+    fn ring(&mut self, r: &Ring) {
         self.cidr(&r.range());
         self.u64(r.origin());
         self.u32(r.tokens().len() as u32);
@@ -93,52 +88,22 @@ impl Writer {
     }
 }
 
-/// Reads fields from a slice.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// IPAM's fields on the shared reader.
+pub trait ReadFields {
+    /// Read a length-prefixed UTF-8 string.
+    fn str(&mut self) -> Result<String, DecodeError>;
+    /// Read a list of strings.
+    fn strs(&mut self) -> Result<Vec<String>, DecodeError>;
+    /// Read a CIDR.
+    fn cidr(&mut self) -> Result<Cidr, DecodeError>;
+    /// Read a ring.
+    fn ring(&mut self) -> Result<Ring, DecodeError>;
+    /// Fail if bytes are left.
+    fn finish(&self) -> Result<(), DecodeError>;
 }
 
-impl<'a> Reader<'a> {
-    /// A reader at the start of `buf`.
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let left = self.buf.len() - self.pos;
-        if n > left {
-            return Err(DecodeError::Truncated {
-                at: self.pos,
-                needed: n - left,
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    /// Read one byte.
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    /// Read a big-endian u16.
-    pub fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    /// Read a big-endian u32.
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    /// Read a big-endian u64.
-    pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    /// Read a length-prefixed UTF-8 string.
-    pub fn str(&mut self) -> Result<String, DecodeError> {
+impl ReadFields for Reader<'_> {
+    fn str(&mut self) -> Result<String, DecodeError> {
         let n = usize::from(self.u16()?);
         if n > MAX_STR {
             return Err(DecodeError::Invalid("string too long"));
@@ -146,8 +111,7 @@ impl<'a> Reader<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid("string is not UTF-8"))
     }
-    /// Read a list of strings.
-    pub fn strs(&mut self) -> Result<Vec<String>, DecodeError> {
+    fn strs(&mut self) -> Result<Vec<String>, DecodeError> {
         let n = self.u32()?;
         let mut v = Vec::new();
         for _ in 0..n {
@@ -155,14 +119,12 @@ impl<'a> Reader<'a> {
         }
         Ok(v)
     }
-    /// Read a CIDR.
-    pub fn cidr(&mut self) -> Result<Cidr, DecodeError> {
+    fn cidr(&mut self) -> Result<Cidr, DecodeError> {
         let a = self.u32()?;
         let p = self.u8()?;
         Cidr::new(a, p).ok_or(DecodeError::Invalid("prefix above 32"))
     }
-    /// Read a ring.
-    pub fn ring(&mut self) -> Result<Ring, DecodeError> {
+    fn ring(&mut self) -> Result<Ring, DecodeError> {
         let range = self.cidr()?;
         let origin = self.u64()?;
         let n = self.u32()?;
@@ -189,9 +151,8 @@ impl<'a> Reader<'a> {
         Ring::from_parts(range, origin, tokens)
             .ok_or(DecodeError::Invalid("ring tokens do not cover the range"))
     }
-    /// Fail if bytes are left.
-    pub fn finish(&self) -> Result<(), DecodeError> {
-        let left = self.buf.len() - self.pos;
+    fn finish(&self) -> Result<(), DecodeError> {
+        let left = self.remaining();
         if left == 0 {
             Ok(())
         } else {

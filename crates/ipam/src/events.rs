@@ -12,8 +12,8 @@ use crate::persist::PersistedState;
 
 /// Identifies a request so its reply can be matched.
 pub type RequestId = u64;
-/// Milliseconds on a monotonic clock chosen by the driver.
-pub type Millis = u64;
+/// Milliseconds on a monotonic clock chosen by the driver (the mesh cores' one time type).
+pub use weft_mesh::Millis;
 
 /// How IPAM is configured on this peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

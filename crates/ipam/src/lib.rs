@@ -2,10 +2,12 @@
 //! Sans-IO address management: the ring of ranges CRDT, space requests, allocations.
 //!
 //! Drive an [`Allocator`] with [`Event`]s and execute the [`Action`]s it returns in order
-//! (see the module docs of `allocator` for how persists gate sends and replies).
+//! (see the module docs of `allocator` for how persists gate sends and replies), or run it
+//! on the mesh as an [`IpamApp`] (the mesh-application trait).
 
 pub mod addr;
 pub mod allocator;
+pub mod app;
 pub mod codec;
 pub mod consensus;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod status;
 
 pub use addr::{parse_addr_specs, parse_subnet, Addr, AddrError, AddrSpec, Cidr};
 pub use allocator::{Action, Allocator, Event, IpamConfig, Millis, Reply, RequestId};
+pub use app::{IpamApp, IpamEffect, TICK_MS};
 pub use codec::DecodeError;
 pub use consensus::InitMode;
 pub use error::IpamError;

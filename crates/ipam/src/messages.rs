@@ -2,7 +2,7 @@
 //! The mesh frames payloads; decoding checks every length and never panics.
 
 use crate::addr::{Addr, Cidr};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, ReadFields, Reader, WriteFields, Writer};
 use crate::consensus::{AcceptedValue, Ballot};
 use crate::ring::Ring;
 

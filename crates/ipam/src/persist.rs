@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::addr::{subtract, Addr};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, ReadFields, Reader, WriteFields, Writer};
 use crate::consensus::AcceptorState;
 use crate::messages::{get_ballot, put_ballot};
 use crate::ring::Ring;

@@ -55,7 +55,7 @@ impl Allocator {
         };
         match &p.want {
             Want::Prime => "the ring".into(),
-            Want::Alloc(subnet) => match self.asks.get(&(*subnet, None)) {
+            Want::Alloc(subnet) => match self.req.asks.get(&(*subnet, None)) {
                 Some(a) => format!("waiting for space in {subnet} from peer {}", a.to),
                 None => {
                     let gone: Vec<String> = ring
@@ -89,7 +89,7 @@ impl Allocator {
     }
 
     fn init_line(&self) -> String {
-        if !self.wanting {
+        if !self.init.wanting {
             return "idle: the ring is created on the first allocation or `weft prime`".into();
         }
         match &self.config.init {
@@ -128,28 +128,28 @@ impl Allocator {
 
     /// The one-line state: "ready", or what IPAM waits for.
     pub fn status_line(&self) -> String {
-        if let Some(l) = &self.leaving {
+        if let Some(l) = &self.leave.leaving {
             let w: Vec<String> = l.waiting.iter().cloned().collect();
             return format!(
                 "handing space over: waiting for {} to confirm",
                 w.join(", ")
             );
         }
-        if self.left {
+        if self.leave.left {
             return "left: this peer handed its space to others".into();
         }
         if self.ring.is_none() {
             return self.init_line();
         }
-        let mut line = match self.pending.first() {
+        let mut line = match self.req.pending.first() {
             Some(p) => format!(
                 "{} ({} requests queued)",
                 self.waiting_for(p),
-                self.pending.len()
+                self.req.pending.len()
             ),
             None => "ready".into(),
         };
-        for q in &self.quarantines {
+        for q in &self.leave.quarantines {
             let w: Vec<String> = q.waiting.iter().cloned().collect();
             line.push_str(&format!(
                 "; space taken from {} is used once {} sent their rings",
@@ -195,7 +195,7 @@ impl Allocator {
             line: self.status_line(),
             peers,
             allocated: self.space.len() as u64,
-            pending: self.pending.len(),
+            pending: self.req.pending.len(),
             notes: self.notes.values().cloned().collect(),
             bad_messages: self.bad_messages,
         }

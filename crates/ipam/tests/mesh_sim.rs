@@ -7,14 +7,14 @@
 //! answered and every peer allocates (a space request where it owns nothing in a subnet).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use weft_ipam::{
-    Action, Allocator, Cidr, Event, InitMode, IpamConfig, PersistedState, Reply, RequestId,
+    Allocator, Cidr, Event, InitMode, IpamConfig, IpamEffect, PersistedState, Reply, RequestId,
 };
-use weft_mesh::sim::{App, AppSend, Sim, SimConfig};
-use weft_mesh::Mesh;
+use weft_mesh::sim::{Sim, SimConfig};
+use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
 
 const CHANNEL: u16 = 1;
 
@@ -31,13 +31,17 @@ struct World {
     violations: Vec<String>,
 }
 
+/// The IPAM core as the router runs it, plus the test's disk and clients around it.
 struct IpamApp {
     i: usize,
-    core: Allocator,
+    core: weft_ipam::IpamApp,
     world: Rc<RefCell<World>>,
-    /// Tokens on disk, acknowledged on the next tick.
+    /// Tokens on disk, acknowledged one tick (100 ms) later.
     unacked: Vec<u64>,
+    ack_at: Option<Millis>,
 }
+
+const TICK: Millis = 100;
 
 fn config(n: u32) -> IpamConfig {
     IpamConfig::new("10.32.0.0/12".parse().unwrap(), InitMode::Consensus(n))
@@ -75,34 +79,25 @@ impl IpamApp {
         }
         IpamApp {
             i,
-            core,
+            core: weft_ipam::IpamApp::with_tick(core, CHANNEL, TICK),
             world,
             unacked: Vec::new(),
+            ack_at: None,
         }
     }
 
-    fn handle(&mut self, now: u64, ev: Event) -> Vec<AppSend> {
-        let actions = self.core.handle(now, ev);
-        let mut out = Vec::new();
-        for a in actions {
-            match a {
-                Action::Send { to, payload } => out.push(AppSend::To {
-                    channel: CHANNEL,
-                    dst: to,
-                    payload,
-                }),
-                Action::Broadcast { payload } => out.push(AppSend::Broadcast {
-                    channel: CHANNEL,
-                    payload,
-                }),
-                Action::Persist { state, token } => {
+    /// Carries out the core's effects: its disk, its clients.
+    fn effects(&mut self, now: u64) {
+        while let Some(e) = self.core.poll_effect() {
+            match e {
+                IpamEffect::Persist { state, token } => {
                     self.world.borrow_mut().disks[self.i] = Some(state);
                     self.unacked.push(token);
+                    self.ack_at.get_or_insert(now + TICK);
                 }
-                Action::Reply { id, result } => self.reply(now, id, result),
+                IpamEffect::Reply { id, result } => self.reply(now, id, result),
             }
         }
-        out
     }
 
     fn reply(&mut self, now: u64, id: RequestId, result: Result<Reply, weft_ipam::IpamError>) {
@@ -131,39 +126,54 @@ impl IpamApp {
     }
 
     /// Sends a request to the core as a client would.
-    fn request(&mut self, now: u64, id: RequestId, what: String, ev: Event) -> Vec<AppSend> {
+    fn request(&mut self, now: u64, id: RequestId, what: String, ev: Event) {
         self.world
             .borrow_mut()
             .open
             .insert((self.i, id), (what, now));
-        self.handle(now, ev)
+        self.core.request(now, ev);
+        self.effects(now);
     }
 }
 
-impl App for IpamApp {
-    fn deliver(&mut self, now: u64, channel: u16, from: &str, payload: &[u8]) -> Vec<AppSend> {
-        if channel != CHANNEL {
-            return Vec::new();
-        }
-        self.handle(
-            now,
-            Event::Received {
-                from: from.to_string(),
-                payload: payload.to_vec(),
-            },
-        )
+impl MeshApp for IpamApp {
+    type Effect = ();
+
+    fn handle_message(&mut self, now: Millis, channel: u16, from: &str, payload: &[u8]) {
+        self.core.handle_message(now, channel, from, payload);
+        self.effects(now);
     }
 
-    fn tick(&mut self, now: u64, mesh: &mut Mesh) -> Vec<AppSend> {
-        let mut out = Vec::new();
-        for token in std::mem::take(&mut self.unacked) {
-            out.extend(self.handle(now, Event::Persisted { token }));
+    fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
+        self.core.handle_topology(now, topology);
+        self.effects(now);
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        if self.ack_at.is_some_and(|t| t <= now) {
+            self.ack_at = None;
+            for token in std::mem::take(&mut self.unacked) {
+                self.core.request(now, Event::Persisted { token });
+            }
         }
-        let mut reachable: BTreeSet<String> = mesh.routes().into_iter().map(|(d, _)| d).collect();
-        reachable.insert(mesh.name().to_string());
-        out.extend(self.handle(now, Event::PeersChanged { reachable }));
-        out.extend(self.handle(now, Event::Tick));
-        out
+        self.core.handle_timeout(now);
+        self.effects(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit()
+    }
+
+    fn poll_effect(&mut self) -> Option<()> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        let core = self.core.poll_timeout();
+        match (core, self.ack_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -184,7 +194,7 @@ fn check_ownership(sim: &mut Sim<IpamApp>, world: &Rc<RefCell<World>>) {
     let mut spans: Vec<(u64, u64, usize)> = Vec::new();
     for i in 0..sim.len() {
         let usable = if sim.alive(i) {
-            sim.app(i).core.usable_ranges()
+            sim.app(i).core.allocator().usable_ranges()
         } else {
             world.borrow().disks[i]
                 .as_ref()
@@ -258,12 +268,9 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
             let id = next_id;
             next_id += 1;
             let what = format!("{owner} allocate {subnet:?}");
-            let sends = sim
-                .app(i)
-                .request(now, id, what, Event::Allocate { id, owner, subnet });
-            for s in sends {
-                sim.app_send(i, s);
-            }
+            sim.with_app(i, |a, _| {
+                a.request(now, id, what, Event::Allocate { id, owner, subnet })
+            });
         } else if r < 50 && sim.alive(i) {
             // A container on this peer goes away: it stops using the address first.
             let held: Option<(u32, String)> = world
@@ -283,9 +290,7 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
                     owner,
                     addr: Some(addr),
                 };
-                for s in sim.app(i).request(now, id, what, ev) {
-                    sim.app_send(i, s);
-                }
+                sim.with_app(i, |a, _| a.request(now, id, what, ev));
             }
         } else if r < 55 && sim.alive(i) {
             // A claim of an address another peer may own (granted by that peer).
@@ -299,12 +304,9 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
             let id = next_id;
             next_id += 1;
             let what = format!("{owner} claim {addr}");
-            for s in sim
-                .app(i)
-                .request(now, id, what, Event::Claim { id, owner, addr })
-            {
-                sim.app_send(i, s);
-            }
+            sim.with_app(i, |a, _| {
+                a.request(now, id, what, Event::Claim { id, owner, addr })
+            });
         } else if r < 59 && !crashed.contains(&i) && crashed.len() + 1 < peers {
             sim.crash(i, rng.below(2) == 0);
             crashed.push(i);
@@ -350,12 +352,9 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
             let id = next_id;
             next_id += 1;
             let what = format!("{owner} final {subnet:?}");
-            for s in sim
-                .app(i)
-                .request(now, id, what, Event::Allocate { id, owner, subnet })
-            {
-                sim.app_send(i, s);
-            }
+            sim.with_app(i, |a, _| {
+                a.request(now, id, what, Event::Allocate { id, owner, subnet })
+            });
         }
     }
     let mut waited = 0;

@@ -5,7 +5,7 @@
 //! (silent: noticed by heartbeats). Run: `cargo bench -p weft-mesh --bench converge`
 //! (WEFT_BENCH_SIZES=10,100 to choose sizes).
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use weft_mesh::sim::{NoApp, Sim, SimConfig};
 
 fn build(n: usize, seed: u64) -> Sim<NoApp> {
@@ -17,18 +17,8 @@ fn build(n: usize, seed: u64) -> Sim<NoApp> {
         },
         |_| NoApp,
     );
-    sim.add_peer(&[]);
-    for i in 1..n {
-        let mut t = vec![rng.random_range(0..i)];
-        if rng.random_bool(0.3) {
-            t.push(rng.random_range(0..i));
-        }
-        sim.add_peer(&t);
-        // Peers arrive in waves of 50, as a cluster that is rolled out.
-        if i % 50 == 0 {
-            sim.run_for(500);
-        }
-    }
+    // Peers arrive in waves of 50, as a cluster that is rolled out.
+    sim.add_random_peers(n, &mut rng, Some(50));
     sim.run_until_converged(600_000, 100)
         .unwrap_or_else(|e| panic!("{n} peers did not converge: {e}"));
     sim.run_for(3_000);

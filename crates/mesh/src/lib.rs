@@ -4,14 +4,18 @@
 //! - [`wire`]: the messages and their encoding.
 //! - [`mesh`]: one peer's state machine (connections, gossip, heartbeats, targets).
 //! - [`topology`]: entries, reachability, next hops, broadcast trees.
+//! - [`app`]: the trait every core on the mesh implements, and what it is handed.
 //! - [`sim`]: a deterministic simulation of many peers, reusable by other cores.
 
+pub mod app;
+pub mod limits;
 pub mod mesh;
 pub mod session;
 pub mod sim;
 pub mod topology;
 pub mod wire;
 
+pub use app::{MeshApp, Millis, Reachable, TopologyView, Transmit};
 pub use mesh::{
     Action, ConnId, ConnStatus, Mesh, MeshConfig, Neighbour, SendError, TargetStatus, Timing,
 };

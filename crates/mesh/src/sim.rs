@@ -2,8 +2,10 @@
 //! loss, partitions), crashes (with or without the kernel resetting the sockets) and
 //! restarts. Every run is reproducible from its seed.
 //!
-//! Other cores plug in as an [`App`] on each peer: they get the payloads the mesh
-//! delivers and may send unicast or broadcast payloads.
+//! Cores plug in as a [`MeshApp`] on each peer, exactly as the router runs them: they get
+//! the payloads the mesh delivers, its topology changes and the times they asked for; what
+//! they transmit goes through the simulated mesh, their effects are kept for the test
+//! ([`Sim::take_effects`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -11,50 +13,30 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use rand::{Rng, SeedableRng};
 
+use crate::app::{MeshApp, Millis, TopologyView, Transmit};
 use crate::mesh::{Action, ConnId, Mesh, MeshConfig, Timing};
 use crate::wire::{Hello, Message};
 
 /// A view of the mesh: peers and established edges (smaller name first).
 pub type View = (Vec<String>, Vec<(String, String)>);
 
-/// What an application on a simulated peer asks the mesh to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppSend {
-    /// To one peer.
-    To {
-        /// Channel.
-        channel: u16,
-        /// Destination peer name.
-        dst: String,
-        /// Payload.
-        payload: Vec<u8>,
-    },
-    /// To every reachable peer.
-    Broadcast {
-        /// Channel.
-        channel: u16,
-        /// Payload.
-        payload: Vec<u8>,
-    },
-}
-
-/// An application core running on each simulated peer.
-pub trait App {
-    /// A payload arrived from `from`.
-    fn deliver(&mut self, now: u64, channel: u16, from: &str, payload: &[u8]) -> Vec<AppSend>;
-    /// Called on every tick of the peer, with read access to its mesh.
-    fn tick(&mut self, _now: u64, _mesh: &mut Mesh) -> Vec<AppSend> {
-        Vec::new()
-    }
-}
-
 /// The empty application.
 #[derive(Debug, Default)]
 pub struct NoApp;
 
-impl App for NoApp {
-    fn deliver(&mut self, _: u64, _: u16, _: &str, _: &[u8]) -> Vec<AppSend> {
-        Vec::new()
+impl MeshApp for NoApp {
+    type Effect = ();
+    fn handle_message(&mut self, _: Millis, _: u16, _: &str, _: &[u8]) {}
+    fn handle_topology(&mut self, _: Millis, _: &TopologyView) {}
+    fn handle_timeout(&mut self, _: Millis) {}
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_effect(&mut self) -> Option<()> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        None
     }
 }
 
@@ -103,6 +85,8 @@ pub struct Traffic {
 #[derive(Debug)]
 enum Ev {
     Tick,
+    /// The application's timer.
+    Wake,
     Msg {
         conn: ConnId,
         msg: Message,
@@ -124,11 +108,17 @@ enum Ev {
     },
 }
 
-struct Node<A> {
+struct Node<A: MeshApp> {
     name: String,
     addr: SocketAddr,
     mesh: Option<Mesh>,
     app: A,
+    /// When the application's timer is scheduled (None: not scheduled).
+    wake: Option<u64>,
+    /// The mesh reported a topology change the application was not told of yet.
+    topo_dirty: bool,
+    /// Effects the application returned, for the test to take.
+    effects: Vec<A::Effect>,
     incarnation: u64,
     group: u32,
     targets: Vec<String>,
@@ -145,7 +135,7 @@ struct Link {
 }
 
 /// The simulated world.
-pub struct Sim<A: App> {
+pub struct Sim<A: MeshApp> {
     cfg: SimConfig,
     now: u64,
     seq: u64,
@@ -159,7 +149,7 @@ pub struct Sim<A: App> {
     make_app: Box<dyn FnMut(usize) -> A>,
 }
 
-impl<A: App> Sim<A> {
+impl<A: MeshApp> Sim<A> {
     /// An empty world; `make_app` builds the application of peer `i` (also on restart).
     pub fn new(cfg: SimConfig, make_app: impl FnMut(usize) -> A + 'static) -> Self {
         Sim {
@@ -245,6 +235,9 @@ impl<A: App> Sim<A> {
             addr,
             mesh: None,
             app,
+            wake: None,
+            topo_dirty: true,
+            effects: Vec::new(),
             incarnation: 0,
             group: 0,
             targets: targets.iter().map(|t| self.by_addr_of(*t)).collect(),
@@ -275,9 +268,28 @@ impl<A: App> Sim<A> {
         let targets = n.targets.clone();
         mesh.add_targets(self.now, &targets, false);
         n.mesh = Some(mesh);
+        n.wake = None;
+        n.topo_dirty = true;
         let phase = self.rng.random_range(0..self.cfg.tick.max(1));
         self.schedule(self.now + phase, i, Ev::Tick);
         self.drain(i);
+    }
+
+    /// Adds `n` peers with random connectivity: each names one earlier peer, some name a
+    /// second. With `wave`, the mesh runs for 500 ms after every `wave` peers, as a cluster
+    /// that is rolled out.
+    pub fn add_random_peers(&mut self, n: usize, rng: &mut impl Rng, wave: Option<usize>) {
+        self.add_peer(&[]);
+        for i in 1..n {
+            let mut t = vec![rng.random_range(0..i)];
+            if rng.random_bool(0.3) {
+                t.push(rng.random_range(0..i));
+            }
+            self.add_peer(&t);
+            if wave.is_some_and(|w| i % w == 0) {
+                self.run_for(500);
+            }
+        }
     }
 
     /// Makes peer `i` also dial peer `j` (like `weft connect`).
@@ -515,28 +527,80 @@ impl<A: App> Sim<A> {
         Ok(())
     }
 
-    /// Sends an application payload from peer `i` now.
-    pub fn app_send(&mut self, i: usize, send: AppSend) {
-        self.apply_app(i, vec![send]);
+    /// Runs `f` on peer `i`'s application now (a local request, like the router's API
+    /// does), then carries out what it asks for.
+    pub fn with_app<R>(&mut self, i: usize, f: impl FnOnce(&mut A, Millis) -> R) -> R {
+        let now = self.now;
+        let r = f(&mut self.nodes[i].app, now);
+        self.pump(i);
         self.drain(i);
+        r
     }
 
-    fn apply_app(&mut self, i: usize, sends: Vec<AppSend>) {
+    /// Sends a payload from peer `i` now, as if its application had asked to.
+    pub fn app_send(&mut self, i: usize, t: Transmit) {
         let now = self.now;
-        let Some(m) = self.nodes[i].mesh.as_mut() else {
-            return;
-        };
-        for s in sends {
-            // Sends to unreachable peers are dropped, as a real caller would see an error.
-            let _ = match s {
-                AppSend::To {
+        if let Some(m) = self.nodes[i].mesh.as_mut() {
+            let _ = match t {
+                Transmit::To {
                     channel,
                     dst,
                     payload,
                 } => m.send_to(now, channel, &dst, payload),
-                AppSend::Broadcast { channel, payload } => m.broadcast(now, channel, payload),
+                Transmit::Broadcast { channel, payload } => m.broadcast(now, channel, payload),
             };
         }
+        self.drain(i);
+    }
+
+    /// Takes the effects peer `i`'s application returned so far.
+    pub fn take_effects(&mut self, i: usize) -> Vec<A::Effect> {
+        std::mem::take(&mut self.nodes[i].effects)
+    }
+
+    /// Sends what peer `i`'s application asks to, keeps its effects and schedules its
+    /// timer.
+    fn pump(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        while let Some(e) = node.app.poll_effect() {
+            node.effects.push(e);
+        }
+        let Some(m) = node.mesh.as_mut() else {
+            return;
+        };
+        while let Some(t) = node.app.poll_transmit() {
+            // Sends to unreachable peers are dropped, as a real caller would see an error.
+            let _ = match t {
+                Transmit::To {
+                    channel,
+                    dst,
+                    payload,
+                } => m.send_to(now, channel, &dst, payload),
+                Transmit::Broadcast { channel, payload } => m.broadcast(now, channel, payload),
+            };
+        }
+        if let Some(at) = node.app.poll_timeout() {
+            let at = at.max(now);
+            if node.wake.is_none_or(|w| at < w) {
+                node.wake = Some(at);
+                self.schedule(at, i, Ev::Wake);
+            }
+        }
+    }
+
+    /// Tells peer `i`'s application of a topology change the mesh reported.
+    fn topology(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if !node.topo_dirty {
+            return;
+        }
+        node.topo_dirty = false;
+        let Some(m) = node.mesh.as_mut() else { return };
+        let view = m.topology_view();
+        node.app.handle_topology(now, &view);
+        self.pump(i);
     }
 
     fn handle(&mut self, i: usize, ev: Ev) {
@@ -545,11 +609,21 @@ impl<A: App> Sim<A> {
             Ev::Tick => {
                 let tick = self.cfg.tick;
                 self.schedule(now + tick, i, Ev::Tick);
-                let node = &mut self.nodes[i];
-                let Some(m) = node.mesh.as_mut() else { return };
+                let Some(m) = self.nodes[i].mesh.as_mut() else {
+                    return;
+                };
                 m.tick(now);
-                let sends = node.app.tick(now, m);
-                self.apply_app(i, sends);
+            }
+            Ev::Wake => {
+                let node = &mut self.nodes[i];
+                if node.wake != Some(now) {
+                    return; // superseded by an earlier wake-up
+                }
+                node.wake = None;
+                if node.app.poll_timeout().is_some_and(|at| at <= now) {
+                    node.app.handle_timeout(now);
+                }
+                self.pump(i);
             }
             Ev::Msg { conn, msg } => {
                 if let Some(m) = self.nodes[i].mesh.as_mut() {
@@ -603,7 +677,11 @@ impl<A: App> Sim<A> {
             };
             let actions = m.take_actions();
             if actions.is_empty() {
-                return;
+                if !self.nodes[i].topo_dirty {
+                    return;
+                }
+                self.topology(i);
+                continue;
             }
             for a in actions {
                 self.act(i, a);
@@ -752,10 +830,12 @@ impl<A: App> Sim<A> {
                 from,
                 payload,
             } => {
-                let sends = self.nodes[i].app.deliver(now, channel, &from, &payload);
-                self.apply_app(i, sends);
+                self.nodes[i]
+                    .app
+                    .handle_message(now, channel, &from, &payload);
+                self.pump(i);
             }
-            Action::TopologyChanged => {}
+            Action::TopologyChanged => self.nodes[i].topo_dirty = true,
         }
     }
 

@@ -373,6 +373,43 @@ impl Topology {
             return Some(c.clone());
         }
         let own = self.pos(&self.own)?;
+        // Our neighbours' parents are final once we are processed.
+        let parent = self.bfs_parents(root, Some(own));
+        let kids: Vec<String> = self.adj[own]
+            .iter()
+            .filter(|&&q| parent[q] == own && q != root)
+            .map(|&q| self.slot_name[q].clone())
+            .collect();
+        self.children.insert(root, kids.clone());
+        Some(kids)
+    }
+
+    /// Our children in our own broadcast tree that have children there themselves (they
+    /// pass our broadcasts on), sorted by name.
+    pub fn own_relays(&mut self) -> Vec<String> {
+        self.refresh();
+        let Some(own) = self.pos(&self.own) else {
+            return Vec::new();
+        };
+        let parent = self.bfs_parents(own, None);
+        let mut has_kids = vec![false; parent.len()];
+        for (q, &p) in parent.iter().enumerate() {
+            if p != usize::MAX && p != q {
+                has_kids[p] = true;
+            }
+        }
+        let mut out: Vec<String> = self.adj[own]
+            .iter()
+            .filter(|&&q| q != own && parent[q] == own && has_kids[q])
+            .map(|&q| self.slot_name[q].clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Parent of each slot in the breadth-first tree rooted at `root` (neighbours in name
+    /// order; `usize::MAX` for slots not reached), stopping after `stop` is processed.
+    fn bfs_parents(&self, root: usize, stop: Option<usize>) -> Vec<usize> {
         let mut parent = vec![usize::MAX; self.slot_name.len()];
         parent[root] = root;
         let mut queue = std::collections::VecDeque::from([root]);
@@ -383,18 +420,11 @@ impl Topology {
                     queue.push_back(q);
                 }
             }
-            // Our neighbours' parents are final once we are processed.
-            if p == own {
+            if Some(p) == stop {
                 break;
             }
         }
-        let kids: Vec<String> = self.adj[own]
-            .iter()
-            .filter(|&&q| parent[q] == own && q != root)
-            .map(|&q| self.slot_name[q].clone())
-            .collect();
-        self.children.insert(root, kids.clone());
-        Some(kids)
+        parent
     }
 
     /// Every reachable peer's entry, sorted by name.
@@ -472,6 +502,7 @@ mod tests {
         Vec<String>,
         Vec<(String, String)>,
         Vec<(String, Vec<String>)>,
+        BTreeMap<String, String>,
     ) {
         let lists = |a: &str, b: &str| {
             entries
@@ -526,7 +557,7 @@ mod tests {
                 (o.clone(), kids)
             })
             .collect();
-        (reachable, routes, children)
+        (reachable, routes, children, tree)
     }
 
     #[test]
@@ -558,10 +589,20 @@ mod tests {
                 if rng.random_bool(0.5) {
                     continue; // let changes pile up between recomputations
                 }
-                let (reachable, routes, children) = reference(&t.entries, "n00");
+                let (reachable, routes, children, own_tree) = reference(&t.entries, "n00");
                 assert_eq!(t.reachable(), reachable.as_slice());
                 largest = largest.max(reachable.len());
                 assert_eq!(t.routes(), routes);
+                let own_kids = children
+                    .iter()
+                    .find(|(o, _)| o == "n00")
+                    .map(|(_, k)| k.clone())
+                    .unwrap_or_default();
+                let relays: Vec<String> = own_kids
+                    .into_iter()
+                    .filter(|c| own_tree.iter().any(|(x, p)| p == c && x != c))
+                    .collect();
+                assert_eq!(t.own_relays(), relays);
                 for (o, kids) in children {
                     assert_eq!(t.broadcast_children(&o), Some(kids), "origin {o}");
                 }

@@ -1,5 +1,7 @@
 //! The mesh's messages and their binary encoding: versioned, length-prefixed fields,
-//! decoders that return errors (never panic) on any bytes.
+//! decoders that return errors (never panic) on any bytes, on weft's shared byte cursor.
+
+use weft_types::cursor::{self, Writer};
 
 /// Lowest wire protocol version this build speaks.
 pub const PROTOCOL_MIN: u8 = 1;
@@ -149,83 +151,41 @@ const T_REQUEST: u8 = 7;
 const T_UNICAST: u8 = 8;
 const T_BROADCAST: u8 = 9;
 
-/// Appends fields in the wire encoding.
-#[derive(Debug, Default)]
-struct Writer {
-    buf: Vec<u8>,
-}
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    fn str(&mut self, s: &str) {
-        // Strings are names and reasons; longer ones are cut at a char boundary.
-        let mut end = s.len().min(u16::MAX as usize);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.u16(end as u16);
-        self.buf.extend_from_slice(&s.as_bytes()[..end]);
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.buf.extend_from_slice(b);
-    }
-    fn entry(&mut self, e: &PeerEntry) {
-        self.str(&e.name);
-        self.str(&e.nickname);
-        self.u64(e.uid);
-        self.u64(e.version);
-        self.u16(e.listen_port);
-        self.u32(e.edges.len() as u32);
-        for c in &e.edges {
-            self.str(&c.name);
-            self.str(&c.addr);
-            self.u8(c.outbound as u8);
-        }
+/// Appends one gossip entry.
+fn put_entry(w: &mut Writer, e: &PeerEntry) {
+    put_str(w, &e.name);
+    put_str(w, &e.nickname);
+    w.u64(e.uid);
+    w.u64(e.version);
+    w.u16(e.listen_port);
+    w.u32(e.edges.len() as u32);
+    for c in &e.edges {
+        put_str(w, &c.name);
+        put_str(w, &c.addr);
+        w.u8(c.outbound as u8);
     }
 }
 
-/// Reads fields, failing on truncation.
-struct Reader<'a> {
-    buf: &'a [u8],
+/// Appends a string; strings are names and reasons, longer ones are cut at a char boundary.
+fn put_str(w: &mut Writer, s: &str) {
+    w.str16(s, usize::from(u16::MAX));
 }
+
+/// The shared cursor, with each failure named by the field being read.
+struct Reader<'a>(cursor::Reader<'a>);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::Truncated(what));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
     fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
+        self.0.u8().map_err(|_| DecodeError::Truncated(what))
     }
     fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.0.u16().map_err(|_| DecodeError::Truncated(what))
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4, what)?);
-        Ok(u32::from_be_bytes(a))
+        self.0.u32().map_err(|_| DecodeError::Truncated(what))
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8, what)?);
-        Ok(u64::from_be_bytes(a))
+        self.0.u64().map_err(|_| DecodeError::Truncated(what))
     }
     fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
@@ -235,22 +195,30 @@ impl<'a> Reader<'a> {
         }
     }
     fn str(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let n = self.u16(what)? as usize;
-        let b = self.take(n, what)?;
+        let b = self.0.bytes16().map_err(|_| DecodeError::Truncated(what))?;
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadUtf8(what))
     }
     fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
-        let n = self.u32(what)? as usize;
-        Ok(self.take(n, what)?.to_vec())
+        let b = self.0.bytes32().map_err(|_| DecodeError::Truncated(what))?;
+        Ok(b.to_vec())
     }
-    /// A count of items each at least `min_size` bytes long, checked against what is left
-    /// so that a forged count cannot make us allocate.
-    fn count(&mut self, what: &'static str, min_size: usize) -> Result<usize, DecodeError> {
-        let n = self.u32(what)? as usize;
-        if n.saturating_mul(min_size) > self.buf.len() {
-            return Err(DecodeError::Truncated(what));
+    /// A u32 count of items each at least `min_size` bytes long (checked against what is
+    /// left, so that a forged count cannot make us allocate), then the items.
+    fn list<T>(
+        &mut self,
+        what: &'static str,
+        min_size: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = match self.0.count(min_size) {
+            Ok(Some(n)) => n,
+            _ => return Err(DecodeError::Truncated(what)),
+        };
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(item(self)?);
         }
-        Ok(n)
+        Ok(v)
     }
     fn entry(&mut self) -> Result<PeerEntry, DecodeError> {
         let name = self.str("entry name")?;
@@ -258,15 +226,13 @@ impl<'a> Reader<'a> {
         let uid = self.u64("entry uid")?;
         let version = self.u64("entry version")?;
         let listen_port = self.u16("entry port")?;
-        let n = self.count("entry edges", 5)?;
-        let mut edges = Vec::with_capacity(n);
-        for _ in 0..n {
-            edges.push(EdgeInfo {
-                name: self.str("edge name")?,
-                addr: self.str("edge address")?,
-                outbound: self.bool("edge direction")?,
-            });
-        }
+        let edges = self.list("entry edges", 5, |r| {
+            Ok(EdgeInfo {
+                name: r.str("edge name")?,
+                addr: r.str("edge address")?,
+                outbound: r.bool("edge direction")?,
+            })
+        })?;
         Ok(PeerEntry {
             name,
             nickname,
@@ -285,21 +251,21 @@ impl Message {
         match self {
             Message::Hello(h) => {
                 w.u8(T_HELLO);
-                w.str(&h.name);
-                w.str(&h.nickname);
+                put_str(&mut w, &h.name);
+                put_str(&mut w, &h.nickname);
                 w.u64(h.uid);
                 w.u16(h.listen_port);
             }
             Message::Heartbeat => w.u8(T_HEARTBEAT),
             Message::Refuse { reason } => {
                 w.u8(T_REFUSE);
-                w.str(reason);
+                put_str(&mut w, reason);
             }
             Message::Gossip { entries } => {
                 w.u8(T_GOSSIP);
                 w.u32(entries.len() as u32);
                 for e in entries {
-                    w.entry(e);
+                    put_entry(&mut w, e);
                 }
             }
             Message::DigestHash { hash, count } => {
@@ -311,7 +277,7 @@ impl Message {
                 w.u8(T_DIGEST);
                 w.u32(items.len() as u32);
                 for i in items {
-                    w.str(&i.name);
+                    put_str(&mut w, &i.name);
                     w.u64(i.version);
                 }
             }
@@ -319,7 +285,7 @@ impl Message {
                 w.u8(T_REQUEST);
                 w.u32(names.len() as u32);
                 for n in names {
-                    w.str(n);
+                    put_str(&mut w, n);
                 }
             }
             Message::Unicast {
@@ -331,10 +297,10 @@ impl Message {
             } => {
                 w.u8(T_UNICAST);
                 w.u16(*channel);
-                w.str(src);
-                w.str(dst);
+                put_str(&mut w, src);
+                put_str(&mut w, dst);
                 w.u8(*ttl);
-                w.bytes(payload);
+                w.bytes32(payload);
             }
             Message::Broadcast {
                 channel,
@@ -343,8 +309,8 @@ impl Message {
             } => {
                 w.u8(T_BROADCAST);
                 w.u16(*channel);
-                w.str(src);
-                w.bytes(payload);
+                put_str(&mut w, src);
+                w.bytes32(payload);
             }
         }
         w.buf
@@ -352,7 +318,7 @@ impl Message {
 
     /// Decodes one whole message; any malformed input is an error.
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
-        let mut r = Reader { buf };
+        let mut r = Reader(cursor::Reader::new(buf));
         let msg = match r.u8("message type")? {
             T_HELLO => Message::Hello(Hello {
                 name: r.str("hello name")?,
@@ -365,11 +331,7 @@ impl Message {
                 reason: r.str("refuse reason")?,
             },
             T_GOSSIP => {
-                let n = r.count("gossip entries", 26)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(r.entry()?);
-                }
+                let entries = r.list("gossip entries", 26, Reader::entry)?;
                 Message::Gossip { entries }
             }
             T_DIGEST_HASH => Message::DigestHash {
@@ -377,22 +339,16 @@ impl Message {
                 count: r.u32("digest count")?,
             },
             T_DIGEST => {
-                let n = r.count("digest items", 10)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(DigestItem {
+                let items = r.list("digest items", 10, |r| {
+                    Ok(DigestItem {
                         name: r.str("digest name")?,
                         version: r.u64("digest version")?,
-                    });
-                }
+                    })
+                })?;
                 Message::Digest { items }
             }
             T_REQUEST => {
-                let n = r.count("request names", 2)?;
-                let mut names = Vec::with_capacity(n);
-                for _ in 0..n {
-                    names.push(r.str("request name")?);
-                }
+                let names = r.list("request names", 2, |r| r.str("request name"))?;
                 Message::Request { names }
             }
             T_UNICAST => Message::Unicast {
@@ -409,8 +365,8 @@ impl Message {
             },
             t => return Err(DecodeError::UnknownType(t)),
         };
-        if !r.buf.is_empty() {
-            return Err(DecodeError::Trailing(r.buf.len()));
+        if r.0.remaining() != 0 {
+            return Err(DecodeError::Trailing(r.0.remaining()));
         }
         Ok(msg)
     }
@@ -418,7 +374,7 @@ impl Message {
     /// Encoded size of one gossip entry (used to split large gossip).
     pub fn entry_size(e: &PeerEntry) -> usize {
         let mut w = Writer::default();
-        w.entry(e);
+        put_entry(&mut w, e);
         w.buf.len()
     }
 }

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};
-use weft_mesh::sim::{App, AppSend, NoApp, Sim, SimConfig};
+use weft_mesh::sim::{NoApp, Sim, SimConfig};
+use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -19,15 +20,8 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 /// Random connectivity: each peer names one earlier peer, some name a second.
-fn random_mesh<A: App>(sim: &mut Sim<A>, n: usize, rng: &mut rand::rngs::StdRng) {
-    sim.add_peer(&[]);
-    for i in 1..n {
-        let mut t = vec![rng.random_range(0..i)];
-        if rng.random_bool(0.3) {
-            t.push(rng.random_range(0..i));
-        }
-        sim.add_peer(&t);
-    }
+fn random_mesh<A: MeshApp>(sim: &mut Sim<A>, n: usize, rng: &mut rand::rngs::StdRng) {
+    sim.add_random_peers(n, rng, None);
 }
 
 #[test]
@@ -167,10 +161,21 @@ struct Counter {
     got: HashMap<(u16, String), u32>,
 }
 
-impl App for Counter {
-    fn deliver(&mut self, _: u64, channel: u16, from: &str, _: &[u8]) -> Vec<AppSend> {
+impl MeshApp for Counter {
+    type Effect = ();
+    fn handle_message(&mut self, _: Millis, channel: u16, from: &str, _: &[u8]) {
         *self.got.entry((channel, from.to_string())).or_default() += 1;
-        Vec::new()
+    }
+    fn handle_topology(&mut self, _: Millis, _: &TopologyView) {}
+    fn handle_timeout(&mut self, _: Millis) {}
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_effect(&mut self) -> Option<()> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        None
     }
 }
 
@@ -183,7 +188,7 @@ fn unicast_and_broadcast_reach_each_peer_exactly_once() {
     let dst = sim.name(37).to_string();
     sim.app_send(
         5,
-        AppSend::To {
+        Transmit::To {
             channel: 7,
             dst,
             payload: b"hi".to_vec(),
@@ -191,7 +196,7 @@ fn unicast_and_broadcast_reach_each_peer_exactly_once() {
     );
     sim.app_send(
         9,
-        AppSend::Broadcast {
+        Transmit::Broadcast {
             channel: 8,
             payload: b"all".to_vec(),
         },

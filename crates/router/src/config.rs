@@ -1,58 +1,63 @@
-//! The router's configuration, checked before anything starts.
+//! The router's configuration: the flags of `weft launch` as given ([`LaunchFlags`]),
+//! parsed once into typed values ([`Config`]). A bad value stops the launch with one line
+//! that names the flag, says why and what to do; nothing later parses these strings again.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::fmt;
+use std::net::IpAddr;
 
+use ipnet::Ipv4Net;
 use weft_api::Paths;
+use weft_ipam::InitMode;
 
 /// Default control/sleeve port.
 pub const DEFAULT_PORT: u16 = 6783;
+/// The default allocation range (`--ipalloc-range`).
+pub const DEFAULT_RANGE: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 32, 0, 0), 12);
+/// Default DNS domain.
+pub const DEFAULT_DNS_DOMAIN: &str = "weft.local.";
+/// Default connection limit.
+pub const DEFAULT_CONN_LIMIT: u32 = 200;
 
-/// Everything the router needs to start; built by `weft launch` from its flags.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where state and sockets live.
-    pub paths: Paths,
-    /// Unique peer name, if forced with `--name`.
+/// The flags of `weft launch` as the user typed them (defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchFlags {
+    /// `--name`.
     pub name: Option<String>,
-    /// Nickname (default: hostname).
-    pub nickname: String,
-    /// Mesh password.
+    /// `--nickname` (default: the hostname).
+    pub nickname: Option<String>,
+    /// `--password` or `WEFT_PASSWORD`.
     pub password: Option<String>,
-    /// Subnets trusted with unencrypted data.
+    /// `--trusted-subnets`, one entry per CIDR.
     pub trusted_subnets: Vec<String>,
-    /// Control/sleeve port.
+    /// `--port`.
     pub port: u16,
-    /// Fixed overlay MTU.
+    /// `--mtu`.
     pub mtu: Option<u32>,
-    /// Never use fastdp.
+    /// `--no-fastdp`.
     pub no_fastdp: bool,
-    /// IPAM range.
+    /// `--ipalloc-range`.
     pub ipalloc_range: Option<String>,
-    /// IPAM default subnet.
+    /// `--ipalloc-default-subnet`.
     pub ipalloc_default_subnet: Option<String>,
-    /// IPAM initialisation mode.
+    /// `--ipalloc-init`.
     pub ipalloc_init: Option<String>,
-    /// DNS disabled.
+    /// `--no-dns`.
     pub no_dns: bool,
-    /// DNS domain, with trailing dot.
+    /// `--dns-domain`.
     pub dns_domain: String,
-    /// Do not dial gossiped addresses.
+    /// `--no-discovery`.
     pub no_discovery: bool,
-    /// Connection limit.
+    /// `--conn-limit`.
     pub conn_limit: u32,
-    /// Initial peers, `HOST[:PORT]`.
+    /// `PEER[:PORT]...`.
     pub peers: Vec<String>,
-    /// Also log to stderr (foreground).
-    pub log_to_stderr: bool,
 }
 
-impl Config {
-    /// A configuration with the defaults of `weft launch`.
-    pub fn new(paths: Paths) -> Self {
-        Config {
-            paths,
+impl Default for LaunchFlags {
+    fn default() -> Self {
+        LaunchFlags {
             name: None,
-            nickname: default_nickname(),
+            nickname: None,
             password: None,
             trusted_subnets: Vec::new(),
             port: DEFAULT_PORT,
@@ -62,41 +67,114 @@ impl Config {
             ipalloc_default_subnet: None,
             ipalloc_init: None,
             no_dns: false,
-            dns_domain: "weft.local.".to_string(),
+            dns_domain: DEFAULT_DNS_DOMAIN.to_string(),
             no_discovery: false,
-            conn_limit: 200,
+            conn_limit: DEFAULT_CONN_LIMIT,
             peers: Vec::new(),
-            log_to_stderr: false,
         }
     }
+}
 
-    /// Checks every value; the error says which flag is wrong and why.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(name) = &self.name {
+/// A peer to dial, `HOST[:PORT]` parsed; shown as `host:port` (IPv6 as `[addr]:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerAddr {
+    /// Hostname or IP address.
+    pub host: String,
+    /// Control port.
+    pub port: u16,
+}
+
+impl PeerAddr {
+    /// Parses `HOST[:PORT]` (IPv6 as `[ADDR]:PORT`); the port defaults to `default_port`.
+    pub fn parse(s: &str, default_port: u16) -> Result<PeerAddr, String> {
+        let (host, port) = parse_peer(s, default_port)?;
+        Ok(PeerAddr { host, port })
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Everything the router needs to start, every value parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where state and sockets live.
+    pub paths: Paths,
+    /// Unique peer name, if forced with `--name` (a valid peer name).
+    pub name: Option<String>,
+    /// Nickname (default: hostname), 1 to 64 characters.
+    pub nickname: String,
+    /// Mesh password (never empty).
+    pub password: Option<String>,
+    /// Subnets trusted with unencrypted data.
+    pub trusted_subnets: Vec<Ipv4Net>,
+    /// Control/sleeve port (never 0).
+    pub port: u16,
+    /// Fixed overlay MTU (576 to 65000).
+    pub mtu: Option<u32>,
+    /// Never use fastdp.
+    pub no_fastdp: bool,
+    /// IPAM range as given with `--ipalloc-range` (see [`Config::range`]).
+    pub ipalloc_range: Option<Ipv4Net>,
+    /// IPAM default subnet.
+    pub ipalloc_default_subnet: Option<Ipv4Net>,
+    /// IPAM initialisation mode (plain consensus counts the peers named at launch).
+    pub ipalloc_init: InitMode,
+    /// DNS disabled.
+    pub no_dns: bool,
+    /// DNS domain, with trailing dot.
+    pub dns_domain: String,
+    /// Do not dial gossiped addresses.
+    pub no_discovery: bool,
+    /// Connection limit (at least 1).
+    pub conn_limit: u32,
+    /// Initial peers.
+    pub peers: Vec<PeerAddr>,
+    /// Also log to stderr (foreground).
+    pub log_to_stderr: bool,
+}
+
+impl Config {
+    /// Parses every flag; the first bad one is the error.
+    pub fn parse(flags: &LaunchFlags, paths: Paths) -> Result<Config, ConfigError> {
+        let f = flags;
+        if let Some(name) = &f.name {
             crate::identity::validate_name(name)
                 .map_err(|why| ConfigError::new("--name", name, &why))?;
         }
-        if self.nickname.is_empty() || self.nickname.len() > 64 {
+        let nickname = f.nickname.clone().unwrap_or_else(default_nickname);
+        if nickname.is_empty() || nickname.len() > 64 {
             return Err(ConfigError::new(
                 "--nickname",
-                &self.nickname,
+                &nickname,
                 "must be 1 to 64 characters",
             ));
         }
-        if matches!(&self.password, Some(p) if p.is_empty()) {
+        if matches!(&f.password, Some(p) if p.is_empty()) {
             return Err(ConfigError::new(
                 "--password",
                 "",
                 "is empty; give a password or leave the flag out",
             ));
         }
-        for s in &self.trusted_subnets {
-            parse_cidr(s).map_err(|why| ConfigError::new("--trusted-subnets", s, &why))?;
-        }
-        if self.port == 0 {
+        let trusted_subnets = f
+            .trusted_subnets
+            .iter()
+            .map(|s| {
+                parse_ipv4_net(s).map_err(|why| ConfigError::new("--trusted-subnets", s, &why))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if f.port == 0 {
             return Err(ConfigError::new("--port", "0", "must be 1 to 65535"));
         }
-        if let Some(mtu) = self.mtu {
+        if let Some(mtu) = f.mtu {
             if !(576..=65_000).contains(&mtu) {
                 return Err(ConfigError::new(
                     "--mtu",
@@ -105,32 +183,62 @@ impl Config {
                 ));
             }
         }
-        for (flag, value) in [
-            ("--ipalloc-range", &self.ipalloc_range),
-            ("--ipalloc-default-subnet", &self.ipalloc_default_subnet),
-        ] {
-            if let Some(v) = value {
-                parse_cidr(v).map_err(|why| ConfigError::new(flag, v, &why))?;
-            }
-        }
-        if let Some(init) = &self.ipalloc_init {
-            validate_ipalloc_init(init)
-                .map_err(|why| ConfigError::new("--ipalloc-init", init, &why))?;
-        }
-        if !self.dns_domain.ends_with('.') || self.dns_domain.len() < 2 {
+        let net_flag = |flag: &str, v: &Option<String>| -> Result<Option<Ipv4Net>, ConfigError> {
+            v.as_deref()
+                .map(|s| parse_ipv4_net(s).map_err(|why| ConfigError::new(flag, s, &why)))
+                .transpose()
+        };
+        let ipalloc_range = net_flag("--ipalloc-range", &f.ipalloc_range)?;
+        let ipalloc_default_subnet =
+            net_flag("--ipalloc-default-subnet", &f.ipalloc_default_subnet)?;
+        let ipalloc_init = parse_init(f.ipalloc_init.as_deref(), f.peers.len()).map_err(|why| {
+            ConfigError::new(
+                "--ipalloc-init",
+                f.ipalloc_init.as_deref().unwrap_or(""),
+                &why,
+            )
+        })?;
+        if !f.dns_domain.ends_with('.') || f.dns_domain.len() < 2 {
             return Err(ConfigError::new(
                 "--dns-domain",
-                &self.dns_domain,
+                &f.dns_domain,
                 "must be a domain ending in a dot, like weft.local.",
             ));
         }
-        if self.conn_limit == 0 {
+        weft_dns::records::normalize_name(&f.dns_domain)
+            .map_err(|e| ConfigError::new("--dns-domain", &f.dns_domain, &e.to_string()))?;
+        if f.conn_limit == 0 {
             return Err(ConfigError::new("--conn-limit", "0", "must be at least 1"));
         }
-        for p in &self.peers {
-            parse_peer(p, self.port).map_err(|why| ConfigError::new("peer", p, &why))?;
-        }
-        Ok(())
+        let peers = f
+            .peers
+            .iter()
+            .map(|p| PeerAddr::parse(p, f.port).map_err(|why| ConfigError::new("peer", p, &why)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            paths,
+            name: f.name.clone(),
+            nickname,
+            password: f.password.clone(),
+            trusted_subnets,
+            port: f.port,
+            mtu: f.mtu,
+            no_fastdp: f.no_fastdp,
+            ipalloc_range,
+            ipalloc_default_subnet,
+            ipalloc_init,
+            no_dns: f.no_dns,
+            dns_domain: f.dns_domain.clone(),
+            no_discovery: f.no_discovery,
+            conn_limit: f.conn_limit,
+            peers,
+            log_to_stderr: false,
+        })
+    }
+
+    /// The allocation range: `--ipalloc-range` (host bits cleared) or the default.
+    pub fn range(&self) -> Ipv4Net {
+        self.ipalloc_range.unwrap_or(DEFAULT_RANGE).trunc()
     }
 }
 
@@ -170,9 +278,9 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = s
         .split_once('/')
         .ok_or_else(|| "expected ADDRESS/PREFIX, like 10.32.0.0/12".to_string())?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let addr: IpAddr = addr.parse().map_err(|_| {
+        format!("{addr:?} is not an IP address; give ADDRESS/PREFIX, like 10.32.0.0/12")
+    })?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len: u8 = len
         .parse()
@@ -180,6 +288,16 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
         .filter(|l| *l <= max)
         .ok_or_else(|| format!("prefix length must be 0 to {max}"))?;
     Ok((addr, len))
+}
+
+/// Parses an IPv4 `ADDR/LEN` (weft's overlay and underlay trust are IPv4 only).
+pub fn parse_ipv4_net(s: &str) -> Result<Ipv4Net, String> {
+    match parse_cidr(s)? {
+        (IpAddr::V4(a), len) => Ipv4Net::new(a, len).map_err(|e| e.to_string()),
+        (IpAddr::V6(_), _) => {
+            Err("is IPv6; weft takes IPv4 subnets here, like 10.32.0.0/12".to_string())
+        }
+    }
 }
 
 /// Splits `HOST[:PORT]` into host and port (default `default_port`). IPv6 as `[ADDR]:PORT`.
@@ -222,29 +340,31 @@ pub fn parse_peer(s: &str, default_port: u16) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-/// Resolves a peer `HOST[:PORT]` to socket addresses (through /etc/hosts and DNS).
-pub fn resolve_peer(s: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = parse_peer(s, default_port)?;
-    (host.as_str(), port)
-        .to_socket_addrs()
-        .map(|a| a.collect())
-        .map_err(|e| format!("cannot resolve {host}: {e}"))
-}
-
-fn validate_ipalloc_init(s: &str) -> Result<(), String> {
+/// `--ipalloc-init` as the IPAM core takes it; plain `consensus` (the default) is among
+/// this peer and the `launch_peers` named at launch.
+pub fn parse_init(init: Option<&str>, launch_peers: usize) -> Result<InitMode, String> {
+    let default_n = u32::try_from(launch_peers + 1).unwrap_or(u32::MAX);
+    let s = match init.map(str::trim) {
+        None | Some("consensus") => return Ok(InitMode::Consensus(default_n)),
+        Some("observer") => return Ok(InitMode::Observer),
+        Some(s) => s,
+    };
     match s.split_once('=') {
-        None if s == "consensus" || s == "observer" => Ok(()),
         Some(("consensus", n)) => n
             .parse::<u32>()
             .ok()
             .filter(|n| *n > 0)
-            .map(|_| ())
+            .map(InitMode::Consensus)
             .ok_or_else(|| "consensus=N needs a positive number of peers".to_string()),
-        Some(("seed", names)) if !names.is_empty() => {
-            for n in names.split(',') {
+        Some(("seed", names)) => {
+            let names: Vec<String> = names.split(',').map(|n| n.trim().to_string()).collect();
+            if names.iter().all(|n| n.is_empty()) {
+                return Err("seed= needs at least one peer name, like seed=NAME1,NAME2".to_string());
+            }
+            for n in &names {
                 crate::identity::validate_name(n)?;
             }
-            Ok(())
+            Ok(InitMode::Seed(names))
         }
         _ => Err("expected consensus, consensus=N, seed=NAME,.. or observer".to_string()),
     }
@@ -254,13 +374,21 @@ fn validate_ipalloc_init(s: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn cfg() -> Config {
-        Config::new(Paths::from_env())
+    fn parse(f: &LaunchFlags) -> Result<Config, ConfigError> {
+        Config::parse(f, Paths::from_env())
+    }
+
+    fn with(change: impl FnOnce(&mut LaunchFlags)) -> Result<Config, ConfigError> {
+        let mut f = LaunchFlags::default();
+        change(&mut f);
+        parse(&f)
     }
 
     #[test]
     fn defaults_are_valid() {
-        cfg().validate().unwrap();
+        let c = parse(&LaunchFlags::default()).unwrap();
+        assert_eq!(c.range().to_string(), "10.32.0.0/12");
+        assert_eq!(c.ipalloc_init, InitMode::Consensus(1));
     }
 
     #[test]
@@ -279,25 +407,114 @@ mod tests {
         assert!(parse_peer("h2:x", 6783).is_err());
         assert!(parse_peer("", 6783).is_err());
         assert!(parse_peer("a b", 6783).is_err());
+        assert_eq!(
+            PeerAddr::parse("fe80::1", 7).unwrap().to_string(),
+            "[fe80::1]:7"
+        );
+        assert_eq!(PeerAddr::parse("h2", 7).unwrap().to_string(), "h2:7");
     }
 
     #[test]
     fn bad_values_name_their_flag() {
-        let mut c = cfg();
-        c.ipalloc_range = Some("10.32.0.0/33".into());
-        let e = c.validate().unwrap_err().to_string();
+        let e = with(|f| f.ipalloc_range = Some("10.32.0.0/33".into()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--ipalloc-range"), "{e}");
-        let mut c = cfg();
-        c.ipalloc_init = Some("seed=".into());
-        assert!(c.validate().is_err());
-        let mut c = cfg();
-        c.ipalloc_init = Some("consensus=3".into());
-        c.validate().unwrap();
-        let mut c = cfg();
-        c.mtu = Some(10);
-        assert!(c.validate().unwrap_err().to_string().contains("--mtu"));
-        let mut c = cfg();
-        c.dns_domain = "weft.local".into();
-        assert!(c.validate().is_err());
+        assert!(with(|f| f.ipalloc_init = Some("seed=".into())).is_err());
+        with(|f| f.ipalloc_init = Some("consensus=3".into())).unwrap();
+        assert!(with(|f| f.mtu = Some(10))
+            .unwrap_err()
+            .to_string()
+            .contains("--mtu"));
+        assert!(with(|f| f.dns_domain = "weft.local".into()).is_err());
+    }
+
+    #[test]
+    fn every_bad_value_stops_the_launch_with_one_line() {
+        type Change = Box<dyn Fn(&mut LaunchFlags)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "--trusted-subnets",
+                Box::new(|f| f.trusted_subnets = vec!["10.0.0.0/8".into(), "bogus".into()]),
+            ),
+            (
+                "--trusted-subnets",
+                Box::new(|f| f.trusted_subnets = vec!["10.0.0.0/40".into()]),
+            ),
+            (
+                "--trusted-subnets",
+                Box::new(|f| f.trusted_subnets = vec!["fd00::/8".into()]),
+            ),
+            (
+                "--ipalloc-range",
+                Box::new(|f| f.ipalloc_range = Some("10.32.0.0".into())),
+            ),
+            (
+                "--ipalloc-range",
+                Box::new(|f| f.ipalloc_range = Some("fd00::/64".into())),
+            ),
+            (
+                "--ipalloc-default-subnet",
+                Box::new(|f| f.ipalloc_default_subnet = Some("x/24".into())),
+            ),
+            (
+                "--ipalloc-init",
+                Box::new(|f| f.ipalloc_init = Some("consensus=0".into())),
+            ),
+            (
+                "--ipalloc-init",
+                Box::new(|f| f.ipalloc_init = Some("seed=a b".into())),
+            ),
+            (
+                "--ipalloc-init",
+                Box::new(|f| f.ipalloc_init = Some("bogus".into())),
+            ),
+            ("--port", Box::new(|f| f.port = 0)),
+            ("--conn-limit", Box::new(|f| f.conn_limit = 0)),
+            ("--nickname", Box::new(|f| f.nickname = Some(String::new()))),
+            ("--password", Box::new(|f| f.password = Some(String::new()))),
+            ("--name", Box::new(|f| f.name = Some("not a name!".into()))),
+            ("peer", Box::new(|f| f.peers = vec!["h2:0".into()])),
+            ("--dns-domain", Box::new(|f| f.dns_domain = "a..b.".into())),
+        ];
+        for (flag, change) in cases {
+            let mut f = LaunchFlags::default();
+            change(&mut f);
+            let e = parse(&f).expect_err(flag).to_string();
+            assert!(e.starts_with(&format!("invalid {flag} ")), "{flag}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn values_are_parsed_into_their_types() {
+        let c = with(|f| {
+            f.trusted_subnets = vec!["192.168.0.0/16".into(), "10.1.0.0/24".into()];
+            f.ipalloc_range = Some("10.40.1.0/16".into());
+            f.peers = vec!["h2".into(), "h3:7000".into()];
+        })
+        .unwrap();
+        assert_eq!(c.trusted_subnets.len(), 2);
+        assert_eq!(c.range().to_string(), "10.40.0.0/16");
+        assert_eq!(c.ipalloc_init, InitMode::Consensus(3));
+        let peers: Vec<String> = c.peers.iter().map(|p| p.to_string()).collect();
+        assert_eq!(peers, ["h2:6783", "h3:7000"]);
+    }
+
+    #[test]
+    fn init_forms() {
+        assert_eq!(parse_init(None, 2).unwrap(), InitMode::Consensus(3));
+        assert_eq!(
+            parse_init(Some("consensus=5"), 2).unwrap(),
+            InitMode::Consensus(5)
+        );
+        assert_eq!(
+            parse_init(Some("seed=a,b"), 0).unwrap(),
+            InitMode::Seed(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(parse_init(Some("observer"), 0).unwrap(), InitMode::Observer);
+        assert!(parse_init(Some("seed="), 0).is_err());
+        assert!(parse_init(Some("consensus=0"), 0).is_err());
+        assert!(parse_init(Some("bogus"), 0).is_err());
     }
 }

@@ -1,17 +1,25 @@
 //! Start-up and shutdown of the router process: lock, pid file, sockets, readiness, signals.
+//! Start-up builds every handle once, in order (mesh, data path, IPAM, DNS, containers,
+//! Docker), and only then serves the API with them.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::api::{AppState, Handles};
 use crate::config::Config;
-use crate::state::Router;
+use crate::containers::Containers;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
 
 /// The environment variable through which `weft launch` passes the readiness pipe.
 pub const READY_FD_ENV: &str = "WEFT_READY_FD";
@@ -68,7 +76,6 @@ pub fn run(config: Config, ready: Option<ReadySignal>) -> anyhow::Result<()> {
 }
 
 fn start(config: Config, ready: &mut Option<ReadySignal>) -> anyhow::Result<()> {
-    config.validate()?;
     let paths = config.paths.clone();
     create_dir(&paths.state_dir, 0o700)?;
     create_dir(&paths.run_dir, 0o755)?;
@@ -89,16 +96,20 @@ fn start(config: Config, ready: &mut Option<ReadySignal>) -> anyhow::Result<()> 
         .thread_name("weft-router")
         .build()
         .context("cannot start the async runtime")?;
-    let router = Router::new(config, name);
-    runtime.block_on(serve(router, ready))?;
+    runtime.block_on(serve(config, name, ready))?;
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("router stopped");
     Ok(())
 }
 
-async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Result<()> {
-    let paths = router.config().paths.clone();
+async fn serve(
+    config: Config,
+    name: String,
+    ready: &mut Option<ReadySignal>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let paths = config.paths.clone();
     let socket = paths.socket();
     // We hold the pid-file lock, so a socket file left here is from a router that died.
     let _ = std::fs::remove_file(&socket);
@@ -116,55 +127,118 @@ async fn serve(router: Router, ready: &mut Option<ReadySignal>) -> anyhow::Resul
             )
         })?;
 
-    let stop_mesh = router.clone();
-    let mesh = crate::mesh::start(
-        crate::mesh::DriverConfig {
-            name: router.name().to_string(),
-            nickname: router.config().nickname.clone(),
-            port: router.config().port,
-            password: router.config().password.clone(),
-            conn_limit: router.config().conn_limit,
-            discovery: !router.config().no_discovery,
-            peers: router.config().peers.clone(),
-        },
-        router.metrics_arc(),
-        async move { stop_mesh.stopped().await },
-    )
-    .await?;
-    router.set_mesh(mesh);
-    router.set_parts(crate::containers::start(&router).await?);
-    if let Some(docker) = crate::docker::start(&router).await? {
-        router.set_docker(docker);
-    }
+    let shutdown = Shutdown::new();
+    let handles = start_handles(config, name, started, shutdown.clone()).await?;
+    let datapath = handles.containers.datapath.clone();
 
-    let app = crate::api::routes(router.clone());
-    let stop_unix = router.clone();
-    let stop_tcp = router.clone();
-    let unix_server = axum::serve(unix, app.clone())
-        .with_graceful_shutdown(async move { stop_unix.stopped().await });
-    let tcp_server =
-        axum::serve(tcp, app).with_graceful_shutdown(async move { stop_tcp.stopped().await });
+    let state = AppState::new(handles);
+    let public = crate::api::public_routes(state.clone());
+    let app = crate::api::routes(state);
+    let unix_server = axum::serve(unix, app).with_graceful_shutdown(shutdown.stopped());
+    let tcp_server = axum::serve(tcp, public).with_graceful_shutdown(shutdown.stopped());
     let unix_task = tokio::spawn(async move { unix_server.await });
     let tcp_task = tokio::spawn(async move { tcp_server.await });
-    tokio::spawn(watch_signals(router.clone()));
+    tokio::spawn(watch_signals(shutdown.clone()));
 
     if let Some(r) = ready.take() {
         r.ready();
     }
     tracing::info!(socket = %socket.display(), http = weft_api::paths::HTTP_ADDR, "API listening");
 
-    router.stopped().await;
+    shutdown.stopped().await;
     let _ = unix_task.await;
     let _ = tcp_task.await;
     // The sleeve's threads hold UDP 6783: let them go before the pid file is released,
     // so a launch right after `weft stop` can bind it.
-    if let Ok(parts) = router.parts() {
-        parts.datapath.stop().await;
-    }
+    datapath.stop().await;
     Ok(())
 }
 
-async fn watch_signals(router: Router) {
+/// Builds every handle of the router, each from those it needs, in dependency order.
+async fn start_handles(
+    config: Config,
+    name: String,
+    started: Instant,
+    shutdown: Shutdown,
+) -> anyhow::Result<Handles> {
+    let metrics = Arc::new(Metrics::default());
+    let mesh = crate::mesh::start(
+        crate::mesh::DriverConfig {
+            name: name.clone(),
+            nickname: config.nickname.clone(),
+            port: config.port,
+            password: config.password.clone(),
+            conn_limit: config.conn_limit,
+            discovery: !config.no_discovery,
+            peers: config.peers.clone(),
+        },
+        metrics.clone(),
+        shutdown.stopped(),
+    )
+    .await?;
+
+    let range = config.range();
+    // Before the bridge exists, so a refused launch changes nothing on the host.
+    crate::ipam::check_host_routes(
+        range,
+        config.ipalloc_range.is_some(),
+        crate::datapath::BRIDGE,
+    )?;
+    // The containers of an earlier run: their MACs, listeners and names come back.
+    let registry = Registry::load(&config.paths.state_dir)?;
+    crate::containers::guard::sync(&registry)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let datapath = crate::datapath::DatapathHandle::start(
+        &config,
+        &name,
+        mesh.clone(),
+        &registry,
+        shutdown.clone(),
+    )
+    .await?;
+    let ipam = crate::ipam::IpamHandle::start(
+        crate::ipam::IpamStart {
+            name: name.clone(),
+            range,
+            default_subnet: config.ipalloc_default_subnet,
+            init: config.ipalloc_init.clone(),
+            state_dir: config.paths.state_dir.clone(),
+        },
+        Some(mesh.clone()),
+        shutdown.stopped(),
+    )?;
+    let dns = crate::dns::DnsHandle::start(&config, &name, Some(mesh.clone()), &registry).await?;
+    let engine = crate::docker::connect(&config.paths).await;
+    let containers = Arc::new(Containers {
+        ipam,
+        datapath,
+        dns,
+        registry: tokio::sync::Mutex::new(registry),
+        docker: engine.clone(),
+        intents: crate::containers::reconcile::Intents::load(&config.paths.state_dir)?,
+    });
+    tokio::spawn(crate::containers::reconcile::run(containers.clone()));
+    let docker = match engine {
+        Some(engine) => Some(
+            crate::docker::start(engine, containers.clone(), &config.paths, shutdown.clone())
+                .await?,
+        ),
+        None => None,
+    };
+    Ok(Handles {
+        config,
+        name,
+        started,
+        metrics,
+        mesh,
+        containers,
+        docker,
+        shutdown,
+    })
+}
+
+async fn watch_signals(shutdown: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -177,7 +251,7 @@ async fn watch_signals(router: Router) {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
-    router.shutdown();
+    shutdown.trigger();
 }
 
 fn create_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
@@ -210,13 +284,4 @@ fn lock_pid_file(path: &Path) -> anyhow::Result<Flock<File>> {
     writeln!(lock, "{}", std::process::id())?;
     lock.sync_all()?;
     Ok(lock)
-}
-
-/// The pid of the running router, if one holds the lock on its pid file.
-pub fn running_pid(pid_file: &Path) -> Option<u32> {
-    let file = File::open(pid_file).ok()?;
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_unlocked_again_on_drop) => None,
-        Err((file, _)) => std::io::read_to_string(file).ok()?.trim().parse().ok(),
-    }
 }

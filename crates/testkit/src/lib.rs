@@ -27,6 +27,10 @@
 //! (`t<pid>-<counter>`), so tests run in parallel; every process started with
 //! [`Lab::spawn`] is stopped by its pid; labs left by a test binary that died (its pid is
 //! gone) are removed the next time a test brings a lab up.
+//!
+//! Tests and benches that build their own namespaces without `weft lab` use [`netns`].
+
+pub mod netns;
 
 use std::fmt::Display;
 use std::net::Ipv4Addr;
@@ -76,11 +80,7 @@ impl Lab {
 
     fn up_with(weft_bin: &str, hosts: usize, docker: bool) -> Lab {
         SWEEP.call_once(|| sweep_dead_labs(weft_bin));
-        let name = format!(
-            "{LAB_PREFIX}{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = unique_name(LAB_PREFIX);
         let logs = std::env::temp_dir().join(format!("weft-testkit-{name}"));
         let lab = Lab {
             name,
@@ -160,16 +160,7 @@ impl Lab {
     /// Runs `docker ARGS` on a host, asserts it succeeded (showing its stderr if not) and
     /// returns its stdout.
     pub fn docker_ok(&self, host: &str, args: &[&str]) -> String {
-        let out = self.docker(host, args);
-        assert!(
-            out.status.success(),
-            "`docker {}` on {host} of lab {} failed ({}): {}",
-            args.join(" "),
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.stdout_of_success("docker", host, args, self.docker(host, args))
     }
 
     /// The directory of the lab (`$WEFT_LAB_DIR/NAME`, by default /run/weft-lab/NAME).
@@ -192,16 +183,40 @@ impl Lab {
     /// Runs `weft ARGS` on a host, asserts it succeeded (showing its stderr if not) and
     /// returns its stdout.
     pub fn weft_ok(&self, host: &str, args: &[&str]) -> String {
-        let out = self.weft(host, args);
+        self.stdout_of_success("weft", host, args, self.weft(host, args))
+    }
+
+    /// The stdout of `PROG ARGS` run on a host; fails the test with its stderr if it failed.
+    fn stdout_of_success(&self, prog: &str, host: &str, args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
-            "`weft {}` on {host} of lab {} failed ({}): {}",
+            "`{prog} {}` on {host} of lab {} failed ({}): {}",
             args.join(" "),
             self.name,
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `weft report` of a host, parsed; `None` while its router does not answer.
+    pub fn report(&self, host: &str) -> Option<weft_api::Report> {
+        let out = self.weft(host, &["report"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The pid of the router on a host, from its pid file (fails the test if there is none).
+    pub fn router_pid(&self, host: &str) -> String {
+        let out = self.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
+            "no router pid on {host}: {pid:?}"
+        );
+        pid
     }
 
     /// Starts `cmd` on a host in the background and returns its pid (that of `cmd` itself:
@@ -353,6 +368,24 @@ fn host_index(s: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// `<prefix><pid>-<n>` (then anything), unique in this process and among live ones.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The pid in a name made by [`unique_name`] with `prefix`, if that process is gone.
+pub(crate) fn left_by_dead_process(name: &str, prefix: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix(prefix)?.split_once('-')?;
+    let n = rest.split('-').next()?;
+    n.parse::<u64>().ok()?;
+    let pid: u32 = pid.parse().ok()?;
+    (pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+}
+
 /// Removes labs of earlier test runs whose process is gone (`t<pid>-<n>`, pid dead).
 fn sweep_dead_labs(weft_bin: &str) {
     let Ok(out) = Command::new(weft_bin)
@@ -364,14 +397,7 @@ fn sweep_dead_labs(weft_bin: &str) {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     for lab in text.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = lab
-            .strip_prefix(LAB_PREFIX)
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if let Some(pid) = left_by_dead_process(lab, LAB_PREFIX) {
             eprintln!("removing lab {lab} left by test process {pid}, which is gone");
             let _ = Command::new(weft_bin)
                 .args(["lab", "down", "--name", lab])

@@ -58,6 +58,8 @@ pub enum Command {
     },
     /// Show the router's whole state as JSON.
     Report,
+    /// Print the address of the router's topology page, and in a lab how to reach it.
+    Ui,
     /// List attached containers and their addresses.
     Ps {
         /// Containers to list (all when none).

@@ -20,10 +20,27 @@ fn main() {
     };
     if let Err(e) = commands::dispatch(cli.command) {
         // One line: what failed, why, what to do.
-        let msg = format!("{e:#}").replace('\n', " ");
+        let msg = one_line(&e);
         eprintln!("weft: {msg}");
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line
+/// already holds (an error that prints its source too) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }
 
 /// Clap's first error line plus where to find help, instead of its multi-line usage dump.
@@ -46,4 +63,41 @@ fn usage_error_line(e: &clap::Error) -> String {
         format!("weft {} --help", command.join(" "))
     };
     format!("{first}; see `{help}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// Like `weft_api::ApiError::Transport`: prints its cause and gives it as source.
+    #[derive(Debug)]
+    struct Transport {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Transport {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "talking to the router on /run/weft/weft.sock: {}",
+                self.source
+            )
+        }
+    }
+
+    impl std::error::Error for Transport {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::other("connection closed before message completed");
+        let e = anyhow::Error::new(Transport { source: io }).context("attach failed");
+        assert_eq!(
+            one_line(&e),
+            "attach failed: talking to the router on /run/weft/weft.sock: connection closed before message completed"
+        );
+    }
 }

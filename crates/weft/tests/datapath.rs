@@ -9,11 +9,7 @@ use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    lab.report(host)
 }
 
 /// The path `host` uses on its established connection to the peer nicknamed `nick`.
@@ -188,11 +184,6 @@ fn three_hosts_fastdp_flooding_and_failover_to_sleeve_and_back() {
     }
     let (_, mtu) = path_to(&lab, "h1", "h2").unwrap_or_default();
     assert_eq!(mtu, Some(1450), "fastdp MTU on a 1500 underlay");
-    let text = lab.weft_ok("h1", &["status", "connections"]);
-    assert!(
-        text.contains("fastdp  ") && text.contains(") fastdp mtu="),
-        "{text}"
-    );
 
     container(&lab, "h1", "c1", "ip:10.32.0.1/12");
     container(&lab, "h2", "c2", "ip:10.32.0.2/12");
@@ -404,7 +395,7 @@ fn expose_hide_stop_and_reset_leave_nothing() {
 
 #[test]
 fn password_keeps_traffic_on_the_encrypted_sleeve() {
-    require_root_and_tools(&["ip", "ping", "curl"]);
+    require_root_and_tools(&["ip", "ping"]);
     let lab = Lab::up(WEFT, 2);
     let pw = ["--password", "s3cret", "--mtu", "1300"];
     launch(&lab, "h1", &[pw[0], pw[1], pw[2], pw[3], "h2"]);
@@ -428,43 +419,5 @@ fn password_keeps_traffic_on_the_encrypted_sleeve() {
         path_to(&lab, "h1", "h2").map(|p| p.0).as_deref(),
         Some("sleeve"),
         "fastdp must not be used with a password outside --trusted-subnets"
-    );
-    // Status, report and /metrics say it is encrypted, and with which cipher: AES-256-GCM
-    // when the CPU has AES instructions (both lab hosts share this CPU).
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let aes = cpu
-        .lines()
-        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "aes"));
-    let cipher = if aes {
-        "aes-256-gcm"
-    } else {
-        "chacha20-poly1305"
-    };
-    let r = report(&lab, "h1").expect("report");
-    let c = r
-        .router
-        .connections
-        .iter()
-        .find(|c| c.peer.ends_with("(h2)"))
-        .expect("h2");
-    assert_eq!(c.encryption, "encrypted sleeve", "{c:?}");
-    assert_eq!(c.cipher.as_deref(), Some(cipher), "{c:?}");
-    let text = lab.weft_ok("h1", &["status", "connections"]);
-    assert!(
-        text.contains(&format!("sleeve ({cipher})")) && text.contains("encrypted"),
-        "{text}"
-    );
-    let out = lab.exec(
-        "h1",
-        &["curl", "-s", "-m", "3", "http://127.0.0.1:6784/metrics"],
-    );
-    let metrics = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("weft_connection_info{")
-                && l.contains("encryption=\"encrypted sleeve\"")
-                && l.contains(&format!("cipher=\"{cipher}\""))),
-        "/metrics: {metrics}"
     );
 }

@@ -181,6 +181,19 @@ fn three_hosts_launch_status_stop_and_down_leaves_nothing() {
         &lab.weft("h2", &["launch", "--port", "0"]),
     );
     assert!(bad_port.contains("--port"), "{bad_port}");
+    // Every value is parsed at launch: a bad entry is refused, never dropped.
+    for (flag, value) in [
+        ("--trusted-subnets", "10.0.0.0/8,bogus"),
+        ("--ipalloc-range", "fd00::/64"),
+        ("--ipalloc-init", "consensus=0"),
+        ("--dns-domain", "a..b."),
+    ] {
+        let line = one_line_error(
+            &format!("weft launch {flag} {value}"),
+            &lab.weft("h2", &["launch", flag, value]),
+        );
+        assert!(line.contains(flag), "{line}");
+    }
     lab.weft_ok("h2", &["status"]);
 
     // Stop answers on every host; afterwards status says the router is not there.

@@ -14,11 +14,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const PER_HOST: usize = 50;
 
 fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    lab.report(host)
 }
 
 fn wait_peers(lab: &Lab, hosts: &[&str], peers: usize, within: Duration) {
@@ -35,13 +31,7 @@ fn wait_peers(lab: &Lab, hosts: &[&str], peers: usize, within: Duration) {
 }
 
 fn router_pid(lab: &Lab, host: &str) -> String {
-    let out = lab.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
-        "no router pid on {host}: {pid:?}"
-    );
-    pid
+    lab.router_pid(host)
 }
 
 /// kill -9 of a host's router, then waits until its API no longer answers.
@@ -253,18 +243,17 @@ fn http_api_allocates_claims_releases_and_looks_up() {
         &["launch", "--ipalloc-init", "seed=p1", "--name", "p1"],
     );
     let post = |path: &str, body: &str| -> (bool, String) {
+        // Changes go through the unix socket only (the TCP port is read-only).
         let out = lab.exec(
             "h1",
             &[
-                "curl",
-                "-sS",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "content-type: application/json",
-                "-d",
+                "sh",
+                "-c",
+                "curl -sS -w '\n%{http_code}' -H 'content-type: application/json' \
+                 --unix-socket \"$WEFT_RUN_DIR/weft.sock\" -d \"$1\" \"http://weft$2\"",
+                "post",
                 body,
-                &format!("http://127.0.0.1:6784{path}"),
+                path,
             ],
         );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -274,7 +263,13 @@ fn http_api_allocates_claims_releases_and_looks_up() {
     let get = |path: &str| -> String {
         let out = lab.exec(
             "h1",
-            &["curl", "-sS", &format!("http://127.0.0.1:6784{path}")],
+            &[
+                "sh",
+                "-c",
+                "curl -sS --unix-socket \"$WEFT_RUN_DIR/weft.sock\" \"http://weft$1\"",
+                "get",
+                path,
+            ],
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };

@@ -9,11 +9,7 @@ use weft_testkit::{require_root_and_tools, wait_for, Lab};
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    lab.report(host)
 }
 
 /// (peers seen, established connections of this router).
@@ -47,13 +43,7 @@ fn status(lab: &Lab, host: &str, section: &str) -> String {
 }
 
 fn router_pid(lab: &Lab, host: &str) -> String {
-    let out = lab.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
-        "no router pid on {host}: {pid:?}"
-    );
-    pid
+    lab.router_pid(host)
 }
 
 #[test]

@@ -1,17 +1,15 @@
-//! Test lab: network namespaces (hosts and containers) with unique names, removed by
-//! Drop even when a test panics. Nothing here touches the root namespace.
+//! Test lab: network namespaces (hosts and containers) from testkit's harness, with a
+//! handle each for library calls. Nothing here touches the root namespace.
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use weft_datapath::fastdp::{self, FastdpSpec};
 use weft_datapath::{attach, AttachInfo, AttachSpec, Netns};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use weft_testkit::netns::{self, Namespaces};
 
 /// The overlay range used by the tests.
 pub const RANGE: &str = "10.32.0.0/12";
@@ -30,35 +28,26 @@ pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
 
-/// A named network namespace that is deleted on drop.
+/// A named network namespace (testkit's: unique name, deleted on drop, also on panic),
+/// with a handle to enter it.
 pub struct Ns {
     pub name: String,
     pub ns: Netns,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("spawn command")
+    // Dropped last: deletes the namespace once the handle is closed.
+    _owner: Namespaces,
 }
 
 impl Ns {
     pub fn new(role: &str) -> Ns {
-        let name = format!(
-            "wdp{}-{}-{role}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = run(Command::new("ip").args(["netns", "add", &name]));
-        assert!(out.status.success(), "ip netns add {name}: {out:?}");
-        let ns = match Netns::open_path(std::path::Path::new(&format!("/run/netns/{name}"))) {
-            Ok(ns) => ns,
-            Err(e) => {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
-                panic!("open netns {name}: {e}");
-            }
-        };
-        let me = Ns { name, ns };
-        me.ip("link set lo up");
-        me
+        let mut owner = Namespaces::new();
+        let name = owner.add(role);
+        let ns = Netns::open_path(std::path::Path::new(&format!("/run/netns/{name}")))
+            .unwrap_or_else(|e| panic!("open netns {name}: {e}"));
+        Ns {
+            name,
+            ns,
+            _owner: owner,
+        }
     }
 
     /// Runs library code with this namespace as the "current" one.
@@ -68,23 +57,12 @@ impl Ns {
 
     /// `ip -n NAME ARGS`, which must succeed; returns stdout.
     pub fn ip(&self, args: &str) -> String {
-        let mut c = Command::new("ip");
-        c.args(["-n", &self.name]).args(args.split_whitespace());
-        let out = run(&mut c);
-        assert!(
-            out.status.success(),
-            "ip -n {} {args}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns::ip(&self.name, args)
     }
 
     /// Runs a command inside the namespace.
     pub fn exec(&self, cmd: &[&str]) -> Output {
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd))
+        netns::ns_output(&self.name, cmd)
     }
 
     /// Names of the links in this namespace (as `ip -n NS link` shows them).
@@ -101,15 +79,7 @@ impl Ns {
 
     /// One ping with a 1 s timeout; true if answered.
     pub fn ping(&self, dst: &str) -> bool {
-        self.exec(&["ping", "-c1", "-W1", dst]).status.success()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        netns::pings(&self.name, dst)
     }
 }
 
@@ -124,14 +94,13 @@ impl Lab {
     pub fn new() -> Lab {
         let h1 = Ns::new("h1");
         let h2 = Ns::new("h2");
-        h1.ip(&format!(
-            "link add ul type veth peer name ul netns {}",
-            h2.name
-        ));
-        for (h, ip) in [(&h1, U1), (&h2, U2)] {
-            h.ip(&format!("addr add {ip}/24 dev ul"));
-            h.ip("link set ul up");
-        }
+        netns::underlay(
+            &h1.name,
+            &format!("{U1}/24"),
+            &h2.name,
+            &format!("{U2}/24"),
+            "ul",
+        );
         for (h, me, peer) in [(&h1, U1, U2), (&h2, U2, U1)] {
             h.run(|| {
                 fastdp::setup(&FastdpSpec::new("weft", MTU, Some(me)))?;

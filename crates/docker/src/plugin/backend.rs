@@ -26,16 +26,7 @@ impl PluginError {
 /// Result of a backend call.
 pub type PluginResult<T> = Result<T, PluginError>;
 
-/// Transport protocol of a published port (Docker sends IANA numbers: 6 tcp, 17 udp).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    /// TCP (6).
-    Tcp,
-    /// UDP (17).
-    Udp,
-    /// SCTP (132).
-    Sctp,
-}
+pub use weft_types::Proto;
 
 /// One `-p [HOST_IP:]HOST_PORT[-END]:PORT[/proto]` of a container (Docker's portmap option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

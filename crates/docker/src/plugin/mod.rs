@@ -59,6 +59,8 @@
 //!   `docker port` shows it), and never sends weft Program/RevokeExternalConnectivity.
 
 mod backend;
+#[doc(hidden)]
+pub mod fuzz;
 mod server;
 mod wire;
 

@@ -310,16 +310,11 @@ fn port_mappings(call: &str, v: &Value) -> WireResult<Vec<PortMapping>> {
         .map_err(|e| format!("bad {call} request: Options.{PORTMAP_KEY}: {e}"))?;
     list.into_iter()
         .map(|b| {
-            let proto = match b.proto {
-                6 => Proto::Tcp,
-                17 => Proto::Udp,
-                132 => Proto::Sctp,
-                n => {
-                    return Err(format!(
-                        "published port {}: protocol number {n} is not supported (weft publishes tcp, udp and sctp)",
-                        b.port
-                    ))
-                }
+            let Some(proto) = u8::try_from(b.proto).ok().and_then(Proto::from_iana) else {
+                return Err(format!(
+                    "published port {}: protocol number {} is not supported (weft publishes tcp, udp and sctp)",
+                    b.port, b.proto
+                ));
             };
             let host_ip = match non_empty(b.host_ip) {
                 None => None,
@@ -511,15 +506,6 @@ pub(crate) fn joined(j: &Joined) -> Value {
     })
 }
 
-/// IANA protocol number of a published port.
-fn proto_number(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-        Proto::Sctp => 132,
-    }
-}
-
 /// EndpointOperInfo answer: `Value` maps libnetwork's labels to values shaped as its own
 /// drivers marshal them (`types.PortBinding` list, MAC string).
 pub(crate) fn endpoint_info(info: &EndpointInfo) -> Value {
@@ -528,7 +514,7 @@ pub(crate) fn endpoint_info(info: &EndpointInfo) -> Value {
         .iter()
         .map(|p| {
             json!({
-                "Proto": proto_number(p.proto),
+                "Proto": p.proto.iana(),
                 "IP": "",
                 "Port": p.port,
                 "HostIP": p.host_ip.map(|a| a.to_string()).unwrap_or_default(),

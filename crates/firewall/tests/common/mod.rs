@@ -1,105 +1,22 @@
-//! Helpers for the end-to-end tests: namespaces with a unique prefix that always go away,
+//! Helpers for the end-to-end tests, on testkit's namespaces (unique prefix, always removed):
 //! a "host" with a `weft` bridge and containers on it, an "other host" on an underlay
 //! link, and small TCP/UDP servers and clients run inside a namespace.
 
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use weft_firewall::{CommandRunner, Nftables};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use weft_firewall::{CommandRunner, Nftables, Proto, Published};
+#[allow(unused_imports)] // each test file uses a part
+pub use weft_testkit::netns::{enter, in_netns, ip, ns_exec, pings, run, Namespaces};
 
 /// How long a client waits for an answer before calling the port unreachable.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Namespaces made by one test, deleted on drop (also when the test panics).
-pub struct Namespaces {
-    prefix: String,
-    made: Vec<String>,
-}
-
-impl Namespaces {
-    /// A fresh prefix (`wfw<pid>-<n>`).
-    pub fn new() -> Self {
-        assert!(
-            is_root(),
-            "this test needs root (network namespaces and nftables)"
-        );
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Namespaces {
-            prefix: format!("wfw{}-{n}", std::process::id()),
-            made: Vec::new(),
-        }
-    }
-
-    /// Makes namespace `<prefix>-<name>` with loopback up.
-    pub fn add(&mut self, name: &str) -> String {
-        let ns = format!("{}-{name}", self.prefix);
-        sh(&["ip", "netns", "add", &ns]);
-        self.made.push(ns.clone());
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.made {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs a command that must succeed; returns its stdout.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `ip -n NS ARGS...` (ARGS split on spaces), which must succeed.
-pub fn ip(ns: &str, args: &str) -> String {
-    let mut argv = vec!["ip", "-n", ns];
-    argv.extend(args.split_whitespace());
-    sh(&argv)
-}
-
-/// Runs `cmd` inside `ns`, which must succeed; returns its stdout.
-pub fn ns_exec(ns: &str, cmd: &[&str]) -> String {
-    let mut argv = vec!["ip", "netns", "exec", ns];
-    argv.extend_from_slice(cmd);
-    sh(&argv)
-}
-
-/// Whether one ping from `ns` to `addr` is answered within a second.
-pub fn pings(ns: &str, addr: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c1", "-W1", addr])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// Commands run inside `ns`.
 pub fn runner(ns: &str) -> CommandRunner {
@@ -109,26 +26,6 @@ pub fn runner(ns: &str) -> CommandRunner {
 /// weft's nftables firewall of namespace `ns`.
 pub fn firewall(ns: &str) -> Nftables<CommandRunner> {
     Nftables::new(runner(ns))
-}
-
-/// Enters `ns` on the calling thread (which must be one the caller made for it).
-fn enter(ns: &str) {
-    let f = File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("open {ns}: {e}"));
-    // SAFETY: a valid namespace fd; only this thread's network namespace changes.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
-
-/// Runs `f` on a thread of its own inside `ns`.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter(ns);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("thread in {ns} panicked"))
-    })
 }
 
 /// A server in a namespace that answers every TCP connection or UDP datagram on one port
@@ -243,10 +140,8 @@ pub fn udp_get(ns: &str, to: &str) -> Option<String> {
 
 /// A host namespace with a `weft` bridge holding 10.32.0.1/12 and IPv4 forwarding on.
 pub fn host_with_bridge(nss: &mut Namespaces) -> String {
-    let host = nss.add("host");
-    ip(&host, "link add weft type bridge");
+    let host = nss.host("host");
     ip(&host, "addr add 10.32.0.1/12 dev weft");
-    ip(&host, "link set weft up");
     ns_exec(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     host
 }
@@ -254,15 +149,7 @@ pub fn host_with_bridge(nss: &mut Namespaces) -> String {
 /// A container namespace on the host's `weft` bridge with `addr` (a /24 in the range, the
 /// whole range on-link, the host's 10.32.0.1 as default gateway), the way weft sets one up.
 pub fn container(nss: &mut Namespaces, host: &str, name: &str, addr: &str) -> String {
-    let c = nss.add(name);
-    let hostside = format!("v{name}");
-    sh(&[
-        "ip", "-n", host, "link", "add", &hostside, "type", "veth", "peer", "name", "eth0",
-        "netns", &c,
-    ]);
-    ip(host, &format!("link set {hostside} master weft up"));
-    ip(&c, &format!("addr add {addr} dev eth0"));
-    ip(&c, "link set eth0 up");
+    let c = nss.container(host, name, addr);
     ip(&c, "route add 10.32.0.0/12 dev eth0");
     ip(&c, "route add default via 10.32.0.1 dev eth0");
     c
@@ -271,7 +158,7 @@ pub fn container(nss: &mut Namespaces, host: &str, name: &str, addr: &str) -> St
 /// Another host, linked to `host` by a veth: host 192.168.77.1/24, other 192.168.77.2/24.
 pub fn other_host(nss: &mut Namespaces, host: &str) -> String {
     let other = nss.add("other");
-    sh(&[
+    run(&[
         "ip", "-n", host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns",
         &other,
     ]);
@@ -280,4 +167,15 @@ pub fn other_host(nss: &mut Namespaces, host: &str) -> String {
     ip(&other, "addr add 192.168.77.2/24 dev eth0");
     ip(&other, "link set eth0 up");
     other
+}
+
+/// A port of every host address forwarded to 10.32.2.2 (the first container's address).
+pub fn published(proto: Proto, host_port: u16, port: u16) -> Published {
+    Published {
+        proto,
+        host_ip: None,
+        host_port,
+        addr: "10.32.2.2".parse().unwrap(),
+        port,
+    }
 }

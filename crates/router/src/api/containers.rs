@@ -5,11 +5,10 @@ use axum::routing::{get, post};
 use axum::Json;
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
-use super::ApiFailure;
-use crate::state::Router;
+use super::{ApiFailure, AppState};
 
 /// The container routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/attach", post(attach))
         .route("/detach", post(detach))
@@ -17,19 +16,45 @@ pub fn routes() -> axum::Router<Router> {
 }
 
 async fn attach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
-    crate::containers::attach(&router, req).await.map(Json)
+    let timer = router.metrics.time("attach");
+    // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
+    // undoes its own failures, but not if it is dropped half-way.
+    let containers = router.containers.clone();
+    let done = tokio::spawn(async move { crate::containers::attach(&containers, req).await })
+        .await
+        .map_err(stopped)?;
+    Ok(Json(timer.ok(done)?))
+}
+
+fn stopped(e: tokio::task::JoinError) -> ApiFailure {
+    ApiFailure {
+        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!(
+            "the operation stopped half-way ({e}); the router undoes it at its next start"
+        ),
+    }
 }
 
 async fn detach(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    crate::containers::detach(&router, req).await.map(Json)
+    let timer = router.metrics.time("detach");
+    let containers = router.containers.clone();
+    let done = tokio::spawn(async move { crate::containers::detach(&containers, req).await })
+        .await
+        .map_err(stopped)?;
+    Ok(Json(timer.ok(done)?))
 }
 
-async fn list(State(router): State<Router>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
-    crate::containers::list(&router).await.map(Json)
+/// Containers attached by weft and those on Docker's weft networks.
+async fn list(State(router): State<AppState>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
+    let mut out = crate::containers::list(&router.containers).await;
+    if let Some(d) = &router.docker {
+        d.add_endpoints(&mut out).await;
+    }
+    Ok(Json(out))
 }

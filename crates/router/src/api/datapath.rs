@@ -3,13 +3,14 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::Json;
+use weft_api::{AddrsResponse, ExposeRequest, HideRequest, ResetRequest};
 
-use super::ApiFailure;
-use crate::datapath::expose::{self, AddrsResponse, ExposeRequest, HideRequest, ResetRequest};
-use crate::state::Router;
+use super::{ApiFailure, AppState};
+use crate::datapath::expose;
+use crate::reset::{reset, ResetParts};
 
 /// The data-path routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/expose", post(expose_h))
         .route("/hide", post(hide_h))
@@ -17,22 +18,32 @@ pub fn routes() -> axum::Router<Router> {
 }
 
 async fn expose_h(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<ExposeRequest>,
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
-    expose::expose(&router, req).await.map(Json)
+    let c = &router.containers;
+    Ok(Json(expose::expose(&c.datapath, &c.ipam, req).await?))
 }
 
 async fn hide_h(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<HideRequest>,
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
-    expose::hide(&router, req).await.map(Json)
+    let c = &router.containers;
+    Ok(Json(expose::hide(&c.datapath, &c.ipam, req).await?))
 }
 
 async fn reset_h(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<ResetRequest>,
 ) -> Result<Json<()>, ApiFailure> {
-    expose::reset(&router, req).await.map(Json)
+    let parts = ResetParts {
+        ipam: &router.containers.ipam,
+        datapath: &router.containers.datapath,
+        docker: router.docker.as_ref(),
+        state_dir: &router.config.paths.state_dir,
+        shutdown: &router.shutdown,
+    };
+    reset(parts, req.force).await?;
+    Ok(Json(()))
 }

@@ -5,20 +5,13 @@ use std::net::Ipv4Addr;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::Json;
-use serde::Deserialize;
+use weft_api::{DnsEditRequest, DnsEditResponse, DnsLookupQuery};
 
-use super::ApiFailure;
-use crate::dns::{DnsEditRequest, DnsEditResponse, Removal, EXTERN};
-use crate::state::Router;
-
-/// Query of `GET /dns/lookup`.
-#[derive(Debug, Clone, Deserialize)]
-struct LookupQuery {
-    name: String,
-}
+use super::{ApiFailure, AppState};
+use crate::dns::{DnsHandleError, Removal, EXTERN};
 
 /// The DNS routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/dns/add", post(add))
         .route("/dns/remove", post(remove))
@@ -32,9 +25,8 @@ struct Found {
     hostname: Option<String>,
 }
 
-async fn find_container(router: &Router, name: &str) -> Result<Found, ApiFailure> {
-    let parts = router.parts()?;
-    let reg = parts.registry.lock().await;
+async fn find_container(router: &AppState, name: &str) -> Result<Found, ApiFailure> {
+    let reg = router.containers.registry.lock().await;
     let short = |h: &str| h.split('.').next().unwrap_or_default().to_ascii_lowercase();
     let hit = reg.iter().find(|(id, _)| id.as_str() == name).or_else(|| {
         let want = name.trim_end_matches('.').to_ascii_lowercase();
@@ -74,10 +66,10 @@ fn parse_ips(ips: &[String]) -> Result<Vec<Ipv4Addr>, ApiFailure> {
 }
 
 async fn add(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<DnsEditRequest>,
 ) -> Result<Json<DnsEditResponse>, ApiFailure> {
-    let dns = &router.parts()?.dns;
+    let dns = &router.containers.dns;
     dns.report().ok_or_else(off)?;
     let mut ips = parse_ips(&req.ips)?;
     let (container, fqdn) = match &req.container {
@@ -114,10 +106,10 @@ async fn add(
 }
 
 async fn remove(
-    State(router): State<Router>,
+    State(router): State<AppState>,
     Json(req): Json<DnsEditRequest>,
 ) -> Result<Json<DnsEditResponse>, ApiFailure> {
-    let dns = &router.parts()?.dns;
+    let dns = &router.containers.dns;
     dns.report().ok_or_else(off)?;
     let addrs = parse_ips(&req.ips)?;
     let container = match &req.container {
@@ -145,17 +137,14 @@ async fn remove(
 }
 
 async fn lookup(
-    State(router): State<Router>,
-    Query(q): Query<LookupQuery>,
+    State(router): State<AppState>,
+    Query(q): Query<DnsLookupQuery>,
 ) -> Result<Json<Vec<String>>, ApiFailure> {
-    let dns = &router.parts()?.dns;
+    let dns = &router.containers.dns;
     let addrs = dns.lookup(&q.name)?;
     Ok(Json(addrs.iter().map(|a| a.to_string()).collect()))
 }
 
 fn off() -> ApiFailure {
-    ApiFailure {
-        status: axum::http::StatusCode::CONFLICT,
-        message: "DNS is off in this router (it was launched with --no-dns); relaunch it without --no-dns to use weft's DNS".to_string(),
-    }
+    DnsHandleError::Off.into()
 }

@@ -4,81 +4,17 @@
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use weft_api::{
+    AddrAnswer, AddrsResponse, AllocateRequest, ClaimRequest, IpamPeerShare, IpamStatus,
+    OwnerQuery, ReleaseRequest, RemovedPeer, RmPeerRequest,
+};
 use weft_ipam::{AddrSpec, Reply};
 
-use super::ApiFailure;
+use super::{ApiFailure, AppState};
 use crate::ipam::{IpamHandle, Request};
-use crate::state::Router;
-
-/// `POST /ipam/allocate`: an address for `owner`.
-#[derive(Debug, Deserialize)]
-pub struct AllocateBody {
-    /// Container (or endpoint) id.
-    pub owner: String,
-    /// `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`; the default subnet when absent.
-    #[serde(default)]
-    pub addr: Option<String>,
-}
-
-/// `POST /ipam/claim`: exactly this address for `owner`.
-#[derive(Debug, Deserialize)]
-pub struct ClaimBody {
-    /// Container id.
-    pub owner: String,
-    /// The address with its subnet's prefix, e.g. `10.32.0.9/12`.
-    pub addr: String,
-}
-
-/// `POST /ipam/release`: one address of `owner`, or all of them.
-#[derive(Debug, Deserialize)]
-pub struct ReleaseBody {
-    /// Container id.
-    pub owner: String,
-    /// The address (with or without prefix); all of `owner`'s when absent.
-    #[serde(default)]
-    pub addr: Option<String>,
-}
-
-/// `POST /ipam/rmpeer`: take over the space of dead peers.
-#[derive(Debug, Deserialize)]
-pub struct RmPeerBody {
-    /// Peer names.
-    pub names: Vec<String>,
-}
-
-/// Answer to allocate and claim.
-#[derive(Debug, Serialize)]
-pub struct AddrAnswer {
-    /// The address with its subnet's prefix.
-    pub addr: String,
-}
-
-/// Answer to release and lookup.
-#[derive(Debug, Serialize)]
-pub struct AddrsAnswer {
-    /// Addresses with their prefixes.
-    pub addrs: Vec<String>,
-}
-
-/// `GET /ipam/lookup?owner=`.
-#[derive(Debug, Deserialize)]
-pub struct LookupQuery {
-    /// Container id.
-    pub owner: String,
-}
-
-/// One rmpeer result.
-#[derive(Debug, Serialize)]
-pub struct RemovedPeer {
-    /// The peer.
-    pub name: String,
-    /// Addresses now owned by this peer.
-    pub addresses: u64,
-}
 
 /// The IPAM routes.
-pub fn routes() -> axum::Router<Router> {
+pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/ipam/allocate", post(allocate))
         .route("/ipam/claim", post(claim))
@@ -89,8 +25,8 @@ pub fn routes() -> axum::Router<Router> {
         .route("/ipam/status", get(status))
 }
 
-fn ipam(router: &Router) -> Result<&IpamHandle, ApiFailure> {
-    Ok(&router.parts()?.ipam)
+fn ipam(router: &AppState) -> Result<&IpamHandle, ApiFailure> {
+    Ok(&router.containers.ipam)
 }
 
 fn check_owner(owner: &str) -> Result<(), ApiFailure> {
@@ -103,8 +39,8 @@ fn check_owner(owner: &str) -> Result<(), ApiFailure> {
 }
 
 async fn allocate(
-    State(router): State<Router>,
-    Json(b): Json<AllocateBody>,
+    State(router): State<AppState>,
+    Json(b): Json<AllocateRequest>,
 ) -> Result<Json<AddrAnswer>, ApiFailure> {
     check_owner(&b.owner)?;
     let spec: AddrSpec = match b.addr.as_deref().map(str::trim) {
@@ -120,8 +56,8 @@ async fn allocate(
 }
 
 async fn claim(
-    State(router): State<Router>,
-    Json(b): Json<ClaimBody>,
+    State(router): State<AppState>,
+    Json(b): Json<ClaimRequest>,
 ) -> Result<Json<AddrAnswer>, ApiFailure> {
     check_owner(&b.owner)?;
     let c: weft_ipam::Cidr = b.addr.trim().parse().map_err(|e| {
@@ -138,9 +74,9 @@ async fn claim(
 }
 
 async fn release(
-    State(router): State<Router>,
-    Json(b): Json<ReleaseBody>,
-) -> Result<Json<AddrsAnswer>, ApiFailure> {
+    State(router): State<AppState>,
+    Json(b): Json<ReleaseRequest>,
+) -> Result<Json<AddrsResponse>, ApiFailure> {
     check_owner(&b.owner)?;
     let addr = match b.addr.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -153,30 +89,30 @@ async fn release(
         }
     };
     let v = ipam(&router)?.release_addrs(&b.owner, addr).await?;
-    Ok(Json(AddrsAnswer {
+    Ok(Json(AddrsResponse {
         addrs: v.iter().map(|n| n.to_string()).collect(),
     }))
 }
 
 async fn lookup(
-    State(router): State<Router>,
-    Query(q): Query<LookupQuery>,
-) -> Result<Json<AddrsAnswer>, ApiFailure> {
+    State(router): State<AppState>,
+    Query(q): Query<OwnerQuery>,
+) -> Result<Json<AddrsResponse>, ApiFailure> {
     check_owner(&q.owner)?;
     let v = ipam(&router)?.lookup(&q.owner).await?;
-    Ok(Json(AddrsAnswer {
+    Ok(Json(AddrsResponse {
         addrs: v.iter().map(|n| n.to_string()).collect(),
     }))
 }
 
-async fn prime(State(router): State<Router>) -> Result<Json<()>, ApiFailure> {
+async fn prime(State(router): State<AppState>) -> Result<Json<()>, ApiFailure> {
     ipam(&router)?.request(Request::Prime).await?;
     Ok(Json(()))
 }
 
 async fn rmpeer(
-    State(router): State<Router>,
-    Json(b): Json<RmPeerBody>,
+    State(router): State<AppState>,
+    Json(b): Json<RmPeerRequest>,
 ) -> Result<Json<Vec<RemovedPeer>>, ApiFailure> {
     if b.names.is_empty() {
         return Err(ApiFailure::bad_request("name at least one peer to remove"));
@@ -196,9 +132,52 @@ async fn rmpeer(
     Ok(Json(out))
 }
 
-async fn status(State(router): State<Router>) -> Result<Json<weft_ipam::Status>, ApiFailure> {
-    ipam(&router)?
+async fn status(State(router): State<AppState>) -> Result<Json<IpamStatus>, ApiFailure> {
+    let st = ipam(&router)?
         .status()
-        .map(Json)
-        .ok_or_else(|| ApiFailure::not_available("IPAM status"))
+        .ok_or_else(|| ApiFailure::not_available("IPAM status"))?;
+    Ok(Json(status_of(st)))
+}
+
+/// The API form of the core's status (the same JSON).
+fn status_of(st: weft_ipam::Status) -> IpamStatus {
+    IpamStatus {
+        name: st.name,
+        range: st.range.to_string(),
+        default_subnet: st.default_subnet.to_string(),
+        init: st.init,
+        line: st.line,
+        peers: st
+            .peers
+            .into_iter()
+            .map(|p| IpamPeerShare {
+                name: p.name,
+                owned: p.owned,
+                percent: p.percent,
+                free: p.free,
+                reachable: p.reachable,
+            })
+            .collect(),
+        allocated: st.allocated,
+        pending: st.pending,
+        notes: st.notes,
+        bad_messages: st.bad_messages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_answer_is_the_cores_json() {
+        let config = weft_ipam::IpamConfig::new(
+            "10.32.0.0/12".parse().unwrap(),
+            weft_ipam::InitMode::Seed(vec!["solo".into()]),
+        );
+        let core = weft_ipam::Allocator::new("solo".into(), config, None).unwrap();
+        let st = core.status();
+        let want = serde_json::to_value(&st).unwrap();
+        assert_eq!(serde_json::to_value(status_of(st)).unwrap(), want);
+    }
 }

@@ -2,7 +2,8 @@
 //! DNS, and a record of it all in the registry. Each step undoes the earlier ones when a
 //! later one fails, so a failed attach leaves nothing behind.
 
-pub mod registry;
+pub(crate) mod guard;
+pub mod reconcile;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,37 +11,144 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 use weft_datapath::{AttachSpec, Netns};
+use weft_docker::engine::Engine;
 use weft_ipam::AddrSpec;
 
-use crate::api::ApiFailure;
-use crate::state::Router;
-use registry::{Entry, Registry};
+use crate::datapath::DatapathHandle;
+use crate::dns::DnsHandle;
+use crate::ipam::{IpamHandle, IpamHandleError};
+use crate::registry::{Entry, Registry};
+
+/// Why an attach, a detach or a listing failed; each names its input.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    /// An interface name the kernel would refuse.
+    #[error(transparent)]
+    Ifname(weft_datapath::Error),
+    /// An address form is not `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`.
+    #[error(transparent)]
+    Spec(#[from] weft_ipam::AddrError),
+    /// Neither a container nor a namespace was named.
+    #[error("no container given: name a container, --netns PATH or --pid PID")]
+    NoContainer,
+    /// The namespace path cannot be opened.
+    #[error(transparent)]
+    Netns(weft_datapath::Error),
+    /// IPAM did not give (or take back) an address.
+    #[error(transparent)]
+    Ipam(#[from] IpamHandleError),
+    /// IPAM gave an address outside the range (a claim of one outside it).
+    #[error("address {addr} is outside the range {range}; choose one inside it")]
+    OutsideRange {
+        /// The address.
+        addr: Ipv4Net,
+        /// The allocation range.
+        range: Ipv4Net,
+    },
+    /// The kernel refused the veth, addresses or routes.
+    #[error("cannot attach {netns}: {source}")]
+    Attach {
+        /// The namespace path.
+        netns: String,
+        /// The kernel's error.
+        source: weft_datapath::Error,
+    },
+    /// Nothing was granted to attach.
+    #[error("no address to attach")]
+    NoAddress,
+    /// The container (or namespace) is not in the registry.
+    #[error("{0} is not attached to weft")]
+    NotAttached(String),
+    /// None of the addresses named for detach are the container's.
+    #[error("container {container} has none of the addresses {addrs:?}")]
+    NoneOfThese {
+        /// The container.
+        container: String,
+        /// The address forms given.
+        addrs: Vec<String>,
+    },
+    /// A Docker container was named but this router has no Docker.
+    #[error("{0:?} would be a Docker container, but this router found no Docker at launch; use --netns PATH or --pid PID, or set DOCKER_HOST and launch again")]
+    NoDocker(String),
+    /// Docker has no such container.
+    #[error("no Docker container {0:?}; see `docker ps`")]
+    NoSuchDockerContainer(String),
+    /// Docker could not be asked about the container.
+    #[error("cannot inspect Docker container {name:?}: {source}")]
+    DockerInspect {
+        /// The name or id given.
+        name: String,
+        /// Docker's error.
+        source: weft_docker::engine::EngineError,
+    },
+    /// The Docker container is not running (it has no namespace).
+    #[error("Docker container {0:?} is not running; start it first")]
+    DockerNotRunning(String),
+    /// The registry file could not be written (its error names the file).
+    #[error("{0}")]
+    Registry(anyhow::Error),
+    /// The blocking task that changes the kernel did not finish.
+    #[error("the kernel task for {netns} did not finish: {why}")]
+    Task {
+        /// The namespace it worked on.
+        netns: String,
+        /// Why (a panic or cancellation).
+        why: String,
+    },
+}
+
+/// The attach pipeline's handles, built once at start-up.
+pub struct Containers {
+    /// Address management.
+    pub ipam: IpamHandle,
+    /// Kernel data path.
+    pub datapath: DatapathHandle,
+    /// Names.
+    pub dns: DnsHandle,
+    /// Attached containers.
+    pub registry: tokio::sync::Mutex<Registry>,
+    /// This host's dockerd, when it answered at launch (attach by container name).
+    pub docker: Option<Arc<Engine>>,
+    /// Attaches and detaches in flight (see [`reconcile`]).
+    pub intents: Arc<reconcile::Intents>,
+}
 
 /// Attaches a container; answers with every overlay address it now has.
-pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachResponse, ApiFailure> {
-    let req = resolve_docker(router, req).await?;
-    let parts = router.parts()?;
-    weft_datapath::link::validate_ifname(&req.ifname).map_err(bad)?;
-    let specs = weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?;
+pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse, ContainersError> {
+    let req = resolve_docker(c, req).await?;
+    weft_datapath::link::validate_ifname(&req.ifname).map_err(ContainersError::Ifname)?;
+    let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
     let netns = Arc::new(open_netns(&req.netns)?);
-    let id = container_id(router, req.container.as_deref(), &req.netns, &netns).await;
+    let id = container_id(c, req.container.as_deref(), &req.netns, &netns).await;
+    // Recorded before anything changes: a kill -9 from here on is undone at the next start.
+    let _pending = c
+        .intents
+        .begin(reconcile::Intent {
+            op: reconcile::Op::Attach,
+            id: id.clone(),
+            netns: req.netns.clone(),
+            ns_inode: netns.inode(),
+            ifname: req.ifname.clone(),
+            addrs: Vec::new(),
+        })
+        .map_err(|e| ContainersError::Registry(anyhow::anyhow!(e)))?;
 
     // Addresses first: nothing in the kernel changes unless all of them were granted.
     let mut granted: Vec<Ipv4Net> = Vec::new();
     for spec in &specs {
-        match parts.ipam.allocate(&id, spec).await {
-            Ok(net) if parts.ipam.range().contains(&net) => granted.push(net),
+        match c.ipam.allocate(&id, spec).await {
+            Ok(net) if c.ipam.range().contains(&net) => granted.push(net),
             Ok(net) => {
-                release_all(&parts.ipam, &id, &granted).await;
-                let _ = parts.ipam.release(&id, Some(net)).await;
-                return Err(ApiFailure::bad_request(format!(
-                    "address {net} is outside the range {}; choose one inside it",
-                    parts.ipam.range()
-                )));
+                release_all(&c.ipam, &id, &granted).await;
+                let _ = c.ipam.release(&id, Some(net)).await;
+                return Err(ContainersError::OutsideRange {
+                    addr: net,
+                    range: c.ipam.range(),
+                });
             }
             Err(e) => {
-                release_all(&parts.ipam, &id, &granted).await;
-                return Err(e);
+                release_all(&c.ipam, &id, &granted).await;
+                return Err(e.into());
             }
         }
     }
@@ -48,6 +156,12 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
     // One kernel call per subnet: the container gets only its subnets' routes, so tenants
     // (subnets) stay apart as in Weave.
     let mut by_subnet: BTreeMap<Ipv4Net, Vec<Ipv4Net>> = BTreeMap::new();
+    // Anti-spoofing: the port may send from these addresses (only) before it exists.
+    let guard_of = |mac| guard::port_guard(netns.inode(), &req.ifname, mac, &granted);
+    if let Err(e) = guard::allow(guard_of(None)).await {
+        release_all(&c.ipam, &id, &granted).await;
+        return Err(ContainersError::Registry(anyhow::anyhow!(e)));
+    }
     for net in &granted {
         by_subnet.entry(net.trunc()).or_default().push(*net);
     }
@@ -57,32 +171,36 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
             ifname: req.ifname.clone(),
             addrs,
             range: subnet,
-            mtu: parts.datapath.mtu(),
-            bridge: parts.datapath.bridge().to_string(),
+            mtu: c.datapath.mtu(),
+            bridge: c.datapath.bridge().to_string(),
             default_gateway: None,
         };
         let ns = netns.clone();
         let result = tokio::task::spawn_blocking(move || weft_datapath::attach(&ns, &spec))
             .await
-            .map_err(internal)?;
+            .map_err(|e| task(&req.netns, e))?;
         match result {
             Ok(i) => info = Some(i),
-            Err(e) => {
-                release_all(&parts.ipam, &id, &granted).await;
-                return Err(ApiFailure::bad_request(format!(
-                    "cannot attach {}: {e}",
-                    req.netns
-                )));
+            Err(source) => {
+                guard::revoke(guard_of(None), false).await;
+                release_all(&c.ipam, &id, &granted).await;
+                return Err(ContainersError::Attach {
+                    netns: req.netns.clone(),
+                    source,
+                });
             }
         }
     }
     let Some(info) = info else {
-        return Err(ApiFailure::bad_request("no address to attach"));
+        return Err(ContainersError::NoAddress);
     };
-    parts.datapath.endpoint_added(&id, &netns, &info);
+    if let Err(e) = guard::allow(guard_of(Some(info.mac))).await {
+        tracing::warn!(container = %id, "{e}");
+    }
+    c.datapath.endpoint_added(&id, &netns, &info);
 
     let entry = {
-        let mut reg = parts.registry.lock().await;
+        let mut reg = c.registry.lock().await;
         let mut entry = reg.get(&id).cloned().unwrap_or(Entry {
             netns: req.netns.clone(),
             ns_inode: netns.inode(),
@@ -103,18 +221,19 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
                 entry.hostname = Some(h.clone());
             }
         }
-        reg.put(&id, entry.clone()).map_err(internal)?;
+        reg.put(&id, entry.clone())
+            .map_err(ContainersError::Registry)?;
         entry
     };
 
     if !req.without_dns {
         let all: Vec<Ipv4Net> = entry.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        if let Err(e) = parts
+        if let Err(e) = c
             .dns
             .container_attached(&id, entry.hostname.as_deref(), &all, &netns)
             .await
         {
-            tracing::warn!(container = %id, "name not registered: {}", e.message);
+            tracing::warn!(container = %id, "name not registered: {e}");
         }
     }
     tracing::info!(container = %id, netns = %req.netns, addrs = ?entry.addrs, "attached");
@@ -125,47 +244,42 @@ pub async fn attach(router: &Router, req: AttachRequest) -> Result<AttachRespons
 }
 
 /// Detaches some or all addresses of a container.
-pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachResponse, ApiFailure> {
-    let parts = router.parts()?;
-    if let (true, Some(c)) = (req.netns.is_empty(), req.container.clone()) {
-        let known = parts.registry.lock().await.get(&c).is_some();
+pub async fn detach(
+    c: &Containers,
+    mut req: DetachRequest,
+) -> Result<DetachResponse, ContainersError> {
+    if let (true, Some(name)) = (req.netns.is_empty(), req.container.clone()) {
+        let known = c.registry.lock().await.get(&name).is_some();
         if !known {
-            req.container = Some(docker_container(router, &c).await?.id);
+            req.container = Some(docker_container(c, &name).await?.id);
         }
     }
     let specs: Vec<AddrSpec> = if req.addrs.is_empty() {
         Vec::new()
     } else {
-        weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?
+        weft_ipam::parse_addr_specs(&req.addrs)?
     };
     let netns = if req.netns.is_empty() {
         None
     } else {
         Some(open_netns(&req.netns)?)
     };
-    let mut reg = parts.registry.lock().await;
+    let mut reg = c.registry.lock().await;
     let id = match (&req.container, &netns) {
-        (Some(c), _) if reg.get(c).is_some() => c.clone(),
+        (Some(name), _) if reg.get(name).is_some() => name.clone(),
         (_, Some(ns)) => match reg.find_by_inode(ns.inode()) {
             Some(id) => id.to_string(),
-            None => {
-                return Err(ApiFailure::bad_request(format!(
-                    "{} is not attached to weft",
-                    req.netns
-                )))
-            }
+            None => return Err(ContainersError::NotAttached(req.netns.clone())),
         },
         _ => {
-            return Err(ApiFailure::bad_request(format!(
-                "container {} is not attached to weft",
+            return Err(ContainersError::NotAttached(format!(
+                "container {}",
                 req.container.as_deref().unwrap_or("?")
             )))
         }
     };
     let Some(entry) = reg.get(&id).cloned() else {
-        return Err(ApiFailure::bad_request(format!(
-            "container {id} is not attached"
-        )));
+        return Err(ContainersError::NotAttached(format!("container {id}")));
     };
     let held: Vec<Ipv4Net> = entry.addrs.iter().filter_map(|a| a.parse().ok()).collect();
     let remove: Vec<Ipv4Net> = if specs.is_empty() {
@@ -173,15 +287,28 @@ pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachRes
     } else {
         held.iter()
             .copied()
-            .filter(|a| specs.iter().any(|s| spec_matches(s, a, router)))
+            .filter(|a| specs.iter().any(|s| spec_matches(s, a, &c.ipam)))
             .collect()
     };
     if remove.is_empty() {
-        return Err(ApiFailure::bad_request(format!(
-            "container {id} has none of the addresses {:?}",
-            req.addrs
-        )));
+        return Err(ContainersError::NoneOfThese {
+            container: id,
+            addrs: req.addrs.clone(),
+        });
     }
+
+    // A kill -9 from here on is carried through at the next start.
+    let _pending = c
+        .intents
+        .begin(reconcile::Intent {
+            op: reconcile::Op::Detach,
+            id: id.clone(),
+            netns: entry.netns.clone(),
+            ns_inode: entry.ns_inode,
+            ifname: entry.ifname.clone(),
+            addrs: remove.iter().map(|a| a.to_string()).collect(),
+        })
+        .map_err(|e| ContainersError::Registry(anyhow::anyhow!(e)))?;
 
     // The namespace may be gone already (container exited): then only bookkeeping is left.
     let ns = match netns {
@@ -195,26 +322,29 @@ pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachRes
         let result =
             tokio::task::spawn_blocking(move || weft_datapath::detach(&ns, &ifname, &addrs))
                 .await
-                .map_err(internal)?;
+                .map_err(|e| task(&req.netns, e))?;
         match result {
             Ok(info) => link_removed = info.link_removed,
             Err(e) => tracing::warn!(container = %id, "detach in the kernel: {e}"),
         }
     }
+    let mac = crate::datapath::wire::parse_mac(&entry.mac);
+    let revoked = guard::port_guard(entry.ns_inode, &entry.ifname, mac, &remove);
+    guard::revoke(revoked, link_removed).await;
     for a in &remove {
-        if let Err(e) = parts.ipam.release(&id, Some(*a)).await {
-            tracing::warn!(container = %id, addr = %a, "release: {}", e.message);
+        if let Err(e) = c.ipam.release(&id, Some(*a)).await {
+            tracing::warn!(container = %id, addr = %a, "release: {e}");
         }
     }
-    parts.dns.container_detached(&id, &remove).await;
+    c.dns.container_detached(&id, &remove).await;
     if link_removed {
-        parts.datapath.endpoint_removed(&id, &entry.mac);
-        reg.remove(&id).map_err(internal)?;
+        c.datapath.endpoint_removed(&id, &entry.mac);
+        reg.remove(&id).map_err(ContainersError::Registry)?;
     } else {
         let mut e = entry.clone();
         e.addrs
             .retain(|a| !remove.iter().any(|r| r.to_string() == *a));
-        reg.put(&id, e).map_err(internal)?;
+        reg.put(&id, e).map_err(ContainersError::Registry)?;
     }
     tracing::info!(container = %id, removed = ?remove, "detached");
     Ok(DetachResponse {
@@ -222,69 +352,43 @@ pub async fn detach(router: &Router, mut req: DetachRequest) -> Result<DetachRes
     })
 }
 
-/// The attached containers: those attached by weft and those on Docker's weft networks.
-pub async fn list(router: &Router) -> Result<Vec<ContainerReport>, ApiFailure> {
-    let parts = router.parts()?;
-    let mut out = parts.registry.lock().await.report();
-    if let Some(d) = router.docker() {
-        let s = d.backend.state().lock().await;
-        for (ep, e) in &s.endpoints {
-            let id = e
-                .container
-                .clone()
-                .unwrap_or_else(|| format!("endpoint:{ep}"));
-            match out.iter_mut().find(|c| c.id == id) {
-                Some(c) => c.addrs.extend(e.addr.iter().map(|a| a.to_string())),
-                None => out.push(ContainerReport {
-                    id,
-                    netns: String::new(),
-                    ifname: String::new(),
-                    mac: e.mac.clone(),
-                    addrs: e.addr.iter().map(|a| a.to_string()).collect(),
-                    hostname: None,
-                }),
-            }
-        }
-    }
-    Ok(out)
+/// The containers attached by weft (the API adds those on Docker's weft networks).
+pub async fn list(c: &Containers) -> Vec<ContainerReport> {
+    c.registry.lock().await.report()
 }
 
 /// The running Docker container `name_or_id`, or an error that says why not.
 async fn docker_container(
-    router: &Router,
+    c: &Containers,
     name_or_id: &str,
-) -> Result<weft_docker::engine::Container, ApiFailure> {
-    let Some(d) = router.docker() else {
-        return Err(ApiFailure::bad_request(format!(
-            "{name_or_id:?} would be a Docker container, but this router found no Docker at launch; \
-             use --netns PATH or --pid PID, or set DOCKER_HOST and launch again"
-        )));
+) -> Result<weft_docker::engine::Container, ContainersError> {
+    let Some(engine) = &c.docker else {
+        return Err(ContainersError::NoDocker(name_or_id.to_string()));
     };
-    match d.engine.inspect_container(name_or_id).await {
+    match engine.inspect_container(name_or_id).await {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(ApiFailure::bad_request(format!(
-            "no Docker container {name_or_id:?}; see `docker ps`"
-        ))),
-        Err(e) => Err(ApiFailure::bad_request(format!(
-            "cannot inspect Docker container {name_or_id:?}: {e}"
-        ))),
+        Ok(None) => Err(ContainersError::NoSuchDockerContainer(
+            name_or_id.to_string(),
+        )),
+        Err(source) => Err(ContainersError::DockerInspect {
+            name: name_or_id.to_string(),
+            source,
+        }),
     }
 }
 
 /// An attach by Docker container name or id becomes one by its namespace, with its full
 /// id as weft's id and its name as the DNS name (unless another was given).
 async fn resolve_docker(
-    router: &Router,
+    containers: &Containers,
     mut req: AttachRequest,
-) -> Result<AttachRequest, ApiFailure> {
+) -> Result<AttachRequest, ContainersError> {
     let Some(name) = req.container.clone().filter(|_| req.netns.is_empty()) else {
         return Ok(req);
     };
-    let c = docker_container(router, &name).await?;
+    let c = docker_container(containers, &name).await?;
     if !c.state.running || c.state.pid <= 0 {
-        return Err(ApiFailure::bad_request(format!(
-            "Docker container {name:?} is not running; start it first"
-        )));
+        return Err(ContainersError::DockerNotRunning(name));
     }
     req.netns = format!("/proc/{}/ns/net", c.state.pid);
     req.container = Some(c.id.clone());
@@ -298,26 +402,21 @@ async fn resolve_docker(
 }
 
 /// Whether `addr` is what `spec` names (for detach).
-fn spec_matches(spec: &AddrSpec, addr: &Ipv4Net, router: &Router) -> bool {
+fn spec_matches(spec: &AddrSpec, addr: &Ipv4Net, ipam: &IpamHandle) -> bool {
     let to_net = |c: &weft_ipam::Cidr| crate::ipam::cidr_to_net(c).ok();
     match spec {
         AddrSpec::Claim(c) => to_net(c).is_some_and(|n| n.addr() == addr.addr()),
         AddrSpec::Subnet(c) => to_net(c).is_some_and(|n| n.contains(&addr.addr())),
-        AddrSpec::DefaultSubnet => router
-            .parts()
-            .ok()
-            .is_some_and(|p| p.ipam.default_subnet().contains(&addr.addr())),
+        AddrSpec::DefaultSubnet => ipam.default_subnet().contains(&addr.addr()),
     }
 }
 
-async fn container_id(router: &Router, given: Option<&str>, path: &str, netns: &Netns) -> String {
+async fn container_id(c: &Containers, given: Option<&str>, path: &str, netns: &Netns) -> String {
     if let Some(id) = given {
         return id.to_string();
     }
-    if let Ok(parts) = router.parts() {
-        if let Some(id) = parts.registry.lock().await.find_by_inode(netns.inode()) {
-            return id.to_string();
-        }
+    if let Some(id) = c.registry.lock().await.find_by_inode(netns.inode()) {
+        return id.to_string();
     }
     match path.strip_prefix("/run/netns/") {
         Some(name) if !name.contains('/') && !name.is_empty() => name.to_string(),
@@ -325,13 +424,11 @@ async fn container_id(router: &Router, given: Option<&str>, path: &str, netns: &
     }
 }
 
-fn open_netns(path: &str) -> Result<Netns, ApiFailure> {
+fn open_netns(path: &str) -> Result<Netns, ContainersError> {
     if path.is_empty() {
-        return Err(ApiFailure::bad_request(
-            "no container given: name a container, --netns PATH or --pid PID",
-        ));
+        return Err(ContainersError::NoContainer);
     }
-    Netns::open_path(std::path::Path::new(path)).map_err(bad)
+    Netns::open_path(std::path::Path::new(path)).map_err(ContainersError::Netns)
 }
 
 async fn release_all(ipam: &crate::ipam::IpamHandle, id: &str, addrs: &[Ipv4Net]) {
@@ -340,69 +437,9 @@ async fn release_all(ipam: &crate::ipam::IpamHandle, id: &str, addrs: &[Ipv4Net]
     }
 }
 
-fn bad(e: impl std::fmt::Display) -> ApiFailure {
-    ApiFailure::bad_request(e.to_string())
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiFailure {
-    ApiFailure {
-        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        message: e.to_string(),
+fn task(netns: &str, e: tokio::task::JoinError) -> ContainersError {
+    ContainersError::Task {
+        netns: netns.to_string(),
+        why: e.to_string(),
     }
-}
-
-/// The pieces the pipeline uses, all started.
-pub struct Parts {
-    /// Address management.
-    pub ipam: crate::ipam::IpamHandle,
-    /// Kernel data path.
-    pub datapath: crate::datapath::DatapathHandle,
-    /// Names.
-    pub dns: crate::dns::DnsHandle,
-    /// Attached containers.
-    pub registry: tokio::sync::Mutex<Registry>,
-}
-
-/// Starts the data path, IPAM and DNS for the pipeline, and loads the registry.
-pub async fn start(router: &Router) -> anyhow::Result<Parts> {
-    let config = router.config();
-    let range: Ipv4Net = config
-        .ipalloc_range
-        .as_deref()
-        .unwrap_or(crate::ipam::DEFAULT_RANGE)
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--ipalloc-range: {e}"))?;
-    let default_subnet = match config.ipalloc_default_subnet.as_deref() {
-        Some(s) => Some(
-            s.parse::<Ipv4Net>()
-                .map_err(|e| anyhow::anyhow!("--ipalloc-default-subnet: {e}"))?,
-        ),
-        None => None,
-    };
-    // Before the bridge exists, so a refused launch changes nothing on the host.
-    crate::ipam::check_host_routes(
-        range.trunc(),
-        config.ipalloc_range.is_some(),
-        crate::datapath::BRIDGE,
-    )?;
-    let datapath = crate::datapath::DatapathHandle::start(router).await?;
-    let stop = router.clone();
-    let ipam = crate::ipam::IpamHandle::start(
-        crate::ipam::IpamStart {
-            name: router.name().to_string(),
-            range: range.trunc(),
-            default_subnet,
-            init: config.ipalloc_init.clone(),
-            launch_peers: config.peers.len(),
-            state_dir: config.paths.state_dir.clone(),
-        },
-        router.mesh().cloned(),
-        async move { stop.stopped().await },
-    )?;
-    Ok(Parts {
-        ipam,
-        datapath,
-        dns: crate::dns::DnsHandle::start(config, router.name(), router.mesh().cloned()).await?,
-        registry: tokio::sync::Mutex::new(Registry::load(&config.paths.state_dir)?),
-    })
 }

@@ -1,53 +1,40 @@
 //! `weft expose` / `weft hide` (the host's address on the bridge, IPv4 forwarding,
-//! masquerading through nftables), the firewall rules for the subnets in use, and `weft reset`.
+//! masquerading through nftables), the firewall rules for the subnets in use, and the
+//! kernel side of `weft reset`.
 
 use std::path::Path;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use weft_api::{AddrsResponse, ExposeRequest, HideRequest};
 use weft_firewall::{CommandRunner, DockerForward, Firewall, Masquerade, Nftables, Ruleset};
 
 use super::{lock, DatapathHandle};
-use crate::api::ApiFailure;
-use crate::state::Router;
+use crate::ipam::{IpamHandle, IpamHandleError};
 
 /// The IPAM owner of the host's overlay addresses.
 pub const EXPOSE_OWNER: &str = "weft:expose";
 /// File in the state dir that remembers whether exposed addresses are masqueraded.
-const EXPOSE_FILE: &str = "expose.json";
+pub const EXPOSE_FILE: &str = "expose.json";
 
-/// `POST /expose`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ExposeRequest {
-    /// Addresses (`net:default`, `net:CIDR`, `ip:CIDR`, `CIDR`); none means `net:default`.
-    #[serde(default)]
-    pub addrs: Vec<String>,
-    /// Do not masquerade.
-    #[serde(default)]
-    pub without_masquerade: bool,
-}
-
-/// `POST /hide`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct HideRequest {
-    /// Addresses to take away; none means all.
-    #[serde(default)]
-    pub addrs: Vec<String>,
-}
-
-/// `POST /reset`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ResetRequest {
-    /// Skip handing the address space to other peers.
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// The addresses expose/hide acted on.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AddrsResponse {
-    /// CIDRs.
-    pub addrs: Vec<String>,
+/// Why expose or hide failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExposeError {
+    /// An address form is not `net:default`, `net:CIDR`, `ip:CIDR` or `CIDR`.
+    #[error(transparent)]
+    Spec(#[from] weft_ipam::AddrError),
+    /// IPAM did not give (or take back) the address.
+    #[error(transparent)]
+    Ipam(#[from] IpamHandleError),
+    /// The kernel refused the address on the bridge or the forwarding switch.
+    #[error("cannot expose: {0}")]
+    Expose(String),
+    /// The addresses are on the bridge but the firewall refused the rules.
+    #[error("exposed, but the firewall rules failed: {0}")]
+    Firewall(String),
+    /// The kernel refused to list or remove the bridge's addresses.
+    #[error("{0}")]
+    Hide(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,18 +109,6 @@ pub fn restore_forwarding(state_dir: &Path) -> Result<bool, String> {
     Ok(true)
 }
 
-/// The allocation range from `--ipalloc-range` (or the default).
-pub fn range_of(router_range: Option<&str>) -> Ipv4Net {
-    router_range
-        .and_then(|r| r.parse::<Ipv4Net>().ok())
-        .unwrap_or_else(|| {
-            crate::ipam::DEFAULT_RANGE
-                .parse()
-                .unwrap_or_else(|_| Ipv4Net::default())
-        })
-        .trunc()
-}
-
 /// The rules for the current state: subnets of local containers kept apart, exposed host
 /// addresses allowed everywhere, masquerade when exposed and asked for.
 pub fn ruleset(h: &DatapathHandle, range: Ipv4Net, exposed: &[Ipv4Net]) -> Ruleset {
@@ -180,7 +155,7 @@ pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
             && rules.published.is_empty()
             && rules.isolated_subnets.iter().all(|s| *s == h.inner.range)
         {
-            fw.reset()
+            fw.clear()
         } else {
             fw.apply(&rules)
         }
@@ -195,27 +170,27 @@ pub async fn apply_firewall(h: &DatapathHandle) -> Option<String> {
     Some(err)
 }
 
-fn bad(e: impl std::fmt::Display) -> ApiFailure {
-    ApiFailure::bad_request(e.to_string())
-}
-
 /// `weft expose`: addresses for the host on the bridge, masquerading unless told not to.
-pub async fn expose(router: &Router, req: ExposeRequest) -> Result<AddrsResponse, ApiFailure> {
-    let parts = router.parts()?;
+pub async fn expose(
+    dp: &DatapathHandle,
+    ipam: &IpamHandle,
+    req: ExposeRequest,
+) -> Result<AddrsResponse, ExposeError> {
     let words = if req.addrs.is_empty() {
         vec!["net:default".to_string()]
     } else {
         req.addrs.clone()
     };
-    let specs = weft_ipam::parse_addr_specs(&words).map_err(bad)?;
+    let specs = weft_ipam::parse_addr_specs(&words)?;
     let mut nets = Vec::new();
     for spec in &specs {
-        let net = parts.ipam.allocate(EXPOSE_OWNER, spec).await?;
+        let net = ipam.allocate(EXPOSE_OWNER, spec).await?;
         nets.push(net);
     }
-    let dp = parts.datapath.clone();
     let todo = nets.clone();
+    let dp_task = dp.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let dp = dp_task;
         let mut done = Vec::new();
         let res = todo
             .iter()
@@ -234,19 +209,17 @@ pub async fn expose(router: &Router, req: ExposeRequest) -> Result<AddrsResponse
         res
     })
     .await
-    .map_err(bad)?;
+    .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = res {
         for n in &nets {
-            let _ = parts.ipam.release(EXPOSE_OWNER, Some(*n)).await;
+            let _ = ipam.release(EXPOSE_OWNER, Some(*n)).await;
         }
-        return Err(ApiFailure::bad_request(format!("cannot expose: {e}")));
+        return Err(ExposeError::Expose(e));
     }
-    *lock(&parts.datapath.inner.masquerade) = !req.without_masquerade;
-    save_masquerade(&parts.datapath.inner.state_dir, !req.without_masquerade);
-    if let Some(e) = apply_firewall(&parts.datapath).await {
-        return Err(ApiFailure::bad_request(format!(
-            "exposed, but the firewall rules failed: {e}"
-        )));
+    *lock(&dp.inner.masquerade) = !req.without_masquerade;
+    save_masquerade(&dp.inner.state_dir, !req.without_masquerade);
+    if let Some(e) = apply_firewall(dp).await {
+        return Err(ExposeError::Firewall(e));
     }
     tracing::info!(addrs = ?nets, masquerade = !req.without_masquerade, "exposed");
     Ok(AddrsResponse {
@@ -255,15 +228,18 @@ pub async fn expose(router: &Router, req: ExposeRequest) -> Result<AddrsResponse
 }
 
 /// `weft hide`: takes the host's overlay addresses (all, or those named) away.
-pub async fn hide(router: &Router, req: HideRequest) -> Result<AddrsResponse, ApiFailure> {
-    let parts = router.parts()?;
-    let dp = parts.datapath.clone();
+pub async fn hide(
+    dp: &DatapathHandle,
+    ipam: &IpamHandle,
+    req: HideRequest,
+) -> Result<AddrsResponse, ExposeError> {
+    let dp = dp.clone();
     let bridge = dp.bridge().to_string();
     let exposed = tokio::task::spawn_blocking(move || weft_datapath::expose::exposed(&bridge))
         .await
-        .map_err(bad)?
-        .map_err(bad)?;
-    let specs = weft_ipam::parse_addr_specs(&req.addrs).map_err(bad)?;
+        .map_err(|e| ExposeError::Hide(e.to_string()))?
+        .map_err(|e| ExposeError::Hide(e.to_string()))?;
+    let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
     let chosen: Vec<Ipv4Net> = exposed
         .iter()
         .copied()
@@ -276,9 +252,7 @@ pub async fn hide(router: &Router, req: HideRequest) -> Result<AddrsResponse, Ap
                     weft_ipam::AddrSpec::Subnet(c) => {
                         crate::ipam::cidr_to_net(c).is_ok_and(|n| n.contains(&a.addr()))
                     }
-                    weft_ipam::AddrSpec::DefaultSubnet => {
-                        parts.ipam.default_subnet().contains(&a.addr())
-                    }
+                    weft_ipam::AddrSpec::DefaultSubnet => ipam.default_subnet().contains(&a.addr()),
                 })
         })
         .collect();
@@ -296,11 +270,11 @@ pub async fn hide(router: &Router, req: HideRequest) -> Result<AddrsResponse, Ap
         Ok(())
     })
     .await
-    .map_err(bad)?
-    .map_err(bad)?;
+    .map_err(|e| ExposeError::Hide(e.to_string()))?
+    .map_err(ExposeError::Hide)?;
     for n in &chosen {
-        if let Err(e) = parts.ipam.release(EXPOSE_OWNER, Some(*n)).await {
-            tracing::debug!(addr = %n, "release of an exposed address: {}", e.message);
+        if let Err(e) = ipam.release(EXPOSE_OWNER, Some(*n)).await {
+            tracing::debug!(addr = %n, "release of an exposed address: {e}");
         }
     }
     apply_firewall(&dp).await;
@@ -333,57 +307,5 @@ pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
         Ok(removed)
     } else {
         Err(errors.join("; "))
-    }
-}
-
-/// `weft reset` in the router: hand the address space over (unless forced), stop the
-/// data path, remove everything weft made, forget the containers, and stop.
-pub async fn reset(router: &Router, req: ResetRequest) -> Result<(), ApiFailure> {
-    let parts = router.parts()?;
-    // Docker's networks first, while IPAM can still take their addresses back.
-    if let Some(d) = router.docker() {
-        d.remove_networks().await;
-    }
-    let handed_over = if req.force {
-        false
-    } else {
-        match parts.ipam.shutdown().await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("address space not handed over: {}", e.message);
-                false
-            }
-        }
-    };
-    if !handed_over {
-        // Forget the ring and allocations anyway: a reset peer starts afresh.
-        if let Err(e) = parts.ipam.discard().await {
-            tracing::warn!("IPAM state not discarded: {}", e.message);
-        }
-    }
-    parts.datapath.stop().await;
-    let bridge = parts.datapath.bridge().to_string();
-    let state_dir = router.config().paths.state_dir.clone();
-    let dir = state_dir.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let res = reset_host(&bridge);
-        match (res, restore_forwarding(&dir)) {
-            (res, Ok(_)) => res,
-            (Ok(_), Err(e)) => Err(e),
-            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
-        }
-    })
-    .await
-    .map_err(bad)?;
-    let _ = std::fs::remove_file(state_dir.join("containers.json"));
-    let _ = std::fs::remove_file(state_dir.join(EXPOSE_FILE));
-    let _ = std::fs::remove_file(crate::docker::saved::path(&state_dir));
-    router.shutdown();
-    match res {
-        Ok(removed) => {
-            tracing::info!(?removed, "reset: weft's links and rules removed");
-            Ok(())
-        }
-        Err(e) => Err(ApiFailure::bad_request(format!("reset incomplete: {e}"))),
     }
 }

@@ -5,12 +5,10 @@
 //! `start` builds the kernel side and spawns the driver task (`driver.rs`); the attach
 //! pipeline tells the handle about local container interfaces; the driver gossips them on
 //! the mesh's DATAPATH channel and programs the VXLAN FDB and the sleeve from what peers
-//! announce (`plan.rs` decides, sans-IO).
+//! announce (the `weft-paths` core decides, sans-IO; the driver only carries it out).
 
 mod driver;
 pub mod expose;
-pub mod plan;
-mod pmtu;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -21,7 +19,10 @@ use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot};
 use weft_datapath::{fastdp, mtu, AttachInfo, Netns};
 
-use crate::state::Router;
+use crate::config::{Config, PeerAddr};
+use crate::mesh::MeshHandle;
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
 
 /// Name of the overlay bridge.
 pub const BRIDGE: &str = "weft";
@@ -40,12 +41,6 @@ pub struct PathInfo {
     pub path: String,
     /// Overlay MTU that fits one packet on that path.
     pub mtu: u32,
-    /// `encrypted sleeve`, `sleeve` or `fastdp` (as Weave's status says).
-    pub encryption: String,
-    /// The sleeve's AEAD when encrypted (`aes-256-gcm`, `chacha20-poly1305`).
-    pub cipher: Option<String>,
-    /// Path MTU discovered on that path (underlay datagram bytes), once known.
-    pub pmtu: Option<u32>,
 }
 
 /// Handle the attach pipeline and the API use.
@@ -75,10 +70,9 @@ struct Inner {
 
 /// The underlay MTU this host sends on: towards the first peer given as an address, else
 /// through the default route, else the largest MTU of an up, non-weft link, else 1500.
-fn host_underlay_mtu(peers: &[String]) -> u32 {
+fn host_underlay_mtu(peers: &[PeerAddr]) -> u32 {
     for p in peers {
-        let host = p.rsplit_once(':').map(|(h, _)| h).unwrap_or(p);
-        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        if let Ok(ip) = p.host.parse::<Ipv4Addr>() {
             if let Ok(m) = mtu::underlay_mtu(ip) {
                 return m;
             }
@@ -93,8 +87,13 @@ fn host_underlay_mtu(peers: &[String]) -> u32 {
 impl DatapathHandle {
     /// Builds the bridge and (unless --no-fastdp) the VXLAN device in the host's namespace,
     /// starts the sleeve, and spawns the driver. Containers already on the bridge stay.
-    pub async fn start(router: &Router) -> anyhow::Result<Self> {
-        let config = router.config().clone();
+    pub async fn start(
+        config: &Config,
+        me: &str,
+        mesh: MeshHandle,
+        registry: &Registry,
+        stop: Shutdown,
+    ) -> anyhow::Result<Self> {
         let use_fastdp = !config.no_fastdp;
         let peers = config.peers.clone();
         let configured = config.mtu;
@@ -127,16 +126,16 @@ impl DatapathHandle {
                 bridge: BRIDGE.to_string(),
                 mtu,
                 fastdp: use_fastdp,
-                range: expose::range_of(config.ipalloc_range.as_deref()),
+                range: config.range(),
                 state_dir: config.paths.state_dir.clone(),
-                local: Mutex::new(local_from_registry(&config.paths.state_dir)),
+                local: Mutex::new(local_from_registry(registry)),
                 paths: Mutex::new(BTreeMap::new()),
                 cmds,
                 masquerade: Mutex::new(masquerade),
                 published: Mutex::new(Vec::new()),
             }),
         };
-        driver::spawn(router, handle.clone(), underlay, rx).await?;
+        driver::spawn(config, me, mesh, stop, handle.clone(), underlay, rx).await?;
         tracing::info!(mtu, underlay, fastdp = use_fastdp, "data path started");
         Ok(handle)
     }
@@ -229,11 +228,8 @@ impl DatapathHandle {
 }
 
 /// The containers of the registry of an earlier run whose namespace still exists.
-fn local_from_registry(state_dir: &std::path::Path) -> LocalEndpoints {
+fn local_from_registry(reg: &Registry) -> LocalEndpoints {
     let mut out = BTreeMap::new();
-    let Ok(reg) = crate::containers::registry::Registry::load(state_dir) else {
-        return out;
-    };
     for (id, e) in reg.iter() {
         let alive = Netns::open_path(std::path::Path::new(&e.netns))
             .map(|ns| ns.inode() == e.ns_inode)

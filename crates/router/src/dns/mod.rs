@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use weft_datapath::Netns;
 use weft_dns::{
@@ -24,10 +23,8 @@ use weft_dns::{
     RemoveFilter,
 };
 
-use crate::api::ApiFailure;
 use crate::mesh::MeshHandle;
-
-pub use weft_dns::docker_dns_args;
+use crate::registry::Registry;
 
 /// Container id of names added with `weft dns-add IP... -h FQDN` (no container).
 pub const EXTERN: &str = "weft:extern";
@@ -66,25 +63,23 @@ struct Attached {
     _served: listen::Served,
 }
 
-/// Body of `POST /dns/add` and `POST /dns/remove`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DnsEditRequest {
-    /// A container as `weft ps` lists it (id, or its hostname / short name).
-    #[serde(default)]
-    pub container: Option<String>,
-    /// Addresses (`10.32.0.1` or `10.32.0.1/12`); none = the container's.
-    #[serde(default)]
-    pub ips: Vec<String>,
-    /// Fully qualified name; none = the container's registered hostname.
-    #[serde(default)]
-    pub fqdn: Option<String>,
-}
-
-/// Answer to `POST /dns/add` and `POST /dns/remove`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DnsEditResponse {
-    /// How many records were added or removed.
-    pub count: usize,
+/// Why a DNS request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsHandleError {
+    /// The router was launched with `--no-dns`.
+    #[error("DNS is off in this router (it was launched with --no-dns); relaunch it without --no-dns to use weft's DNS")]
+    Off,
+    /// No DNS socket could be opened in a container's namespace.
+    #[error("cannot serve DNS in container {container}: {why}")]
+    Serve {
+        /// The container.
+        container: String,
+        /// Why not.
+        why: String,
+    },
+    /// The record store refused a name, an id or a removal.
+    #[error(transparent)]
+    Record(#[from] weft_dns::DnsError),
 }
 
 /// What `POST /dns/remove` selects; every given field must match.
@@ -106,6 +101,7 @@ impl DnsHandle {
         config: &crate::config::Config,
         me: &str,
         mesh: Option<MeshHandle>,
+        registry: &Registry,
     ) -> anyhow::Result<DnsHandle> {
         if config.no_dns {
             tracing::info!("DNS is off (--no-dns)");
@@ -117,18 +113,13 @@ impl DnsHandle {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let gossip = DnsGossip::new(me, GossipConfig::default(), now, wall_ms)?;
-        let range: Ipv4Net = config
-            .ipalloc_range
-            .as_deref()
-            .unwrap_or(crate::ipam::DEFAULT_RANGE)
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--ipalloc-range: {e}"))?;
+        let range = config.range();
         let answerer = Answerer::new(
             gossip.records(),
             AnswerConfig {
                 domain: config.dns_domain.clone(),
                 ttl: weft_dns::DEFAULT_TTL,
-                reverse_ranges: vec![range.trunc()],
+                reverse_ranges: vec![range],
             },
         )
         .map_err(|e| anyhow::anyhow!("--dns-domain: {e}"))?;
@@ -157,7 +148,7 @@ impl DnsHandle {
             save_lock: tokio::sync::Mutex::new(()),
         });
         let handle = DnsHandle { inner: Some(inner) };
-        handle.restore(&config.paths.state_dir).await?;
+        handle.restore(registry).await?;
         match mesh {
             Some(mesh) => {
                 tokio::spawn(drive(
@@ -169,6 +160,14 @@ impl DnsHandle {
             None => tracing::warn!("DNS runs without the mesh: names stay on this host"),
         }
         Ok(handle)
+    }
+
+    /// Queries served as (source, result, count), for /metrics.
+    pub fn query_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.inner
+            .as_ref()
+            .map(|i| i.server.stats.counts())
+            .unwrap_or_default()
     }
 
     /// Whether DNS is on.
@@ -190,7 +189,7 @@ impl DnsHandle {
 
     /// Addresses of `name` known to weft (`weft dns-lookup`); a short name is tried under
     /// the domain too.
-    pub fn lookup(&self, name: &str) -> Result<Vec<Ipv4Addr>, ApiFailure> {
+    pub fn lookup(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsHandleError> {
         Ok(self.on()?.server.answerer().lookup(name))
     }
 
@@ -202,7 +201,7 @@ impl DnsHandle {
         hostname: Option<&str>,
         addrs: &[Ipv4Net],
         netns: &Netns,
-    ) -> Result<(), ApiFailure> {
+    ) -> Result<(), DnsHandleError> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
@@ -214,7 +213,10 @@ impl DnsHandle {
                 tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(bind),
                 _ => bind(),
             }
-            .map_err(|e| bad(format!("cannot serve DNS in the container: {e}")));
+            .map_err(|why| DnsHandleError::Serve {
+                container: container.to_string(),
+                why,
+            });
             let bound = match bound {
                 Ok(b) => b,
                 // Another attach of the same container got there first.
@@ -228,10 +230,10 @@ impl DnsHandle {
                 tracing::warn!(%container, "DNS listener: {f}");
             }
             if bound.sockets.is_empty() && !lock(&inner.containers).contains_key(container) {
-                return Err(bad(format!(
-                    "cannot serve DNS in container {container}: {}",
-                    bound.failed.join("; ")
-                )));
+                return Err(DnsHandleError::Serve {
+                    container: container.to_string(),
+                    why: bound.failed.join("; "),
+                });
             }
             if !bound.sockets.is_empty() {
                 let served = listen::Served::start(bound, &inner.server, container);
@@ -266,7 +268,7 @@ impl DnsHandle {
             addrs: addrs.iter().map(|n| n.addr()).collect(),
         };
         if let Err(e) = self.remove(&removal).await {
-            tracing::warn!(%container, "removing DNS names: {}", e.message);
+            tracing::warn!(%container, "removing DNS names: {e}");
         }
         let mut containers = lock(&inner.containers);
         let gone = match containers.get_mut(container) {
@@ -291,15 +293,13 @@ impl DnsHandle {
         container: &str,
         hostname: &str,
         addrs: &[Ipv4Addr],
-    ) -> Result<usize, ApiFailure> {
+    ) -> Result<usize, DnsHandleError> {
         let inner = self.on()?;
         let mut added = 0;
         {
             let mut g = lock(&inner.gossip);
             for a in addrs {
-                let actions = g
-                    .add(container, hostname, *a, Instant::now())
-                    .map_err(|e| bad(e.to_string()))?;
+                let actions = g.add(container, hostname, *a, Instant::now())?;
                 added += 1;
                 for act in actions {
                     let _ = inner.actions.send(act);
@@ -311,7 +311,7 @@ impl DnsHandle {
     }
 
     /// Removes this router's entries that match; returns how many.
-    pub async fn remove(&self, removal: &Removal) -> Result<usize, ApiFailure> {
+    pub async fn remove(&self, removal: &Removal) -> Result<usize, DnsHandleError> {
         let inner = self.on()?;
         let hostname = removal.hostname.as_deref().map(|h| self.qualify(h));
         let filters: Vec<RemoveFilter> = if removal.addrs.is_empty() {
@@ -335,9 +335,7 @@ impl DnsHandle {
         {
             let mut g = lock(&inner.gossip);
             for f in &filters {
-                let (n, actions) = g
-                    .remove(f, Instant::now())
-                    .map_err(|e| bad(e.to_string()))?;
+                let (n, actions) = g.remove(f, Instant::now())?;
                 removed += n;
                 for act in actions {
                     let _ = inner.actions.send(act);
@@ -362,13 +360,8 @@ impl DnsHandle {
         }
     }
 
-    fn on(&self) -> Result<&Arc<Inner>, ApiFailure> {
-        self.inner.as_ref().ok_or_else(|| ApiFailure {
-            status: axum::http::StatusCode::CONFLICT,
-            message: "DNS is off in this router (it was launched with --no-dns); \
-                      relaunch it without --no-dns to use weft's DNS"
-                .to_string(),
-        })
+    fn on(&self) -> Result<&Arc<Inner>, DnsHandleError> {
+        self.inner.as_ref().ok_or(DnsHandleError::Off)
     }
 
     /// Writes our own entries to the state dir; a failure is logged (names still work).
@@ -396,11 +389,10 @@ impl DnsHandle {
     /// After a restart: listeners and names for the containers of the registry whose
     /// namespace is still the one they were attached in, and the saved names of those
     /// containers and of `dns-add` without a container.
-    async fn restore(&self, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    async fn restore(&self, registry: &Registry) -> anyhow::Result<()> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
-        let registry = crate::containers::registry::Registry::load(state_dir)?;
         let saved = saved::load(&inner.saved_path)?;
         let mut alive = BTreeSet::new();
         for (id, entry) in registry.iter() {
@@ -419,13 +411,13 @@ impl DnsHandle {
                 Ok(()) => {
                     alive.insert(id.clone());
                 }
-                Err(e) => tracing::warn!(container = %id, "DNS not restored: {}", e.message),
+                Err(e) => tracing::warn!(container = %id, "DNS not restored: {e}"),
             }
         }
         for s in saved {
             if s.container == EXTERN || alive.contains(&s.container) {
                 if let Err(e) = self.add(&s.container, &s.hostname, &[s.addr]).await {
-                    tracing::warn!(name = %s.hostname, "saved DNS name not restored: {}", e.message);
+                    tracing::warn!(name = %s.hostname, "saved DNS name not restored: {e}");
                 }
             }
         }
@@ -502,8 +494,4 @@ async fn drive(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn bad(message: String) -> ApiFailure {
-    ApiFailure::bad_request(message)
 }

@@ -11,7 +11,6 @@ use ipnet::Ipv4Net;
 use weft_api::DetachRequest;
 
 use super::DockerHandle;
-use crate::state::Router;
 
 /// Longest wait before the event stream is opened again after it broke.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -22,12 +21,12 @@ pub fn is_docker_id(id: &str) -> bool {
 }
 
 /// Follows Docker's events until the router stops; reconnects with backoff.
-pub async fn run(handle: DockerHandle, router: Router) {
+pub async fn run(handle: DockerHandle) {
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
         if !first {
-            reconcile(&handle, &router, false).await;
+            reconcile(&handle, false).await;
         }
         first = false;
         let mut filters = std::collections::BTreeMap::new();
@@ -41,7 +40,7 @@ pub async fn run(handle: DockerHandle, router: Router) {
             Err(e) => {
                 tracing::warn!("Docker events: {e}");
                 tokio::select! {
-                    _ = router.stopped() => return,
+                    _ = handle.shutdown.stopped() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -51,14 +50,14 @@ pub async fn run(handle: DockerHandle, router: Router) {
         tokio::pin!(stream);
         loop {
             tokio::select! {
-                _ = router.stopped() => return,
+                _ = handle.shutdown.stopped() => return,
                 ev = stream.next() => match ev {
                     Some(Ok(ev)) => {
                         backoff = Duration::from_secs(1);
                         let id = ev.actor.id.clone();
                         match ev.action.as_str() {
-                            "start" => container_started(&handle, &router, &id).await,
-                            "die" | "destroy" => container_died(&handle, &router, &id).await,
+                            "start" => container_started(&handle, &id).await,
+                            "die" | "destroy" => container_died(&handle, &id).await,
                             _ => {}
                         }
                     }
@@ -74,7 +73,7 @@ pub async fn run(handle: DockerHandle, router: Router) {
             }
         }
         tokio::select! {
-            _ = router.stopped() => return,
+            _ = handle.shutdown.stopped() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -83,7 +82,7 @@ pub async fn run(handle: DockerHandle, router: Router) {
 
 /// A container started: its weft endpoints learn their container, its names go into DNS
 /// with a listener in its namespace, and its addresses are announced by gratuitous ARP.
-pub async fn container_started(handle: &DockerHandle, router: &Router, id: &str) {
+pub async fn container_started(handle: &DockerHandle, id: &str) {
     let c = match handle.engine.inspect_container(id).await {
         Ok(Some(c)) => c,
         Ok(None) => return,
@@ -124,7 +123,7 @@ pub async fn container_started(handle: &DockerHandle, router: &Router, id: &str)
     if addrs.is_empty() {
         return;
     }
-    let Ok(parts) = router.parts() else { return };
+    let parts = handle.backend.containers();
     let path = format!("/proc/{}/ns/net", c.state.pid);
     let netns = match weft_datapath::Netns::open_path(std::path::Path::new(&path)) {
         Ok(n) => n,
@@ -150,12 +149,12 @@ pub async fn container_started(handle: &DockerHandle, router: &Router, id: &str)
         .container_attached(&c.id, first, &addrs, &netns)
         .await
     {
-        tracing::warn!(container = %id, "DNS: {}", e.message);
+        tracing::warn!(container = %id, "DNS: {e}");
     }
     for extra in names.iter().skip(1) {
         let ips: Vec<_> = addrs.iter().map(|a| a.addr()).collect();
         if let Err(e) = parts.dns.add(&c.id, &parts.dns.qualify(extra), &ips).await {
-            tracing::warn!(container = %id, "DNS: {}", e.message);
+            tracing::warn!(container = %id, "DNS: {e}");
         }
     }
     tracing::info!(container = %c.id, names = ?names, addrs = ?addrs, "Docker container on weft");
@@ -182,8 +181,8 @@ pub fn container_names(c: &weft_docker::engine::Container, domain: Option<&str>)
 
 /// A container died or was removed: names and listeners go; containers attached with
 /// `weft attach` are detached (Docker's own calls release plugin endpoints).
-pub async fn container_died(handle: &DockerHandle, router: &Router, id: &str) {
-    let Ok(parts) = router.parts() else { return };
+pub async fn container_died(handle: &DockerHandle, id: &str) {
+    let parts = handle.backend.containers();
     let addrs: Vec<Ipv4Net> = {
         let s = handle.backend.state().lock().await;
         s.endpoints
@@ -202,11 +201,11 @@ pub async fn container_died(handle: &DockerHandle, router: &Router, id: &str) {
             addrs: Vec::new(),
             container: Some(id.to_string()),
         };
-        match crate::containers::detach(router, req).await {
+        match crate::containers::detach(parts, req).await {
             Ok(r) => {
                 tracing::info!(container = %id, removed = ?r.removed, "detached: the container stopped")
             }
-            Err(e) => tracing::warn!(container = %id, "detach: {}", e.message),
+            Err(e) => tracing::warn!(container = %id, "detach: {e}"),
         }
     }
 }
@@ -216,8 +215,8 @@ pub async fn container_died(handle: &DockerHandle, router: &Router, id: &str) {
 /// running containers (names, listeners) after a restart of the router. Addresses without
 /// an endpoint are released only `at_start`: later, one may belong to a container Docker
 /// is creating right now (between RequestAddress and CreateEndpoint).
-pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
-    let Ok(parts) = router.parts() else { return };
+pub async fn reconcile(handle: &DockerHandle, at_start: bool) {
+    let parts = handle.backend.containers();
     // Containers attached with `weft attach CONTAINER`.
     let attached: Vec<String> = parts
         .registry
@@ -230,7 +229,7 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
     for id in attached {
         match handle.engine.inspect_container(&id).await {
             Ok(Some(c)) if c.state.running => {}
-            Ok(_) => container_died(handle, router, &id).await,
+            Ok(_) => container_died(handle, &id).await,
             Err(e) => tracing::warn!(container = %id, "inspect: {e}"),
         }
     }
@@ -311,7 +310,7 @@ pub async fn reconcile(handle: &DockerHandle, router: &Router, at_start: bool) {
     }
     // Running containers: names and listeners again (the router may have restarted).
     for id in running {
-        container_started(handle, router, &id).await;
+        container_started(handle, &id).await;
     }
 }
 

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use weft_api::Paths;
 use weft_docker::engine::Engine;
 
-use crate::state::Router;
+use crate::containers::Containers;
+use crate::shutdown::Shutdown;
 pub use plugin::RouterBackend;
 
 /// Name of the network `weft launch` creates on Docker (`docker run --net=weft`).
@@ -33,6 +35,8 @@ pub struct DockerHandle {
     pub engine: Arc<Engine>,
     /// dockerd's socket.
     pub docker_socket: PathBuf,
+    /// The router's stop signal (the plugin, proxy and event tasks end with it).
+    pub shutdown: Shutdown,
 }
 
 /// The Docker socket the router should use: `DOCKER_HOST`, unless that points at weft's
@@ -48,51 +52,65 @@ pub fn docker_host(proxy_socket: &Path) -> Option<String> {
     }
 }
 
-/// Starts the Docker integration when dockerd answers; `Ok(None)` when this host has no
-/// Docker (weft works without it). The `weft` network is created in the background.
-pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
-    let paths = router.config().paths.clone();
+/// This host's dockerd when it answers; `None` when this host has no Docker (weft works
+/// without it, and the plugin and the proxy stay off).
+pub async fn connect(paths: &Paths) -> Option<Arc<Engine>> {
     let host = docker_host(&paths.proxy_socket());
     let engine = match Engine::from_docker_host(host.as_deref()) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!("Docker integration off: {e}");
-            return Ok(None);
+            return None;
         }
     };
     let docker_socket = engine.socket().to_path_buf();
     if !docker_socket.exists() {
         tracing::info!(socket = %docker_socket.display(), "no Docker here: the plugin and the proxy are off");
-        return Ok(None);
+        return None;
     }
     if let Err(e) = engine.ping().await {
         tracing::warn!(socket = %docker_socket.display(), "Docker does not answer ({e}): the plugin and the proxy are off");
-        return Ok(None);
+        return None;
     }
+    Some(Arc::new(engine))
+}
+
+/// Starts the Docker integration on `engine` (from [`connect`]): the plugin, the proxy
+/// and the event follower. The `weft` network is created in the background.
+pub async fn start(
+    engine: Arc<Engine>,
+    containers: Arc<Containers>,
+    paths: &Paths,
+    shutdown: Shutdown,
+) -> anyhow::Result<DockerHandle> {
+    let docker_socket = engine.socket().to_path_buf();
     let saved_path = saved::path(&paths.state_dir);
-    let backend = RouterBackend::new(router.clone(), saved::Saved::load(&saved_path)?, saved_path);
+    let backend = RouterBackend::new(
+        containers.clone(),
+        saved::Saved::load(&saved_path)?,
+        saved_path,
+    );
     let handle = DockerHandle {
         backend: backend.clone(),
-        engine: Arc::new(engine),
+        engine,
         docker_socket: docker_socket.clone(),
+        shutdown: shutdown.clone(),
     };
     handle.restore_endpoints().await;
 
     // The plugin first: creating the network makes dockerd call it.
     let plugin_socket = paths.plugin_socket();
     let listener = bind_socket(&plugin_socket, None)?;
-    let stop = router.clone();
     let b = Arc::new(backend.clone());
+    let stop = shutdown.stopped();
     tokio::spawn(async move {
-        if let Err(e) =
-            weft_docker::plugin::serve(listener, b, async move { stop.stopped().await }).await
-        {
+        if let Err(e) = weft_docker::plugin::serve(listener, b, stop).await {
             tracing::error!("Docker plugin stopped: {e}");
         }
     });
     tracing::info!(socket = %plugin_socket.display(), "Docker plugin listening");
 
-    let parts = router.parts().map_err(|e| anyhow::anyhow!(e.message))?;
+    let parts = &containers;
     let bridge = parts.datapath.bridge().to_string();
     // Published ports answer on 127.0.0.1 too: DNATed loopback traffic must be routable
     // out of the bridge (the setting goes with the bridge on reset).
@@ -103,10 +121,10 @@ pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
         tracing::warn!("published ports will not answer on 127.0.0.1: {e}");
     }
 
-    events::reconcile(&handle, router, true).await;
+    events::reconcile(&handle, true).await;
     // In the background: the network's gateway address comes from IPAM, which may wait
     // for the other peers (consensus) that are launched after this one.
-    tokio::spawn(create_network_until_done(handle.clone(), router.clone()));
+    tokio::spawn(create_network_until_done(handle.clone()));
 
     let proxy_socket = paths.proxy_socket();
     let listener = bind_socket(&proxy_socket, Some(&docker_socket))?;
@@ -121,30 +139,24 @@ pub async fn start(router: &Router) -> anyhow::Result<Option<DockerHandle>> {
             .map(|d| d.trim_end_matches('.').to_string()),
         driver: DRIVER.to_string(),
     };
-    let stop = router.clone();
+    let stop = shutdown.stopped();
     let upstream = docker_socket.clone();
     tokio::spawn(async move {
-        weft_docker::proxy::serve(
-            listener,
-            upstream,
-            config,
-            async move { stop.stopped().await },
-        )
-        .await;
+        weft_docker::proxy::serve(listener, upstream, config, stop).await;
     });
     tracing::info!(socket = %proxy_socket.display(), "Docker proxy listening");
 
-    tokio::spawn(events::run(handle.clone(), router.clone()));
-    Ok(Some(handle))
+    tokio::spawn(events::run(handle.clone()));
+    Ok(handle)
 }
 
 /// Creates the network `weft` on Docker, retrying until it exists or the router stops.
-async fn create_network_until_done(handle: DockerHandle, router: Router) {
+async fn create_network_until_done(handle: DockerHandle) {
     let mut delay = Duration::from_secs(1);
     loop {
-        let attempt = tokio::time::timeout(CREATE_TIMEOUT, handle.ensure_network(&router));
+        let attempt = tokio::time::timeout(CREATE_TIMEOUT, handle.ensure_network());
         let result = tokio::select! {
-            _ = router.stopped() => return,
+            _ = handle.shutdown.stopped() => return,
             r = attempt => r,
         };
         match result {
@@ -156,7 +168,7 @@ async fn create_network_until_done(handle: DockerHandle, router: Router) {
             ),
         }
         tokio::select! {
-            _ = router.stopped() => return,
+            _ = handle.shutdown.stopped() => return,
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(30));
@@ -197,6 +209,29 @@ impl DockerHandle {
             proxy_socket: paths.proxy_socket().display().to_string(),
             networks,
             endpoints,
+        }
+    }
+
+    /// Adds the containers on Docker's weft networks to `out` (a container attached both
+    /// ways gets the plugin's addresses too).
+    pub async fn add_endpoints(&self, out: &mut Vec<weft_api::ContainerReport>) {
+        let s = self.backend.state().lock().await;
+        for (ep, e) in &s.endpoints {
+            let id = e
+                .container
+                .clone()
+                .unwrap_or_else(|| format!("endpoint:{ep}"));
+            match out.iter_mut().find(|c| c.id == id) {
+                Some(c) => c.addrs.extend(e.addr.iter().map(|a| a.to_string())),
+                None => out.push(weft_api::ContainerReport {
+                    id,
+                    netns: String::new(),
+                    ifname: String::new(),
+                    mac: e.mac.clone(),
+                    addrs: e.addr.iter().map(|a| a.to_string()).collect(),
+                    hostname: None,
+                }),
+            }
         }
     }
 
@@ -242,7 +277,7 @@ impl DockerHandle {
     }
 
     /// Creates the network `weft` on Docker unless it is there.
-    async fn ensure_network(&self, router: &Router) -> anyhow::Result<()> {
+    async fn ensure_network(&self) -> anyhow::Result<()> {
         let nets = self.engine.list_networks().await?;
         if let Some(n) = nets.iter().find(|n| n.name == NETWORK) {
             if n.driver != DRIVER {
@@ -253,11 +288,7 @@ impl DockerHandle {
             }
             return Ok(());
         }
-        let subnet = router
-            .parts()
-            .map_err(|e| anyhow::anyhow!(e.message))?
-            .ipam
-            .default_subnet();
+        let subnet = self.backend.containers().ipam.default_subnet();
         let req = weft_docker::engine::CreateNetwork {
             name: NETWORK.to_string(),
             driver: DRIVER.to_string(),

@@ -14,13 +14,10 @@ use weft_docker::plugin::{
     NetworkSpec, PluginError, PluginResult, Pool, PoolRequest, PortMapping, Proto,
 };
 
-use super::saved::{
-    EndpointEntry, GatewayEntry, NetworkEntry, PoolEntry, Saved, SavedPort, SavedProto,
-};
-use crate::api::ApiFailure;
-use crate::datapath::expose::{ExposeRequest, HideRequest};
+use super::saved::{EndpointEntry, GatewayEntry, NetworkEntry, PoolEntry, Saved, SavedPort};
+use crate::containers::Containers;
 use crate::datapath::wire::fmt_mac;
-use crate::state::Router;
+use weft_api::{ExposeRequest, HideRequest};
 
 /// Prefix of the IPAM owners of container addresses (`docker:SUBNET:NONCE`).
 pub const OWNER_PREFIX: &str = "docker:";
@@ -42,24 +39,24 @@ pub fn endpoint_key(endpoint_id: &str) -> String {
 /// The plugin backend: shared state, persisted on every change.
 #[derive(Clone)]
 pub struct RouterBackend {
-    router: Router,
+    containers: Arc<Containers>,
     state: Arc<Mutex<Saved>>,
     path: PathBuf,
 }
 
 impl RouterBackend {
     /// A backend over the saved state at `path`.
-    pub fn new(router: Router, saved: Saved, path: PathBuf) -> Self {
+    pub fn new(containers: Arc<Containers>, saved: Saved, path: PathBuf) -> Self {
         RouterBackend {
-            router,
+            containers,
             state: Arc::new(Mutex::new(saved)),
             path,
         }
     }
 
-    /// The router this backend serves.
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The attach pipeline's handles this backend uses.
+    pub fn containers(&self) -> &Arc<Containers> {
+        &self.containers
     }
 
     /// The shared state (events and reconciliation read and change it too).
@@ -73,24 +70,20 @@ impl RouterBackend {
             .map_err(|e| err(format!("cannot save {}: {e}", self.path.display())))
     }
 
-    fn parts(&self) -> PluginResult<&crate::containers::Parts> {
-        self.router.parts().map_err(api_err)
+    fn parts(&self) -> &Containers {
+        &self.containers
     }
 
     /// Hands the ports of every published endpoint to the firewall.
     pub async fn apply_published(&self) {
-        let Ok(parts) = self.parts() else { return };
+        let parts = self.parts();
         let s = self.state.lock().await;
         let mut all = Vec::new();
         for e in s.endpoints.values() {
             let Some(addr) = e.addr else { continue };
             for p in &e.published {
                 all.push(weft_firewall::Published {
-                    proto: match p.proto {
-                        SavedProto::Tcp => weft_firewall::Proto::Tcp,
-                        SavedProto::Udp => weft_firewall::Proto::Udp,
-                        SavedProto::Sctp => weft_firewall::Proto::Sctp,
-                    },
+                    proto: p.proto,
                     host_ip: p.host_ip,
                     host_port: p.host_port,
                     addr: addr.addr(),
@@ -108,8 +101,9 @@ fn err(m: impl Into<String>) -> PluginError {
     PluginError::new(m)
 }
 
-fn api_err(e: ApiFailure) -> PluginError {
-    PluginError::new(e.message)
+/// A router error as dockerd shows it: the error's own line (what, why, what to do).
+fn plugin_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::new(e.to_string())
 }
 
 /// A locally administered unicast MAC, random.
@@ -121,11 +115,7 @@ fn random_mac() -> [u8; 6] {
 
 fn to_saved(p: &PortMapping) -> SavedPort {
     SavedPort {
-        proto: match p.proto {
-            Proto::Tcp => SavedProto::Tcp,
-            Proto::Udp => SavedProto::Udp,
-            Proto::Sctp => SavedProto::Sctp,
-        },
+        proto: p.proto,
         port: p.port,
         host_ip: p.host_ip,
         host_port: p.host_port,
@@ -134,11 +124,7 @@ fn to_saved(p: &PortMapping) -> SavedPort {
 
 fn to_mapping(p: &SavedPort) -> PortMapping {
     PortMapping {
-        proto: match p.proto {
-            SavedProto::Tcp => Proto::Tcp,
-            SavedProto::Udp => Proto::Udp,
-            SavedProto::Sctp => Proto::Sctp,
-        },
+        proto: p.proto,
         port: p.port,
         host_ip: p.host_ip,
         host_port: p.host_port,
@@ -150,7 +136,7 @@ fn to_mapping(p: &SavedPort) -> PortMapping {
 /// the same), 0 replaced by a free one from the ephemeral range.
 fn choose_ports(
     wanted: &[SavedPort],
-    taken: &BTreeSet<(SavedProto, u16)>,
+    taken: &BTreeSet<(Proto, u16)>,
 ) -> PluginResult<Vec<SavedPort>> {
     let mut taken = taken.clone();
     let mut out = Vec::new();
@@ -177,7 +163,7 @@ impl RouterBackend {
     /// The gateway of `subnet`: this host's exposed address in it, exposing one if none
     /// is there (a given `want` address is claimed).
     async fn gateway_for(&self, subnet: Ipv4Net, want: Option<Ipv4Addr>) -> PluginResult<Ipv4Net> {
-        let parts = self.parts()?;
+        let parts = self.parts();
         {
             let mut s = self.state.lock().await;
             if let Some(g) = s.gateways.get_mut(&subnet) {
@@ -207,7 +193,8 @@ impl RouterBackend {
                     None => format!("net:{subnet}"),
                 };
                 let resp = crate::datapath::expose::expose(
-                    &self.router,
+                    &parts.datapath,
+                    &parts.ipam,
                     ExposeRequest {
                         addrs: vec![word],
                         without_masquerade: !parts.datapath.masquerade(),
@@ -216,8 +203,7 @@ impl RouterBackend {
                 .await
                 .map_err(|e| {
                     err(format!(
-                        "cannot give this host a gateway address in {subnet}: {}",
-                        e.message
+                        "cannot give this host a gateway address in {subnet}: {e}"
                     ))
                 })?;
                 let Some(a) = resp.addrs.first().and_then(|a| a.parse::<Ipv4Net>().ok()) else {
@@ -261,22 +247,24 @@ impl RouterBackend {
         self.persist(&s)?;
         drop(s);
         if ours {
+            let parts = self.parts();
             crate::datapath::expose::hide(
-                &self.router,
+                &parts.datapath,
+                &parts.ipam,
                 HideRequest {
                     addrs: vec![format!("ip:{net}")],
                 },
             )
             .await
-            .map_err(api_err)?;
+            .map_err(plugin_err)?;
         }
         Ok(true)
     }
 
     /// The endpoint's container-side MAC and address, for the data path's gossip.
     pub fn announce_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
-        let (Ok(parts), Some(mac)) = (self.parts(), crate::datapath::wire::parse_mac(&e.mac))
-        else {
+        let parts = self.parts();
+        let Some(mac) = crate::datapath::wire::parse_mac(&e.mac) else {
             return;
         };
         parts.datapath.endpoint_mac_added(
@@ -284,6 +272,14 @@ impl RouterBackend {
             mac,
             e.addr.into_iter().collect(),
         );
+        // Restored endpoints get their anti-spoofing entry back (start-up syncs the guard
+        // to the registry before Docker's endpoints are restored).
+        let g = crate::containers::guard::endpoint_guard(&e.host_veth, mac, e.addr);
+        tokio::spawn(async move {
+            if let Err(e) = crate::containers::guard::allow(g).await {
+                tracing::warn!("{e}");
+            }
+        });
     }
 }
 
@@ -299,7 +295,7 @@ impl Backend for RouterBackend {
                 "--ip-range {sp} is not supported by weft's IPAM; give only --subnet (weft hands out addresses of the whole subnet)"
             )));
         }
-        let parts = self.parts()?;
+        let parts = self.parts();
         let range = parts.ipam.range();
         let subnet = match req.subnet {
             Some(s) => {
@@ -356,7 +352,7 @@ impl Backend for RouterBackend {
         if req.gateway {
             return self.gateway_for(subnet, req.address).await;
         }
-        let parts = self.parts()?;
+        let parts = self.parts();
         let word = match req.address {
             Some(a) => format!("ip:{a}/{}", subnet.prefix_len()),
             None => format!("net:{subnet}"),
@@ -383,7 +379,7 @@ impl Backend for RouterBackend {
             Err(e) => {
                 s.allocations.remove(&owner);
                 let _ = self.persist(&s);
-                Err(api_err(e))
+                Err(plugin_err(e))
             }
         }
     }
@@ -501,7 +497,7 @@ impl Backend for RouterBackend {
     }
 
     async fn join(&self, spec: JoinSpec) -> PluginResult<Joined> {
-        let parts = self.parts()?;
+        let parts = self.parts();
         let (entry, gateway) = {
             let s = self.state.lock().await;
             let Some(e) = s.endpoints.get(&spec.endpoint_id).cloned() else {
@@ -523,6 +519,12 @@ impl Backend for RouterBackend {
         let bridge = parts.datapath.bridge().to_string();
         let mtu = parts.datapath.mtu();
         let p = peer.clone();
+        // Anti-spoofing: the port may send only from the endpoint's address and MAC.
+        crate::containers::guard::allow(crate::containers::guard::endpoint_guard(
+            &host, mac, entry.addr,
+        ))
+        .await
+        .map_err(err)?;
         tokio::task::spawn_blocking(move || {
             weft_datapath::endpoint::create(&bridge, &host, &p, mac, mtu)
         })
@@ -549,7 +551,7 @@ impl Backend for RouterBackend {
     async fn program_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
         {
             let mut s = self.state.lock().await;
-            let taken: BTreeSet<(SavedProto, u16)> = s
+            let taken: BTreeSet<(Proto, u16)> = s
                 .endpoints
                 .iter()
                 .filter(|(id, _)| **id != endpoint_id)
@@ -593,11 +595,9 @@ impl Backend for RouterBackend {
 impl RouterBackend {
     /// Releases the address(es) of one allocation owner and forgets the owner.
     pub async fn release_allocation(&self, owner: &str, address: Option<Ipv4Addr>) {
-        if let Ok(parts) = self.parts() {
-            let net = address.and_then(|a| Ipv4Net::new(a, 32).ok());
-            if let Err(e) = parts.ipam.release(owner, net).await {
-                tracing::debug!(%owner, "release: {}", e.message);
-            }
+        let net = address.and_then(|a| Ipv4Net::new(a, 32).ok());
+        if let Err(e) = self.parts().ipam.release(owner, net).await {
+            tracing::debug!(%owner, "release: {e}");
         }
         let mut s = self.state.lock().await;
         if s.allocations.remove(owner).is_some() {
@@ -611,7 +611,11 @@ impl RouterBackend {
     pub async fn forget_endpoint(&self, endpoint_id: &str, e: &EndpointEntry) {
         let host = e.host_veth.clone();
         let _ = tokio::task::spawn_blocking(move || weft_datapath::endpoint::remove(&host)).await;
-        let Ok(parts) = self.parts() else { return };
+        if let Some(mac) = crate::datapath::wire::parse_mac(&e.mac) {
+            let g = crate::containers::guard::endpoint_guard(&e.host_veth, mac, e.addr);
+            crate::containers::guard::revoke(g, true).await;
+        }
+        let parts = self.parts();
         parts
             .datapath
             .endpoint_removed(&endpoint_key(endpoint_id), &e.mac);
@@ -633,7 +637,7 @@ mod tests {
 
     fn port(h: u16) -> SavedPort {
         SavedPort {
-            proto: SavedProto::Tcp,
+            proto: Proto::Tcp,
             port: 80,
             host_ip: None,
             host_port: h,
@@ -643,16 +647,16 @@ mod tests {
     #[test]
     fn chosen_ports_skip_taken_ones_and_refuse_conflicts() {
         let mut taken = BTreeSet::new();
-        taken.insert((SavedProto::Tcp, 49153));
+        taken.insert((Proto::Tcp, 49153));
         let got = choose_ports(&[port(0), port(8080)], &taken).unwrap();
         assert_eq!(got[0].host_port, 49154);
         assert_eq!(got[1].host_port, 8080);
-        taken.insert((SavedProto::Tcp, 8080));
+        taken.insert((Proto::Tcp, 8080));
         let e = choose_ports(&[port(8080)], &taken).unwrap_err();
         assert!(e.message.contains("8080"), "{e}");
         // The same port number on another protocol is free.
         let mut udp = port(8080);
-        udp.proto = SavedProto::Udp;
+        udp.proto = Proto::Udp;
         assert!(choose_ports(&[udp], &taken).is_ok());
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use weft_types::Proto;
 
 /// File name in the state dir.
 const FILE: &str = "docker.json";
@@ -45,25 +46,13 @@ pub struct NetworkEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SavedPort {
     /// `tcp`, `udp` or `sctp`.
-    pub proto: SavedProto,
+    pub proto: Proto,
     /// Port in the container.
     pub port: u16,
     /// Host address, if one was given.
     pub host_ip: Option<std::net::Ipv4Addr>,
     /// Host port.
     pub host_port: u16,
-}
-
-/// Transport protocol of a [`SavedPort`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SavedProto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
 }
 
 /// One container's endpoint on a weft network.
@@ -159,7 +148,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
                 host_veth: "vethweep1".into(),
                 ports: vec![SavedPort {
-                    proto: SavedProto::Tcp,
+                    proto: Proto::Tcp,
                     port: 80,
                     host_ip: None,
                     host_port: 8080,
@@ -182,5 +171,13 @@ mod tests {
             e.contains("docker.json") && e.contains("move it away"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ports_in_the_form_docker_json_already_holds_load() {
+        let json = r#"{"proto":"sctp","port":80,"host_ip":null,"host_port":8080}"#;
+        let p: SavedPort = serde_json::from_str(json).unwrap();
+        assert_eq!(p.proto, Proto::Sctp);
+        assert_eq!(serde_json::to_string(&p).unwrap(), json);
     }
 }

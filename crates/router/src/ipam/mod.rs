@@ -11,23 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot};
 use weft_ipam::{
-    Action, AddrSpec, Allocator, Cidr, Event, InitMode, IpamConfig, IpamError, PersistedState,
-    Reply, RequestId, Status,
+    AddrSpec, Allocator, Cidr, Event, InitMode, IpamApp, IpamConfig, IpamEffect, IpamError,
+    PersistedState, Reply, RequestId, Status,
 };
 
-use crate::api::ApiFailure;
+use crate::mesh::app_driver::AppDriver;
 use crate::mesh::MeshHandle;
 
-/// The default allocation range (`--ipalloc-range`).
-pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// The file in the state directory that holds the ring and this peer's allocations.
 pub const STATE_FILE: &str = "ipam.state";
-/// How often the core's timers run.
-const TICK: Duration = Duration::from_millis(200);
 /// How long before a failed persist is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
 
@@ -93,6 +88,41 @@ impl Request {
     }
 }
 
+/// Why an IPAM request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamHandleError {
+    /// The core refused the request (its error says which input and why).
+    #[error(transparent)]
+    Core(#[from] IpamError),
+    /// The IPAM task is gone (the router is stopping).
+    #[error(
+        "address management is not running (the router is stopping); try again after `weft launch`"
+    )]
+    Stopped,
+    /// The core answered with a reply of another kind.
+    #[error("address management answered unexpectedly: {reply}")]
+    Unexpected {
+        /// The reply, as debug text.
+        reply: String,
+    },
+    /// An address the core handed out is not a valid IPv4 CIDR.
+    #[error("{cidr}: {why}")]
+    BadCidr {
+        /// The CIDR, as debug text.
+        cidr: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The state file could not be removed after a handover.
+    #[error("cannot remove {}: {source}", path.display())]
+    RemoveState {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
 type ReplyTx = oneshot::Sender<Result<Reply, IpamError>>;
 
 /// Handle the attach pipeline and the API use to get and give back addresses.
@@ -124,47 +154,10 @@ pub struct IpamStart {
     pub range: Ipv4Net,
     /// `--ipalloc-default-subnet`.
     pub default_subnet: Option<Ipv4Net>,
-    /// `--ipalloc-init` as given (`None`: consensus among this peer and the peers named at
-    /// launch).
-    pub init: Option<String>,
-    /// How many peers were named at launch (for plain `consensus`).
-    pub launch_peers: usize,
+    /// `--ipalloc-init`, parsed at launch.
+    pub init: InitMode,
     /// The state directory.
     pub state_dir: PathBuf,
-}
-
-/// `--ipalloc-init` as the core takes it.
-pub fn parse_init(init: Option<&str>, launch_peers: usize) -> anyhow::Result<InitMode> {
-    let default_n = u32::try_from(launch_peers + 1).unwrap_or(u32::MAX);
-    let mode = match init.map(str::trim) {
-        None | Some("consensus") => InitMode::Consensus(default_n),
-        Some("observer") => InitMode::Observer,
-        Some(s) => match s.split_once('=') {
-            Some(("consensus", n)) => {
-                InitMode::Consensus(n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--ipalloc-init {s}: consensus=N needs a positive number of peers"
-                    )
-                })?)
-            }
-            Some(("seed", names)) => {
-                let names: Vec<String> = names
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(String::from)
-                    .collect();
-                if names.is_empty() {
-                    anyhow::bail!("--ipalloc-init {s}: seed= needs at least one peer name");
-                }
-                InitMode::Seed(names)
-            }
-            _ => anyhow::bail!(
-                "--ipalloc-init {s}: expected consensus, consensus=N, seed=NAME,.. or observer"
-            ),
-        },
-    };
-    Ok(mode)
 }
 
 impl IpamHandle {
@@ -177,8 +170,7 @@ impl IpamHandle {
     ) -> anyhow::Result<Self> {
         let range = s.range.trunc();
         let default_subnet = s.default_subnet.unwrap_or(range);
-        let init = parse_init(s.init.as_deref(), s.launch_peers)?;
-        let mut config = IpamConfig::new(net_to_cidr(range), init);
+        let mut config = IpamConfig::new(net_to_cidr(range), s.init.clone());
         config.default_subnet = Some(net_to_cidr(default_subnet));
         let state_file = s.state_dir.join(STATE_FILE);
         let restored = match std::fs::read(&state_file) {
@@ -205,18 +197,21 @@ impl IpamHandle {
             status: Arc::new(Mutex::new(Some(core.status()))),
             nicknames: Arc::new(Mutex::new(BTreeMap::new())),
         };
+        let app = AppDriver::new(
+            IpamApp::new(core, crate::channels::IPAM),
+            mesh.as_ref(),
+            crate::channels::IPAM,
+        );
         let driver = Driver {
-            core,
+            app,
             state_file,
             mesh,
             status: handle.status.clone(),
             nicknames: handle.nicknames.clone(),
             waiting: BTreeMap::new(),
             next_id: 1,
-            start: Instant::now(),
             persist_inflight: false,
             persist_failed: None,
-            last_reachable: BTreeSet::new(),
             shutdowns: BTreeSet::new(),
             left: false,
         };
@@ -235,18 +230,18 @@ impl IpamHandle {
     }
 
     /// Sends one request to the core and waits for its answer.
-    pub async fn request(&self, req: Request) -> Result<Reply, ApiFailure> {
+    pub async fn request(&self, req: Request) -> Result<Reply, IpamHandleError> {
         let (tx, rx) = oneshot::channel();
         self.requests.send((req, tx)).map_err(|_| stopped())?;
         match rx.await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(failure(&e)),
+            Ok(Err(e)) => Err(IpamHandleError::Core(e)),
             Err(_) => Err(stopped()),
         }
     }
 
     /// An address for `owner` as `spec` asks.
-    pub async fn allocate(&self, owner: &str, spec: &AddrSpec) -> Result<Ipv4Net, ApiFailure> {
+    pub async fn allocate(&self, owner: &str, spec: &AddrSpec) -> Result<Ipv4Net, IpamHandleError> {
         let owner = owner.to_string();
         let req = match spec {
             AddrSpec::DefaultSubnet => Request::Allocate {
@@ -266,7 +261,7 @@ impl IpamHandle {
     }
 
     /// Gives back `addr` of `owner` (all of its addresses when `None`).
-    pub async fn release(&self, owner: &str, addr: Option<Ipv4Net>) -> Result<(), ApiFailure> {
+    pub async fn release(&self, owner: &str, addr: Option<Ipv4Net>) -> Result<(), IpamHandleError> {
         self.release_addrs(owner, addr).await.map(|_| ())
     }
 
@@ -275,7 +270,7 @@ impl IpamHandle {
         &self,
         owner: &str,
         addr: Option<Ipv4Net>,
-    ) -> Result<Vec<Ipv4Net>, ApiFailure> {
+    ) -> Result<Vec<Ipv4Net>, IpamHandleError> {
         let req = Request::Release {
             owner: owner.to_string(),
             addr: addr.map(|a| u32::from(a.addr())),
@@ -287,7 +282,7 @@ impl IpamHandle {
     }
 
     /// The addresses `owner` holds.
-    pub async fn lookup(&self, owner: &str) -> Result<Vec<Ipv4Net>, ApiFailure> {
+    pub async fn lookup(&self, owner: &str) -> Result<Vec<Ipv4Net>, IpamHandleError> {
         match self
             .request(Request::Lookup {
                 owner: owner.to_string(),
@@ -301,7 +296,7 @@ impl IpamHandle {
 
     /// `weft reset`: hands this peer's space to reachable peers (waits until they confirmed
     /// or the core gives up), then deletes the state file so a new launch starts fresh.
-    pub async fn shutdown(&self) -> Result<(), ApiFailure> {
+    pub async fn shutdown(&self) -> Result<(), IpamHandleError> {
         let r = self.request(Request::Shutdown).await;
         match r {
             Ok(Reply::HandedOver(to)) => {
@@ -313,9 +308,9 @@ impl IpamHandle {
         match std::fs::remove_file(&self.state_file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiFailure {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("cannot remove {}: {e}", self.state_file.display()),
+            Err(source) => Err(IpamHandleError::RemoveState {
+                path: self.state_file.clone(),
+                source,
             }),
         }
     }
@@ -323,7 +318,7 @@ impl IpamHandle {
     /// `weft reset --force` (or after a failed handover): this peer's addresses and ring
     /// are forgotten; nothing is written any more and the state file is removed, so the
     /// next launch starts afresh (run `weft rmpeer NAME` on another peer for its space).
-    pub async fn discard(&self) -> Result<(), ApiFailure> {
+    pub async fn discard(&self) -> Result<(), IpamHandleError> {
         self.request(Request::Discard).await.map(|_| ())
     }
 
@@ -363,20 +358,18 @@ impl IpamHandle {
     }
 }
 
-/// The task that owns the core.
+/// The task that owns the core (run by the mesh's application driver).
 struct Driver {
-    core: Allocator,
+    app: AppDriver<IpamApp>,
     state_file: PathBuf,
     mesh: Option<MeshHandle>,
     status: Arc<Mutex<Option<Status>>>,
     nicknames: Arc<Mutex<BTreeMap<String, String>>>,
     waiting: BTreeMap<RequestId, ReplyTx>,
     next_id: RequestId,
-    start: Instant,
     persist_inflight: bool,
     /// A persist that failed: (state, token), tried again after a pause.
     persist_failed: Option<(PersistedState, u64)>,
-    last_reachable: BTreeSet<String>,
     /// Ids of `Shutdown` requests (`weft reset`).
     shutdowns: BTreeSet<RequestId>,
     /// This peer handed its space over: nothing is written any more and the state file
@@ -390,23 +383,14 @@ impl Driver {
         mut requests: mpsc::UnboundedReceiver<(Request, ReplyTx)>,
         stopped: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        // Sends go through one queue so they leave in the order the core emitted them.
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<Outgoing>();
-        if let Some(mesh) = self.mesh.clone() {
-            tokio::spawn(send_loop(mesh, out_rx));
-        }
         let (persisted_tx, mut persisted_rx) = mpsc::unbounded_channel::<(u64, Option<String>)>();
-        let mut deliveries = self
-            .mesh
-            .as_ref()
-            .map(|m| m.subscribe(crate::channels::IPAM));
-        let mut topology = self.mesh.as_ref().map(|m| m.watch());
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(PERSIST_RETRY);
+        let mut topology = self.mesh.as_ref().map(|m| m.watch());
         tokio::pin!(stopped);
 
-        self.peers_changed(&out_tx, &persisted_tx);
+        self.nicknames();
+        self.app.topology_now();
+        self.effects(&persisted_tx);
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
@@ -426,15 +410,13 @@ impl Driver {
                         self.shutdowns.insert(id);
                     }
                     self.waiting.insert(id, reply);
-                    self.feed(req.into_event(id), &out_tx, &persisted_tx);
+                    let now = self.app.now();
+                    self.app.core.request(now, req.into_event(id));
                 }
-                Some(d) = recv_opt(&mut deliveries) => {
-                    tracing::trace!(from = %d.from, msg = %describe(&d.payload), "IPAM received");
-                    self.feed(Event::Received { from: d.from, payload: d.payload }, &out_tx, &persisted_tx);
-                }
+                _ = self.app.next() => {}
                 changed = changed_opt(&mut topology) => {
                     if changed {
-                        self.peers_changed(&out_tx, &persisted_tx);
+                        self.nicknames();
                     } else {
                         topology = None;
                     }
@@ -445,10 +427,13 @@ impl Driver {
                         self.remove_state();
                     }
                     match err {
-                        None => self.feed(Event::Persisted { token }, &out_tx, &persisted_tx),
+                        None => {
+                            let now = self.app.now();
+                            self.app.core.request(now, Event::Persisted { token });
+                        }
                         Some(e) => {
                             tracing::error!(file = %self.state_file.display(), "cannot persist IPAM state: {e}; retrying (requests wait)");
-                            let state = self.core.persisted_state();
+                            let state = self.app.core.allocator().persisted_state();
                             self.persist_failed = Some((state, token));
                         }
                     }
@@ -457,59 +442,34 @@ impl Driver {
                     if !self.persist_inflight {
                         if let Some((_, token)) = self.persist_failed.take() {
                             // Write the newest state under the token the core waits for.
-                            let state = self.core.persisted_state();
+                            let state = self.app.core.allocator().persisted_state();
                             self.persist(state, token, &persisted_tx);
                         }
                     }
                 }
-                _ = tick.tick() => self.feed(Event::Tick, &out_tx, &persisted_tx),
             }
+            self.effects(&persisted_tx);
         }
         tracing::debug!("IPAM task stopped");
     }
 
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    fn peers_changed(
-        &mut self,
-        out: &mpsc::UnboundedSender<Outgoing>,
-        persisted: &mpsc::UnboundedSender<(u64, Option<String>)>,
-    ) {
+    /// Peers' nicknames, for the status.
+    fn nicknames(&mut self) {
         let Some(mesh) = &self.mesh else { return };
         let snap = mesh.snapshot();
         if let Ok(mut nicks) = self.nicknames.lock() {
-            for p in &snap.peers {
+            for p in snap.peers.iter() {
                 nicks.insert(p.name.clone(), p.nickname.clone());
             }
         }
-        let reachable: BTreeSet<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
-        if reachable == self.last_reachable {
-            return;
-        }
-        self.last_reachable = reachable.clone();
-        self.feed(Event::PeersChanged { reachable }, out, persisted);
     }
 
-    fn feed(
-        &mut self,
-        event: Event,
-        out: &mpsc::UnboundedSender<Outgoing>,
-        persisted: &mpsc::UnboundedSender<(u64, Option<String>)>,
-    ) {
-        let now = self.now();
-        let actions = self.core.handle(now, event);
-        for a in actions {
-            match a {
-                Action::Send { to, payload } => {
-                    let _ = out.send(Outgoing::To(to, payload));
-                }
-                Action::Broadcast { payload } => {
-                    let _ = out.send(Outgoing::All(payload));
-                }
-                Action::Persist { state, token } => self.persist(state, token, persisted),
-                Action::Reply { id, result } => {
+    /// Carries out the core's effects in order: writes and replies.
+    fn effects(&mut self, persisted: &mpsc::UnboundedSender<(u64, Option<String>)>) {
+        for e in self.app.flush() {
+            match e {
+                IpamEffect::Persist { state, token } => self.persist(state, token, persisted),
+                IpamEffect::Reply { id, result } => {
                     if self.shutdowns.remove(&id) && result.is_ok() {
                         self.left = true;
                         if !self.persist_inflight {
@@ -523,8 +483,9 @@ impl Driver {
             }
         }
         if let Ok(mut s) = self.status.lock() {
-            *s = Some(self.core.status());
+            *s = Some(self.app.core.allocator().status());
         }
+        crate::metrics::ipam_sampled(self.app.core.allocator());
     }
 
     fn persist(
@@ -570,50 +531,6 @@ fn write_state(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::identity::write_atomic(path, bytes).map_err(|e| e.to_string())
 }
 
-enum Outgoing {
-    To(String, Vec<u8>),
-    All(Vec<u8>),
-}
-
-/// A message's kind, for trace logs.
-fn describe(payload: &[u8]) -> String {
-    match weft_ipam::Message::decode(payload) {
-        Ok(m) => {
-            let s = format!("{m:?}");
-            s.chars().take(60).collect()
-        }
-        Err(e) => format!("undecodable: {e}"),
-    }
-}
-
-async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    while let Some(o) = rx.recv().await {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            match &o {
-                Outgoing::To(dst, p) => tracing::trace!(to = %dst, msg = %describe(p), "IPAM send"),
-                Outgoing::All(p) => tracing::trace!(msg = %describe(p), "IPAM broadcast"),
-            }
-        }
-        let r = match o {
-            Outgoing::To(dst, payload) => mesh.send_to(crate::channels::IPAM, &dst, payload).await,
-            Outgoing::All(payload) => mesh.broadcast(crate::channels::IPAM, payload).await,
-        };
-        // The core retries what matters; a peer that went away is normal.
-        if let Err(e) = r {
-            tracing::debug!("IPAM send: {e}");
-        }
-    }
-}
-
-async fn recv_opt(
-    rx: &mut Option<mpsc::UnboundedReceiver<crate::mesh::Delivery>>,
-) -> Option<crate::mesh::Delivery> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn changed_opt(
     rx: &mut Option<tokio::sync::watch::Receiver<Arc<crate::mesh::MeshSnapshot>>>,
 ) -> bool {
@@ -623,42 +540,22 @@ async fn changed_opt(
     }
 }
 
-fn stopped() -> ApiFailure {
-    ApiFailure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "address management is not running (the router is stopping); try again after `weft launch`".into(),
-    }
+fn stopped() -> IpamHandleError {
+    IpamHandleError::Stopped
 }
 
-fn unexpected(r: &Reply) -> ApiFailure {
-    ApiFailure {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("address management answered unexpectedly: {r:?}"),
-    }
-}
-
-/// The HTTP form of a core error: the status says whose fault it is, the text what to do.
-pub fn failure(e: &IpamError) -> ApiFailure {
-    let status = match e {
-        IpamError::BadConfig(_)
-        | IpamError::OutsideRange { .. }
-        | IpamError::NotUsable { .. }
-        | IpamError::RmPeerSelf { .. }
-        | IpamError::UnknownPeer { .. } => StatusCode::BAD_REQUEST,
-        IpamError::AddressInUse { .. } | IpamError::PeerReachable { .. } => StatusCode::CONFLICT,
-        IpamError::SubnetFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiFailure {
-        status,
-        message: e.to_string(),
+fn unexpected(r: &Reply) -> IpamHandleError {
+    IpamHandleError::Unexpected {
+        reply: format!("{r:?}"),
     }
 }
 
 /// The `ipnet` form of an IPAM CIDR.
-pub fn cidr_to_net(c: &Cidr) -> Result<Ipv4Net, ApiFailure> {
-    Ipv4Net::new(std::net::Ipv4Addr::from(c.addr), c.prefix)
-        .map_err(|e| ApiFailure::bad_request(format!("{c:?}: {e}")))
+pub fn cidr_to_net(c: &Cidr) -> Result<Ipv4Net, IpamHandleError> {
+    Ipv4Net::new(std::net::Ipv4Addr::from(c.addr), c.prefix).map_err(|e| IpamHandleError::BadCidr {
+        cidr: format!("{c:?}"),
+        why: e.to_string(),
+    })
 }
 
 /// The IPAM form of an `ipnet` CIDR.
@@ -721,8 +618,7 @@ mod tests {
                 name: "solo".into(),
                 range: "10.32.0.0/12".parse().unwrap(),
                 default_subnet: None,
-                init: Some("seed=solo".into()),
-                launch_peers: 0,
+                init: InitMode::Seed(vec!["solo".into()]),
                 state_dir: dir.to_path_buf(),
             },
             None,
@@ -746,7 +642,7 @@ mod tests {
         let again = start(dir.path());
         assert_eq!(again.lookup("c1").await.unwrap(), vec![a]);
         let e = again.allocate("c3", &claim).await.unwrap_err();
-        assert!(e.message.contains("held by c2"), "{}", e.message);
+        assert!(e.to_string().contains("held by c2"), "{e}");
     }
 
     #[tokio::test]
@@ -755,28 +651,11 @@ mod tests {
         let ipam = start(dir.path());
         ipam.allocate("c1", &AddrSpec::DefaultSubnet).await.unwrap();
         let e = ipam.shutdown().await.unwrap_err();
-        assert!(e.message.contains("no reachable peer"), "{}", e.message);
+        assert!(e.to_string().contains("no reachable peer"), "{e}");
         ipam.discard().await.unwrap();
         assert!(!dir.path().join(STATE_FILE).exists());
         // Nothing is written any more.
         let _ = ipam.allocate("c2", &AddrSpec::DefaultSubnet).await;
         assert!(!dir.path().join(STATE_FILE).exists());
-    }
-
-    #[test]
-    fn init_forms() {
-        assert_eq!(parse_init(None, 2).unwrap(), InitMode::Consensus(3));
-        assert_eq!(
-            parse_init(Some("consensus=5"), 2).unwrap(),
-            InitMode::Consensus(5)
-        );
-        assert_eq!(
-            parse_init(Some("seed=a,b"), 0).unwrap(),
-            InitMode::Seed(vec!["a".into(), "b".into()])
-        );
-        assert_eq!(parse_init(Some("observer"), 0).unwrap(), InitMode::Observer);
-        assert!(parse_init(Some("seed="), 0).is_err());
-        assert!(parse_init(Some("consensus=0"), 0).is_err());
-        assert!(parse_init(Some("bogus"), 0).is_err());
     }
 }

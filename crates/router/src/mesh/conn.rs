@@ -13,6 +13,25 @@ use weft_mesh::{ConnId, Hello, Message, Role, Session, SessionEvent};
 use super::ConnEvent;
 use crate::metrics::Metrics;
 
+/// Messages queued for one connection before its peer counts as not reading.
+pub(super) const OUT_QUEUE: usize = 1024;
+/// Events queued from all connections to the driver (then reading waits: TCP slows peers).
+pub(super) const EVENT_QUEUE: usize = 1024;
+/// How long one write may wait for a peer to read before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Queues `msg` for a connection; `Err` with the reason when the peer has not read the
+/// last [`OUT_QUEUE`] messages (the caller then disconnects it rather than buffer more).
+pub(super) fn queue(tx: &mpsc::Sender<Message>, msg: Message) -> Result<(), String> {
+    match tx.try_send(msg) {
+        Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
+            "it does not read what we send ({OUT_QUEUE} messages queued)"
+        )),
+        // Closed: the connection is ending anyway.
+        _ => Ok(()),
+    }
+}
+
 /// What a connection task needs besides its socket.
 pub(super) struct SessionParams {
     pub conn: ConnId,
@@ -32,7 +51,14 @@ async fn write_out(
         metrics
             .mesh_bytes_sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        stream.write_all(&out).await?;
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer has not read for {} s", WRITE_TIMEOUT.as_secs()),
+                )
+            })??;
     }
     Ok(())
 }
@@ -44,8 +70,8 @@ pub(super) async fn run(
     outbound: bool,
     target: Option<String>,
     p: SessionParams,
-    events: mpsc::UnboundedSender<ConnEvent>,
-    mut outgoing: mpsc::UnboundedReceiver<Message>,
+    events: mpsc::Sender<ConnEvent>,
+    mut outgoing: mpsc::Receiver<Message>,
 ) {
     let _ = stream.set_nodelay(true);
     let role = if outbound {
@@ -85,10 +111,10 @@ pub(super) async fn run(
                                         outbound,
                                         target: target.clone(),
                                         hello,
-                                    });
+                                    }).await;
                                 }
                                 SessionEvent::Message(msg) => {
-                                    let _ = events.send(ConnEvent::Msg { conn: p.conn, msg });
+                                    let _ = events.send(ConnEvent::Msg { conn: p.conn, msg }).await;
                                 }
                             }
                         }
@@ -120,22 +146,41 @@ pub(super) async fn run(
     };
     let _ = stream.shutdown().await;
     if up {
-        let _ = events.send(ConnEvent::Closed {
-            conn: p.conn,
-            reason,
-        });
+        let _ = events
+            .send(ConnEvent::Closed {
+                conn: p.conn,
+                reason,
+            })
+            .await;
     } else {
         let reason = if outbound {
             format!("connection to {who}: {reason}")
         } else {
             format!("connection from {addr}: {reason}")
         };
-        let _ = events.send(ConnEvent::Failed {
-            conn: p.conn,
-            target,
-            addr: Some(addr),
-            outbound,
-            reason,
-        });
+        let _ = events
+            .send(ConnEvent::Failed {
+                conn: p.conn,
+                target,
+                addr: Some(addr),
+                outbound,
+                reason,
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_does_not_read_is_cut_off_at_the_queue_bound() {
+        let (tx, _rx) = mpsc::channel(OUT_QUEUE);
+        for _ in 0..OUT_QUEUE {
+            assert!(queue(&tx, Message::Heartbeat).is_ok());
+        }
+        let why = queue(&tx, Message::Heartbeat).unwrap_err();
+        assert!(why.contains("does not read"), "{why}");
     }
 }

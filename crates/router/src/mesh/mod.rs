@@ -5,6 +5,7 @@
 //! Other router modules use [`MeshHandle`]: `send_to`/`broadcast` for application
 //! payloads, `subscribe` for the payloads of a channel, `watch` for topology snapshots.
 
+pub mod app_driver;
 mod conn;
 
 use std::collections::HashMap;
@@ -17,13 +18,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_mesh::{
     Action, ConnId, ConnStatus, Hello, Mesh, MeshConfig, Message, Neighbour, PeerEntry, SendError,
-    TargetStatus, Timing,
+    TargetStatus, Timing, TopologyView,
 };
 
 use crate::metrics::Metrics;
 
 /// How often the core's timers run.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(250);
+/// A connection with nothing else to say sends a heartbeat after this long (ms). The
+/// digest hash goes every 2 s anyway, so an idle connection carries one message per 2 s
+/// each way; dead after 5 s of silence still.
+const HEARTBEAT_MS: u64 = 2_000;
 /// Longest a dial (resolve + connect) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a handshake may take.
@@ -40,19 +45,23 @@ pub struct Delivery {
     pub payload: Vec<u8>,
 }
 
-/// The mesh as the rest of the router sees it; replaced after every change.
+/// The mesh as the rest of the router sees it; replaced after every change. The topology
+/// parts are rebuilt only when the topology changed (shared otherwise), so an idle mesh
+/// costs no copy of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshSnapshot {
     /// Reachable peers (this one included), sorted by name.
-    pub peers: Vec<PeerEntry>,
+    pub peers: Arc<Vec<PeerEntry>>,
     /// This router's connections, dials and recent failures.
     pub connections: Vec<ConnStatus>,
     /// Addresses dialled.
     pub targets: Vec<TargetStatus>,
     /// Directly connected peers with their underlay addresses.
-    pub neighbours: Vec<Neighbour>,
+    pub neighbours: Arc<Vec<Neighbour>>,
     /// Next hop toward each reachable peer.
-    pub routes: Vec<(String, String)>,
+    pub routes: Arc<Vec<(String, String)>>,
+    /// The topology as the cores on the mesh take it (a new `Arc` per topology change).
+    pub view: Arc<TopologyView>,
 }
 
 enum Cmd {
@@ -110,6 +119,7 @@ pub struct MeshHandle {
     snapshot: watch::Receiver<Arc<MeshSnapshot>>,
     subscribers: Arc<Mutex<HashMap<u16, mpsc::UnboundedSender<Delivery>>>>,
     default_port: u16,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a mesh request failed.
@@ -133,19 +143,20 @@ pub enum MeshError {
 
 /// `HOST[:PORT]` in the form targets are kept in (`host:port`, IPv6 in brackets).
 pub fn normalize_target(peer: &str, default_port: u16) -> Result<String, MeshError> {
-    let (host, port) =
-        crate::config::parse_peer(peer, default_port).map_err(|why| MeshError::BadTarget {
+    let addr =
+        crate::config::PeerAddr::parse(peer, default_port).map_err(|why| MeshError::BadTarget {
             peer: peer.to_string(),
             why,
         })?;
-    Ok(if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
+    Ok(addr.to_string())
 }
 
 impl MeshHandle {
+    /// The router's counters, for the modules that run on the mesh.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<MeshSnapshot> {
         self.snapshot.borrow().clone()
@@ -238,8 +249,8 @@ pub struct DriverConfig {
     pub conn_limit: u32,
     /// Dial gossiped addresses.
     pub discovery: bool,
-    /// Initial explicit targets.
-    pub peers: Vec<String>,
+    /// Initial explicit targets, parsed at launch.
+    pub peers: Vec<crate::config::PeerAddr>,
 }
 
 /// Binds the control port and starts the driver; it stops when `stop` resolves.
@@ -257,11 +268,7 @@ pub async fn start(
                 cfg.port
             )
         })?;
-    let targets = cfg
-        .peers
-        .iter()
-        .map(|p| normalize_target(p, cfg.port))
-        .collect::<Result<Vec<_>, _>>()?;
+    let targets: Vec<String> = cfg.peers.iter().map(|p| p.to_string()).collect();
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -274,7 +281,10 @@ pub async fn start(
         conn_limit: cfg.conn_limit as usize,
         discovery: cfg.discovery,
         initial_version: wall_ms,
-        timing: Timing::default(),
+        timing: Timing {
+            heartbeat: HEARTBEAT_MS,
+            ..Timing::default()
+        },
     });
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(MeshSnapshot::default()));
@@ -283,8 +293,10 @@ pub async fn start(
         snapshot: snap_rx,
         subscribers: Arc::new(Mutex::new(HashMap::new())),
         default_port: cfg.port,
+        metrics: metrics.clone(),
     };
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that floods us is slowed down by TCP, not buffered here.
+    let (ev_tx, ev_rx) = mpsc::channel(conn::EVENT_QUEUE);
     let driver = Driver {
         mesh,
         start: Instant::now(),
@@ -304,9 +316,9 @@ pub async fn start(
 struct Driver {
     mesh: Mesh,
     start: Instant,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<Message>>,
+    conns: HashMap<ConnId, mpsc::Sender<Message>>,
     next_conn: ConnId,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    events: mpsc::Sender<ConnEvent>,
     password: Option<String>,
     metrics: Arc<Metrics>,
     snapshot: watch::Sender<Arc<MeshSnapshot>>,
@@ -322,19 +334,21 @@ impl Driver {
         mut self,
         listener: TcpListener,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        mut events: mpsc::Receiver<ConnEvent>,
         targets: Vec<String>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let now = self.now();
         self.mesh.add_targets(now, &targets, false);
         self.apply();
-        self.publish();
+        self.publish(true);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_publish = Instant::now();
         tokio::pin!(stop);
         loop {
+            // Messages (heartbeats, gossip, payloads) are most events: they refresh the
+            // snapshot only when they changed the topology.
             let mut changed = false;
             tokio::select! {
                 _ = &mut stop => break,
@@ -347,17 +361,17 @@ impl Driver {
                     Err(e) => tracing::warn!("accept on the control port failed: {e}"),
                 },
                 Some(ev) = events.recv() => {
-                    changed = true;
+                    changed = !matches!(ev, ConnEvent::Msg { .. });
                     self.on_event(ev);
                 }
                 Some(cmd) = cmds.recv() => {
-                    changed = true;
+                    changed = !matches!(cmd, Cmd::SendTo { .. } | Cmd::Broadcast { .. });
                     self.on_cmd(cmd);
                 }
             }
-            changed |= self.apply();
-            if changed || last_publish.elapsed() >= Duration::from_secs(1) {
-                self.publish();
+            let (topology, conns) = self.apply();
+            if topology || changed || conns || last_publish.elapsed() >= Duration::from_secs(1) {
+                self.publish(topology || changed);
                 last_publish = Instant::now();
             }
         }
@@ -442,13 +456,15 @@ impl Driver {
         }
     }
 
-    /// Carries out the core's actions; true if the topology changed.
-    fn apply(&mut self) -> bool {
+    /// Carries out the core's actions; whether the topology changed, and whether a
+    /// connection was dialled or closed.
+    fn apply(&mut self) -> (bool, bool) {
         let mut changed = false;
+        let mut conns = false;
         loop {
             let actions = self.mesh.take_actions();
             if actions.is_empty() {
-                return changed;
+                return (changed, conns);
             }
             for a in actions {
                 match a {
@@ -462,15 +478,23 @@ impl Driver {
                                     .mesh_gossip_sent
                                     .fetch_add(1, Ordering::Relaxed);
                             }
-                            let _ = tx.send(msg);
+                            if let Err(why) = conn::queue(tx, msg) {
+                                // Dropping the sender ends the connection's task.
+                                tracing::warn!(conn, "disconnecting a peer: {why}");
+                                self.conns.remove(&conn);
+                            }
                         }
                     }
                     Action::Close { conn, reason } => {
+                        conns = true;
                         tracing::info!(conn, "closing connection: {reason}");
                         // The task sends what is queued, then closes.
                         self.conns.remove(&conn);
                     }
-                    Action::Dial { target } => self.dial(target),
+                    Action::Dial { target } => {
+                        conns = true;
+                        self.dial(target);
+                    }
                     Action::Deliver {
                         channel,
                         from,
@@ -500,15 +524,34 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self) {
+    /// Publishes a new snapshot if anything in it changed; the topology parts are rebuilt
+    /// only with `topology` (else shared with the current snapshot).
+    fn publish(&mut self, topology: bool) {
         let now = self.now();
-        let snap = MeshSnapshot {
-            peers: self.mesh.peers(),
+        let cur = self.snapshot.borrow().clone();
+        let mut snap = MeshSnapshot {
+            peers: cur.peers.clone(),
             connections: self.mesh.connection_status(now),
             targets: self.mesh.target_status(),
-            neighbours: self.mesh.neighbours(),
-            routes: self.mesh.routes(),
+            neighbours: cur.neighbours.clone(),
+            routes: cur.routes.clone(),
+            view: cur.view.clone(),
         };
+        if topology {
+            let peers = self.mesh.peers();
+            let mut neighbours = self.mesh.neighbours();
+            neighbours.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
+            let routes = self.mesh.routes();
+            if *cur.peers != peers || *cur.neighbours != neighbours || *cur.routes != routes {
+                snap.peers = Arc::new(peers);
+                snap.neighbours = Arc::new(neighbours);
+                snap.routes = Arc::new(routes);
+                let view = self.mesh.topology_view();
+                if *cur.view != view {
+                    snap.view = Arc::new(view);
+                }
+            }
+        }
         // Watchers wake only for a real change: a delivered message is an event too, and
         // waking the data path for each one made routers answer each other's
         // announcements in an endless storm.
@@ -525,7 +568,7 @@ impl Driver {
     fn dial(&mut self, target: String) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
         self.conns.insert(conn, tx);
         let events = self.events.clone();
         let session = conn::SessionParams {
@@ -557,13 +600,15 @@ impl Driver {
                     conn::run(stream, addr, true, Some(target), session, events, rx).await
                 }
                 Err(reason) => {
-                    let _ = events.send(ConnEvent::Failed {
-                        conn,
-                        target: Some(target),
-                        addr: None,
-                        outbound: true,
-                        reason,
-                    });
+                    let _ = events
+                        .send(ConnEvent::Failed {
+                            conn,
+                            target: Some(target),
+                            addr: None,
+                            outbound: true,
+                            reason,
+                        })
+                        .await;
                 }
             }
         });
@@ -578,7 +623,7 @@ impl Driver {
     ) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
         self.conns.insert(conn, tx);
         let session = conn::SessionParams {
             conn,

@@ -4,11 +4,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use weft_api::Paths;
-use weft_router::daemon::running_pid;
-use weft_router::datapath::expose::{
-    reset_host, restore_forwarding, AddrsResponse, ExposeRequest, HideRequest, ResetRequest,
-};
+use weft_api::{AddrsResponse, ExposeRequest, HideRequest, Paths, ResetRequest};
+use weft_router::entry::{reset_host, restore_forwarding, BRIDGE};
 
 use super::{block_on, client};
 
@@ -42,7 +39,7 @@ pub fn hide(addrs: Vec<String>) -> Result<()> {
 pub fn reset(force: bool) -> Result<()> {
     let paths = Paths::from_env();
     let mut problems = Vec::new();
-    if let Some(pid) = running_pid(&paths.pid_file()) {
+    if let Some(pid) = paths.running_pid() {
         let asked = block_on(async {
             tokio::time::timeout(
                 RESET_TIMEOUT,
@@ -56,7 +53,7 @@ pub fn reset(force: bool) -> Result<()> {
             Err(_) => problems.push("the router did not answer the reset in time".to_string()),
         }
         let deadline = Instant::now() + RESET_TIMEOUT;
-        while running_pid(&paths.pid_file()).is_some() {
+        while paths.running_pid().is_some() {
             if Instant::now() > deadline {
                 // It did not stop by itself: ask the way `weft stop` does.
                 let _ = nix::sys::signal::kill(
@@ -72,7 +69,7 @@ pub fn reset(force: bool) -> Result<()> {
         }
     }
     // Idempotent: removes whatever is left (all of it when no router ran).
-    if let Err(e) = reset_host(weft_router::datapath::BRIDGE) {
+    if let Err(e) = reset_host(BRIDGE) {
         problems.push(e);
     }
     if let Err(e) = restore_forwarding(&paths.state_dir) {

@@ -3,8 +3,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
-use weft_api::Report;
-use weft_router::dns::{DnsEditRequest, DnsEditResponse};
+use weft_api::{DnsEditRequest, DnsEditResponse, Report};
 
 use super::{block_on, client};
 use crate::cli::DnsEditArgs;
@@ -78,7 +77,7 @@ pub fn args() -> Result<()> {
     let Some(dns) = report.dns else {
         bail!("DNS is off in this router (it was launched with --no-dns); relaunch it without --no-dns");
     };
-    println!("{}", weft_router::dns::docker_dns_args(&dns.domain));
+    println!("{}", weft_dns::docker_dns_args(&dns.domain));
     Ok(())
 }
 

@@ -1,24 +1,14 @@
 //! `weft rmpeer` and `weft prime`: address management commands.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use weft_api::{RemovedPeer, RmPeerRequest};
 
 use super::{block_on, client};
 
-#[derive(Serialize)]
-struct RmPeerBody {
-    names: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RemovedPeer {
-    name: String,
-    addresses: u64,
-}
-
 /// `weft rmpeer NAME...`: take over the space of dead peers; prints how much per peer.
 pub fn rmpeer(names: Vec<String>) -> Result<()> {
-    let removed: Vec<RemovedPeer> = block_on(client().post("/ipam/rmpeer", &RmPeerBody { names }))?;
+    let removed: Vec<RemovedPeer> =
+        block_on(client().post("/ipam/rmpeer", &RmPeerRequest { names }))?;
     for r in removed {
         println!("{} IPs taken over from {}", r.addresses, r.name);
     }

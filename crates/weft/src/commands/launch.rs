@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use weft_api::Paths;
-use weft_router::daemon::{running_pid, READY_FD_ENV};
-use weft_router::{Config, ReadySignal};
+use weft_router::entry::{Config, LaunchFlags, ReadySignal, READY_FD_ENV};
 
 use crate::cli::LaunchArgs;
 
@@ -20,35 +19,32 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `weft stop` waits for the router to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The router configuration that `weft launch` flags describe.
-pub fn config_from(args: &LaunchArgs, paths: Paths) -> Config {
-    let mut c = Config::new(paths);
-    c.name = args.name.clone();
-    if let Some(n) = &args.nickname {
-        c.nickname = n.clone();
+/// The flags of `weft launch` as the router takes them.
+pub fn launch_flags(args: &LaunchArgs) -> LaunchFlags {
+    LaunchFlags {
+        name: args.name.clone(),
+        nickname: args.nickname.clone(),
+        password: args.password.clone(),
+        trusted_subnets: args.trusted_subnets.clone(),
+        port: args.port,
+        mtu: args.mtu,
+        no_fastdp: args.no_fastdp,
+        ipalloc_range: args.ipalloc_range.clone(),
+        ipalloc_default_subnet: args.ipalloc_default_subnet.clone(),
+        ipalloc_init: args.ipalloc_init.clone(),
+        no_dns: args.no_dns,
+        dns_domain: args.dns_domain.clone(),
+        no_discovery: args.no_discovery,
+        conn_limit: args.conn_limit,
+        peers: args.peers.clone(),
     }
-    c.password = args.password.clone();
-    c.trusted_subnets = args.trusted_subnets.clone();
-    c.port = args.port;
-    c.mtu = args.mtu;
-    c.no_fastdp = args.no_fastdp;
-    c.ipalloc_range = args.ipalloc_range.clone();
-    c.ipalloc_default_subnet = args.ipalloc_default_subnet.clone();
-    c.ipalloc_init = args.ipalloc_init.clone();
-    c.no_dns = args.no_dns;
-    c.dns_domain = args.dns_domain.clone();
-    c.no_discovery = args.no_discovery;
-    c.conn_limit = args.conn_limit;
-    c.peers = args.peers.clone();
-    c
 }
 
-/// `weft launch`.
+/// `weft launch`: every flag is parsed once, here; a bad one stops the launch.
 pub fn launch(args: LaunchArgs) -> Result<()> {
     let paths = Paths::from_env();
-    let mut config = config_from(&args, paths.clone());
-    config.validate()?;
-    if let Some(pid) = running_pid(&paths.pid_file()) {
+    let mut config = Config::parse(&launch_flags(&args), paths.clone())?;
+    if let Some(pid) = paths.running_pid() {
         if !(exiting(pid) && wait_unlocked(&paths, EXIT_WAIT)) {
             bail!("weft is already running (pid {pid}); stop it with `weft stop` first");
         }
@@ -56,7 +52,7 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     if args.foreground {
         let ready = ReadySignal::from_env();
         config.log_to_stderr = ready.is_none();
-        return weft_router::run(config, ready);
+        return weft_router::entry::run(config, ready);
     }
     start_background(&paths)
 }
@@ -78,7 +74,7 @@ fn exiting(pid: u32) -> bool {
 /// Waits until no router holds the pid-file lock; false if one still does after `timeout`.
 fn wait_unlocked(paths: &Paths, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    while running_pid(&paths.pid_file()).is_some() {
+    while paths.running_pid().is_some() {
         if Instant::now() > deadline {
             return false;
         }
@@ -177,7 +173,7 @@ fn read_ready_line(fd: OwnedFd, timeout: Duration) -> Result<String> {
 /// `weft stop`.
 pub fn stop() -> Result<()> {
     let paths = Paths::from_env();
-    let Some(pid) = running_pid(&paths.pid_file()) else {
+    let Some(pid) = paths.running_pid() else {
         bail!(
             "weft is not running (no router holds {})",
             paths.pid_file().display()

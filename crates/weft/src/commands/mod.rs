@@ -8,6 +8,7 @@ mod ipam;
 mod launch;
 mod mesh;
 mod status;
+mod ui;
 
 use anyhow::Result;
 use weft_api::{ApiClient, Paths};
@@ -25,6 +26,7 @@ pub fn dispatch(command: Command) -> Result<()> {
         }
         Command::Status { section } => status::status(section),
         Command::Report => status::report(),
+        Command::Ui => ui::ui(),
         Command::Lab { command } => crate::lab::run(command),
         Command::Reset { force } => datapath::reset(force),
         Command::Connect { replace, peers } => mesh::connect(peers, replace),
@@ -67,4 +69,42 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a current-thread runtime always builds")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("src is readable") {
+            let p = e.expect("an entry").path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// The CLI speaks to the router through weft-api's types; the router crate itself is
+    /// used only through its one entry point (run the daemon, offline reset, the lab).
+    #[test]
+    fn the_cli_uses_the_router_only_through_its_entry_point() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let needle = ["weft_", "router::"].concat();
+        for f in files {
+            let code = std::fs::read_to_string(&f).expect("readable");
+            for (i, _) in code.match_indices(&needle) {
+                let rest = &code[i + needle.len()..];
+                assert!(
+                    rest.starts_with("entry::"),
+                    "{} uses the router crate outside its entry module: {}",
+                    f.display(),
+                    rest.lines().next().unwrap_or_default()
+                );
+            }
+        }
+    }
 }

@@ -138,8 +138,7 @@ pub fn render_overview(r: &Report) -> String {
     out
 }
 
-/// `weft status connections`: `-> ADDR  STATE  PATH NAME(NICK) encrypted sleeve
-/// (aes-256-gcm) mtu=N pmtu=N`.
+/// `weft status connections`: `-> ADDR  STATE  PATH NAME(NICK) mtu=N`.
 pub fn render_connections(r: &Report) -> String {
     let mut out = String::new();
     for c in &r.router.connections {
@@ -148,17 +147,8 @@ pub fn render_connections(r: &Report) -> String {
         if !c.peer.is_empty() {
             let _ = write!(s, " {}", c.peer);
         }
-        if !c.encryption.is_empty() {
-            let _ = write!(s, " {}", c.encryption);
-        }
-        if let Some(cipher) = &c.cipher {
-            let _ = write!(s, " ({cipher})");
-        }
         if let Some(mtu) = c.mtu {
             let _ = write!(s, " mtu={mtu}");
-        }
-        if let Some(pmtu) = c.path_mtu {
-            let _ = write!(s, " pmtu={pmtu}");
         }
         if !c.info.is_empty() {
             let _ = write!(s, " {}", c.info);
@@ -261,38 +251,22 @@ mod tests {
     fn connection_line_layout() {
         let r = Report {
             router: RouterReport {
-                connections: vec![
-                    ConnectionReport {
-                        address: "192.168.1.2:6783".into(),
-                        outbound: true,
-                        state: "established".into(),
-                        path: "fastdp".into(),
-                        peer: "aa:bb(h2)".into(),
-                        mtu: Some(1376),
-                        info: String::new(),
-                        ..Default::default()
-                    },
-                    ConnectionReport {
-                        address: "192.168.1.3:6783".into(),
-                        outbound: false,
-                        state: "established".into(),
-                        path: "sleeve".into(),
-                        peer: "aa:cc(h3)".into(),
-                        mtu: Some(1402),
-                        encryption: "encrypted sleeve".into(),
-                        cipher: Some("aes-256-gcm".into()),
-                        path_mtu: Some(1000),
-                        ..Default::default()
-                    },
-                ],
+                connections: vec![ConnectionReport {
+                    address: "192.168.1.2:6783".into(),
+                    outbound: true,
+                    state: "established".into(),
+                    path: "fastdp".into(),
+                    peer: "aa:bb(h2)".into(),
+                    mtu: Some(1376),
+                    info: String::new(),
+                }],
                 ..Default::default()
             },
             ..Default::default()
         };
         assert_eq!(
             render_connections(&r),
-            "-> 192.168.1.2:6783      established fastdp  aa:bb(h2) mtu=1376\n\
-             <- 192.168.1.3:6783      established sleeve  aa:cc(h3) encrypted sleeve (aes-256-gcm) mtu=1402 pmtu=1000\n"
+            "-> 192.168.1.2:6783      established fastdp  aa:bb(h2) mtu=1376\n"
         );
     }
 }

@@ -129,7 +129,7 @@ pub fn write_etc(ns: &str, files: &[(&str, String)]) -> Result<()> {
 
 /// Writes a file so that readers see the old or the new content, never a part.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
-    weft_router::persist::write_atomic(path, content.as_bytes())
+    weft_router::entry::write_atomic(path, content.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -1,0 +1,189 @@
+//! Unit tests of the mesh core.
+
+use super::*;
+
+fn mesh(name: &str, uid: u64) -> Mesh {
+    Mesh::new(MeshConfig {
+        name: name.into(),
+        nickname: name.into(),
+        uid,
+        listen_port: 6783,
+        conn_limit: 10,
+        discovery: true,
+        initial_version: 1,
+        timing: Timing::default(),
+    })
+}
+
+fn hello(name: &str, uid: u64) -> Hello {
+    Hello {
+        name: name.into(),
+        nickname: name.into(),
+        uid,
+        listen_port: 6783,
+    }
+}
+
+const ADDR: &str = "10.0.0.2:6783";
+
+#[test]
+fn a_peer_over_a_gossip_bound_is_disconnected_with_a_reason() {
+    let mut m = mesh("a", 1);
+    m.connected(0, 7, ADDR.parse().unwrap(), false, None, hello("b", 2));
+    m.connected(
+        0,
+        8,
+        "10.0.0.3:6783".parse().unwrap(),
+        false,
+        None,
+        hello("c", 3),
+    );
+    let _ = m.take_actions();
+    let huge = PeerEntry {
+        name: "evil".into(),
+        nickname: "evil".into(),
+        uid: 1,
+        version: 1,
+        listen_port: 6783,
+        edges: (0..crate::limits::MAX_EDGES + 1)
+            .map(|i| crate::wire::EdgeInfo {
+                name: format!("p{i}"),
+                addr: "10.9.9.9:6783".into(),
+                outbound: true,
+            })
+            .collect(),
+    };
+    m.received(
+        1,
+        7,
+        Message::Gossip {
+            entries: vec![huge],
+        },
+    );
+    let acts = m.take_actions();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Send { conn: 7, msg: Message::Refuse { reason } } if reason.contains("exceeded a limit"))),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Close { conn: 7, reason } if reason.contains("edges"))),
+        "{acts:?}"
+    );
+    assert!(m.peers().iter().all(|p| p.name != "evil"));
+    // The mesh goes on serving the other connection.
+    m.received(2, 8, Message::Heartbeat);
+    assert!(m
+        .connection_status(2)
+        .iter()
+        .any(|c| c.state == "established"));
+}
+
+#[test]
+fn same_name_is_refused_with_a_reason_and_backoff_grows() {
+    let mut m = mesh("a", 1);
+    m.add_targets(0, &[ADDR.to_string()], false);
+    assert_eq!(
+        m.take_actions(),
+        vec![Action::Dial {
+            target: ADDR.into()
+        }]
+    );
+    let mut delays = Vec::new();
+    let mut now = 0;
+    for _ in 0..5 {
+        m.connected(
+            now,
+            7,
+            ADDR.parse().unwrap(),
+            true,
+            Some(ADDR),
+            hello("a", 2),
+        );
+        let acts = m.take_actions();
+        assert!(
+            matches!(&acts[0], Action::Send { msg: Message::Refuse { reason }, .. } if reason.contains("used by both peers")),
+            "{acts:?}"
+        );
+        assert!(matches!(acts[1], Action::Close { .. }));
+        let st = m.connection_status(now);
+        assert_eq!(st[0].state, "failed");
+        assert!(st[0].info.contains("used by both peers"), "{st:?}");
+        // Find when it dials again.
+        let start = now;
+        loop {
+            now += 100;
+            m.tick(now);
+            if m.take_actions()
+                .iter()
+                .any(|a| matches!(a, Action::Dial { .. }))
+            {
+                break;
+            }
+        }
+        delays.push(now - start);
+    }
+    assert!(delays[4] > delays[0] * 4, "backoff grows: {delays:?}");
+    assert!(m.peers().len() == 1);
+}
+
+#[test]
+fn dialling_ourselves_is_not_a_name_clash() {
+    let mut m = mesh("a", 1);
+    m.add_targets(0, &[ADDR.to_string()], false);
+    m.take_actions();
+    m.connected(0, 1, ADDR.parse().unwrap(), true, Some(ADDR), hello("a", 1));
+    let acts = m.take_actions();
+    assert!(
+        matches!(acts.as_slice(), [Action::Close { .. }]),
+        "{acts:?}"
+    );
+    assert!(m.target_status()[0].last_error.contains("itself"));
+}
+
+#[test]
+fn simultaneous_dials_keep_one_connection_on_both_sides() {
+    let (mut a, mut b) = (mesh("a", 1), mesh("b", 2));
+    let sa: SocketAddr = "10.0.0.1:6783".parse().unwrap();
+    let sb: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+    // Connection 1: a dialled b. Connection 2: b dialled a.
+    a.connected(0, 1, sb, true, None, hello("b", 2));
+    b.connected(0, 1, sa, false, None, hello("a", 1));
+    a.connected(0, 2, sb, false, None, hello("b", 2));
+    b.connected(0, 2, sa, true, None, hello("a", 1));
+    let closed = |acts: Vec<Action>| -> Vec<ConnId> {
+        acts.into_iter()
+            .filter_map(|x| match x {
+                Action::Close { conn, .. } => Some(conn),
+                _ => None,
+            })
+            .collect()
+    };
+    // Both keep the one dialled by the smaller name (a): connection 1.
+    assert_eq!(closed(a.take_actions()), vec![2]);
+    assert_eq!(closed(b.take_actions()), vec![2]);
+    assert_eq!(a.neighbours().len(), 1);
+    assert_eq!(b.neighbours().len(), 1);
+}
+
+#[test]
+fn silence_closes_a_connection() {
+    let mut a = mesh("a", 1);
+    a.connected(0, 1, ADDR.parse().unwrap(), true, None, hello("b", 2));
+    a.take_actions();
+    // Anything sent keeps the connection alive; with nothing else to say, a heartbeat.
+    a.tick(1_000);
+    assert!(a.take_actions().iter().any(|x| matches!(
+        x,
+        Action::Send {
+            msg: Message::Heartbeat,
+            ..
+        }
+    )));
+    a.tick(5_100);
+    assert!(a
+        .take_actions()
+        .iter()
+        .any(|x| matches!(x, Action::Close { .. })));
+    assert!(a.neighbours().is_empty());
+}

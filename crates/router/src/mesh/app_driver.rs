@@ -1,0 +1,149 @@
+//! The one driver of mesh applications ([`weft_mesh::MeshApp`]): it hands a core the
+//! payloads of its channel, the topology when it changes and the time when the core asked
+//! for it, sends what the core transmits (in order, through one queue) and gives back its
+//! effects for the caller to carry out against the kernel, the disk or its clients.
+//!
+//! A module's task owns an [`AppDriver`] and loops: `select!` over [`AppDriver::next`] and
+//! its own inputs (which call the core's own methods), then [`AppDriver::flush`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
+
+use super::{Delivery, MeshHandle, MeshSnapshot};
+
+/// Runs one core against the real mesh and clock.
+pub struct AppDriver<C: MeshApp> {
+    /// The core (its own inputs are called on it directly).
+    pub core: C,
+    deliveries: Option<mpsc::UnboundedReceiver<Delivery>>,
+    topology: Option<watch::Receiver<Arc<MeshSnapshot>>>,
+    seen: Option<Arc<TopologyView>>,
+    sends: Option<mpsc::UnboundedSender<Transmit>>,
+    epoch: Instant,
+}
+
+impl<C: MeshApp> AppDriver<C> {
+    /// Drives `core` on `channel` of `mesh` (without a mesh: only its timers).
+    pub fn new(core: C, mesh: Option<&MeshHandle>, channel: u16) -> Self {
+        let sends = mesh.map(|m| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_loop(m.clone(), rx));
+            tx
+        });
+        AppDriver {
+            core,
+            deliveries: mesh.map(|m| m.subscribe(channel)),
+            topology: mesh.map(|m| m.watch()),
+            seen: None,
+            sends,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the driver started: the core's clock.
+    pub fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// Hands the core the current topology if it is not the one it saw last.
+    pub fn topology_now(&mut self) {
+        let Some(rx) = &self.topology else { return };
+        let view = rx.borrow().view.clone();
+        if self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &view)) {
+            return;
+        }
+        self.seen = Some(view.clone());
+        let now = self.now();
+        self.core.handle_topology(now, &view);
+    }
+
+    /// Waits for the next input from the mesh or the core's timer and hands it to the
+    /// core; false when the mesh is gone (the timers still run after).
+    pub async fn next(&mut self) -> bool {
+        let wake = self.core.poll_timeout().map(|at| {
+            let ms = at.saturating_sub(self.now());
+            tokio::time::Instant::now() + Duration::from_millis(ms)
+        });
+        tokio::select! {
+            d = recv(&mut self.deliveries) => match d {
+                Some(d) => {
+                    let now = self.now();
+                    self.core.handle_message(now, d.channel, &d.from, &d.payload);
+                    true
+                }
+                None => self.detach(),
+            },
+            ok = changed(&mut self.topology) => {
+                if !ok {
+                    return self.detach();
+                }
+                self.topology_now();
+                true
+            }
+            _ = sleep_until(wake) => {
+                let now = self.now();
+                self.core.handle_timeout(now);
+                true
+            }
+        }
+    }
+
+    /// The mesh stopped: only the core's timers are left.
+    fn detach(&mut self) -> bool {
+        self.deliveries = None;
+        self.topology = None;
+        false
+    }
+
+    /// Sends what the core transmits and returns its effects, in order.
+    pub fn flush(&mut self) -> Vec<C::Effect> {
+        while let Some(t) = self.core.poll_transmit() {
+            if let Some(tx) = &self.sends {
+                let _ = tx.send(t);
+            }
+        }
+        std::iter::from_fn(|| self.core.poll_effect()).collect()
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<Delivery>>) -> Option<Delivery> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed(rx: &mut Option<watch::Receiver<Arc<MeshSnapshot>>>) -> bool {
+    match rx {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends in the order the core emitted; a peer that went away is normal (the cores
+/// retry what matters).
+async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Transmit>) {
+    while let Some(t) = rx.recv().await {
+        let r = match t {
+            Transmit::To {
+                channel,
+                dst,
+                payload,
+            } => mesh.send_to(channel, &dst, payload).await,
+            Transmit::Broadcast { channel, payload } => mesh.broadcast(channel, payload).await,
+        };
+        if let Err(e) = r {
+            tracing::debug!("mesh send: {e}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+#![warn(missing_docs)]
+//! Small types shared across layers, with no I/O: the port protocol (the Docker plugin, the
+//! router and the firewall each speak of it) and the byte cursor of the binary codecs (mesh,
+//! DNS and IPAM), so that none of those crates depends on another for them.
+
+pub mod cursor;
+pub mod port;
+
+pub use port::Proto;
