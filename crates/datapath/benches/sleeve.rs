@@ -12,7 +12,7 @@ use weft_testkit::netns::{self, bridge, in_netns, run, Namespaces};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig};
 
 fn output(args: &[&str]) -> String {
     String::from_utf8_lossy(&netns::output(args).stdout).to_string()
@@ -138,12 +138,13 @@ fn start(ns: &str, id: u32, listen: &str) -> Sleeve {
     in_netns(ns, move || Sleeve::start(cfg)).expect("sleeve starts")
 }
 
-fn peer(id: u32, addr: &str, key: Option<[u8; 32]>) -> PeerConfig {
+fn peer(id: u32, addr: &str, key: Option<[u8; 32]>, cipher: CipherKind) -> PeerConfig {
     PeerConfig {
         id: PeerId(id),
         name: format!("peer{id}"),
         addr: Some(addr.parse().expect("peer addr")),
         key,
+        cipher,
     }
 }
 
@@ -216,16 +217,19 @@ fn main() {
 
     let s1 = start(&h1, 1, "10.99.0.1:6783");
     let s2 = start(&h2, 2, "10.99.0.2:6783");
-    let set_keys = |key: Option<[u8; 32]>| {
+    let set_keys = |key: Option<[u8; 32]>, cipher: CipherKind| {
         let t = Instant::now();
-        s1.add_peer(peer(2, "10.99.0.2:6783", key))
+        s1.add_peer(peer(2, "10.99.0.2:6783", key, cipher))
             .expect("add peer");
-        s2.add_peer(peer(1, "10.99.0.1:6783", key))
+        s2.add_peer(peer(1, "10.99.0.1:6783", key, cipher))
             .expect("add peer");
         wait_heard(&s1, 2, t);
         wait_heard(&s2, 1, t);
     };
-    set_keys(None);
+    let (chacha, aes) = (CipherKind::ChaCha20Poly1305, CipherKind::Aes256Gcm);
+    set_keys(None, chacha);
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("/proc/loadavg at start: {}", load().trim());
     println!("sleeve TAP offloads: {:?}", s1.stats().offloads);
 
     // SAFETY: sysconf has no preconditions.
@@ -245,6 +249,7 @@ fn main() {
         "kernel VXLAN (fastdp-like)",
         "sleeve plain",
         "sleeve ChaCha20-Poly1305",
+        "sleeve AES-256-GCM",
     ]
     .into_iter()
     .map(|path| Row {
@@ -259,16 +264,20 @@ fn main() {
         // Latency first, on an idle machine: right after a bulk transfer RTTs are noisier.
         rows[0].rtt_ms.push(ping_ms(&h1, "10.99.0.2"));
         rows[1].rtt_ms.push(ping_ms(&f1, "10.42.0.2"));
-        set_keys(None);
+        set_keys(None, chacha);
         rows[2].rtt_ms.push(ping_ms(&c1, "10.40.0.2"));
-        set_keys(Some([0x5a; 32]));
+        set_keys(Some([0x5a; 32]), chacha);
         rows[3].rtt_ms.push(ping_ms(&c1, "10.40.0.2"));
+        set_keys(Some([0x5c; 32]), aes);
+        rows[4].rtt_ms.push(ping_ms(&c1, "10.40.0.2"));
         rows[0].gbps.push(iperf(&h1, &h2, "10.99.0.2", secs));
         rows[1].gbps.push(iperf(&f1, &f2, "10.42.0.2", secs));
-        set_keys(None);
+        set_keys(None, chacha);
         measure_sleeve(&mut rows[2]);
-        set_keys(Some([0x5b; 32]));
+        set_keys(Some([0x5b; 32]), chacha);
         measure_sleeve(&mut rows[3]);
+        set_keys(Some([0x5d; 32]), aes);
+        measure_sleeve(&mut rows[4]);
     }
     let st = s1.stats();
     println!(
@@ -317,5 +326,13 @@ fn main() {
             cpu
         );
     }
+    let plain = mean(&rows[2].gbps);
+    println!(
+        "ratios: sleeve plain / kernel VXLAN {:.2}; ChaCha20-Poly1305 / plain {:.2}; AES-256-GCM / plain {:.2}",
+        plain / vx,
+        mean(&rows[3].gbps) / plain,
+        mean(&rows[4].gbps) / plain
+    );
+    println!("/proc/loadavg at end: {}", load().trim());
     drop((s1, s2));
 }

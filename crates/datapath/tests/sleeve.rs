@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig, SleeveError};
 
 fn start(ns: &str, id: u32, listen: &str) -> Sleeve {
     let mut cfg = SleeveConfig::new(PeerId(id), "sleeve0");
@@ -26,6 +26,7 @@ fn peer(id: u32, addr: Option<&str>, key: Option<[u8; 32]>) -> PeerConfig {
         name: format!("peer{id}"),
         addr: addr.map(|a| a.parse::<SocketAddr>().unwrap()),
         key,
+        cipher: CipherKind::supported()[0],
     }
 }
 

@@ -2,7 +2,7 @@
 //! headers round-trip, reassembly and the replay window hold their invariants.
 
 use proptest::prelude::*;
-use weft_datapath::sleeve::crypto::{Cipher, ReplayWindow, REPLAY_WINDOW};
+use weft_datapath::sleeve::crypto::{Cipher, CipherKind, ReplayWindow, REPLAY_WINDOW};
 use weft_datapath::sleeve::reassembly::{Outcome, Reassembly};
 use weft_datapath::sleeve::wire::{self, Common, Data, Kind, DATA_HEADER_LEN};
 use weft_datapath::sleeve::PeerId;
@@ -14,9 +14,12 @@ proptest! {
             let plen = bytes.len() - p.header_len;
             let _ = wire::check_payload(&p, plen);
             let _ = wire::token(&bytes[p.header_len..]);
-            let mut copy = bytes.clone();
-            let c = Cipher::new(&[1; 32]).unwrap();
-            let _ = c.open(p.common.sender, PeerId(1), p.common.counter, &mut copy, p.header_len);
+            let _ = wire::probe_ack(&bytes[p.header_len..]);
+            for kind in [CipherKind::ChaCha20Poly1305, CipherKind::Aes256Gcm] {
+                let mut copy = bytes.clone();
+                let c = Cipher::new(kind, &[1; 32]).unwrap();
+                let _ = c.open(p.common.sender, PeerId(1), p.common.counter, &mut copy, p.header_len);
+            }
             if let (Some(d), Ok(())) = (p.data, wire::check_payload(&p, plen)) {
                 let mut r = Reassembly::default();
                 let _ = r.push(&d, &bytes[p.header_len..]);
@@ -27,7 +30,7 @@ proptest! {
 
     #[test]
     fn datagrams_with_valid_magic_never_panic(
-        kind in 0u8..5, flags in any::<u8>(), rest in proptest::collection::vec(any::<u8>(), 0..80)
+        kind in 0u8..7, flags in any::<u8>(), rest in proptest::collection::vec(any::<u8>(), 0..80)
     ) {
         let mut b = vec![wire::MAGIC, wire::VERSION, kind, flags];
         b.extend(rest);
@@ -54,9 +57,11 @@ proptest! {
 
     #[test]
     fn sealed_datagrams_open_only_unchanged(
-        payload in proptest::collection::vec(any::<u8>(), 1..300), flip in any::<usize>(), counter in any::<u64>()
+        payload in proptest::collection::vec(any::<u8>(), 1..300), flip in any::<usize>(), counter in any::<u64>(),
+        aes in any::<bool>()
     ) {
-        let c = Cipher::new(&[9; 32]).unwrap();
+        let kind = if aes { CipherKind::Aes256Gcm } else { CipherKind::ChaCha20Poly1305 };
+        let c = Cipher::new(kind, &[9; 32]).unwrap();
         let hl = 16;
         let mut b = vec![0u8; hl + payload.len() + 16];
         b[hl..hl + payload.len()].copy_from_slice(&payload);

@@ -1,25 +1,109 @@
-//! Per-peer-pair sealing of sleeve datagrams (ChaCha20-Poly1305) and the replay window.
+//! Per-peer-pair sealing of sleeve datagrams (AES-256-GCM or ChaCha20-Poly1305) and the
+//! replay window.
 //!
-//! The router hands us a 32-byte session key per peer (derived by the mesh's handshake).
+//! The router hands us a 32-byte session key per peer and the cipher both sides support
+//! ([`CipherKind::negotiate`]: AES-256-GCM when both CPUs have AES instructions, which
+//! runs several times faster there; ChaCha20-Poly1305 otherwise).
 //! Both directions share the key, so the nonce carries a direction byte (which of the two
 //! peers has the lower id) next to the 64-bit counter from the header: no nonce repeats as
 //! long as a key is not reused across restarts (the router derives a fresh one per session).
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 use super::wire::TAG_LEN;
 use super::PeerId;
 
+/// An AEAD the sleeve can seal with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CipherKind {
+    /// ChaCha20-Poly1305: fast in software, every peer supports it.
+    ChaCha20Poly1305,
+    /// AES-256-GCM: offered only by hosts whose CPU has AES and carry-less multiply.
+    Aes256Gcm,
+}
+
+impl CipherKind {
+    /// The name used in announcements and status (`aes-256-gcm`, `chacha20-poly1305`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherKind::ChaCha20Poly1305 => "chacha20-poly1305",
+            CipherKind::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// Parses [`CipherKind::name`]; None for names this code does not know.
+    pub fn parse(s: &str) -> Option<CipherKind> {
+        match s {
+            "chacha20-poly1305" => Some(CipherKind::ChaCha20Poly1305),
+            "aes-256-gcm" => Some(CipherKind::Aes256Gcm),
+            _ => None,
+        }
+    }
+
+    /// What this host offers, best first: AES-256-GCM only with hardware AES.
+    pub fn supported() -> Vec<CipherKind> {
+        if hardware_aes() {
+            vec![CipherKind::Aes256Gcm, CipherKind::ChaCha20Poly1305]
+        } else {
+            vec![CipherKind::ChaCha20Poly1305]
+        }
+    }
+
+    /// The cipher for a pair: AES-256-GCM if both offer it, else ChaCha20-Poly1305 (which
+    /// every peer supports). Symmetric, so both sides pick the same without a round trip.
+    pub fn negotiate(ours: &[CipherKind], theirs: &[CipherKind]) -> CipherKind {
+        if ours.contains(&CipherKind::Aes256Gcm) && theirs.contains(&CipherKind::Aes256Gcm) {
+            CipherKind::Aes256Gcm
+        } else {
+            CipherKind::ChaCha20Poly1305
+        }
+    }
+
+    /// The flag bit that marks datagrams sealed with this cipher.
+    pub fn flag(self) -> u8 {
+        match self {
+            CipherKind::ChaCha20Poly1305 => 0,
+            CipherKind::Aes256Gcm => super::wire::FLAG_AES,
+        }
+    }
+}
+
+impl std::fmt::Display for CipherKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether the CPU has AES and carry-less multiplication (what makes GCM fast).
+fn hardware_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// A session key with the cipher state ready to seal and open.
 pub struct Cipher {
-    // ring's ChaCha20-Poly1305 is assembly (AVX2/AVX-512), several times faster than the
-    // pure-Rust crates without target-cpu flags; ring is in the tree already (snow).
+    kind: CipherKind,
+    // ring's AEADs are assembly (AES-NI/VAES with PCLMUL, ChaCha with AVX2/AVX-512),
+    // several times faster than the pure-Rust crates without target-cpu flags; ring is in
+    // the tree already (snow).
     aead: LessSafeKey,
 }
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cipher(..)")
+        write!(f, "Cipher({}, ..)", self.kind)
     }
 }
 
@@ -38,11 +122,21 @@ fn nonce(sender: PeerId, receiver: PeerId, counter: u64) -> Nonce {
 
 impl Cipher {
     /// Builds the cipher for a 32-byte session key.
-    pub fn new(key: &[u8; 32]) -> Result<Cipher, CryptoError> {
-        let k = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| CryptoError)?;
+    pub fn new(kind: CipherKind, key: &[u8; 32]) -> Result<Cipher, CryptoError> {
+        let alg = match kind {
+            CipherKind::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            CipherKind::Aes256Gcm => &AES_256_GCM,
+        };
+        let k = UnboundKey::new(alg, key).map_err(|_| CryptoError)?;
         Ok(Cipher {
+            kind,
             aead: LessSafeKey::new(k),
         })
+    }
+
+    /// Which AEAD this is.
+    pub fn kind(&self) -> CipherKind {
+        self.kind
     }
 
     /// Encrypts `buf[header_len..header_len+payload_len]` in place and writes the tag
@@ -165,7 +259,43 @@ mod tests {
 
     #[test]
     fn seal_then_open_round_trips_and_tamper_fails() {
-        let c = Cipher::new(&[7u8; 32]).unwrap();
+        for kind in [CipherKind::ChaCha20Poly1305, CipherKind::Aes256Gcm] {
+            round_trip(kind);
+        }
+    }
+
+    #[test]
+    fn negotiation_is_symmetric_and_falls_back_to_chacha() {
+        use CipherKind::*;
+        let both = [Aes256Gcm, ChaCha20Poly1305];
+        assert_eq!(CipherKind::negotiate(&both, &both), Aes256Gcm);
+        assert_eq!(
+            CipherKind::negotiate(&both, &[ChaCha20Poly1305]),
+            ChaCha20Poly1305
+        );
+        assert_eq!(
+            CipherKind::negotiate(&[ChaCha20Poly1305], &both),
+            ChaCha20Poly1305
+        );
+        assert_eq!(CipherKind::negotiate(&both, &[]), ChaCha20Poly1305);
+        for k in both {
+            assert_eq!(CipherKind::parse(k.name()), Some(k));
+        }
+        assert_eq!(CipherKind::parse("rot13"), None);
+        assert!(CipherKind::supported().contains(&ChaCha20Poly1305));
+    }
+
+    #[test]
+    fn the_two_ciphers_do_not_open_each_other() {
+        let a = Cipher::new(CipherKind::Aes256Gcm, &[7u8; 32]).unwrap();
+        let c = Cipher::new(CipherKind::ChaCha20Poly1305, &[7u8; 32]).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = a.seal(PeerId(1), PeerId(2), 1, &mut buf, 4, 5).unwrap();
+        assert!(c.open(PeerId(1), PeerId(2), 1, &mut buf[..n], 4).is_err());
+    }
+
+    fn round_trip(kind: CipherKind) {
+        let c = Cipher::new(kind, &[7u8; 32]).unwrap();
         let mut buf = vec![0u8; 64];
         buf[..4].copy_from_slice(b"head");
         buf[4..9].copy_from_slice(b"hello");
@@ -185,7 +315,7 @@ mod tests {
         let mut t = buf[..n].to_vec();
         t[0] ^= 1;
         assert!(c.open(PeerId(1), PeerId(2), 5, &mut t, 4).is_err());
-        let other = Cipher::new(&[8u8; 32]).unwrap();
+        let other = Cipher::new(kind, &[8u8; 32]).unwrap();
         assert!(other
             .open(PeerId(1), PeerId(2), 5, &mut buf[..n].to_vec(), 4)
             .is_err());

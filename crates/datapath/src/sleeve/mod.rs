@@ -5,23 +5,32 @@
 //! A TAP device on the weft bridge hands us Ethernet frames — TSO super-frames of up to
 //! 64 KiB with their virtio_net_hdr — which cross the underlay as trains of MTU-sized
 //! chunks in one UDP GSO send, are reassembled on the far side (UDP GRO hands over a
-//! whole train at once) and written into its TAP as one super-frame again. Sealed with
-//! ChaCha20-Poly1305 per peer pair when the router gives a session key.
+//! whole train at once) and written into its TAP as one super-frame again. Sealed per peer
+//! pair when the router gives a session key, with AES-256-GCM where both CPUs have AES
+//! instructions and ChaCha20-Poly1305 otherwise; replays are refused (sliding window).
+//! Each peer's path MTU is probed (DF-set datagrams) and chunks are sized to it.
 //!
-//! Layout: `wire` (datagram format), `crypto` (sealing, replay window), `reassembly`,
-//! `forwarding` (MAC table, relay and broadcast routes), `heartbeat` (schedule, RTT) are
-//! sans-IO; `tap`, `udp` and `engine` (two threads and the control handle) do the I/O.
+//! Layout: `wire` (datagram format), `crypto` (ciphers, replay window), `pmtu` (path-MTU
+//! search), `reassembly`, `forwarding` (MAC table, relay and broadcast routes), `heartbeat`
+//! (schedule, RTT) are sans-IO; `peer` is a peer's shared state; `tap`, `udp`, `tx`
+//! (TAP → UDP thread), `rx` (UDP → TAP thread) and `engine` (the control handle) do I/O.
 
 pub mod crypto;
 mod engine;
 pub mod forwarding;
 pub mod heartbeat;
+mod peer;
+pub mod pmtu;
 pub mod reassembly;
+mod rx;
 pub mod tap;
+mod tx;
 pub mod udp;
 pub mod wire;
 
-pub use engine::{PeerConfig, PeerStats, Sleeve, SleeveConfig, SleeveStats};
+pub use crypto::CipherKind;
+pub use engine::{Sleeve, SleeveConfig, SleeveStats};
+pub use peer::{PeerConfig, PeerStats};
 pub use tap::Offloads;
 
 /// UDP port of the sleeve by default.

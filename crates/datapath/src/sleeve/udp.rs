@@ -160,6 +160,22 @@ impl UdpSock {
             }
         }
         setsockopt_int(f, SOL_UDP, UDP_GRO, 1).map_err(err("enable UDP_GRO"))?;
+        // DF on every datagram, and no kernel path-MTU cache refusing sends: the sleeve
+        // finds each peer's path MTU itself (probes) and sizes its datagrams to it.
+        let (level, opt, probe) = if addr.is_ipv4() {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            )
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            )
+        };
+        setsockopt_int(f, level, opt, probe).map_err(err("set path-MTU discovery to probe"))?;
         let ra = RawAddr::new(addr);
         // SAFETY: bind with a valid sockaddr and its length.
         let r = unsafe {
@@ -300,12 +316,14 @@ impl Default for TxBatch {
 
 impl TxBatch {
     /// Appends one datagram of at most `max_len` bytes written by `write` (which returns
-    /// the real length, 0 to skip). Flushes first when the batch is full.
+    /// the real length, 0 to skip). Flushes first when the batch is full. With `gso`
+    /// false the datagram is sent on its own, never as part of a GSO train.
     pub fn push(
         &mut self,
         sock: &UdpSock,
         to: &RawAddr,
         max_len: usize,
+        gso: bool,
         write: impl FnOnce(&mut [u8]) -> usize,
     ) {
         let max_len = max_len.min(RX_BUF);
@@ -320,6 +338,7 @@ impl TxBatch {
         self.used += n;
         if let Some(m) = self.msgs.last_mut() {
             if self.gso
+                && gso
                 && m.open
                 && m.to == *to
                 && n <= m.seg
@@ -339,7 +358,7 @@ impl TxBatch {
             len: n,
             seg: n,
             nsegs: 1,
-            open: true,
+            open: gso,
         });
     }
 

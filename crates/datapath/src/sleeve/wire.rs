@@ -5,8 +5,9 @@
 //! ```text
 //! 0  magic   u8  = 0x57 ('W')
 //! 1  version u8  = 1
-//! 2  kind    u8  (1 = data chunk, 2 = ping, 3 = pong)
-//! 3  flags   u8  (bit 0: payload sealed with ChaCha20-Poly1305, 16-byte tag at the end)
+//! 2  kind    u8  (1 = data chunk, 2 = ping, 3 = pong, 4 = MTU probe, 5 = probe answer)
+//! 3  flags   u8  (bit 0: payload sealed, 16-byte tag at the end; bit 1: the AEAD is
+//!                 AES-256-GCM, else ChaCha20-Poly1305)
 //! 4  sender  u32 short id of the peer that sent this datagram (one hop)
 //! 8  counter u64 per (sender, receiver) sequence; the AEAD nonce when sealed
 //! ```
@@ -25,7 +26,10 @@
 //! 37 reserved  [u8; 3]
 //! ```
 //!
-//! Ping and pong carry an 8-byte token (the sender's clock reading, echoed by pong).
+//! Ping and pong carry an 8-byte token (the sender's clock reading, echoed by pong). An
+//! MTU probe carries the token and padding up to the datagram size under test (sent with
+//! DF); its answer carries the token and the probe's datagram size (u32), and is small,
+//! so it tests one direction only: the one the prober sends on.
 //! All integers are big-endian. The whole header is the AEAD's associated data.
 
 use super::PeerId;
@@ -46,6 +50,10 @@ pub const TOKEN_LEN: usize = 8;
 pub const TAG_LEN: usize = 16;
 /// Flag: the payload is sealed (encrypted and authenticated).
 pub const FLAG_SEALED: u8 = 1;
+/// Flag: sealed with AES-256-GCM (without it: ChaCha20-Poly1305).
+pub const FLAG_AES: u8 = 2;
+/// Length of an MTU probe answer's payload (token + probed size).
+pub const PROBE_ACK_LEN: usize = TOKEN_LEN + 4;
 /// Largest message (virtio header + frame) accepted: 64 KiB super-frame plus headers.
 pub const MAX_MESSAGE: usize = 65536 + 1024;
 /// Hop limit a fresh data chunk starts with.
@@ -62,6 +70,10 @@ pub enum Kind {
     Ping,
     /// Heartbeat answer echoing the ping's token.
     Pong,
+    /// Path-MTU probe: token and padding up to the size under test.
+    Probe,
+    /// Answer to a probe: its token and size.
+    ProbeAck,
 }
 
 impl Kind {
@@ -70,6 +82,8 @@ impl Kind {
             Kind::Data => 1,
             Kind::Ping => 2,
             Kind::Pong => 3,
+            Kind::Probe => 4,
+            Kind::ProbeAck => 5,
         }
     }
     fn from_u8(v: u8) -> Option<Kind> {
@@ -77,6 +91,8 @@ impl Kind {
             1 => Some(Kind::Data),
             2 => Some(Kind::Ping),
             3 => Some(Kind::Pong),
+            4 => Some(Kind::Probe),
+            5 => Some(Kind::ProbeAck),
             _ => None,
         }
     }
@@ -193,7 +209,7 @@ impl Common {
     pub fn header_len(&self) -> usize {
         match self.kind {
             Kind::Data => DATA_HEADER_LEN,
-            Kind::Ping | Kind::Pong => COMMON_LEN,
+            Kind::Ping | Kind::Pong | Kind::Probe | Kind::ProbeAck => COMMON_LEN,
         }
     }
 
@@ -283,6 +299,9 @@ pub fn check_payload(p: &Parsed, payload_len: usize) -> Result<(), DecodeError> 
         (Kind::Data, Some(d)) => d.check_chunk(payload_len),
         (Kind::Ping | Kind::Pong, _) if payload_len == TOKEN_LEN => Ok(()),
         (Kind::Ping | Kind::Pong, _) => Err(DecodeError::BadToken(payload_len)),
+        (Kind::Probe, _) if (TOKEN_LEN..=u16::MAX as usize).contains(&payload_len) => Ok(()),
+        (Kind::ProbeAck, _) if payload_len == PROBE_ACK_LEN => Ok(()),
+        (Kind::Probe | Kind::ProbeAck, _) => Err(DecodeError::BadToken(payload_len)),
         (Kind::Data, None) => Err(DecodeError::TooShort(payload_len)),
     }
 }
@@ -293,6 +312,14 @@ pub fn token(payload: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::BadToken(payload.len()));
     }
     Ok(be64(payload, 0))
+}
+
+/// Reads the token and the probed datagram size of an opened probe answer.
+pub fn probe_ack(payload: &[u8]) -> Result<(u64, u32), DecodeError> {
+    if payload.len() != PROBE_ACK_LEN {
+        return Err(DecodeError::BadToken(payload.len()));
+    }
+    Ok((be64(payload, 0), be32(payload, TOKEN_LEN)))
 }
 
 /// Payload bytes per chunk so that a datagram fits `underlay_mtu` (IP header of
@@ -356,6 +383,19 @@ mod tests {
         b[1] = VERSION;
         b[2] = 9;
         assert_eq!(parse(&b), Err(DecodeError::BadKind(9)));
+        b[2] = 4;
+        let p = parse(&b).unwrap();
+        assert_eq!(p.common.kind, Kind::Probe);
+        assert!(check_payload(&p, TOKEN_LEN + 1000).is_ok());
+        assert!(check_payload(&p, 4).is_err());
+        b[2] = 5;
+        let p = parse(&b).unwrap();
+        assert!(check_payload(&p, PROBE_ACK_LEN).is_ok());
+        assert!(check_payload(&p, TOKEN_LEN).is_err());
+        assert_eq!(
+            probe_ack(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 5, 220]),
+            Ok((9, 1500))
+        );
         b[2] = 1;
         assert_eq!(parse(&b), Err(DecodeError::TooShort(16)));
     }

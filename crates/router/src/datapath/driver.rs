@@ -337,6 +337,9 @@ impl Driver {
                             name,
                             addr,
                             key,
+                            // Every peer supports ChaCha20-Poly1305; choosing AES-256-GCM
+                            // needs both sides' offers, which the path core does not carry yet.
+                            cipher: weft_datapath::sleeve::CipherKind::ChaCha20Poly1305,
                         })
                         .map_err(|e| e.to_string())
                     }
