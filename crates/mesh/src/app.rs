@@ -115,6 +115,12 @@ pub trait MeshApp {
     /// The topology changed (peers, connections, routes or broadcast trees).
     fn handle_topology(&mut self, now: Millis, topology: &TopologyView);
 
+    /// Whether the core reads the topology at all: building a view costs a walk of the
+    /// whole mesh, which a core that ignores it should not pay on every change.
+    fn wants_topology(&self) -> bool {
+        true
+    }
+
     /// The time asked for by [`MeshApp::poll_timeout`] has come (or passed).
     fn handle_timeout(&mut self, now: Millis);
 

@@ -28,6 +28,9 @@ impl MeshApp for NoApp {
     type Effect = ();
     fn handle_message(&mut self, _: Millis, _: u16, _: &str, _: &[u8]) {}
     fn handle_topology(&mut self, _: Millis, _: &TopologyView) {}
+    fn wants_topology(&self) -> bool {
+        false
+    }
     fn handle_timeout(&mut self, _: Millis) {}
     fn poll_transmit(&mut self) -> Option<Transmit> {
         None
@@ -597,6 +600,9 @@ impl<A: MeshApp> Sim<A> {
             return;
         }
         node.topo_dirty = false;
+        if !node.app.wants_topology() {
+            return;
+        }
         let Some(m) = node.mesh.as_mut() else { return };
         let view = m.topology_view();
         node.app.handle_topology(now, &view);
