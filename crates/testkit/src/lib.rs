@@ -148,6 +148,22 @@ impl Lab {
         self.weft_cmd(&args)
     }
 
+    /// Blocks fastdp (VXLAN, UDP 6784) in and out of `host` with a table of its own in that
+    /// host's namespace, so its peers fall back to the sleeve; the namespace goes with the lab.
+    pub fn block_fastdp(&self, host: &str) {
+        let script = "add table inet weftblk; \
+             add chain inet weftblk out { type filter hook output priority -10 ; }; \
+             add rule inet weftblk out udp dport 6784 drop; \
+             add chain inet weftblk in { type filter hook input priority -10 ; }; \
+             add rule inet weftblk in udp dport 6784 drop";
+        let out = self.exec(host, &["nft", script]);
+        assert!(
+            out.status.success(),
+            "nft on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs the Docker client (`/usr/bin/docker`, the 20.10 client) on a host of a lab made
     /// with [`Lab::up_docker`]; `weft lab exec` points its `DOCKER_HOST` at that host's
     /// dockerd.

@@ -88,17 +88,7 @@ fn documented_series_appear_in_a_lab_and_pass_promtool() {
     }
     // fastdp between h1 and h3 blocked: the path switches to the sleeve, which then
     // carries a1's pings to c3 (found by name through weft's DNS).
-    let block = "add table inet metblk; \
-         add chain inet metblk out { type filter hook output priority -10 ; }; \
-         add rule inet metblk out udp dport 6784 drop; \
-         add chain inet metblk in { type filter hook input priority -10 ; }; \
-         add rule inet metblk in udp dport 6784 drop";
-    let out = lab.exec("h3", &["nft", block]);
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.block_fastdp("h3");
     wait_for(
         "h1 to reach h3 by the sleeve",
         Duration::from_secs(20),

@@ -134,17 +134,7 @@ fn three_peers_their_connections_and_a_switch_to_sleeve_in_chromium() {
 
     // fastdp between h1 and h3 blocked in h3's namespace: the page on h1 shows that
     // connection on the sleeve within seconds.
-    let script = "add table inet topoblk; \
-         add chain inet topoblk out { type filter hook output priority -10 ; }; \
-         add rule inet topoblk out udp dport 6784 drop; \
-         add chain inet topoblk in { type filter hook input priority -10 ; }; \
-         add rule inet topoblk in udp dport 6784 drop";
-    let out = lab.exec("h3", &["nft", script]);
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.block_fastdp("h3");
     let blocked = Instant::now();
     wait_for(
         "the page on h1 to show h3 on the sleeve",
