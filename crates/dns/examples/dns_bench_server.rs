@@ -3,7 +3,7 @@
 //! Prints `ready PORT` once it serves, then runs until killed (the bench stops it by pid).
 
 use std::net::Ipv4Addr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use weft_dns::{
@@ -30,18 +30,13 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other}; use --names N --port P"),
         }
     }
-    let now = Instant::now();
     let wall = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-    let mut gossip = DnsGossip::new("bench", GossipConfig::default(), now, wall)?;
-    gossip.add(
-        "bench",
-        "bench.weft.local",
-        Ipv4Addr::new(10, 32, 0, 1),
-        now,
-    )?;
+    // Channel 2 as in the router; this server has no mesh.
+    let mut gossip = DnsGossip::new("bench", 2, GossipConfig::default(), wall)?;
+    gossip.add(0, "bench", "bench.weft.local", Ipv4Addr::new(10, 32, 0, 1))?;
     for i in 0..names {
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 33, 0, 0)) + i);
-        gossip.add(&format!("c{i}"), &format!("c{i}.weft.local"), addr, now)?;
+        gossip.add(0, &format!("c{i}"), &format!("c{i}.weft.local"), addr)?;
     }
     let answerer = Answerer::new(gossip.records(), AnswerConfig::default())?;
     let handle = DnsHandle::new(answerer, Forwarder::new(vec![], ForwardConfig::default()));

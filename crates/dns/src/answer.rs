@@ -306,10 +306,9 @@ mod tests {
     use super::*;
     use crate::records::{Entry, EntryKey, EntryState, Records};
     use std::sync::{Arc, RwLock};
-    use std::time::{Duration, Instant};
 
     fn store(entries: &[(&str, [u8; 4])]) -> SharedRecords {
-        let mut r = Records::new(Duration::from_secs(60));
+        let mut r = Records::new(60_000);
         for (i, (name, a)) in entries.iter().enumerate() {
             let key = EntryKey::new("p1", &format!("c{i}"), name, Ipv4Addr::from(*a)).unwrap();
             r.merge(
@@ -320,7 +319,7 @@ mod tests {
                         tombstone: false,
                     },
                 },
-                Instant::now(),
+                0,
             );
         }
         Arc::new(RwLock::new(r))

@@ -2,7 +2,9 @@
 //!
 //! - [`records`]: the name → address store (a per-origin last-writer-wins set).
 //! - [`wire`]: the versioned binary encoding of gossip messages.
-//! - [`gossip`]: the sans-IO gossip core that keeps stores equal across peers.
+//! - [`gossip`]: the sans-IO gossip core that keeps stores equal across peers (a
+//!   [`weft_mesh::MeshApp`]).
+//! - [`limits`]: bounds on what a peer's gossip may make us hold.
 //! - [`answer`]: answering one DNS query from the store (hickory-proto wire format).
 //! - [`forward`]: upstream servers from resolv.conf and forwarding over UDP/TCP.
 //! - [`server`]: the tokio UDP/TCP server on sockets the caller made.
@@ -12,6 +14,7 @@
 pub mod answer;
 pub mod forward;
 pub mod gossip;
+pub mod limits;
 pub mod records;
 pub mod server;
 pub mod stats;
@@ -22,7 +25,7 @@ use std::sync::{Arc, RwLock};
 
 pub use answer::{AnswerConfig, Answerer, Outcome, Transport};
 pub use forward::{ForwardConfig, Forwarder, Upstreams};
-pub use gossip::{DnsGossip, GossipAction, GossipConfig, RemoveFilter};
+pub use gossip::{DnsGossip, GossipConfig, GossipError, RemoveFilter};
 pub use records::{Entry, EntryKey, EntryState, Records};
 pub use server::{serve, DnsHandle};
 pub use wire::WireError;
@@ -68,6 +71,14 @@ pub enum DnsError {
         /// The value as given (cut to 300 characters).
         value: String,
     },
+    /// A local name past a bound its peers apply ([`limits`]).
+    #[error("DNS name refused: {what} (at most {limit}); remove some first")]
+    Full {
+        /// What is full.
+        what: String,
+        /// The bound.
+        limit: usize,
+    },
     /// A removal without anything to select entries by.
     #[error("dns removal names nothing to remove: give a container, a hostname or an address")]
     EmptyRemoval,
@@ -90,7 +101,7 @@ pub enum DnsError {
 }
 
 /// Reads the shared store, tolerating a poisoned lock (the data stays consistent per call).
-pub(crate) fn read_records(records: &SharedRecords) -> std::sync::RwLockReadGuard<'_, Records> {
+pub fn read_records(records: &SharedRecords) -> std::sync::RwLockReadGuard<'_, Records> {
     records.read().unwrap_or_else(|e| e.into_inner())
 }
 

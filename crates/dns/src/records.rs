@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use weft_mesh::Millis;
 
 use crate::DnsError;
 
@@ -40,7 +40,7 @@ pub struct EntryState {
 
 impl EntryState {
     /// True when `self` should replace `other` in a merge.
-    fn beats(&self, other: &EntryState) -> bool {
+    pub fn beats(&self, other: &EntryState) -> bool {
         self.version > other.version
             || (self.version == other.version && self.tombstone && !other.tombstone)
     }
@@ -59,7 +59,7 @@ pub struct Entry {
 struct Slot {
     state: EntryState,
     /// When a tombstone may be forgotten (local time of this store).
-    expires: Option<Instant>,
+    expires: Option<Millis>,
 }
 
 /// Outcome of merging one entry.
@@ -84,7 +84,7 @@ pub struct Records {
     by_name: HashMap<String, BTreeMap<Ipv4Addr, u32>>,
     /// Live names per address.
     by_addr: HashMap<Ipv4Addr, BTreeMap<String, u32>>,
-    tombstone_ttl: Duration,
+    tombstone_ttl: Millis,
 }
 
 /// Turns a user-given hostname into the stored form: lowercase, final dot, checked.
@@ -153,8 +153,8 @@ impl EntryKey {
 }
 
 impl Records {
-    /// An empty store whose tombstones are forgotten `tombstone_ttl` after removal.
-    pub fn new(tombstone_ttl: Duration) -> Self {
+    /// An empty store whose tombstones are forgotten `tombstone_ttl` ms after removal.
+    pub fn new(tombstone_ttl: Millis) -> Self {
         Records {
             tombstone_ttl,
             ..Default::default()
@@ -162,7 +162,7 @@ impl Records {
     }
 
     /// Merges one entry (local or received); `now` dates a new tombstone.
-    pub fn merge(&mut self, entry: Entry, now: Instant) -> Merge {
+    pub fn merge(&mut self, entry: Entry, now: Millis) -> Merge {
         let Entry { key, state } = entry;
         let old = self.entries.get(&key).map(|s| s.state);
         if let Some(old) = old {
@@ -179,7 +179,9 @@ impl Records {
         } else if !was_live && !state.tombstone {
             self.index(&key);
         }
-        let expires = state.tombstone.then(|| now + self.tombstone_ttl);
+        let expires = state
+            .tombstone
+            .then(|| now.saturating_add(self.tombstone_ttl));
         self.entries.insert(key, Slot { state, expires });
         Merge::Applied
     }
@@ -220,7 +222,7 @@ impl Records {
     }
 
     /// Forgets tombstones whose time is up; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    pub fn expire(&mut self, now: Millis) -> usize {
         let before = self.entries.len();
         self.entries
             .retain(|_, slot| !matches!(slot.expires, Some(t) if t <= now));
@@ -229,13 +231,36 @@ impl Records {
 
     /// Every entry of `origin` (live and tombstone), in key order.
     pub fn origin_entries<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = Entry> + 'a {
+        self.origin_states(origin).map(|(key, state)| Entry {
+            key: key.clone(),
+            state,
+        })
+    }
+
+    /// The keys and states of `origin`'s entries, in key order, without copying them.
+    pub fn origin_states<'a>(
+        &'a self,
+        origin: &'a str,
+    ) -> impl Iterator<Item = (&'a EntryKey, EntryState)> + 'a {
+        // Keys sort by origin first: its entries are one range, from its smallest key.
+        let first = EntryKey {
+            origin: origin.to_string(),
+            container: String::new(),
+            hostname: String::new(),
+            addr: Ipv4Addr::UNSPECIFIED,
+        };
         self.entries
-            .iter()
-            .filter(move |(k, _)| k.origin == origin)
-            .map(|(k, s)| Entry {
-                key: k.clone(),
-                state: s.state,
-            })
+            .range(first..)
+            .take_while(move |(k, _)| k.origin == origin)
+            .map(|(k, s)| (k, s.state))
+    }
+
+    /// `origin`'s live entries as (container, hostname, address), e.g. to persist them.
+    pub fn origin_live(&self, origin: &str) -> Vec<(String, String, Ipv4Addr)> {
+        self.origin_states(origin)
+            .filter(|(_, s)| !s.tombstone)
+            .map(|(k, _)| (k.container.clone(), k.hostname.clone(), k.addr))
+            .collect()
     }
 
     /// Every live entry, in key order.
@@ -374,7 +399,7 @@ mod tests {
             e(&k, 3, false),
             e(&k, 3, true),
         ];
-        let now = Instant::now();
+        let now: Millis = 1_000;
         // Every permutation of the four ops ends in the same state: v3 tombstone.
         let mut perms = Vec::new();
         for a in 0..4usize {
@@ -392,7 +417,7 @@ mod tests {
         }
         assert_eq!(perms.len(), 24);
         for p in perms {
-            let mut r = Records::new(Duration::from_secs(60));
+            let mut r = Records::new(60_000);
             for &i in &p {
                 r.merge(ops[i].clone(), now);
             }
@@ -411,8 +436,8 @@ mod tests {
 
     #[test]
     fn a_name_holds_a_bounded_number_of_addresses() {
-        let now = Instant::now();
-        let mut r = Records::new(Duration::from_secs(60));
+        let now: Millis = 1_000;
+        let mut r = Records::new(60_000);
         for i in 0..MAX_ADDRS_PER_NAME as u32 {
             let a = (Ipv4Addr::new(10, 32, 0, 0).to_bits() + i).to_be_bytes();
             let m = r.merge(
@@ -446,8 +471,8 @@ mod tests {
 
     #[test]
     fn lookup_collects_all_live_addresses_once() {
-        let now = Instant::now();
-        let mut r = Records::new(Duration::from_secs(60));
+        let now: Millis = 1_000;
+        let mut r = Records::new(60_000);
         r.merge(
             e(&key("p1", "c1", "web.weft.local", [10, 32, 0, 2]), 1, false),
             now,
@@ -494,16 +519,16 @@ mod tests {
 
     #[test]
     fn tombstones_expire_and_dead_origins_vanish() {
-        let now = Instant::now();
-        let mut r = Records::new(Duration::from_secs(30));
+        let now: Millis = 1_000;
+        let mut r = Records::new(30_000);
         let k1 = key("p1", "c1", "a.weft.local", [10, 32, 0, 1]);
         let k2 = key("p2", "c2", "b.weft.local", [10, 32, 0, 2]);
         let k3 = key("p2", "c3", "c.weft.local", [10, 32, 0, 3]);
         r.merge(e(&k1, 1, false), now);
         r.merge(e(&k2, 1, false), now);
         r.merge(e(&k3, 2, true), now);
-        assert_eq!(r.expire(now + Duration::from_secs(29)), 0);
-        assert_eq!(r.expire(now + Duration::from_secs(30)), 1);
+        assert_eq!(r.expire(now + 29_000), 0);
+        assert_eq!(r.expire(now + 30_000), 1);
         assert_eq!(r.get(&k3), None);
         assert_eq!(r.origins(), vec!["p1".to_string(), "p2".to_string()]);
         assert_eq!(r.remove_origin("p2"), 1);

@@ -18,6 +18,9 @@ use weft_dns::{
 };
 use weft_testkit::netns::{in_netns, ns_output, Namespaces};
 
+/// The mesh channel of the gossip core (unused here: no mesh).
+const DNS_CHANNEL: u16 = 2;
+
 type Sockets = Vec<(std::net::UdpSocket, std::net::TcpListener)>;
 
 /// A network namespace from testkit's harness (removed on drop, also on panic) with the
@@ -85,10 +88,9 @@ async fn sockets_made_in_a_container_netns_answer_there_and_forward_from_the_rou
         "this test makes a network namespace: run as root"
     );
     let up = upstream().await;
-    let now = Instant::now();
-    let mut gossip = DnsGossip::new("router-1", GossipConfig::default(), now, 1).unwrap();
+    let mut gossip = DnsGossip::new("router-1", DNS_CHANNEL, GossipConfig::default(), 1).unwrap();
     gossip
-        .add("c1", "c1.weft.local", Ipv4Addr::new(10, 32, 0, 9), now)
+        .add(0, "c1", "c1.weft.local", Ipv4Addr::new(10, 32, 0, 9))
         .unwrap();
     let answerer = Answerer::new(gossip.records(), AnswerConfig::default()).unwrap();
     let handle = DnsHandle::new(answerer, Forwarder::new(vec![up], ForwardConfig::default()));
@@ -133,7 +135,7 @@ async fn sockets_made_in_a_container_netns_answer_there_and_forward_from_the_rou
         container: Some("c1".into()),
         ..Default::default()
     };
-    gossip.remove(&f, Instant::now()).unwrap();
+    gossip.remove(0, &f).unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     let status = tokio::task::block_in_place(|| loop {
         let s = dig(&["@127.0.0.11", "c1.weft.local"]);

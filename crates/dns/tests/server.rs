@@ -17,6 +17,9 @@ use weft_dns::{
     RemoveFilter, Transport,
 };
 
+/// The mesh channel of the gossip core (unused here: no mesh).
+const DNS_CHANNEL: u16 = 2;
+
 /// How the tiny upstream answers, and how many queries it saw.
 struct Upstream {
     addr: SocketAddr,
@@ -107,16 +110,15 @@ struct Weft {
 }
 
 async fn start_weft(upstream: Vec<SocketAddr>, config: ForwardConfig) -> Weft {
-    let now = Instant::now();
-    let mut gossip = DnsGossip::new("peer-1", GossipConfig::default(), now, 1).unwrap();
+    let mut gossip = DnsGossip::new("peer-1", DNS_CHANNEL, GossipConfig::default(), 1).unwrap();
     gossip
-        .add("c1", "web.weft.local", Ipv4Addr::new(10, 32, 0, 5), now)
+        .add(0, "c1", "web.weft.local", Ipv4Addr::new(10, 32, 0, 5))
         .unwrap();
     gossip
-        .add("c2", "db.weft.local", Ipv4Addr::new(10, 32, 0, 6), now)
+        .add(0, "c2", "db.weft.local", Ipv4Addr::new(10, 32, 0, 6))
         .unwrap();
     gossip
-        .add("c3", "db.weft.local", Ipv4Addr::new(10, 32, 0, 7), now)
+        .add(0, "c3", "db.weft.local", Ipv4Addr::new(10, 32, 0, 7))
         .unwrap();
     let answerer = Answerer::new(gossip.records(), AnswerConfig::default()).unwrap();
     let handle = DnsHandle::new(answerer, Forwarder::new(upstream, config));
@@ -235,7 +237,7 @@ async fn server_answers_local_names_and_forwards_the_rest() {
         container: Some("c1".into()),
         ..Default::default()
     };
-    weft.gossip.remove(&f, Instant::now()).unwrap();
+    weft.gossip.remove(0, &f).unwrap();
     let m = ask_udp(weft.udp, "web.weft.local.", RecordType::A).await;
     assert_eq!(m.response_code, ResponseCode::NXDomain);
 

@@ -2,7 +2,6 @@
 //! (never panic) and allocate only what the input's own size justifies, whatever the bytes.
 
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use weft_mesh::{Hello, Role, Session};
 
@@ -162,7 +161,7 @@ pub fn length_prefixed(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn answerer() -> &'static weft_dns::Answerer {
     static A: OnceLock<weft_dns::Answerer> = OnceLock::new();
     A.get_or_init(|| {
-        let mut records = weft_dns::Records::new(Duration::from_secs(60));
+        let mut records = weft_dns::Records::new(60_000);
         for (i, name) in ["web", "db", "a.b.c"].iter().enumerate() {
             let key = weft_dns::EntryKey::new(
                 "peer1",
@@ -175,7 +174,7 @@ fn answerer() -> &'static weft_dns::Answerer {
                     version: 1,
                     tombstone: false,
                 };
-                records.merge(weft_dns::Entry { key, state }, std::time::Instant::now());
+                records.merge(weft_dns::Entry { key, state }, 0);
             }
         }
         weft_dns::Answerer::new(

@@ -1,10 +1,10 @@
 //! The contract between the mesh and the cores that run on it (IPAM, DNS gossip, path
 //! choice): a [`MeshApp`] is sans-IO. It is handed a message from a peer, a topology change
 //! or the time it asked to be woken at, and is polled for what to send ([`Transmit`]), for
-//! its own effects (kernel plans, persistence, replies: [`MeshApp::Effect`]) and for when
-//! it next wants the time. The router's generic driver and the seeded simulation
-//! ([`crate::sim`]) run every core through this one trait (the shape of firezone's
-//! snownet: handle input, handle timeout, poll transmit, poll event).
+//! its own effects (kernel plans, persistence, replies: [`MeshApp::Effect`]), for peers to
+//! drop ([`Disconnect`]) and for when it next wants the time. The router's generic driver
+//! and the seeded simulation ([`crate::sim`]) run every core through this one trait (the
+//! shape of firezone's snownet: handle input, handle timeout, poll transmit, poll event).
 
 use std::net::SocketAddr;
 
@@ -33,6 +33,17 @@ pub enum Transmit {
         /// Payload.
         payload: Vec<u8>,
     },
+}
+
+/// A peer a core asks the mesh to drop: it broke a bound of the core's protocol (a hostile
+/// or broken peer). The mesh closes its direct connection to it, if it has one, with the
+/// reason; the core itself stops taking that peer's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The peer.
+    pub peer: String,
+    /// Which bound it broke, for the log and the peer's refusal.
+    pub reason: String,
 }
 
 /// A reachable peer as the cores see it.
@@ -132,4 +143,9 @@ pub trait MeshApp {
 
     /// When the core next wants [`MeshApp::handle_timeout`] (None: only on input).
     fn poll_timeout(&self) -> Option<Millis>;
+
+    /// The next peer to drop (a core whose peers cannot break its bounds has none).
+    fn poll_disconnect(&mut self) -> Option<Disconnect> {
+        None
+    }
 }

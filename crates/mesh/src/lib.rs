@@ -15,7 +15,7 @@ pub mod sim;
 pub mod topology;
 pub mod wire;
 
-pub use app::{MeshApp, Millis, Reachable, TopologyView, Transmit};
+pub use app::{Disconnect, MeshApp, Millis, Reachable, TopologyView, Transmit};
 pub use mesh::{
     Action, ConnId, ConnStatus, Mesh, MeshConfig, Neighbour, SendError, TargetStatus, Timing,
 };

@@ -544,14 +544,7 @@ impl<A: MeshApp> Sim<A> {
     pub fn app_send(&mut self, i: usize, t: Transmit) {
         let now = self.now;
         if let Some(m) = self.nodes[i].mesh.as_mut() {
-            let _ = match t {
-                Transmit::To {
-                    channel,
-                    dst,
-                    payload,
-                } => m.send_to(now, channel, &dst, payload),
-                Transmit::Broadcast { channel, payload } => m.broadcast(now, channel, payload),
-            };
+            let _ = m.transmit(now, t);
         }
         self.drain(i);
     }
@@ -574,14 +567,10 @@ impl<A: MeshApp> Sim<A> {
         };
         while let Some(t) = node.app.poll_transmit() {
             // Sends to unreachable peers are dropped, as a real caller would see an error.
-            let _ = match t {
-                Transmit::To {
-                    channel,
-                    dst,
-                    payload,
-                } => m.send_to(now, channel, &dst, payload),
-                Transmit::Broadcast { channel, payload } => m.broadcast(now, channel, payload),
-            };
+            let _ = m.transmit(now, t);
+        }
+        while let Some(d) = node.app.poll_disconnect() {
+            m.disconnect_peer(now, &d.peer, &d.reason);
         }
         if let Some(at) = node.app.poll_timeout() {
             let at = at.max(now);

@@ -1,23 +1,28 @@
-//! IPAM and the path core together on every peer of the seeded mesh simulation, with
-//! faults (loss, a partition, crashes and restarts): both run through the one
-//! mesh-application trait as the router runs them. Checked at the end: every address
-//! request was answered and no address is held twice; every running peer uses fastdp to
-//! each directly connected peer and a relay to the others.
+//! IPAM, DNS gossip and the path core together on every peer of the seeded mesh
+//! simulation, with faults (loss, a partition, crashes and restarts): all three run through
+//! the one mesh-application trait as the router runs them. Checked at the end: every
+//! address request was answered and no address is held twice; every running peer resolves
+//! exactly the names of the running peers (each given address has one); every running peer
+//! uses fastdp to each directly connected peer and a relay to the others.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use rand::{Rng, SeedableRng};
+use weft_dns::{DnsGossip, GossipConfig};
 use weft_ipam::{Allocator, Event, InitMode, IpamApp, IpamConfig, IpamEffect, Reply};
 use weft_mesh::sim::{Sim, SimConfig};
-use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
+use weft_mesh::{Disconnect, MeshApp, Millis, TopologyView, Transmit};
 use weft_paths::{wire, Mode, PathConfig, PathCore, PathEffect};
 
 const IPAM: u16 = 1;
+const DNS: u16 = 2;
 const PATHS: u16 = 3;
 
 /// One router's cores.
 struct Router {
     ipam: IpamApp,
+    dns: DnsGossip,
     paths: PathCore,
 }
 
@@ -30,15 +35,20 @@ impl MeshApp for Router {
     type Effect = Effect;
     fn handle_message(&mut self, now: Millis, channel: u16, from: &str, payload: &[u8]) {
         self.ipam.handle_message(now, channel, from, payload);
+        self.dns.handle_message(now, channel, from, payload);
         self.paths.handle_message(now, channel, from, payload);
     }
     fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
         self.ipam.handle_topology(now, topology);
+        self.dns.handle_topology(now, topology);
         self.paths.handle_topology(now, topology);
     }
     fn handle_timeout(&mut self, now: Millis) {
         if self.ipam.poll_timeout().is_some_and(|t| t <= now) {
             self.ipam.handle_timeout(now);
+        }
+        if self.dns.poll_timeout().is_some_and(|t| t <= now) {
+            self.dns.handle_timeout(now);
         }
         if self.paths.poll_timeout().is_some_and(|t| t <= now) {
             self.paths.handle_timeout(now);
@@ -47,6 +57,7 @@ impl MeshApp for Router {
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.ipam
             .poll_transmit()
+            .or_else(|| self.dns.poll_transmit())
             .or_else(|| self.paths.poll_transmit())
     }
     fn poll_effect(&mut self) -> Option<Effect> {
@@ -56,10 +67,17 @@ impl MeshApp for Router {
             .or_else(|| self.paths.poll_effect().map(Effect::Paths))
     }
     fn poll_timeout(&self) -> Option<Millis> {
-        [self.ipam.poll_timeout(), self.paths.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.ipam.poll_timeout(),
+            self.dns.poll_timeout(),
+            self.paths.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+    fn poll_disconnect(&mut self) -> Option<Disconnect> {
+        self.dns.poll_disconnect()
     }
 }
 
@@ -68,7 +86,7 @@ fn bmac(i: usize) -> [u8; 6] {
 }
 
 #[test]
-fn ipam_and_paths_together_with_faults() {
+fn ipam_dns_and_paths_together_with_faults() {
     let n = 24;
     let mut runs = 0u64;
     let mut sim = Sim::new(
@@ -88,6 +106,8 @@ fn ipam_and_paths_together_with_faults() {
                 // Each run starts without a disk: the test checks uniqueness among live
                 // holders only, so a restarted peer's containers are gone with it.
                 ipam: IpamApp::new(Allocator::new(name.clone(), cfg, None).unwrap(), IPAM),
+                // Every life shares one wall clock: Unix time 1,000 s at the simulation's 0.
+                dns: DnsGossip::new(&name, DNS, GossipConfig::default(), 1_000_000).unwrap(),
                 paths: PathCore::new(PathConfig {
                     me: name,
                     channel: PATHS,
@@ -125,6 +145,12 @@ fn ipam_and_paths_together_with_faults() {
                         if open.remove(&(i, id)) {
                             if let Ok(Reply::Allocated(c)) = result {
                                 held.insert((i, id), c.addr);
+                                // As at attach: the container's name for its address.
+                                let (host, addr) = (format!("c{id}.weft.local"), c.addr);
+                                sim.with_app(i, |r, now| {
+                                    let c = format!("c{id}");
+                                    r.dns.add(now, &c, &host, Ipv4Addr::from(addr)).unwrap()
+                                });
                             }
                         }
                     }
@@ -204,6 +230,31 @@ fn ipam_and_paths_together_with_faults() {
         }
     }
     assert!(held.len() >= n, "only {} addresses given", held.len());
+    // DNS: every running peer comes to hold exactly the names of the running peers'
+    // containers (a delta a peer missed while the mesh settled waits for a digest).
+    let names: BTreeSet<(String, Ipv4Addr)> = held
+        .iter()
+        .map(|((_, id), a)| (format!("c{id}.weft.local."), Ipv4Addr::from(*a)))
+        .collect();
+    let dns_names = |sim: &mut Sim<Router>, i: usize| -> BTreeSet<(String, Ipv4Addr)> {
+        let records = sim.app(i).dns.records();
+        let recs = records.read().unwrap();
+        recs.live_entries()
+            .map(|e| (e.key.hostname, e.key.addr))
+            .collect()
+    };
+    let mut waited = 0;
+    while (0..n).any(|i| dns_names(&mut sim, i) != names) && waited < 300 {
+        step(&mut sim, &mut open, &mut held);
+        waited += 1;
+    }
+    for i in 0..n {
+        assert_eq!(
+            dns_names(&mut sim, i),
+            names,
+            "p{i:04}'s DNS names 30 s after the last change"
+        );
+    }
     for i in 0..n {
         let m = sim.mesh(i).unwrap();
         let direct: BTreeSet<String> = m.neighbours().into_iter().map(|x| x.name).collect();

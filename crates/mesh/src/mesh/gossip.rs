@@ -64,6 +64,16 @@ impl Mesh {
         }
     }
 
+    /// Refuses and closes our connection to `peer`, which broke a bound of a core's protocol
+    /// ([`crate::Disconnect`]); false when we have no direct connection to it.
+    pub fn disconnect_peer(&mut self, now: u64, peer: &str, why: &str) -> bool {
+        let Some(conn) = self.conn_of(peer) else {
+            return false;
+        };
+        self.disconnect(now, conn, peer, why.to_string());
+        true
+    }
+
     /// Refuses and closes a connection whose peer broke a bound ([`crate::limits`]).
     fn disconnect(&mut self, now: u64, conn: ConnId, peer: &str, why: String) {
         let reason = format!("peer {peer} exceeded a limit: {why}");

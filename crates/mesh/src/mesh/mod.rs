@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use rand::SeedableRng;
 
+use crate::app::Transmit;
 use crate::topology::Topology;
 use crate::wire::{Hello, Message, PeerEntry, MAX_PAYLOAD};
 
@@ -590,6 +591,18 @@ impl Mesh {
             },
         );
         Ok(())
+    }
+
+    /// Sends what a core asked to ([`Transmit`]).
+    pub fn transmit(&mut self, now: u64, t: Transmit) -> Result<(), SendError> {
+        match t {
+            Transmit::To {
+                channel,
+                dst,
+                payload,
+            } => self.send_to(now, channel, &dst, payload),
+            Transmit::Broadcast { channel, payload } => self.broadcast(now, channel, payload),
+        }
     }
 
     /// Sends a payload to every other reachable peer along our broadcast tree.

@@ -101,6 +101,10 @@ impl From<DnsHandleError> for ApiFailure {
     fn from(e: DnsHandleError) -> Self {
         let status = match e {
             DnsHandleError::Off => StatusCode::CONFLICT,
+            DnsHandleError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            DnsHandleError::Record(weft_dns::DnsError::Full { .. }) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             DnsHandleError::Serve { .. } | DnsHandleError::Record(_) => StatusCode::BAD_REQUEST,
         };
         ApiFailure::new(status, e)

@@ -1,10 +1,11 @@
 //! The embedded DNS in the router: the record store and its gossip over the mesh, and the
 //! listeners inside containers' namespaces (docs/dns.md).
 //!
-//! The sans-IO core (`weft_dns::DnsGossip`) sits behind a mutex held only for one call;
-//! its actions go through a queue to one task that hands them to the mesh, so they leave
-//! in the order the core made them. That task also feeds the core with payloads from the
-//! mesh, topology changes and its timer.
+//! The sans-IO gossip core (`weft_dns::DnsGossip`, a mesh application) is owned by one
+//! task that runs it with the mesh's app driver, like IPAM and the path core: payloads,
+//! topology changes and its timer go in, its sends leave in the order it made them, and
+//! the peers it refuses are dropped. Adds and removals reach it through a queue; the
+//! servers read the record store it writes.
 
 mod listen;
 mod saved;
@@ -13,16 +14,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use weft_datapath::Netns;
 use weft_dns::{
-    AnswerConfig, Answerer, DnsGossip, ForwardConfig, Forwarder, GossipAction, GossipConfig,
-    RemoveFilter,
+    AnswerConfig, Answerer, DnsError, DnsGossip, ForwardConfig, Forwarder, GossipConfig,
+    RemoveFilter, SharedRecords,
 };
 
+use crate::mesh::app_driver::AppDriver;
 use crate::mesh::MeshHandle;
 use crate::registry::Registry;
 
@@ -49,13 +51,47 @@ impl std::fmt::Debug for DnsHandle {
 
 struct Inner {
     server: Arc<weft_dns::DnsHandle>,
-    gossip: Mutex<DnsGossip>,
-    actions: mpsc::UnboundedSender<GossipAction>,
+    /// This router's peer name: the origin of its own entries.
+    me: String,
+    /// The store the gossip core writes.
+    records: SharedRecords,
+    changes: mpsc::UnboundedSender<(Change, oneshot::Sender<Result<usize, DnsError>>)>,
     /// Serving tasks and current addresses per attached container.
     containers: Mutex<HashMap<String, Attached>>,
     saved_path: PathBuf,
     /// Serialises writes of the saved file (the latest state wins).
     save_lock: tokio::sync::Mutex<()>,
+}
+
+/// A change of this router's own names, for the gossip task.
+enum Change {
+    /// `hostname` → each address, for `container`.
+    Add {
+        container: String,
+        hostname: String,
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// The entries each filter selects.
+    Remove(Vec<RemoveFilter>),
+}
+
+impl Change {
+    /// Hands the change to the core; how many entries it was given or removed.
+    fn apply(self, core: &mut DnsGossip, now: weft_mesh::Millis) -> Result<usize, DnsError> {
+        match self {
+            Change::Add {
+                container,
+                hostname,
+                addrs,
+            } => {
+                for a in &addrs {
+                    core.add(now, &container, &hostname, *a)?;
+                }
+                Ok(addrs.len())
+            }
+            Change::Remove(filters) => filters.iter().map(|f| core.remove(now, f)).sum(),
+        }
+    }
 }
 
 struct Attached {
@@ -77,6 +113,9 @@ pub enum DnsHandleError {
         /// Why not.
         why: String,
     },
+    /// The DNS task stopped (the router is shutting down).
+    #[error("DNS is stopping with the router; try again once it is relaunched")]
+    Stopped,
     /// The record store refused a name, an id or a removal.
     #[error(transparent)]
     Record(#[from] weft_dns::DnsError),
@@ -107,15 +146,16 @@ impl DnsHandle {
             tracing::info!("DNS is off (--no-dns)");
             return Ok(DnsHandle::default());
         }
-        let now = Instant::now();
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let gossip = DnsGossip::new(me, GossipConfig::default(), now, wall_ms)?;
+        let channel = crate::channels::DNS;
+        let gossip = DnsGossip::new(me, channel, GossipConfig::default(), wall_ms)?;
+        let records = gossip.records();
         let range = config.range();
         let answerer = Answerer::new(
-            gossip.records(),
+            records.clone(),
             AnswerConfig {
                 domain: config.dns_domain.clone(),
                 ttl: weft_dns::DEFAULT_TTL,
@@ -138,27 +178,22 @@ impl DnsHandle {
             answerer,
             Forwarder::new(upstreams, ForwardConfig::default()),
         );
+        if mesh.is_none() {
+            tracing::warn!("DNS runs without the mesh: names stay on this host");
+        }
         let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(AppDriver::new(gossip, mesh.as_ref(), channel), rx));
         let inner = Arc::new(Inner {
             server,
-            gossip: Mutex::new(gossip),
-            actions: tx,
+            me: me.to_string(),
+            records,
+            changes: tx,
             containers: Mutex::new(HashMap::new()),
             saved_path: saved::path(&config.paths.state_dir),
             save_lock: tokio::sync::Mutex::new(()),
         });
         let handle = DnsHandle { inner: Some(inner) };
         handle.restore(registry).await?;
-        match mesh {
-            Some(mesh) => {
-                tokio::spawn(drive(
-                    Arc::downgrade(handle.inner.as_ref().expect("just set")),
-                    mesh,
-                    rx,
-                ));
-            }
-            None => tracing::warn!("DNS runs without the mesh: names stay on this host"),
-        }
         Ok(handle)
     }
 
@@ -294,25 +329,19 @@ impl DnsHandle {
         hostname: &str,
         addrs: &[Ipv4Addr],
     ) -> Result<usize, DnsHandleError> {
-        let inner = self.on()?;
-        let mut added = 0;
-        {
-            let mut g = lock(&inner.gossip);
-            for a in addrs {
-                let actions = g.add(container, hostname, *a, Instant::now())?;
-                added += 1;
-                for act in actions {
-                    let _ = inner.actions.send(act);
-                }
-            }
-        }
+        let change = Change::Add {
+            container: container.to_string(),
+            hostname: hostname.to_string(),
+            addrs: addrs.to_vec(),
+        };
+        let added = self.change(change).await?;
         self.save().await;
         Ok(added)
     }
 
     /// Removes this router's entries that match; returns how many.
     pub async fn remove(&self, removal: &Removal) -> Result<usize, DnsHandleError> {
-        let inner = self.on()?;
+        self.on()?;
         let hostname = removal.hostname.as_deref().map(|h| self.qualify(h));
         let filters: Vec<RemoveFilter> = if removal.addrs.is_empty() {
             vec![RemoveFilter {
@@ -331,17 +360,7 @@ impl DnsHandle {
                 })
                 .collect()
         };
-        let mut removed = 0;
-        {
-            let mut g = lock(&inner.gossip);
-            for f in &filters {
-                let (n, actions) = g.remove(f, Instant::now())?;
-                removed += n;
-                for act in actions {
-                    let _ = inner.actions.send(act);
-                }
-            }
-        }
+        let removed = self.change(Change::Remove(filters)).await?;
         if removed > 0 {
             self.save().await;
         }
@@ -364,12 +383,23 @@ impl DnsHandle {
         self.inner.as_ref().ok_or(DnsHandleError::Off)
     }
 
+    /// Hands a change of our own names to the gossip task and waits for it.
+    async fn change(&self, change: Change) -> Result<usize, DnsHandleError> {
+        let inner = self.on()?;
+        let (reply, rx) = oneshot::channel();
+        inner
+            .changes
+            .send((change, reply))
+            .map_err(|_| DnsHandleError::Stopped)?;
+        Ok(rx.await.map_err(|_| DnsHandleError::Stopped)??)
+    }
+
     /// Writes our own entries to the state dir; a failure is logged (names still work).
     async fn save(&self) {
         let Some(inner) = &self.inner else { return };
         let _guard = inner.save_lock.lock().await;
-        let entries: Vec<saved::Saved> = lock(&inner.gossip)
-            .local_entries()
+        let own = weft_dns::read_records(&inner.records).origin_live(&inner.me);
+        let entries: Vec<saved::Saved> = own
             .into_iter()
             .map(|(container, hostname, addr)| saved::Saved {
                 container,
@@ -427,69 +457,25 @@ impl DnsHandle {
     }
 }
 
-/// Feeds the gossip core from the mesh and carries out its actions, until the DNS goes.
-async fn drive(
-    inner: std::sync::Weak<Inner>,
-    mesh: MeshHandle,
-    mut actions: mpsc::UnboundedReceiver<GossipAction>,
+/// Runs the gossip core on the mesh and hands it our own changes, until the DNS goes.
+async fn run(
+    mut app: AppDriver<DnsGossip>,
+    mut changes: mpsc::UnboundedReceiver<(Change, oneshot::Sender<Result<usize, DnsError>>)>,
 ) {
-    let channel = crate::channels::DNS;
-    let mut deliveries = mesh.subscribe(channel);
-    let mut topology = mesh.watch();
-    let mut peers: BTreeSet<String> = BTreeSet::new();
-    // The current topology first, then every change.
-    let mut topology_changed = true;
+    app.topology_now();
     loop {
-        let Some(inner) = inner.upgrade() else { return };
-        if topology_changed {
-            topology_changed = false;
-            let snap = topology.borrow_and_update().clone();
-            let now: BTreeSet<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
-            if now != peers {
-                peers = now;
-                let acts = lock(&inner.gossip).peers_changed(peers.iter().cloned(), Instant::now());
-                for a in acts {
-                    let _ = inner.actions.send(a);
-                }
-            }
-        }
-        let next_tick = lock(&inner.gossip).next_tick();
+        // The core has no effects (`Infallible`): what it does is in the shared store.
+        let _: Vec<std::convert::Infallible> = app.flush();
         tokio::select! {
-            d = deliveries.recv() => {
-                let Some(d) = d else { return };
-                match lock(&inner.gossip).on_payload(&d.from, &d.payload, Instant::now()) {
-                    Ok(acts) => for a in acts {
-                        let _ = inner.actions.send(a);
-                    },
-                    Err(e) => tracing::debug!(from = %d.from, "bad DNS gossip payload: {e}"),
-                }
+            c = changes.recv() => {
+                let Some((change, reply)) = c else { break };
+                let now = app.now();
+                let _ = reply.send(change.apply(&mut app.core, now));
             }
-            r = topology.changed() => {
-                if r.is_err() { return; }
-                topology_changed = true;
-            }
-            _ = tokio::time::sleep_until(next_tick.into()) => {
-                let acts = lock(&inner.gossip).tick(Instant::now());
-                for a in acts {
-                    let _ = inner.actions.send(a);
-                }
-            }
-            a = actions.recv() => {
-                let Some(a) = a else { return };
-                drop(inner);
-                let result = match a {
-                    GossipAction::Broadcast(payload) => mesh.broadcast(channel, payload).await,
-                    GossipAction::Send { peer, payload } => {
-                        mesh.send_to(channel, &peer, payload).await
-                    }
-                };
-                if let Err(e) = result {
-                    // The digest repairs what a lost message leaves behind.
-                    tracing::debug!("DNS gossip not sent: {e}");
-                }
-            }
+            _ = app.next() => {}
         }
     }
+    tracing::debug!("DNS gossip task stopped");
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

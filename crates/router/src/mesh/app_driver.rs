@@ -1,7 +1,8 @@
 //! The one driver of mesh applications ([`weft_mesh::MeshApp`]): it hands a core the
 //! payloads of its channel, the topology when it changes and the time when the core asked
-//! for it, sends what the core transmits (in order, through one queue) and gives back its
-//! effects for the caller to carry out against the kernel, the disk or its clients.
+//! for it, sends what the core transmits (in order, through one queue), drops the peers it
+//! asks to drop, and gives back its effects for the caller to carry out against the
+//! kernel, the disk or its clients.
 //!
 //! A module's task owns an [`AppDriver`] and loops: `select!` over [`AppDriver::next`] and
 //! its own inputs (which call the core's own methods), then [`AppDriver::flush`].
@@ -22,6 +23,7 @@ pub struct AppDriver<C: MeshApp> {
     topology: Option<watch::Receiver<Arc<MeshSnapshot>>>,
     seen: Option<Arc<TopologyView>>,
     sends: Option<mpsc::UnboundedSender<Transmit>>,
+    mesh: Option<MeshHandle>,
     epoch: Instant,
 }
 
@@ -39,6 +41,7 @@ impl<C: MeshApp> AppDriver<C> {
             topology: mesh.map(|m| m.watch()),
             seen: None,
             sends,
+            mesh: mesh.cloned(),
             epoch: Instant::now(),
         }
     }
@@ -98,11 +101,18 @@ impl<C: MeshApp> AppDriver<C> {
         false
     }
 
-    /// Sends what the core transmits and returns its effects, in order.
+    /// Sends what the core transmits, drops the peers it asks to, and returns its effects,
+    /// in order.
     pub fn flush(&mut self) -> Vec<C::Effect> {
         while let Some(t) = self.core.poll_transmit() {
             if let Some(tx) = &self.sends {
                 let _ = tx.send(t);
+            }
+        }
+        while let Some(d) = self.core.poll_disconnect() {
+            tracing::warn!(peer = %d.peer, "disconnecting a peer: {}", d.reason);
+            if let Some(mesh) = &self.mesh {
+                let _ = mesh.disconnect(d);
             }
         }
         std::iter::from_fn(|| self.core.poll_effect()).collect()
@@ -134,15 +144,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// retry what matters).
 async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Transmit>) {
     while let Some(t) = rx.recv().await {
-        let r = match t {
-            Transmit::To {
-                channel,
-                dst,
-                payload,
-            } => mesh.send_to(channel, &dst, payload).await,
-            Transmit::Broadcast { channel, payload } => mesh.broadcast(channel, payload).await,
-        };
-        if let Err(e) = r {
+        if let Err(e) = mesh.transmit(t).await {
             tracing::debug!("mesh send: {e}");
         }
     }

@@ -2,8 +2,9 @@
 //! connection (Noise session over TCP), and feeds the sans-IO [`weft_mesh::Mesh`] core
 //! with events and timers, carrying out its actions.
 //!
-//! Other router modules use [`MeshHandle`]: `send_to`/`broadcast` for application
-//! payloads, `subscribe` for the payloads of a channel, `watch` for topology snapshots.
+//! Other router modules use [`MeshHandle`]: `transmit` for application payloads,
+//! `subscribe` for the payloads of a channel, `watch` for topology snapshots, `disconnect`
+//! to drop a peer that broke a core's bounds.
 
 pub mod app_driver;
 mod conn;
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_mesh::{
     Action, ConnId, ConnStatus, Hello, Mesh, MeshConfig, Message, Neighbour, PeerEntry, SendError,
-    TargetStatus, Timing, TopologyView,
+    TargetStatus, Timing, TopologyView, Transmit,
 };
 
 use crate::metrics::Metrics;
@@ -73,17 +74,11 @@ enum Cmd {
         targets: Vec<String>,
         reply: oneshot::Sender<Vec<String>>,
     },
-    SendTo {
-        channel: u16,
-        dst: String,
-        payload: Vec<u8>,
+    Transmit {
+        transmit: Transmit,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
-    Broadcast {
-        channel: u16,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    },
+    Disconnect(weft_mesh::Disconnect),
 }
 
 /// What connection tasks report to the driver.
@@ -177,36 +172,22 @@ impl MeshHandle {
         rx
     }
 
-    /// Sends a payload to one peer, routed through the mesh.
-    pub async fn send_to(
-        &self,
-        channel: u16,
-        dst: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), MeshError> {
+    /// Sends what a core asked to: a payload to one peer (routed through the mesh) or to
+    /// every other reachable peer.
+    pub async fn transmit(&self, transmit: Transmit) -> Result<(), MeshError> {
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::SendTo {
-                channel,
-                dst: dst.to_string(),
-                payload,
-                reply,
-            })
+            .send(Cmd::Transmit { transmit, reply })
             .map_err(|_| MeshError::Stopped)?;
         Ok(rx.await.map_err(|_| MeshError::Stopped)??)
     }
 
-    /// Sends a payload to every other reachable peer.
-    pub async fn broadcast(&self, channel: u16, payload: Vec<u8>) -> Result<(), MeshError> {
-        let (reply, rx) = oneshot::channel();
+    /// Drops a peer that broke a bound of a core's protocol: its connection to us, if
+    /// direct, is refused and closed with the reason.
+    pub fn disconnect(&self, d: weft_mesh::Disconnect) -> Result<(), MeshError> {
         self.cmd
-            .send(Cmd::Broadcast {
-                channel,
-                payload,
-                reply,
-            })
-            .map_err(|_| MeshError::Stopped)?;
-        Ok(rx.await.map_err(|_| MeshError::Stopped)??)
+            .send(Cmd::Disconnect(d))
+            .map_err(|_| MeshError::Stopped)
     }
 
     /// `weft connect`: adds (or with `replace`, replaces) explicit targets.
@@ -365,7 +346,7 @@ impl Driver {
                     self.on_event(ev);
                 }
                 Some(cmd) = cmds.recv() => {
-                    changed = !matches!(cmd, Cmd::SendTo { .. } | Cmd::Broadcast { .. });
+                    changed = !matches!(cmd, Cmd::Transmit { .. });
                     self.on_cmd(cmd);
                 }
             }
@@ -438,20 +419,13 @@ impl Driver {
                 tracing::info!(?targets, "forget requested");
                 let _ = reply.send(self.mesh.forget_targets(&targets));
             }
-            Cmd::SendTo {
-                channel,
-                dst,
-                payload,
-                reply,
-            } => {
-                let _ = reply.send(self.mesh.send_to(now, channel, &dst, payload));
+            Cmd::Transmit { transmit, reply } => {
+                let _ = reply.send(self.mesh.transmit(now, transmit));
             }
-            Cmd::Broadcast {
-                channel,
-                payload,
-                reply,
-            } => {
-                let _ = reply.send(self.mesh.broadcast(now, channel, payload));
+            Cmd::Disconnect(d) => {
+                if !self.mesh.disconnect_peer(now, &d.peer, &d.reason) {
+                    tracing::info!(peer = %d.peer, "not connected to the peer to drop (it is reached through others)");
+                }
             }
         }
     }
