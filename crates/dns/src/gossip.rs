@@ -167,8 +167,7 @@ impl DnsGossip {
         addr: Ipv4Addr,
     ) -> Result<(), DnsError> {
         let key = EntryKey::new(&self.me, container, hostname, addr)?;
-        let records = Arc::clone(&self.records);
-        let mut recs = write_records(&records);
+        let recs = read_records(&self.records);
         let held = recs.get(&key);
         if matches!(held, Some(s) if !s.tombstone) {
             return Ok(());
@@ -193,17 +192,8 @@ impl DnsGossip {
                 limit: MAX_ADDRS_PER_NAME,
             });
         }
-        let version = self.next_version(now);
-        let entry = Entry {
-            key,
-            state: EntryState {
-                version,
-                tombstone: false,
-            },
-        };
-        recs.merge(entry.clone(), now);
         drop(recs);
-        self.delta(vec![entry]);
+        self.change(now, vec![key], false);
         Ok(())
     }
 
@@ -213,8 +203,7 @@ impl DnsGossip {
             return Err(DnsError::EmptyRemoval);
         }
         let hostname = filter.hostname.as_deref().map(normalize_name).transpose()?;
-        let records = Arc::clone(&self.records);
-        let mut recs = write_records(&records);
+        let recs = read_records(&self.records);
         let doomed: Vec<EntryKey> = recs
             .origin_states(&self.me)
             .filter(|(k, s)| {
@@ -225,26 +214,30 @@ impl DnsGossip {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        if doomed.is_empty() {
-            return Ok(0);
+        drop(recs);
+        let n = doomed.len();
+        if n > 0 {
+            self.change(now, doomed, true);
         }
+        Ok(n)
+    }
+
+    /// Gives our entries `keys` a new version, live or removed, and broadcasts them.
+    fn change(&mut self, now: Millis, keys: Vec<EntryKey>, tombstone: bool) {
         let version = self.next_version(now);
-        let mut changed = Vec::with_capacity(doomed.len());
-        for key in doomed {
-            let entry = Entry {
+        let mut recs = write_records(&self.records);
+        let entries: Vec<Entry> = keys
+            .into_iter()
+            .map(|key| Entry {
                 key,
-                state: EntryState {
-                    version,
-                    tombstone: true,
-                },
-            };
-            recs.merge(entry.clone(), now);
-            changed.push(entry);
+                state: EntryState { version, tombstone },
+            })
+            .collect();
+        for e in &entries {
+            recs.merge(e.clone(), now);
         }
         drop(recs);
-        let n = changed.len();
-        self.delta(changed);
-        Ok(n)
+        self.delta(entries);
     }
 
     /// Takes a payload from peer `from`; a payload in error changes nothing.
@@ -520,10 +513,6 @@ impl MeshApp for DnsGossip {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
-    }
-
-    fn poll_effect(&mut self) -> Option<Self::Effect> {
-        None
     }
 
     fn poll_timeout(&self) -> Option<Millis> {

@@ -10,7 +10,7 @@ use weft_dns::gossip::{DnsGossip, GossipConfig, RemoveFilter};
 use weft_dns::records::{Entry, EntryKey, EntryState, MAX_ADDRS_PER_NAME};
 use weft_dns::wire::Message;
 use weft_mesh::sim::{Sim, SimConfig};
-use weft_mesh::{Disconnect, MeshApp, Millis, TopologyView, Transmit};
+use weft_mesh::{MeshApp, Millis, Transmit};
 
 const CHANNEL: u16 = 2;
 /// Unix time at the simulation's 0 ms, shared by every life of every peer.
@@ -18,69 +18,27 @@ const EPOCH_WALL: u64 = 1_000_000;
 /// A digest interval no test runs to: what arrives came by delta or join exchange.
 const NO_DIGEST: Millis = 3_600_000;
 
-/// One router's DNS core; a share of its incoming DNS payloads is lost (the mesh itself
-/// stays reliable, so only the gossip has to repair).
-struct Node {
-    dns: DnsGossip,
-    loss: f64,
-    rng: rand::rngs::StdRng,
-}
-
-impl Node {
-    fn new(i: usize, digest_interval: Millis, loss: f64, seed: u64) -> Node {
-        let config = GossipConfig {
-            digest_interval,
-            ..GossipConfig::default()
-        };
-        Node {
-            dns: DnsGossip::new(&name(i), CHANNEL, config, EPOCH_WALL).unwrap(),
-            loss,
-            rng: rand::rngs::StdRng::seed_from_u64(seed ^ i as u64),
-        }
-    }
-}
-
-impl MeshApp for Node {
-    type Effect = std::convert::Infallible;
-    fn handle_message(&mut self, now: Millis, channel: u16, from: &str, payload: &[u8]) {
-        if self.loss > 0.0 && self.rng.random_bool(self.loss) {
-            return;
-        }
-        self.dns.handle_message(now, channel, from, payload);
-    }
-    fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
-        self.dns.handle_topology(now, topology);
-    }
-    fn handle_timeout(&mut self, now: Millis) {
-        self.dns.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.dns.poll_transmit()
-    }
-    fn poll_effect(&mut self) -> Option<Self::Effect> {
-        None
-    }
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.dns.poll_timeout()
-    }
-    fn poll_disconnect(&mut self) -> Option<Disconnect> {
-        self.dns.poll_disconnect()
-    }
+fn core(i: usize, digest_interval: Millis) -> DnsGossip {
+    let config = GossipConfig {
+        digest_interval,
+        ..GossipConfig::default()
+    };
+    DnsGossip::new(&name(i), CHANNEL, config, EPOCH_WALL).unwrap()
 }
 
 fn name(i: usize) -> String {
     format!("p{i:04}")
 }
 
-/// `n` peers in a full mesh, settled.
-fn world(n: usize, seed: u64, digest_interval: Millis, loss: f64) -> Sim<Node> {
-    let mut sim = Sim::new(
-        SimConfig {
-            seed,
-            ..SimConfig::default()
-        },
-        move |i| Node::new(i, digest_interval, loss, seed),
-    );
+/// `n` peers in a full mesh, settled; a share `loss` of the DNS payloads is lost (the mesh
+/// itself stays reliable, so only the gossip has to repair).
+fn world(n: usize, seed: u64, digest_interval: Millis, loss: f64) -> Sim<DnsGossip> {
+    let config = SimConfig {
+        seed,
+        app_loss: loss,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(config, move |i| core(i, digest_interval));
     for i in 0..n {
         sim.add_peer(&(0..i).collect::<Vec<_>>());
     }
@@ -89,27 +47,25 @@ fn world(n: usize, seed: u64, digest_interval: Millis, loss: f64) -> Sim<Node> {
     sim
 }
 
-fn add(sim: &mut Sim<Node>, i: usize, container: &str, host: &str, addr: [u8; 4]) {
+fn add(sim: &mut Sim<DnsGossip>, i: usize, container: &str, host: &str, addr: [u8; 4]) {
     sim.with_app(i, |n, now| {
-        n.dns
-            .add(now, container, host, Ipv4Addr::from(addr))
-            .unwrap()
+        n.add(now, container, host, Ipv4Addr::from(addr)).unwrap()
     });
 }
 
-fn lookup(sim: &mut Sim<Node>, i: usize, name: &str) -> Vec<Ipv4Addr> {
-    sim.app(i).dns.records().read().unwrap().lookup(name)
+fn lookup(sim: &mut Sim<DnsGossip>, i: usize, name: &str) -> Vec<Ipv4Addr> {
+    sim.app(i).records().read().unwrap().lookup(name)
 }
 
-fn view(sim: &mut Sim<Node>, i: usize) -> Vec<(String, String, String, Ipv4Addr)> {
-    let records = sim.app(i).dns.records();
+fn view(sim: &mut Sim<DnsGossip>, i: usize) -> Vec<(String, String, String, Ipv4Addr)> {
+    let records = sim.app(i).records();
     let recs = records.read().unwrap();
     recs.live_entries()
         .map(|e| (e.key.origin, e.key.container, e.key.hostname, e.key.addr))
         .collect()
 }
 
-fn converged(sim: &mut Sim<Node>, peers: &[usize]) -> bool {
+fn converged(sim: &mut Sim<DnsGossip>, peers: &[usize]) -> bool {
     let first = view(sim, peers[0]);
     peers.iter().all(|&i| view(sim, i) == first)
 }
@@ -131,7 +87,7 @@ fn add_and_remove_reach_every_peer_at_once_without_loss() {
         container: Some("c1".into()),
         ..Default::default()
     };
-    let n = sim.with_app(0, |a, now| a.dns.remove(now, &filter).unwrap());
+    let n = sim.with_app(0, |a, now| a.remove(now, &filter).unwrap());
     assert_eq!(n, 1);
     sim.run_for(200);
     for n in 0..3 {
@@ -158,9 +114,9 @@ fn peers_converge_under_message_loss() {
                     container: Some(c),
                     ..Default::default()
                 };
-                sim.with_app(who, |n, now| n.dns.remove(now, &f).unwrap());
+                sim.with_app(who, |n, now| n.remove(now, &f).unwrap());
             } else {
-                sim.with_app(who, |n, now| n.dns.add(now, &c, &host, addr).unwrap());
+                sim.with_app(who, |n, now| n.add(now, &c, &host, addr).unwrap());
             }
             if step % 10 == 0 {
                 sim.run_for(700);
@@ -253,10 +209,9 @@ fn a_new_peer_catches_up_and_a_restarted_peer_replaces_its_old_names() {
     sim.run_for(1_000);
     let topology = sim.mesh(1).unwrap().topology_view();
     sim.with_app(1, |n, now| {
-        *n = Node::new(1, NO_DIGEST, 0.0, 11);
+        *n = core(1, NO_DIGEST);
         n.handle_topology(now, &topology);
-        n.dns
-            .add(now, "c3", "c.weft.local", Ipv4Addr::new(10, 32, 0, 3))
+        n.add(now, "c3", "c.weft.local", Ipv4Addr::new(10, 32, 0, 3))
             .unwrap();
     });
     sim.run_for(500);

@@ -133,16 +133,24 @@ pub trait MeshApp {
     }
 
     /// The time asked for by [`MeshApp::poll_timeout`] has come (or passed).
-    fn handle_timeout(&mut self, now: Millis);
+    fn handle_timeout(&mut self, _now: Millis) {}
 
-    /// The next payload to send, in order.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next payload to send, in order (a core that only listens has none).
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
 
-    /// The next effect to carry out, in order.
-    fn poll_effect(&mut self) -> Option<Self::Effect>;
+    /// The next effect to carry out, in order (a core whose work is all in what it sends
+    /// or in a shared store has none).
+    fn poll_effect(&mut self) -> Option<Self::Effect> {
+        None
+    }
 
-    /// When the core next wants [`MeshApp::handle_timeout`] (None: only on input).
-    fn poll_timeout(&self) -> Option<Millis>;
+    /// When the core next wants [`MeshApp::handle_timeout`] (None, the default: only on
+    /// input).
+    fn poll_timeout(&self) -> Option<Millis> {
+        None
+    }
 
     /// The next peer to drop (a core whose peers cannot break its bounds has none).
     fn poll_disconnect(&mut self) -> Option<Disconnect> {

@@ -31,16 +31,6 @@ impl MeshApp for NoApp {
     fn wants_topology(&self) -> bool {
         false
     }
-    fn handle_timeout(&mut self, _: Millis) {}
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
-    }
-    fn poll_effect(&mut self) -> Option<()> {
-        None
-    }
-    fn poll_timeout(&self) -> Option<Millis> {
-        None
-    }
 }
 
 /// Knobs of a simulation.
@@ -52,6 +42,9 @@ pub struct SimConfig {
     pub latency: (u64, u64),
     /// Probability that a message is lost.
     pub loss: f64,
+    /// Probability that an application payload is lost on delivery, the mesh's own
+    /// messages getting through: only the cores have to repair it.
+    pub app_loss: f64,
     /// Tick period of each peer, ms.
     pub tick: u64,
     /// Peers dial addresses learned from gossip.
@@ -68,6 +61,7 @@ impl Default for SimConfig {
             seed: 1,
             latency: (1, 20),
             loss: 0.0,
+            app_loss: 0.0,
             tick: 100,
             discovery: false,
             conn_limit: 200,
@@ -825,6 +819,11 @@ impl<A: MeshApp> Sim<A> {
                 from,
                 payload,
             } => {
+                // Drawn only when asked for, so that other runs keep their sequence.
+                let loss = self.cfg.app_loss.clamp(0.0, 1.0);
+                if loss > 0.0 && self.rng.random_bool(loss) {
+                    return;
+                }
                 self.nodes[i]
                     .app
                     .handle_message(now, channel, &from, &payload);

@@ -167,16 +167,6 @@ impl MeshApp for Counter {
         *self.got.entry((channel, from.to_string())).or_default() += 1;
     }
     fn handle_topology(&mut self, _: Millis, _: &TopologyView) {}
-    fn handle_timeout(&mut self, _: Millis) {}
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
-    }
-    fn poll_effect(&mut self) -> Option<()> {
-        None
-    }
-    fn poll_timeout(&self) -> Option<Millis> {
-        None
-    }
 }
 
 #[test]
