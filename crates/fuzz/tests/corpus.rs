@@ -11,10 +11,7 @@ static ALLOC: weft_fuzz::alloc_cap::CappedAlloc = weft_fuzz::alloc_cap::CappedAl
 
 #[test]
 fn every_target_survives_its_corpus_and_mutations() {
-    let execs: u64 = std::env::var("WEFT_FUZZ_TEST_EXECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
+    let execs: u64 = weft_types::knob("WEFT_FUZZ_TEST_EXECS", 1_000);
     let mut failures = Vec::new();
     for t in weft_fuzz::TARGETS {
         assert!(

@@ -386,10 +386,7 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
 
 #[test]
 fn ipam_over_the_mesh_sim_never_duplicates_and_completes_after_heal() {
-    let seeds: u64 = std::env::var("WEFT_IPAM_MESH_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+    let seeds: u64 = weft_types::knob("WEFT_IPAM_MESH_SIM_SEEDS", 8);
     let mut answered = 0;
     let mut failed = 0;
     let mut held = 0;

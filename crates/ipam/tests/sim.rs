@@ -318,10 +318,7 @@ fn no_address_is_held_twice_and_requests_complete_once_healed() {
     let seeds: Vec<u64> = match std::env::var("WEFT_IPAM_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("WEFT_IPAM_SIM_SEED is a number")],
         Err(_) => {
-            let n: u64 = std::env::var("WEFT_IPAM_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(24);
+            let n: u64 = weft_types::knob("WEFT_IPAM_SIM_SEEDS", 24);
             (0..n).collect()
         }
     };

@@ -506,10 +506,7 @@ mod tests {
     /// Fuzz: random and mutated streams never panic a session on either side.
     #[test]
     fn fuzz_session_decoder() {
-        let cases: usize = std::env::var("WEFT_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
+        let cases: usize = weft_types::knob("WEFT_FUZZ_CASES", 200);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         // A real opening from an initiator, to mutate.
         let mut a = Session::new(Role::Initiator, None, hello("a"));

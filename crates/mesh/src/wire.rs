@@ -459,10 +459,7 @@ mod tests {
     /// decodes re-encodes to the same bytes.
     #[test]
     fn fuzz_message_decoder() {
-        let cases: usize = std::env::var("WEFT_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20_000);
+        let cases: usize = weft_types::knob("WEFT_FUZZ_CASES", 20_000);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
         let valid: Vec<Vec<u8>> = samples().iter().map(|m| m.encode()).collect();
         for i in 0..cases {

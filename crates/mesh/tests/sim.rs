@@ -11,13 +11,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use weft_mesh::sim::{NoApp, Sim, SimConfig};
 use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use weft_types::knob;
 
 /// Random connectivity: each peer names one earlier peer, some name a second.
 fn random_mesh<A: MeshApp>(sim: &mut Sim<A>, n: usize, rng: &mut rand::rngs::StdRng) {
@@ -148,8 +142,8 @@ fn chaos(seed: u64, n: usize) {
 #[test]
 fn chaos_many_peers_many_seeds() {
     let release = !cfg!(debug_assertions);
-    let seeds = env("WEFT_SIM_SEEDS", if release { 3 } else { 1 });
-    let n = env("WEFT_SIM_PEERS", if release { 200 } else { 100 }) as usize;
+    let seeds = knob("WEFT_SIM_SEEDS", if release { 3 } else { 1 });
+    let n: usize = knob("WEFT_SIM_PEERS", if release { 200 } else { 100 });
     for seed in 0..seeds {
         chaos(seed + 1, n);
     }
