@@ -1,7 +1,44 @@
-//! Writing state files so that a crash at any moment leaves the old or the new content.
+//! State files: written so that a crash at any moment leaves the old or the new content,
+//! and read as JSON with one error for a damaged file.
 
 use std::io::Write;
 use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Reads JSON state file `path` (None when there is none); one that does not parse is an
+/// error that names it and what moving it away does (`afresh`, e.g. "start with no
+/// containers").
+pub fn load_json<T: DeserializeOwned>(path: &Path, afresh: &str) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}); move it away to {afresh}",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    }
+}
+
+/// Checks that a state file read from `path` has the format this build writes.
+pub fn check_format(path: &Path, found: u32, want: u32) -> anyhow::Result<()> {
+    if found != want {
+        anyhow::bail!(
+            "{} has format {found}, this weft reads {want}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `value` as JSON to `path`, atomically ([`write_atomic`]).
+pub fn store_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes)
+}
 
 /// Writes `data` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
 /// directory (so the rename itself survives a crash). Creates the directory if needed; a

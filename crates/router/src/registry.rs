@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use weft_api::ContainerReport;
 
+use crate::persist::{check_format, load_json, store_json};
+
 /// The registry's file in the state directory.
 pub const FILE: &str = "containers.json";
 /// Version of the file format.
@@ -46,25 +48,12 @@ impl Registry {
     /// Loads the registry from the state dir (empty when there is none yet).
     pub fn load(state_dir: &Path) -> anyhow::Result<Registry> {
         let path = state_dir.join(FILE);
-        let containers = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: File = serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is damaged ({e}); move it away to start with no containers",
-                        path.display()
-                    )
-                })?;
-                if file.format != FORMAT {
-                    anyhow::bail!(
-                        "{} has format {}, this weft reads {FORMAT}",
-                        path.display(),
-                        file.format
-                    );
-                }
+        let containers = match load_json::<File>(&path, "start with no containers")? {
+            Some(file) => {
+                check_format(&path, file.format, FORMAT)?;
                 file.containers
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+            None => BTreeMap::new(),
         };
         Ok(Registry { path, containers })
     }
@@ -120,9 +109,7 @@ impl Registry {
             format: FORMAT,
             containers: self.containers.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&file)?;
-        crate::identity::write_atomic(&self.path, &bytes)?;
-        Ok(())
+        Ok(store_json(&self.path, &file)?)
     }
 }
 

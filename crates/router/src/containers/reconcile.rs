@@ -46,7 +46,7 @@ pub struct Intent {
     pub addrs: Vec<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct File {
     format: u32,
     ops: BTreeMap<u64, Intent>,
@@ -76,20 +76,10 @@ impl Intents {
     /// Loads the intents left by the last run (none when there is no file).
     pub fn load(state_dir: &Path) -> anyhow::Result<Arc<Intents>> {
         let path = state_dir.join("intents.json");
-        let ops = match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice::<File>(&b)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{} is damaged ({e}); move it away (operations cut short by a crash are then not undone)",
-                            path.display()
-                        )
-                    })?
-                    .ops
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-        };
+        let afresh = "start without undoing the operations a crash cut short";
+        let ops = crate::persist::load_json::<File>(&path, afresh)?
+            .map(|f| f.ops)
+            .unwrap_or_default();
         let next = ops.keys().next_back().map_or(1, |n| n + 1);
         Ok(Arc::new(Intents {
             path,
@@ -106,8 +96,7 @@ impl Intents {
             format: 1,
             ops: ops.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        crate::persist::write_atomic(&self.path, &bytes)
+        crate::persist::store_json(&self.path, &file)
     }
 
     /// Records `intent` on disk before the operation changes anything.

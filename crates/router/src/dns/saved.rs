@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::persist::{check_format, load_json, store_json};
+
 /// Version of the file format.
 const FORMAT: u32 = 1;
 
@@ -21,7 +23,7 @@ pub struct Saved {
     pub addr: Ipv4Addr,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct File {
     format: u32,
     entries: Vec<Saved>,
@@ -34,37 +36,22 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 /// Reads the saved entries; a missing file is none, a damaged one is an error.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Saved>> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let file: File = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is damaged ({e}); move it away to start without saved DNS names",
-                    path.display()
-                )
-            })?;
-            if file.format != FORMAT {
-                anyhow::bail!(
-                    "{} has format {}, this weft reads {FORMAT}",
-                    path.display(),
-                    file.format
-                );
-            }
+    match load_json::<File>(path, "start without saved DNS names")? {
+        Some(file) => {
+            check_format(path, file.format, FORMAT)?;
             Ok(file.entries)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        None => Ok(Vec::new()),
     }
 }
 
-/// Writes the entries atomically (temp file, fsync, rename, fsync dir).
+/// Writes the entries atomically.
 pub fn store(path: &Path, entries: Vec<Saved>) -> anyhow::Result<()> {
     let file = File {
         format: FORMAT,
         entries,
     };
-    let bytes = serde_json::to_vec_pretty(&file)?;
-    crate::identity::write_atomic(path, &bytes)
-        .map_err(|e| anyhow::anyhow!("cannot save DNS names: {e}"))
+    store_json(path, &file).map_err(|e| anyhow::anyhow!("cannot save DNS names: {e}"))
 }
 
 #[cfg(test)]

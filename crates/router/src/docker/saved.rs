@@ -108,22 +108,13 @@ impl Saved {
     /// Loads the file; absent means empty. A file that does not parse is an error that
     /// names it (the router refuses to guess which addresses Docker holds).
     pub fn load(path: &Path) -> anyhow::Result<Saved> {
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is damaged ({e}); move it away to start the Docker plugin afresh",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
-            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-        }
+        let saved = crate::persist::load_json(path, "start the Docker plugin afresh")?;
+        Ok(saved.unwrap_or_default())
     }
 
     /// Writes the file atomically.
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::persist::write_atomic(path, &bytes)
+        crate::persist::store_json(path, self)
     }
 }
 
