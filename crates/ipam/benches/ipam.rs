@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::Sim;
-use weft_ipam::{Action, Allocator, Event, InitMode, IpamConfig, Reply};
+use weft_ipam::{Action, Allocator, Event, InitMode, IpamConfig, IpamEffect, Reply};
 
 fn cfg(range: &str, init: InitMode) -> IpamConfig {
     IpamConfig::new(range.parse().unwrap(), init)
@@ -46,17 +46,19 @@ fn one_peer(n: u64, live_before: u64, batch: u64, encode: bool) -> (f64, u64) {
             let mut replies = 0;
             while let Some(act) = acts.pop() {
                 match act {
-                    Action::Persist { state, token } => {
+                    Action::Effect(IpamEffect::Persist { state, token }) => {
                         if encode {
                             *bytes = state.encode().len() as u64;
                         }
                         acts.extend(a.handle(*id, Event::Persisted { token }));
                     }
-                    Action::Reply {
+                    Action::Effect(IpamEffect::Reply {
                         result: Ok(Reply::Allocated(_)),
                         ..
-                    } => replies += 1,
-                    Action::Reply { result, .. } => panic!("allocation failed: {result:?}"),
+                    }) => replies += 1,
+                    Action::Effect(IpamEffect::Reply { result, .. }) => {
+                        panic!("allocation failed: {result:?}")
+                    }
                     // The seed ring's first gossip; a lone peer has nobody to send it to.
                     Action::Send { .. } | Action::Broadcast { .. } => {}
                 }

@@ -8,32 +8,10 @@ use std::collections::{BTreeSet, VecDeque};
 
 use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
 
-use crate::allocator::{Action, Allocator, Event, Reply, RequestId};
-use crate::error::IpamError;
-use crate::persist::PersistedState;
+use crate::allocator::{Action, Allocator, Event, IpamEffect};
 
 /// How often the allocator's timers run.
 pub const TICK_MS: Millis = 500;
-
-/// What IPAM asks its driver to do besides sending.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpamEffect {
-    /// Write this state durably, then hand `Event::Persisted { token }` to
-    /// [`IpamApp::request`]. Sends and replies that depend on it are held until then.
-    Persist {
-        /// The whole state.
-        state: PersistedState,
-        /// Report this back.
-        token: u64,
-    },
-    /// Answer a local request.
-    Reply {
-        /// The request.
-        id: RequestId,
-        /// The answer.
-        result: Result<Reply, IpamError>,
-    },
-}
 
 /// The allocator as a mesh application on one channel.
 #[derive(Debug)]
@@ -85,12 +63,7 @@ impl IpamApp {
                     channel: self.channel,
                     payload,
                 }),
-                Action::Persist { state, token } => {
-                    self.effects.push_back(IpamEffect::Persist { state, token })
-                }
-                Action::Reply { id, result } => {
-                    self.effects.push_back(IpamEffect::Reply { id, result })
-                }
+                Action::Effect(e) => self.effects.push_back(e),
             }
         }
     }

@@ -136,14 +136,22 @@ pub enum Action {
         /// Bytes.
         payload: Vec<u8>,
     },
-    /// Write this state durably, then report `Event::Persisted { token }`.
+    /// Something for the driver to carry out besides sending.
+    Effect(IpamEffect),
+}
+
+/// What IPAM asks its driver to do besides sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpamEffect {
+    /// Write this state durably, then report `Event::Persisted { token }`. Sends and
+    /// replies that depend on it are held until then.
     Persist {
         /// The whole state.
         state: PersistedState,
         /// Report this back.
         token: u64,
     },
-    /// Answer a request.
+    /// Answer a local request.
     Reply {
         /// The request.
         id: RequestId,

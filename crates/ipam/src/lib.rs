@@ -20,8 +20,8 @@ pub mod space;
 pub mod status;
 
 pub use addr::{parse_addr_specs, parse_subnet, Addr, AddrError, AddrSpec, Cidr};
-pub use allocator::{Action, Allocator, Event, IpamConfig, Millis, Reply, RequestId};
-pub use app::{IpamApp, IpamEffect, TICK_MS};
+pub use allocator::{Action, Allocator, Event, IpamConfig, IpamEffect, Millis, Reply, RequestId};
+pub use app::{IpamApp, TICK_MS};
 pub use codec::DecodeError;
 pub use consensus::InitMode;
 pub use error::IpamError;

@@ -1,6 +1,6 @@
 //! The state a peer keeps across restarts: its name, its ring, its allocations and its Paxos
 //! acceptor state. The router writes `encode()` atomically (temp, fsync, rename, fsync dir)
-//! when the core asks with `Action::Persist`, then reports `Event::Persisted`.
+//! when the core asks with `IpamEffect::Persist`, then reports `Event::Persisted`.
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,8 @@ mod common;
 
 use common::Sim;
 use weft_ipam::{
-    Action, Allocator, Cidr, Event, InitMode, IpamConfig, IpamError, PersistedState, Reply,
+    Action, Allocator, Cidr, Event, InitMode, IpamConfig, IpamEffect, IpamError, PersistedState,
+    Reply,
 };
 
 fn cidr(s: &str) -> Cidr {
@@ -63,7 +64,7 @@ fn reply_waits_for_persist() {
         },
     );
     let token = match acts.as_slice() {
-        [Action::Persist { state, token }] => {
+        [Action::Effect(IpamEffect::Persist { state, token })] => {
             assert_eq!(
                 state.allocations.len(),
                 1,
@@ -74,10 +75,10 @@ fn reply_waits_for_persist() {
         other => panic!("expected only a Persist before the reply, got {other:?}"),
     };
     let acts = a.handle(1, Event::Persisted { token });
-    assert!(acts.contains(&Action::Reply {
+    assert!(acts.contains(&Action::Effect(IpamEffect::Reply {
         id: 1,
         result: Ok(Reply::Allocated(cidr("10.32.0.1/12")))
-    }));
+    })));
     // Persisted state round-trips through its encoding.
     let st = a.persisted_state();
     assert_eq!(PersistedState::decode(&st.encode()).unwrap(), st);
@@ -99,7 +100,7 @@ fn persists_are_group_committed_while_one_is_in_flight() {
     let first = a.handle(0, alloc(1));
     assert!(matches!(
         first.as_slice(),
-        [Action::Persist { token: 1, .. }]
+        [Action::Effect(IpamEffect::Persist { token: 1, .. })]
     ));
     // Two more while persist 1 is in flight: no new snapshot, no reply yet.
     assert!(a.handle(0, alloc(2)).is_empty());
@@ -108,13 +109,13 @@ fn persists_are_group_committed_while_one_is_in_flight() {
     let replies: Vec<u64> = acts
         .iter()
         .filter_map(|x| match x {
-            Action::Reply { id, .. } => Some(*id),
+            Action::Effect(IpamEffect::Reply { id, .. }) => Some(*id),
             _ => None,
         })
         .collect();
     assert_eq!(replies, vec![1], "only the first allocation is durable");
     let token = match acts.last() {
-        Some(Action::Persist { state, token }) => {
+        Some(Action::Effect(IpamEffect::Persist { state, token })) => {
             assert_eq!(
                 state.allocations.len(),
                 3,
@@ -628,7 +629,7 @@ fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
             subnet: None,
         },
     );
-    let Some(Action::Persist { token, .. }) = acts.first() else {
+    let Some(Action::Effect(IpamEffect::Persist { token, .. })) = acts.first() else {
         panic!("{acts:?}")
     };
     let token = *token;
@@ -639,7 +640,7 @@ fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
         let more: Vec<u64> = acts
             .iter()
             .filter_map(|x| match x {
-                Action::Persist { token, .. } => Some(*token),
+                Action::Effect(IpamEffect::Persist { token, .. }) => Some(*token),
                 _ => None,
             })
             .collect();
@@ -648,10 +649,10 @@ fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
         }
     }
     assert!(
-        acts.contains(&Action::Reply {
+        acts.contains(&Action::Effect(IpamEffect::Reply {
             id: 1,
             result: Err(IpamError::ShuttingDown)
-        }),
+        })),
         "{acts:?}"
     );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Action, Allocator, Millis, Reply, RequestId};
+use super::{Action, Allocator, IpamEffect, Millis, Reply, RequestId};
 use crate::addr::Addr;
 use crate::error::IpamError;
 use crate::messages::{Message, RingKind};
@@ -133,7 +133,7 @@ impl Allocator {
             .map(|(_, a)| a)
             .chain(self.out.iter_mut())
         {
-            if let Action::Reply { result, .. } = a {
+            if let Action::Effect(IpamEffect::Reply { result, .. }) = a {
                 if matches!(result, Ok(Reply::Allocated(_)) | Ok(Reply::Claimed(_))) {
                     *result = Err(IpamError::ShuttingDown);
                 }

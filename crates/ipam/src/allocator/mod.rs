@@ -29,7 +29,7 @@ use crate::persist::{usable, PersistedAlloc, PersistedState};
 use crate::ring::Ring;
 use crate::space::Space;
 
-pub use crate::events::{Action, Event, IpamConfig, Millis, Reply, RequestId};
+pub use crate::events::{Action, Event, IpamConfig, IpamEffect, Millis, Reply, RequestId};
 
 use consensus::Init;
 use leave::Leave;
@@ -236,10 +236,10 @@ impl Allocator {
                 {
                     self.durable.persist_wanted = false;
                     self.durable.persist_token += 1;
-                    released.push(Action::Persist {
+                    released.push(Action::Effect(IpamEffect::Persist {
                         state: self.persisted_state(),
                         token: self.durable.persist_token,
-                    });
+                    }));
                 }
             }
             Event::Allocate { id, owner, subnet } => {
@@ -319,7 +319,8 @@ impl Allocator {
     }
 
     pub(crate) fn reply(&mut self, id: RequestId, result: Result<Reply, IpamError>) {
-        self.out.push(Action::Reply { id, result });
+        self.out
+            .push(Action::Effect(IpamEffect::Reply { id, result }));
     }
 
     pub(super) fn send(&mut self, to: &str, m: Message) {
@@ -345,10 +346,10 @@ impl Allocator {
                 self.durable.persist_wanted = true;
             } else {
                 self.durable.persist_token += 1;
-                released.push(Action::Persist {
+                released.push(Action::Effect(IpamEffect::Persist {
                     state: self.persisted_state(),
                     token: self.durable.persist_token,
-                });
+                }));
             }
         }
         if self.durable.persist_wanted {

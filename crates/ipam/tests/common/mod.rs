@@ -8,7 +8,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use weft_ipam::{
-    Action, Addr, Allocator, Cidr, Event, IpamConfig, IpamError, PersistedState, Reply, RequestId,
+    Action, Addr, Allocator, Cidr, Event, IpamConfig, IpamEffect, IpamError, PersistedState, Reply,
+    RequestId,
 };
 
 /// splitmix64: small, seeded, good enough for fault schedules.
@@ -195,13 +196,13 @@ impl Sim {
                         }
                     }
                 }
-                Action::Persist { state, token } => {
+                Action::Effect(IpamEffect::Persist { state, token }) => {
                     let d = self.rng.between(self.persist_delay.0, self.persist_delay.1);
                     let last = self.peers[i].persists.back().map(|p| p.0).unwrap_or(0);
                     let at = (self.now + d).max(last);
                     self.peers[i].persists.push_back((at, token, state));
                 }
-                Action::Reply { id, result } => self.on_reply(i, id, result),
+                Action::Effect(IpamEffect::Reply { id, result }) => self.on_reply(i, id, result),
             }
         }
     }
