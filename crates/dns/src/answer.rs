@@ -344,13 +344,13 @@ mod tests {
     }
 
     fn a_records(m: &Message) -> Vec<Ipv4Addr> {
-        m.answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &m.answers {
+            if let RData::A(a) = &r.data {
+                out.push(a.0);
+            }
+        }
+        out
     }
 
     #[test]

@@ -141,6 +141,32 @@ pub async fn serve(
     }
 }
 
+/// A socket's errors in a row: one is skipped (a transient failure), a run of
+/// [`MAX_ERRORS_IN_A_ROW`] stops the server with the last.
+struct Streak(u32);
+
+impl Streak {
+    /// The value of `r`, or None for an error to skip.
+    fn check<T>(&mut self, r: std::io::Result<T>, what: &str) -> Result<Option<T>, DnsError> {
+        match r {
+            Ok(x) => {
+                self.0 = 0;
+                Ok(Some(x))
+            }
+            Err(source) => {
+                self.0 += 1;
+                if self.0 >= MAX_ERRORS_IN_A_ROW {
+                    return Err(DnsError::Socket {
+                        what: what.to_string(),
+                        source,
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 async fn serve_udp(
     sock: Arc<UdpSocket>,
     name: String,
@@ -149,24 +175,11 @@ async fn serve_udp(
     let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; 65535];
-    let mut errors = 0;
+    let mut errors = Streak(0);
     loop {
         while tasks.try_join_next().is_some() {}
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => {
-                errors = 0;
-                x
-            }
-            Err(e) => {
-                errors += 1;
-                if errors >= MAX_ERRORS_IN_A_ROW {
-                    return Err(DnsError::Socket {
-                        what: name,
-                        source: e,
-                    });
-                }
-                continue;
-            }
+        let Some((n, peer)) = errors.check(sock.recv_from(&mut buf).await, &name)? else {
+            continue;
         };
         let query = buf.get(..n).unwrap_or_default();
         match handle.answerer.answer(query, Transport::Udp) {
@@ -219,26 +232,13 @@ async fn serve_tcp(
     handle: Arc<DnsHandle>,
 ) -> Result<(), DnsError> {
     let mut conns = JoinSet::new();
-    let mut errors = 0;
+    let mut errors = Streak(0);
     loop {
         while conns.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((s, _)) => {
-                errors = 0;
-                s
-            }
-            Err(e) => {
-                errors += 1;
-                if errors >= MAX_ERRORS_IN_A_ROW {
-                    return Err(DnsError::Socket {
-                        what: name,
-                        source: e,
-                    });
-                }
-                // EMFILE and friends: give the system a moment instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let Some((stream, _)) = errors.check(listener.accept().await, &name)? else {
+            // EMFILE and friends: give the system a moment instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         };
         if conns.len() >= MAX_TCP_CONNECTIONS {
             drop(stream);

@@ -33,6 +33,14 @@ impl MeshApp for NoApp {
     }
 }
 
+/// Whom a new peer `i` dials: up to `dials` distinct earlier peers, at random.
+pub fn earlier_targets(i: usize, dials: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let mut t: Vec<usize> = (0..dials.min(i)).map(|_| rng.random_range(0..i)).collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
 /// Knobs of a simulation.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -728,41 +736,14 @@ impl<A: MeshApp> Sim<A> {
             }
             Action::Dial { target } => {
                 let Some(&j) = self.by_addr.get(&target) else {
-                    let at = now + 1;
-                    self.schedule(
-                        at,
-                        i,
-                        Ev::Failed {
-                            target,
-                            reason: "no such host".into(),
-                        },
-                    );
-                    return;
+                    return self.dial_failed(i, now + 1, target, "no such host");
                 };
                 let rtt = self.latency() + self.latency();
                 if !self.reachable(i, j) {
-                    let at = now + 3_000;
-                    self.schedule(
-                        at,
-                        i,
-                        Ev::Failed {
-                            target,
-                            reason: "connection timed out".into(),
-                        },
-                    );
-                    return;
+                    return self.dial_failed(i, now + 3_000, target, "connection timed out");
                 }
                 let Some(hello_j) = self.nodes[j].mesh.as_ref().map(|m| m.hello()) else {
-                    let at = now + rtt;
-                    self.schedule(
-                        at,
-                        i,
-                        Ev::Failed {
-                            target,
-                            reason: "connection refused".into(),
-                        },
-                    );
-                    return;
+                    return self.dial_failed(i, now + rtt, target, "connection refused");
                 };
                 let Some(hello_i) = self.nodes[i].mesh.as_ref().map(|m| m.hello()) else {
                     return;
@@ -831,6 +812,12 @@ impl<A: MeshApp> Sim<A> {
             }
             Action::TopologyChanged => self.nodes[i].topo_dirty = true,
         }
+    }
+
+    /// Peer `i`'s dial of `target` fails at `at`.
+    fn dial_failed(&mut self, i: usize, at: u64, target: String, reason: &str) {
+        let reason = reason.to_string();
+        self.schedule(at, i, Ev::Failed { target, reason });
     }
 
     /// Names of the running peers.

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::{Rng, SeedableRng};
-use weft_mesh::sim::{Sim, SimConfig};
+use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
 use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect};
 
 const CHANNEL: u16 = 3;
@@ -292,10 +292,7 @@ fn fastdp_fails_and_heals_peers_leave_and_return_on_sixty_peers() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for i in 0..n {
         // Each dials up to three earlier peers: several hops across, relays needed.
-        let mut t: Vec<usize> = (0..3.min(i)).map(|_| rng.random_range(0..i)).collect();
-        t.sort();
-        t.dedup();
-        w.add(&t);
+        w.add(&earlier_targets(i, 3, &mut rng));
     }
     w.sim.run_until_converged(60_000, 500).unwrap();
     w.run(6_000);

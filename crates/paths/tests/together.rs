@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use weft_dns::{DnsGossip, GossipConfig};
 use weft_ipam::{Allocator, Event, InitMode, IpamApp, IpamConfig, IpamEffect, Reply};
-use weft_mesh::sim::{Sim, SimConfig};
+use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
 use weft_mesh::{Disconnect, MeshApp, Millis, TopologyView, Transmit};
 use weft_paths::{wire, Mode, PathConfig, PathCore, PathEffect};
 
@@ -122,10 +122,7 @@ fn ipam_dns_and_paths_together_with_faults() {
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for i in 0..n {
-        let mut t: Vec<usize> = (0..2.min(i)).map(|_| rng.random_range(0..i)).collect();
-        t.sort();
-        t.dedup();
-        sim.add_peer(&t);
+        sim.add_peer(&earlier_targets(i, 2, &mut rng));
     }
     // (peer, request id) → answered address.
     let mut open: BTreeSet<(usize, u64)> = BTreeSet::new();

@@ -76,16 +76,10 @@ mod tests {
 
     #[test]
     fn garbage_is_no_probe() {
-        let mut x: u32 = 1;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for len in 0..300 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let _ = Probe::decode(&bytes);
         }
     }

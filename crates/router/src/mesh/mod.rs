@@ -338,7 +338,7 @@ impl Driver {
                     self.mesh.tick(now);
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, addr)) => self.spawn_conn(stream, addr, false, None),
+                    Ok((stream, addr)) => self.accepted(stream, addr),
                     Err(e) => tracing::warn!("accept on the control port failed: {e}"),
                 },
                 Some(ev) = events.recv() => {
@@ -539,12 +539,12 @@ impl Driver {
         });
     }
 
-    fn dial(&mut self, target: String) {
+    /// A new connection: its send queue, and what its task needs for the handshake.
+    fn new_conn(&mut self) -> (conn::SessionParams, mpsc::Receiver<Message>) {
         let conn = self.next_conn;
         self.next_conn += 1;
         let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
         self.conns.insert(conn, tx);
-        let events = self.events.clone();
         let session = conn::SessionParams {
             conn,
             password: self.password.clone(),
@@ -552,6 +552,13 @@ impl Driver {
             metrics: self.metrics.clone(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
         };
+        (session, rx)
+    }
+
+    fn dial(&mut self, target: String) {
+        let (session, rx) = self.new_conn();
+        let conn = session.conn;
+        let events = self.events.clone();
         tokio::spawn(async move {
             let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
@@ -588,32 +595,10 @@ impl Driver {
         });
     }
 
-    fn spawn_conn(
-        &mut self,
-        stream: tokio::net::TcpStream,
-        addr: SocketAddr,
-        outbound: bool,
-        target: Option<String>,
-    ) {
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        let (tx, rx) = mpsc::channel(conn::OUT_QUEUE);
-        self.conns.insert(conn, tx);
-        let session = conn::SessionParams {
-            conn,
-            password: self.password.clone(),
-            hello: self.mesh.hello(),
-            metrics: self.metrics.clone(),
-            handshake_timeout: HANDSHAKE_TIMEOUT,
-        };
-        tokio::spawn(conn::run(
-            stream,
-            addr,
-            outbound,
-            target,
-            session,
-            self.events.clone(),
-            rx,
-        ));
+    /// Runs a connection someone opened to us.
+    fn accepted(&mut self, stream: tokio::net::TcpStream, addr: SocketAddr) {
+        let (session, rx) = self.new_conn();
+        let events = self.events.clone();
+        tokio::spawn(conn::run(stream, addr, false, None, session, events, rx));
     }
 }
