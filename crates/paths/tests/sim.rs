@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
 use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect};
 
