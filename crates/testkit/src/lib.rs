@@ -202,6 +202,18 @@ impl Lab {
         self.stdout_of_success("weft", host, args, self.weft(host, args))
     }
 
+    /// Launches a router on every host with `--nickname HOST`, `extra`, and every other host
+    /// as a peer: a full mesh.
+    pub fn launch_full_mesh(&self, extra: &[&str]) {
+        let hosts = self.hosts();
+        for h in &hosts {
+            let mut args = vec!["launch", "--nickname", h.as_str()];
+            args.extend_from_slice(extra);
+            args.extend(hosts.iter().filter(|o| *o != h).map(String::as_str));
+            self.weft_ok(h, &args);
+        }
+    }
+
     /// The stdout of `PROG ARGS` run on a host; fails the test with its stderr if it failed.
     fn stdout_of_success(&self, prog: &str, host: &str, args: &[&str], out: Output) -> String {
         assert!(

@@ -110,16 +110,7 @@ fn start_upstream(lab: &Lab) {
 }
 
 fn launch_three(lab: &Lab, extra: &[&str]) {
-    for (h, others) in [
-        ("h1", ["h2", "h3"]),
-        ("h2", ["h1", "h3"]),
-        ("h3", ["h1", "h2"]),
-    ] {
-        let mut args = vec!["launch"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&others);
-        lab.weft_ok(h, &args);
-    }
+    lab.launch_full_mesh(extra);
     wait_for(
         "three routers to see each other",
         Duration::from_secs(15),

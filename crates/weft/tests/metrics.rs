@@ -60,13 +60,7 @@ fn documented_series_appear_in_a_lab_and_pass_promtool() {
         "the table of docs/metrics.md was not found: {names:?}"
     );
     let lab = Lab::up(WEFT, 3);
-    for (h, peers) in [
-        ("h1", ["h2", "h3"]),
-        ("h2", ["h1", "h3"]),
-        ("h3", ["h1", "h2"]),
-    ] {
-        lab.weft_ok(h, &["launch", "--nickname", h, peers[0], peers[1]]);
-    }
+    lab.launch_full_mesh(&[]);
     wait_for("h1 on fastdp to h2 and h3", Duration::from_secs(20), || {
         let r = report(&lab, "h1")?;
         observe(format!("{:?}", r.router.connections));

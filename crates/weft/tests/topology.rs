@@ -67,13 +67,7 @@ fn chromium(lab: &Lab, host: &str, what: &str) -> String {
 fn three_peers_their_connections_and_a_switch_to_sleeve_in_chromium() {
     require_root_and_tools(&["ip", "nft", "chromium", "timeout"]);
     let lab = Lab::up(WEFT, 3);
-    for (h, peers) in [
-        ("h1", ["h2", "h3"]),
-        ("h2", ["h1", "h3"]),
-        ("h3", ["h1", "h2"]),
-    ] {
-        lab.weft_ok(h, &["launch", "--nickname", h, peers[0], peers[1]]);
-    }
+    lab.launch_full_mesh(&[]);
     let mut names = std::collections::BTreeMap::new();
     for h in ["h1", "h2", "h3"] {
         let r = wait_for(&format!("{h}'s report"), Duration::from_secs(10), || {
