@@ -236,6 +236,23 @@ impl Lab {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Waits up to `timeout` until `host` knows every lab host as a peer and holds an
+    /// established connection on `path` (`fastdp`, `sleeve`) to each of the others.
+    pub fn wait_paths(&self, host: &str, path: &str, timeout: Duration) {
+        let others = self.hosts - 1;
+        let what = format!("{host} on {path} to the {others} other hosts");
+        wait_for(&what, timeout, || {
+            let r = self.report(host)?;
+            observe(format!("{:?}", r.router.connections));
+            let conns = &r.router.connections;
+            let on_path = conns
+                .iter()
+                .filter(|c| c.state == "established" && c.path == path)
+                .count();
+            (on_path == others && r.router.peers.len() == others + 1).then_some(())
+        });
+    }
+
     /// The pid of the router on a host, from its pid file (fails the test if there is none).
     pub fn router_pid(&self, host: &str) -> String {
         let out = self.exec(host, &["sh", "-c", "cat \"$WEFT_RUN_DIR/weft.pid\""]);
@@ -309,6 +326,12 @@ impl Lab {
         let mut args = vec!["lab", "container", "--name", &self.name, host, name];
         args.extend_from_slice(addrs);
         self.weft_cmd(&args)
+    }
+
+    /// Like [`Lab::container`], failing the test with weft's error if it fails.
+    pub fn container_ok(&self, host: &str, name: &str, addrs: &[&str]) -> String {
+        let out = self.container(host, name, addrs);
+        self.stdout_of_success("weft lab container", host, &[name], out)
     }
 
     /// Runs the weft binary outside the lab (for `weft lab ...`).

@@ -7,15 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_api::Report;
 use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const DOC: &str = include_str!("../../../docs/metrics.md");
-
-fn report(lab: &Lab, host: &str) -> Option<Report> {
-    serde_json::from_slice(&lab.weft(host, &["report"]).stdout).ok()
-}
 
 fn metrics(lab: &Lab, host: &str) -> String {
     let out = lab.exec(
@@ -61,24 +56,9 @@ fn documented_series_appear_in_a_lab_and_pass_promtool() {
     );
     let lab = Lab::up(WEFT, 3);
     lab.launch_full_mesh(&[]);
-    wait_for("h1 on fastdp to h2 and h3", Duration::from_secs(20), || {
-        let r = report(&lab, "h1")?;
-        observe(format!("{:?}", r.router.connections));
-        let fast = r
-            .router
-            .connections
-            .iter()
-            .filter(|c| c.path == "fastdp")
-            .count();
-        (fast == 2).then_some(())
-    });
+    lab.wait_paths("h1", "fastdp", Duration::from_secs(20));
     for (h, c) in [("h1", "a1"), ("h3", "c3")] {
-        let out = lab.container(h, c, &[]);
-        assert!(
-            out.status.success(),
-            "container {c}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.container_ok(h, c, &[]);
     }
     // fastdp between h1 and h3 blocked: the path switches to the sleeve, which then
     // carries a1's pings to c3 (found by name through weft's DNS).
@@ -87,7 +67,7 @@ fn documented_series_appear_in_a_lab_and_pass_promtool() {
         "h1 to reach h3 by the sleeve",
         Duration::from_secs(20),
         || {
-            let r = report(&lab, "h1")?;
+            let r = lab.report("h1")?;
             observe(format!("{:?}", r.router.connections));
             r.router
                 .connections
@@ -129,7 +109,8 @@ fn documented_series_appear_in_a_lab_and_pass_promtool() {
         },
     );
     let path = artifact("metrics.txt", &text);
-    let h3 = report(&lab, "h1")
+    let h3 = lab
+        .report("h1")
         .and_then(|r| r.router.peers.into_iter().find(|p| p.nickname == "h3"))
         .expect("h3 in h1's report")
         .name;

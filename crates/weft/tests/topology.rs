@@ -5,16 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weft_api::Report;
 use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const PAGE: &str = "http://127.0.0.1:6784/";
-
-fn report(lab: &Lab, host: &str) -> Option<Report> {
-    let out = lab.weft(host, &["report"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
 
 fn artifacts() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -71,29 +65,14 @@ fn three_peers_their_connections_and_a_switch_to_sleeve_in_chromium() {
     let mut names = std::collections::BTreeMap::new();
     for h in ["h1", "h2", "h3"] {
         let r = wait_for(&format!("{h}'s report"), Duration::from_secs(10), || {
-            report(&lab, h)
+            lab.report(h)
         });
         names.insert(h, r.router.name);
     }
     // Every pair on fastdp, as h1 sees its own two connections.
-    wait_for("h1 on fastdp to h2 and h3", Duration::from_secs(20), || {
-        let r = report(&lab, "h1")?;
-        observe(format!("{:?}", r.router.connections));
-        let fast = r
-            .router
-            .connections
-            .iter()
-            .filter(|c| c.state == "established" && c.path == "fastdp")
-            .count();
-        (fast == 2 && r.router.peers.len() == 3).then_some(())
-    });
+    lab.wait_paths("h1", "fastdp", Duration::from_secs(20));
     for (h, c) in [("h1", "a1"), ("h2", "b2")] {
-        let out = lab.container(h, c, &[]);
-        assert!(
-            out.status.success(),
-            "container {c}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.container_ok(h, c, &[]);
     }
 
     // The page shows the 3 peers by name and nickname, the 3 edges, h1's connections on
