@@ -469,43 +469,29 @@ mod tests {
         assert_eq!(r.merge(dup, now), Merge::Applied);
     }
 
+    /// Merges a live entry at version 1.
+    fn live(r: &mut Records, origin: &str, c: &str, name: &str, a: [u8; 4]) {
+        r.merge(e(&key(origin, c, name, a), 1, false), 1_000);
+    }
+
+    /// Removes an entry at version 2.
+    fn gone(r: &mut Records, origin: &str, c: &str, name: &str, a: [u8; 4]) {
+        r.merge(e(&key(origin, c, name, a), 2, true), 1_000);
+    }
+
     #[test]
     fn lookup_collects_all_live_addresses_once() {
-        let now: Millis = 1_000;
         let mut r = Records::new(60_000);
-        r.merge(
-            e(&key("p1", "c1", "web.weft.local", [10, 32, 0, 2]), 1, false),
-            now,
-        );
-        r.merge(
-            e(&key("p2", "c2", "WEB.weft.local", [10, 32, 0, 1]), 1, false),
-            now,
-        );
+        live(&mut r, "p1", "c1", "web.weft.local", [10, 32, 0, 2]);
+        live(&mut r, "p2", "c2", "WEB.weft.local", [10, 32, 0, 1]);
         // Same address given twice (two containers of one name): answered once.
-        r.merge(
-            e(&key("p2", "c3", "web.weft.local", [10, 32, 0, 1]), 1, false),
-            now,
-        );
-        r.merge(
-            e(&key("p2", "c3", "db.weft.local", [10, 32, 0, 3]), 1, false),
-            now,
-        );
-        assert_eq!(
-            r.lookup("web.weft.local."),
-            vec![Ipv4Addr::new(10, 32, 0, 1), Ipv4Addr::new(10, 32, 0, 2)]
-        );
-        r.merge(
-            e(&key("p2", "c2", "web.weft.local", [10, 32, 0, 1]), 2, true),
-            now,
-        );
-        assert_eq!(
-            r.lookup("web.weft.local."),
-            vec![Ipv4Addr::new(10, 32, 0, 1), Ipv4Addr::new(10, 32, 0, 2)]
-        );
-        r.merge(
-            e(&key("p2", "c3", "web.weft.local", [10, 32, 0, 1]), 2, true),
-            now,
-        );
+        live(&mut r, "p2", "c3", "web.weft.local", [10, 32, 0, 1]);
+        live(&mut r, "p2", "c3", "db.weft.local", [10, 32, 0, 3]);
+        let both = vec![Ipv4Addr::new(10, 32, 0, 1), Ipv4Addr::new(10, 32, 0, 2)];
+        assert_eq!(r.lookup("web.weft.local."), both);
+        gone(&mut r, "p2", "c2", "web.weft.local", [10, 32, 0, 1]);
+        assert_eq!(r.lookup("web.weft.local."), both);
+        gone(&mut r, "p2", "c3", "web.weft.local", [10, 32, 0, 1]);
         assert_eq!(
             r.lookup("web.weft.local."),
             vec![Ipv4Addr::new(10, 32, 0, 2)]

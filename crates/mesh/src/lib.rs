@@ -17,7 +17,8 @@ pub mod wire;
 
 pub use app::{Disconnect, MeshApp, Millis, Reachable, TopologyView, Transmit};
 pub use mesh::{
-    Action, ConnId, ConnStatus, Mesh, MeshConfig, Neighbour, SendError, TargetStatus, Timing,
+    Action, ConnEvent, ConnId, ConnStatus, Mesh, MeshConfig, Neighbour, SendError, TargetStatus,
+    Timing,
 };
 pub use session::{Role, Session, SessionError, SessionEvent};
 pub use wire::{Hello, Message, PeerEntry};

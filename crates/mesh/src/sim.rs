@@ -14,8 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use rand::{Rng, SeedableRng};
 
 use crate::app::{MeshApp, Millis, TopologyView, Transmit};
-use crate::mesh::{Action, ConnId, Mesh, MeshConfig, Timing};
-use crate::wire::{Hello, Message};
+use crate::mesh::{Action, ConnEvent, ConnId, Mesh, MeshConfig, Timing};
 
 /// A view of the mesh: peers and established edges (smaller name first).
 pub type View = (Vec<String>, Vec<(String, String)>);
@@ -92,25 +91,8 @@ enum Ev {
     Tick,
     /// The application's timer.
     Wake,
-    Msg {
-        conn: ConnId,
-        msg: Message,
-    },
-    Up {
-        conn: ConnId,
-        addr: SocketAddr,
-        outbound: bool,
-        target: Option<String>,
-        hello: Hello,
-    },
-    Failed {
-        target: String,
-        reason: String,
-    },
-    Closed {
-        conn: ConnId,
-        reason: String,
-    },
+    /// What a connection reports, as the router's connection tasks do.
+    Conn(ConnEvent),
 }
 
 struct Node<A: MeshApp> {
@@ -329,10 +311,10 @@ impl<A: MeshApp> Sim<A> {
                 self.schedule(
                     at,
                     l.peer,
-                    Ev::Closed {
+                    Ev::Conn(ConnEvent::Closed {
                         conn: l.peer_conn,
                         reason: "connection reset by peer".into(),
-                    },
+                    }),
                 );
             }
         }
@@ -510,22 +492,14 @@ impl<A: MeshApp> Sim<A> {
             let (peers, mut edges) = m.view();
             edges.sort();
             let truth = &truths[comp[i]];
-            if peers != truth.0 {
+            let seen = [
+                ("peers", peers.len(), truth.0.len(), peers == truth.0),
+                ("edges", edges.len(), truth.1.len(), edges == truth.1),
+            ];
+            if let Some((what, sees, has, _)) = seen.iter().find(|s| !s.3) {
                 return Err(format!(
-                    "peer {} sees {} peers, its component has {} (t={} ms)",
-                    names[i],
-                    peers.len(),
-                    truth.0.len(),
-                    self.now
-                ));
-            }
-            if edges != truth.1 {
-                return Err(format!(
-                    "peer {} sees {} edges, its component has {} (t={} ms)",
-                    names[i],
-                    edges.len(),
-                    truth.1.len(),
-                    self.now
+                    "peer {} sees {sees} {what}, its component has {has} (t={} ms)",
+                    names[i], self.now
                 ));
             }
         }
@@ -622,44 +596,26 @@ impl<A: MeshApp> Sim<A> {
                 }
                 self.pump(i);
             }
-            Ev::Msg { conn, msg } => {
-                if let Some(m) = self.nodes[i].mesh.as_mut() {
-                    m.received(now, conn, msg);
+            Ev::Conn(ConnEvent::Up {
+                conn, addr, target, ..
+            }) if !self.links.contains_key(&conn) => {
+                // The other side is gone already.
+                if let (Some(m), Some(t)) = (self.nodes[i].mesh.as_mut(), target) {
+                    m.connect_failed(
+                        now,
+                        Some(&t),
+                        Some(addr),
+                        true,
+                        "connection closed during handshake",
+                    );
                 }
             }
-            Ev::Up {
-                conn,
-                addr,
-                outbound,
-                target,
-                hello,
-            } => {
-                if !self.links.contains_key(&conn) {
-                    // The other side is gone already.
-                    if let Some(m) = self.nodes[i].mesh.as_mut() {
-                        if let Some(t) = target {
-                            m.connect_failed(
-                                now,
-                                Some(&t),
-                                Some(addr),
-                                true,
-                                "connection closed during handshake",
-                            );
-                        }
-                    }
-                } else if let Some(m) = self.nodes[i].mesh.as_mut() {
-                    m.connected(now, conn, addr, outbound, target.as_deref(), hello);
+            Ev::Conn(ev) => {
+                if let ConnEvent::Closed { conn, .. } = &ev {
+                    self.links.remove(conn);
                 }
-            }
-            Ev::Failed { target, reason } => {
                 if let Some(m) = self.nodes[i].mesh.as_mut() {
-                    m.connect_failed(now, Some(&target), None, true, &reason);
-                }
-            }
-            Ev::Closed { conn, reason } => {
-                self.links.remove(&conn);
-                if let Some(m) = self.nodes[i].mesh.as_mut() {
-                    m.closed(now, conn, &reason);
+                    m.handle_conn(now, ev);
                 }
             }
         }
@@ -709,10 +665,10 @@ impl<A: MeshApp> Sim<A> {
                 self.schedule(
                     at,
                     link.peer,
-                    Ev::Msg {
+                    Ev::Conn(ConnEvent::Msg {
                         conn: link.peer_conn,
                         msg,
-                    },
+                    }),
                 );
             }
             Action::Close { conn, reason } => {
@@ -723,10 +679,10 @@ impl<A: MeshApp> Sim<A> {
                         self.schedule(
                             at,
                             link.peer,
-                            Ev::Closed {
+                            Ev::Conn(ConnEvent::Closed {
                                 conn: link.peer_conn,
                                 reason: format!("closed by the remote: {reason}"),
-                            },
+                            }),
                         );
                     }
                 }
@@ -775,24 +731,24 @@ impl<A: MeshApp> Sim<A> {
                 self.schedule(
                     at,
                     i,
-                    Ev::Up {
+                    Ev::Conn(ConnEvent::Up {
                         conn: ci,
                         addr: aj,
                         outbound: true,
                         target: Some(target),
                         hello: hello_j,
-                    },
+                    }),
                 );
                 self.schedule(
                     at,
                     j,
-                    Ev::Up {
+                    Ev::Conn(ConnEvent::Up {
                         conn: cj,
                         addr: ephemeral,
                         outbound: false,
                         target: None,
                         hello: hello_i,
-                    },
+                    }),
                 );
             }
             Action::Deliver {
@@ -817,7 +773,15 @@ impl<A: MeshApp> Sim<A> {
     /// Peer `i`'s dial of `target` fails at `at`.
     fn dial_failed(&mut self, i: usize, at: u64, target: String, reason: &str) {
         let reason = reason.to_string();
-        self.schedule(at, i, Ev::Failed { target, reason });
+        // The simulation gives a dial no connection id before it succeeds.
+        let failed = ConnEvent::Failed {
+            conn: 0,
+            target: Some(target),
+            addr: None,
+            outbound: true,
+            reason,
+        };
+        self.schedule(at, i, Ev::Conn(failed));
     }
 
     /// Names of the running peers.

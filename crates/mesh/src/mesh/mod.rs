@@ -126,6 +126,52 @@ pub enum Action {
     TopologyChanged,
 }
 
+/// What the driver reports about one connection, for [`Mesh::handle_conn`] (the router's
+/// connection tasks and the simulation report alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The handshake finished; `target` is set when we dialled it for one.
+    Up {
+        /// Connection.
+        conn: ConnId,
+        /// The other end's underlay address.
+        addr: SocketAddr,
+        /// We dialled it.
+        outbound: bool,
+        /// The target we dialled it for.
+        target: Option<String>,
+        /// The peer's introduction.
+        hello: Hello,
+    },
+    /// A dial or a handshake failed.
+    Failed {
+        /// Connection (0 where the driver gave the dial none).
+        conn: ConnId,
+        /// The target dialled, if any.
+        target: Option<String>,
+        /// The other end's address, when known.
+        addr: Option<SocketAddr>,
+        /// We dialled it.
+        outbound: bool,
+        /// Why, for the status.
+        reason: String,
+    },
+    /// The connection ended.
+    Closed {
+        /// Connection.
+        conn: ConnId,
+        /// Why.
+        reason: String,
+    },
+    /// A message arrived on it.
+    Msg {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        msg: Message,
+    },
+}
+
 /// Why a payload could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -249,6 +295,28 @@ impl Mesh {
             .iter()
             .find(|(_, c)| c.peer == peer)
             .map(|(id, _)| *id)
+    }
+
+    /// Takes what the driver reports about a connection.
+    pub fn handle_conn(&mut self, now: u64, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Up {
+                conn,
+                addr,
+                outbound,
+                target,
+                hello,
+            } => self.connected(now, conn, addr, outbound, target.as_deref(), hello),
+            ConnEvent::Failed {
+                target,
+                addr,
+                outbound,
+                reason,
+                ..
+            } => self.connect_failed(now, target.as_deref(), addr, outbound, &reason),
+            ConnEvent::Closed { conn, reason } => self.closed(now, conn, &reason),
+            ConnEvent::Msg { conn, msg } => self.received(now, conn, msg),
+        }
     }
 
     /// A connection finished its handshake; `target` is set when we dialled it for one.

@@ -8,9 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use weft_mesh::{ConnId, Hello, Message, Role, Session, SessionEvent};
+use weft_mesh::{ConnEvent, ConnId, Hello, Message, Role, Session, SessionEvent};
 
-use super::ConnEvent;
 use crate::metrics::Metrics;
 
 /// Messages queued for one connection before its peer counts as not reading.

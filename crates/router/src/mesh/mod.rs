@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_mesh::{
-    Action, ConnId, ConnStatus, Hello, Mesh, MeshConfig, Message, Neighbour, PeerEntry, SendError,
-    TargetStatus, Timing, TopologyView, Transmit,
+    Action, ConnEvent, ConnId, ConnStatus, Mesh, MeshConfig, Message, Neighbour, PeerEntry,
+    SendError, TargetStatus, Timing, TopologyView, Transmit,
 };
 
 use crate::metrics::Metrics;
@@ -79,32 +79,6 @@ enum Cmd {
         reply: oneshot::Sender<Result<(), SendError>>,
     },
     Disconnect(weft_mesh::Disconnect),
-}
-
-/// What connection tasks report to the driver.
-enum ConnEvent {
-    Up {
-        conn: ConnId,
-        addr: SocketAddr,
-        outbound: bool,
-        target: Option<String>,
-        hello: Hello,
-    },
-    Failed {
-        conn: ConnId,
-        target: Option<String>,
-        addr: Option<SocketAddr>,
-        outbound: bool,
-        reason: String,
-    },
-    Closed {
-        conn: ConnId,
-        reason: String,
-    },
-    Msg {
-        conn: ConnId,
-        msg: Message,
-    },
 }
 
 /// Handle to the running mesh, cheap to clone.
@@ -362,18 +336,14 @@ impl Driver {
     }
 
     fn on_event(&mut self, ev: ConnEvent) {
-        let now = self.now();
-        match ev {
+        match &ev {
             ConnEvent::Up {
-                conn,
                 addr,
                 outbound,
-                target,
                 hello,
+                ..
             } => {
                 tracing::info!(peer = %hello.name, nickname = %hello.nickname, %addr, outbound, "connection up");
-                self.mesh
-                    .connected(now, conn, addr, outbound, target.as_deref(), hello);
             }
             ConnEvent::Failed {
                 conn,
@@ -386,26 +356,24 @@ impl Driver {
                     .clone()
                     .or(addr.map(|a| a.to_string()))
                     .unwrap_or_default();
-                self.conns.remove(&conn);
+                self.conns.remove(conn);
                 tracing::warn!(
                     "connection {} {who} failed: {reason}",
-                    if outbound { "to" } else { "from" }
+                    if *outbound { "to" } else { "from" }
                 );
-                self.mesh
-                    .connect_failed(now, target.as_deref(), addr, outbound, &reason);
             }
             ConnEvent::Closed { conn, reason } => {
                 tracing::info!(conn, "connection closed: {reason}");
-                self.conns.remove(&conn);
-                self.mesh.closed(now, conn, &reason);
+                self.conns.remove(conn);
             }
-            ConnEvent::Msg { conn, msg } => {
+            ConnEvent::Msg { .. } => {
                 self.metrics
                     .mesh_messages_received
                     .fetch_add(1, Ordering::Relaxed);
-                self.mesh.received(now, conn, msg);
             }
         }
+        let now = self.now();
+        self.mesh.handle_conn(now, ev);
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
