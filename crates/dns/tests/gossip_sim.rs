@@ -70,12 +70,26 @@ fn converged(sim: &mut Sim<DnsGossip>, peers: &[usize]) -> bool {
     peers.iter().all(|&i| view(sim, i) == first)
 }
 
+/// A world without digests where peers 0 and 1 added `names` and 200 ms passed.
+fn two_names(n: usize, seed: u64, names: [(&str, &str, [u8; 4]); 2]) -> Sim<DnsGossip> {
+    let mut sim = world(n, seed, NO_DIGEST, 0.0);
+    for (i, (container, host, addr)) in names.into_iter().enumerate() {
+        add(&mut sim, i, container, host, addr);
+    }
+    sim.run_for(200);
+    sim
+}
+
 #[test]
 fn add_and_remove_reach_every_peer_at_once_without_loss() {
-    let mut sim = world(3, 1, NO_DIGEST, 0.0);
-    add(&mut sim, 0, "c1", "web.weft.local", [10, 32, 0, 1]);
-    add(&mut sim, 1, "c2", "web.weft.local", [10, 32, 0, 2]);
-    sim.run_for(200);
+    let mut sim = two_names(
+        3,
+        1,
+        [
+            ("c1", "web.weft.local", [10, 32, 0, 1]),
+            ("c2", "web.weft.local", [10, 32, 0, 2]),
+        ],
+    );
     for n in 0..3 {
         assert_eq!(
             lookup(&mut sim, n, "web.weft.local."),
@@ -192,10 +206,14 @@ fn dead_peer_names_vanish_and_come_back_with_it() {
 
 #[test]
 fn a_new_peer_catches_up_and_a_restarted_peer_replaces_its_old_names() {
-    let mut sim = world(2, 11, NO_DIGEST, 0.0);
-    add(&mut sim, 0, "c1", "a.weft.local", [10, 32, 0, 1]);
-    add(&mut sim, 1, "c2", "b.weft.local", [10, 32, 0, 2]);
-    sim.run_for(200);
+    let mut sim = two_names(
+        2,
+        11,
+        [
+            ("c1", "a.weft.local", [10, 32, 0, 1]),
+            ("c2", "b.weft.local", [10, 32, 0, 2]),
+        ],
+    );
     sim.add_peer(&[0, 1]);
     sim.run_until_converged(30_000, 100).unwrap();
     sim.run_for(500);
