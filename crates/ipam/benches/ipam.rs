@@ -60,7 +60,7 @@ fn one_peer(n: u64, live_before: u64, batch: u64, encode: bool) -> (f64, u64) {
                         panic!("allocation failed: {result:?}")
                     }
                     // The seed ring's first gossip; a lone peer has nobody to send it to.
-                    Action::Send { .. } | Action::Broadcast { .. } => {}
+                    Action::Transmit(_) => {}
                 }
             }
             assert_eq!(replies, k);

@@ -32,7 +32,8 @@ impl IpamApp {
     }
 
     /// Like [`IpamApp::new`] with another tick period.
-    pub fn with_tick(core: Allocator, channel: u16, tick_ms: Millis) -> IpamApp {
+    pub fn with_tick(mut core: Allocator, channel: u16, tick_ms: Millis) -> IpamApp {
+        core.set_channel(channel);
         IpamApp {
             core,
             channel,
@@ -54,15 +55,7 @@ impl IpamApp {
         let actions = self.core.handle(now, event);
         for a in actions {
             match a {
-                Action::Send { to, payload } => self.transmits.push_back(Transmit::To {
-                    channel: self.channel,
-                    dst: to,
-                    payload,
-                }),
-                Action::Broadcast { payload } => self.transmits.push_back(Transmit::Broadcast {
-                    channel: self.channel,
-                    payload,
-                }),
+                Action::Transmit(t) => self.transmits.push_back(t),
                 Action::Effect(e) => self.effects.push_back(e),
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
+use weft_mesh::Transmit;
 
 use crate::addr::{Addr, Cidr};
 use crate::consensus::InitMode;
@@ -124,18 +125,8 @@ pub enum Event {
 /// An output of the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send a payload to one peer.
-    Send {
-        /// Peer name.
-        to: String,
-        /// Bytes.
-        payload: Vec<u8>,
-    },
-    /// Send a payload to every reachable peer.
-    Broadcast {
-        /// Bytes.
-        payload: Vec<u8>,
-    },
+    /// A payload for one peer or for every reachable peer, on the allocator's channel.
+    Transmit(Transmit),
     /// Something for the driver to carry out besides sending.
     Effect(IpamEffect),
 }

@@ -21,6 +21,8 @@ mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use weft_mesh::Transmit;
+
 use crate::addr::Cidr;
 use crate::consensus::InitMode;
 use crate::error::IpamError;
@@ -50,6 +52,8 @@ struct Durability {
 /// The IPAM core of one peer.
 #[derive(Debug)]
 pub struct Allocator {
+    /// The mesh channel its sends carry.
+    channel: u16,
     pub(crate) name: String,
     pub(crate) config: IpamConfig,
     pub(crate) default_subnet: Cidr,
@@ -121,6 +125,7 @@ impl Allocator {
             return Err(IpamError::BadConfig("peer name is empty".into()));
         }
         let mut a = Allocator {
+            channel: 0,
             name: name.clone(),
             config: IpamConfig {
                 range,
@@ -324,16 +329,24 @@ impl Allocator {
     }
 
     pub(super) fn send(&mut self, to: &str, m: Message) {
-        self.out.push(Action::Send {
-            to: to.to_string(),
+        self.out.push(Action::Transmit(Transmit::To {
+            channel: self.channel,
+            dst: to.to_string(),
             payload: m.encode(),
-        });
+        }));
     }
 
     pub(super) fn broadcast(&mut self, m: Message) {
-        self.out.push(Action::Broadcast {
+        self.out.push(Action::Transmit(Transmit::Broadcast {
+            channel: self.channel,
             payload: m.encode(),
-        });
+        }));
+    }
+
+    /// Sets the mesh channel its sends carry ([`crate::IpamApp`] does; 0 when the
+    /// allocator runs on its own).
+    pub(crate) fn set_channel(&mut self, channel: u16) {
+        self.channel = channel;
     }
 
     /// Wrap up one `handle`: persist if needed and hold what depends on it.

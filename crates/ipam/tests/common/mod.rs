@@ -11,6 +11,7 @@ use weft_ipam::{
     Action, Addr, Allocator, Cidr, Event, IpamConfig, IpamEffect, IpamError, PersistedState, Reply,
     RequestId,
 };
+use weft_mesh::Transmit;
 
 /// splitmix64: small, seeded, good enough for fault schedules.
 pub struct Rng(pub u64);
@@ -182,14 +183,14 @@ impl Sim {
     fn apply(&mut self, i: usize, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Send { to, payload } => {
-                    if let Some(j) = self.idx(&to) {
+                Action::Transmit(Transmit::To { dst, payload, .. }) => {
+                    if let Some(j) = self.idx(&dst) {
                         if self.connected(i, j) {
                             self.transmit(i, j, payload);
                         }
                     }
                 }
-                Action::Broadcast { payload } => {
+                Action::Transmit(Transmit::Broadcast { payload, .. }) => {
                     for j in 0..self.peers.len() {
                         if j != i && self.connected(i, j) {
                             self.transmit(i, j, payload.clone());
