@@ -187,3 +187,25 @@ fn silence_closes_a_connection() {
         .any(|x| matches!(x, Action::Close { .. })));
     assert!(a.neighbours().is_empty());
 }
+
+#[test]
+fn a_core_can_have_a_directly_connected_peer_dropped() {
+    let mut m = mesh("a", 1);
+    m.connected(0, 7, ADDR.parse().unwrap(), false, None, hello("b", 2));
+    let _ = m.take_actions();
+    // Not a neighbour: nothing to close.
+    assert!(!m.disconnect_peer(1, "far", "too many DNS names"));
+    assert!(m.take_actions().is_empty());
+    assert!(m.disconnect_peer(1, "b", "too many DNS names"));
+    let acts = m.take_actions();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Send { conn: 7, msg: Message::Refuse { reason } } if reason.contains("too many DNS names"))),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Close { conn: 7, .. })),
+        "{acts:?}"
+    );
+    assert!(m.neighbours().is_empty());
+}
