@@ -70,13 +70,13 @@ impl Mesh {
         let Some(conn) = self.conn_of(peer) else {
             return false;
         };
-        self.disconnect(now, conn, peer, why.to_string());
+        self.disconnect(now, conn, format!("peer {peer} dropped: {why}"));
         true
     }
 
-    /// Refuses and closes a connection whose peer broke a bound ([`crate::limits`]).
-    fn disconnect(&mut self, now: u64, conn: ConnId, peer: &str, why: String) {
-        let reason = format!("peer {peer} exceeded a limit: {why}");
+    /// Refuses and closes a connection whose peer broke a bound (the mesh's, [`crate::limits`],
+    /// or a core's), with the reason.
+    fn disconnect(&mut self, now: u64, conn: ConnId, reason: String) {
         self.send(
             now,
             conn,
@@ -99,7 +99,7 @@ impl Mesh {
             .unwrap_or_default();
         let known = |n: &str| self.topo.get(n).is_some();
         if let Err(why) = crate::limits::check_gossip(&entries, self.topo.all().count(), known) {
-            self.disconnect(now, conn, &from, why);
+            self.disconnect(now, conn, format!("peer {from} exceeded a limit: {why}"));
             return;
         }
         let mut changed = Vec::new();

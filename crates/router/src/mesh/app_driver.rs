@@ -149,3 +149,96 @@ async fn send_loop(mesh: MeshHandle, mut rx: mpsc::UnboundedReceiver<Transmit>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weft_dns::{DnsGossip, GossipConfig};
+
+    use super::*;
+    use crate::config::PeerAddr;
+    use crate::mesh::{start, DriverConfig};
+    use crate::metrics::Metrics;
+
+    const DNS: u16 = crate::channels::DNS;
+
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port on loopback");
+        l.local_addr().expect("its address").port()
+    }
+
+    async fn mesh(name: &str, port: u16, peers: Vec<PeerAddr>) -> MeshHandle {
+        let config = DriverConfig {
+            name: name.into(),
+            nickname: name.into(),
+            port,
+            password: None,
+            conn_limit: 10,
+            discovery: false,
+            peers,
+        };
+        let metrics = Arc::new(Metrics::default());
+        start(config, metrics, std::future::pending())
+            .await
+            .expect("mesh on loopback")
+    }
+
+    fn connected(m: &MeshHandle, peer: &str) -> bool {
+        m.snapshot().neighbours.iter().any(|n| n.name == peer)
+    }
+
+    /// The whole path of a core's refusal: the DNS core refuses gossip that does not
+    /// decode, the driver hands the mesh its Disconnect, and the mesh closes the
+    /// connection with the reason, which the peer is told.
+    #[tokio::test]
+    async fn a_peer_the_core_refuses_is_disconnected_with_the_reason() {
+        let (pa, pb) = (free_port(), free_port());
+        let a = mesh("a", pa, Vec::new()).await;
+        let target = PeerAddr::parse(&format!("127.0.0.1:{pa}"), pa).unwrap();
+        let b = mesh("b", pb, vec![target]).await;
+        let within = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !connected(&a, "b") {
+            assert!(
+                tokio::time::Instant::now() < within,
+                "a and b never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let core = DnsGossip::new("a", DNS, GossipConfig::default(), 0).unwrap();
+        let mut app = AppDriver::new(core, Some(&a), DNS);
+        app.topology_now();
+        let _ = app.flush();
+        let junk = Transmit::To {
+            channel: DNS,
+            dst: "a".into(),
+            payload: vec![weft_dns::wire::VERSION, 1, 0],
+        };
+        b.transmit(junk).await.unwrap();
+        // b dials a again after its backoff (a second or more): look before.
+        let within = tokio::time::Instant::now() + Duration::from_secs(1);
+        while connected(&a, "b") {
+            assert!(
+                tokio::time::Instant::now() < within,
+                "a is still connected to b"
+            );
+            tokio::select! {
+                _ = app.next() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            let _ = app.flush();
+        }
+        let told = |b: &MeshHandle| {
+            b.snapshot().targets.iter().any(|t| {
+                let e = t.last_error.to_lowercase();
+                e.contains("peer b dropped") && e.contains("dns gossip")
+            })
+        };
+        let within = tokio::time::Instant::now() + Duration::from_millis(700);
+        while !told(&b) && tokio::time::Instant::now() < within {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let told = told(&b);
+        assert!(told, "b was not told why: {:?}", b.snapshot().targets);
+    }
+}
