@@ -74,6 +74,11 @@ impl RouterBackend {
         &self.containers
     }
 
+    /// Waits until start-up reconciliation is done: it works on the plugin's state too.
+    async fn ready(&self) {
+        self.containers.ready.wait().await;
+    }
+
     /// Hands the ports of every published endpoint to the firewall.
     pub async fn apply_published(&self) {
         let parts = self.parts();
@@ -195,6 +200,7 @@ impl RouterBackend {
                 let resp = crate::datapath::expose::expose(
                     &parts.datapath,
                     &parts.ipam,
+                    &parts.intents,
                     ExposeRequest {
                         addrs: vec![word],
                         without_masquerade: !parts.datapath.masquerade(),
@@ -251,6 +257,7 @@ impl RouterBackend {
             crate::datapath::expose::hide(
                 &parts.datapath,
                 &parts.ipam,
+                &parts.intents,
                 HideRequest {
                     addrs: vec![format!("ip:{net}")],
                 },
@@ -285,6 +292,7 @@ impl RouterBackend {
 
 impl Backend for RouterBackend {
     async fn request_pool(&self, req: PoolRequest) -> PluginResult<Pool> {
+        self.ready().await;
         if req.v6 {
             return Err(err(
                 "weft networks are IPv4 only; create the network without --ipv6",
@@ -320,6 +328,7 @@ impl Backend for RouterBackend {
     }
 
     async fn release_pool(&self, pool_id: String) -> PluginResult<()> {
+        self.ready().await;
         let mut s = self.state.lock().await;
         if let Some(p) = s.pools.get_mut(&pool_id) {
             p.users = p.users.saturating_sub(1);
@@ -332,6 +341,7 @@ impl Backend for RouterBackend {
     }
 
     async fn request_address(&self, req: AddressRequest) -> PluginResult<Ipv4Net> {
+        self.ready().await;
         let subnet = {
             let s = self.state.lock().await;
             match s.pools.get(&req.pool_id) {
@@ -385,6 +395,7 @@ impl Backend for RouterBackend {
     }
 
     async fn release_address(&self, pool_id: String, address: Ipv4Addr) -> PluginResult<()> {
+        self.ready().await;
         if self.release_gateway(address).await? {
             return Ok(());
         }
@@ -405,6 +416,7 @@ impl Backend for RouterBackend {
     }
 
     async fn create_network(&self, spec: NetworkSpec) -> PluginResult<()> {
+        self.ready().await;
         let mut s = self.state.lock().await;
         s.networks.insert(
             spec.network_id.clone(),
@@ -419,6 +431,7 @@ impl Backend for RouterBackend {
     }
 
     async fn delete_network(&self, network_id: String) -> PluginResult<()> {
+        self.ready().await;
         let mut s = self.state.lock().await;
         if s.networks.remove(&network_id).is_some() {
             self.persist(&s)?;
@@ -427,6 +440,7 @@ impl Backend for RouterBackend {
     }
 
     async fn create_endpoint(&self, spec: EndpointSpec) -> PluginResult<EndpointCreated> {
+        self.ready().await;
         let mut s = self.state.lock().await;
         if !s.networks.contains_key(&spec.network_id) {
             return Err(err(format!(
@@ -462,6 +476,7 @@ impl Backend for RouterBackend {
     }
 
     async fn delete_endpoint(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.ready().await;
         let removed = {
             let mut s = self.state.lock().await;
             let e = s.endpoints.remove(&endpoint_id);
@@ -497,6 +512,7 @@ impl Backend for RouterBackend {
     }
 
     async fn join(&self, spec: JoinSpec) -> PluginResult<Joined> {
+        self.ready().await;
         let parts = self.parts();
         let (entry, gateway) = {
             let s = self.state.lock().await;
@@ -541,6 +557,7 @@ impl Backend for RouterBackend {
     }
 
     async fn leave(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.ready().await;
         let e = self.state.lock().await.endpoints.get(&endpoint_id).cloned();
         if let Some(e) = e {
             self.forget_endpoint(&endpoint_id, &e).await;
@@ -549,6 +566,7 @@ impl Backend for RouterBackend {
     }
 
     async fn program_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.ready().await;
         {
             let mut s = self.state.lock().await;
             let taken: BTreeSet<(Proto, u16)> = s
@@ -574,6 +592,7 @@ impl Backend for RouterBackend {
     }
 
     async fn revoke_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
+        self.ready().await;
         let changed = {
             let mut s = self.state.lock().await;
             match s.endpoints.get_mut(&endpoint_id) {
