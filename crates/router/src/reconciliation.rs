@@ -1,5 +1,7 @@
-//! Reconciliation at start-up, in order, before the gate (`intents::Gate`) lets requests
-//! that change state through:
+//! Reconciliation at start-up, in order, before the gate (`intents::Gate`) lets the API's
+//! requests that change state through (the Docker plugin does not wait: dockerd may hold
+//! the answers start-up waits for until its plugin calls return; each step below is safe
+//! against the plugin's calls, see `owners` and `datapath::expose::reconcile`):
 //! 1. attaches and detaches a kill -9 cut short are undone or finished
 //!    (`containers::reconcile`);
 //! 2. the bridge and IPAM agree with the record of exposed addresses again, which undoes a
@@ -23,7 +25,12 @@ pub async fn run(c: Arc<Containers>, owners: OwnerRegistry, opener: GateOpener) 
     let last_run = c.intents.pending();
     crate::containers::reconcile::run(&c, &last_run).await;
 
-    match crate::datapath::expose::reconcile(&c.datapath, &c.ipam).await {
+    let of_this_run = || {
+        c.intents.pending().iter().any(|(n, i)| {
+            matches!(i.op, Op::Expose | Op::Hide) && !last_run.iter().any(|(m, _)| m == n)
+        })
+    };
+    match crate::datapath::expose::reconcile(&c.datapath, &c.ipam, of_this_run).await {
         Ok(()) => {
             for (n, i) in &last_run {
                 if matches!(i.op, Op::Expose | Op::Hide) {

@@ -392,7 +392,16 @@ async fn take_away(
 /// on the bridge or held by IPAM for expose but not recorded (an expose a crash cut short,
 /// a hide it cut short) is taken away; a recorded address missing from the bridge comes
 /// back. A record from a version without one adopts what is on the bridge and in IPAM.
-pub async fn reconcile(dp: &DatapathHandle, ipam: &IpamHandle) -> Result<(), String> {
+///
+/// `in_flight` says whether an expose or hide of this run is under way (the Docker
+/// plugin's gateways do not wait for reconciliation): asked after the bridge and IPAM
+/// were read, so an expose that allocated before that is seen; then nothing unrecorded is
+/// taken away (its intent owns every address of expose until the next start).
+pub async fn reconcile(
+    dp: &DatapathHandle,
+    ipam: &IpamHandle,
+    in_flight: impl Fn() -> bool,
+) -> Result<(), String> {
     let bridge = dp.bridge().to_string();
     let on_bridge = tokio::task::spawn_blocking(move || weft_datapath::expose::exposed(&bridge))
         .await
@@ -441,6 +450,10 @@ pub async fn reconcile(dp: &DatapathHandle, ipam: &IpamHandle) -> Result<(), Str
         if !held.iter().any(|h| h.addr() == r.addr()) {
             tracing::warn!(addr = %r, "an exposed address IPAM does not hold for expose; hide it and expose it again");
         }
+    }
+    if !stray.is_empty() && in_flight() {
+        tracing::info!(addrs = ?stray, "exposed addresses not recorded, but an expose is under way: left as they are");
+        stray.clear();
     }
     if !stray.is_empty() {
         tracing::info!(addrs = ?stray, "exposed addresses no acknowledged expose made: hidden and released");

@@ -216,6 +216,9 @@ pub async fn container_died(handle: &DockerHandle, id: &str) {
 /// an endpoint are released only `at_start`: later, one may belong to a container Docker
 /// is creating right now (between RequestAddress and CreateEndpoint).
 pub async fn reconcile(handle: &DockerHandle, at_start: bool) {
+    if at_start {
+        handle.backend.undo_pending_gateways().await;
+    }
     let parts = handle.backend.containers();
     // Containers attached with `weft attach CONTAINER`.
     let attached: Vec<String> = parts

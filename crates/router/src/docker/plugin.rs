@@ -74,11 +74,6 @@ impl RouterBackend {
         &self.containers
     }
 
-    /// Waits until start-up reconciliation is done: it works on the plugin's state too.
-    async fn ready(&self) {
-        self.containers.ready.wait().await;
-    }
-
     /// Hands the ports of every published endpoint to the firewall.
     pub async fn apply_published(&self) {
         let parts = self.parts();
@@ -197,6 +192,13 @@ impl RouterBackend {
                     Some(w) => format!("ip:{w}/{}", subnet.prefix_len()),
                     None => format!("net:{subnet}"),
                 };
+                // Recorded first: a kill -9 between the expose and the gateway's entry
+                // leaves a marker, and the next start hides the address again.
+                {
+                    let mut s = self.state.lock().await;
+                    s.pending_gateways.insert(subnet);
+                    self.persist(&s)?;
+                }
                 let resp = crate::datapath::expose::expose(
                     &parts.datapath,
                     &parts.ipam,
@@ -211,7 +213,16 @@ impl RouterBackend {
                     err(format!(
                         "cannot give this host a gateway address in {subnet}: {e}"
                     ))
-                })?;
+                });
+                let resp = match resp {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut s = self.state.lock().await;
+                        s.pending_gateways.remove(&subnet);
+                        let _ = self.persist(&s);
+                        return Err(e);
+                    }
+                };
                 let Some(a) = resp.addrs.first().and_then(|a| a.parse::<Ipv4Net>().ok()) else {
                     return Err(err(format!("no gateway address in {subnet}")));
                 };
@@ -226,8 +237,64 @@ impl RouterBackend {
         });
         g.users += 1;
         let addr = g.addr;
+        s.pending_gateways.remove(&subnet);
         self.persist(&s)?;
         Ok(addr)
+    }
+
+    /// At start: a gateway a crash cut short between its expose and its entry is hidden
+    /// again (Docker saw its request fail; it asks again when it retries).
+    pub async fn undo_pending_gateways(&self) {
+        let pending: Vec<Ipv4Net> = {
+            let s = self.state.lock().await;
+            s.pending_gateways
+                .iter()
+                .copied()
+                .filter(|subnet| !s.gateways.contains_key(subnet))
+                .collect()
+        };
+        let parts = self.parts();
+        let bridge = parts.datapath.bridge().to_string();
+        let exposed = tokio::task::spawn_blocking(move || weft_datapath::expose::exposed(&bridge))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let gateways: Vec<Ipv4Addr> = {
+            let s = self.state.lock().await;
+            s.gateways.values().map(|g| g.addr.addr()).collect()
+        };
+        for subnet in &pending {
+            // Exactly this subnet's (a gateway has its prefix), and no other network's gateway.
+            let addrs: Vec<String> = exposed
+                .iter()
+                .filter(|a| a.trunc() == *subnet && !gateways.contains(&a.addr()))
+                .map(|a| format!("ip:{a}"))
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            let hidden = crate::datapath::expose::hide(
+                &parts.datapath,
+                &parts.ipam,
+                &parts.intents,
+                HideRequest { addrs },
+            )
+            .await;
+            match hidden {
+                Ok(r) => {
+                    tracing::info!(%subnet, hidden = ?r.addrs, "gateway a crash cut short: hidden again")
+                }
+                Err(e) => tracing::warn!(%subnet, "cannot hide a gateway a crash cut short: {e}"),
+            }
+        }
+        let mut s = self.state.lock().await;
+        if !s.pending_gateways.is_empty() {
+            s.pending_gateways.clear();
+            if let Err(e) = self.persist(&s) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// One network less uses the gateway `addr`; the last one hides it if the plugin
@@ -292,7 +359,6 @@ impl RouterBackend {
 
 impl Backend for RouterBackend {
     async fn request_pool(&self, req: PoolRequest) -> PluginResult<Pool> {
-        self.ready().await;
         if req.v6 {
             return Err(err(
                 "weft networks are IPv4 only; create the network without --ipv6",
@@ -328,7 +394,6 @@ impl Backend for RouterBackend {
     }
 
     async fn release_pool(&self, pool_id: String) -> PluginResult<()> {
-        self.ready().await;
         let mut s = self.state.lock().await;
         if let Some(p) = s.pools.get_mut(&pool_id) {
             p.users = p.users.saturating_sub(1);
@@ -341,7 +406,6 @@ impl Backend for RouterBackend {
     }
 
     async fn request_address(&self, req: AddressRequest) -> PluginResult<Ipv4Net> {
-        self.ready().await;
         let subnet = {
             let s = self.state.lock().await;
             match s.pools.get(&req.pool_id) {
@@ -395,7 +459,6 @@ impl Backend for RouterBackend {
     }
 
     async fn release_address(&self, pool_id: String, address: Ipv4Addr) -> PluginResult<()> {
-        self.ready().await;
         if self.release_gateway(address).await? {
             return Ok(());
         }
@@ -416,7 +479,6 @@ impl Backend for RouterBackend {
     }
 
     async fn create_network(&self, spec: NetworkSpec) -> PluginResult<()> {
-        self.ready().await;
         let mut s = self.state.lock().await;
         s.networks.insert(
             spec.network_id.clone(),
@@ -431,7 +493,6 @@ impl Backend for RouterBackend {
     }
 
     async fn delete_network(&self, network_id: String) -> PluginResult<()> {
-        self.ready().await;
         let mut s = self.state.lock().await;
         if s.networks.remove(&network_id).is_some() {
             self.persist(&s)?;
@@ -440,7 +501,6 @@ impl Backend for RouterBackend {
     }
 
     async fn create_endpoint(&self, spec: EndpointSpec) -> PluginResult<EndpointCreated> {
-        self.ready().await;
         let mut s = self.state.lock().await;
         if !s.networks.contains_key(&spec.network_id) {
             return Err(err(format!(
@@ -476,7 +536,6 @@ impl Backend for RouterBackend {
     }
 
     async fn delete_endpoint(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
-        self.ready().await;
         let removed = {
             let mut s = self.state.lock().await;
             let e = s.endpoints.remove(&endpoint_id);
@@ -512,7 +571,6 @@ impl Backend for RouterBackend {
     }
 
     async fn join(&self, spec: JoinSpec) -> PluginResult<Joined> {
-        self.ready().await;
         let parts = self.parts();
         let (entry, gateway) = {
             let s = self.state.lock().await;
@@ -557,7 +615,6 @@ impl Backend for RouterBackend {
     }
 
     async fn leave(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
-        self.ready().await;
         let e = self.state.lock().await.endpoints.get(&endpoint_id).cloned();
         if let Some(e) = e {
             self.forget_endpoint(&endpoint_id, &e).await;
@@ -566,7 +623,6 @@ impl Backend for RouterBackend {
     }
 
     async fn program_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
-        self.ready().await;
         {
             let mut s = self.state.lock().await;
             let taken: BTreeSet<(Proto, u16)> = s
@@ -592,7 +648,6 @@ impl Backend for RouterBackend {
     }
 
     async fn revoke_external(&self, _network_id: String, endpoint_id: String) -> PluginResult<()> {
-        self.ready().await;
         let changed = {
             let mut s = self.state.lock().await;
             match s.endpoints.get_mut(&endpoint_id) {
