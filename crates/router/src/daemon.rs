@@ -229,6 +229,8 @@ async fn start_handles(
     owners.register(Arc::new(crate::datapath::expose::ExposeOwner {
         state_dir: config.paths.state_dir.clone(),
     }));
+    let ipam_owners = crate::ipam_owners::ApiOwners::load(&config.paths.state_dir)?;
+    owners.register(ipam_owners.clone());
     let docker = match engine {
         Some(engine) => Some(
             crate::docker::start(engine, containers.clone(), &config.paths, shutdown.clone())
@@ -253,6 +255,7 @@ async fn start_handles(
         metrics,
         mesh,
         containers,
+        ipam_owners,
         docker,
         shutdown,
     })

@@ -19,6 +19,7 @@ pub mod entry;
 pub mod identity;
 pub mod intents;
 pub mod ipam;
+pub mod ipam_owners;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

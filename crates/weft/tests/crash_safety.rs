@@ -221,7 +221,7 @@ fn expose_and_hide_are_atomic_across_kill_9_of_the_router_and_the_cli() {
 
 #[test]
 fn start_up_sweeps_what_no_owner_claims() {
-    require_root_and_tools(&["ip"]);
+    require_root_and_tools(&["ip", "curl"]);
     let lab = Lab::up(WEFT, 1);
     launch(&lab, "h1");
     lab.weft_ok("h1", &["prime"]);
@@ -240,6 +240,16 @@ fn start_up_sweeps_what_no_owner_claims() {
     };
     let c1_addr = addr_of("c1");
     assert_eq!(bridge_veths(&lab, "h1").len(), 3);
+    // An address taken through the raw IPAM API has an owner too: it stays.
+    let out = lab.exec(
+        "h1",
+        &[
+            "sh",
+            "-c",
+            "curl -sS --unix-socket \"$WEFT_RUN_DIR/weft.sock\" -H 'Content-Type: application/json' -d '{\"owner\":\"api-client\",\"addr\":\"ip:10.32.100.1/12\"}' http://weft/ipam/allocate",
+        ],
+    );
+    assert!(text(&out).contains("10.32.100.1/12"), "{}", text(&out));
     lab.weft_ok("h1", &["stop"]);
 
     // While the router is down: c2's namespace goes (and its veth with it) ...
@@ -294,7 +304,11 @@ fn start_up_sweeps_what_no_owner_claims() {
             (only_c1
                 && veths.len() == 1
                 && addrs.is_empty()
-                && ipam == vec![(id("c1"), c1_addr.clone())])
+                && ipam
+                    == vec![
+                        (id("c1"), c1_addr.clone()),
+                        ("api-client".to_string(), "10.32.100.1/12".to_string()),
+                    ])
             .then_some(())
         },
     );
@@ -360,6 +374,12 @@ fn docker_plugin_is_atomic_across_kill_9_of_the_router() {
             || docker_agrees(&lab, "h1"),
         );
     }
+    // Not vacuous: containers did get onto weft.
+    let running = lab.docker_ok("h1", &["ps", "-q", "--filter", "network=weft"]);
+    assert!(
+        !running.trim().is_empty(),
+        "no container got onto weft at all"
+    );
 }
 
 /// Every running container on weft is listed by `weft ps` with the address Docker gives
