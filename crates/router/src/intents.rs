@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+/// File name in the state dir.
+pub const FILE: &str = "intents.json";
+
 /// The kind of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,7 +91,7 @@ impl Drop for Pending {
 impl Intents {
     /// Loads the intents left by the last run (none when there is no file).
     pub fn load(state_dir: &Path) -> anyhow::Result<Arc<Intents>> {
-        let path = state_dir.join("intents.json");
+        let path = state_dir.join(FILE);
         let ops = match std::fs::read(&path) {
             Ok(b) => {
                 serde_json::from_slice::<File>(&b)
