@@ -27,7 +27,8 @@ fi
 lab="bguard$$"
 server=""
 cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    # Never stops half-way (errexit is on): the lab must come down.
+    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
     "$WEFT" lab down --name "$lab" >/dev/null 2>&1 || echo "bench/guard/run.sh: run: $WEFT lab down --name $lab" >&2
 }
 trap cleanup EXIT
