@@ -14,6 +14,7 @@ use crate::{addr, arp};
 pub fn expose(bridge: &str, addr: Ipv4Net) -> Result<bool> {
     let mut h = Handle::current()?;
     let br = link::require(&mut h, bridge)?;
+    keep_secondaries(bridge)?;
     if !br.up {
         link::set(
             &mut h,
@@ -40,7 +41,17 @@ pub fn expose(bridge: &str, addr: Ipv4Net) -> Result<bool> {
 pub fn hide(bridge: &str, addr: Ipv4Net) -> Result<bool> {
     let mut h = Handle::current()?;
     let br = link::require(&mut h, bridge)?;
+    // Also here: a bridge exposed by an older weft may not have it yet.
+    keep_secondaries(bridge)?;
     addr::del(&mut h, br.index, addr)
+}
+
+/// Removing the bridge's first address of a subnet must not remove the others with it.
+fn keep_secondaries(bridge: &str) -> Result<()> {
+    crate::sysctl::enable_promote_secondaries(bridge).map_err(|e| crate::Error::Io {
+        op: format!("turn on promote_secondaries of {bridge}"),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// The addresses the host has on `bridge`.

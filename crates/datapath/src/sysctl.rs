@@ -116,6 +116,19 @@ pub fn disable_route_localnet(ifname: &str) -> Result<(), SysctlError> {
     write(&route_localnet_name(ifname)?, "0")
 }
 
+/// Turns `promote_secondaries` on for `ifname`: when its first address in a subnet goes,
+/// the kernel otherwise removes every other address of that subnet with it (hiding one
+/// exposed address would take the others away).
+pub fn enable_promote_secondaries(ifname: &str) -> Result<(), SysctlError> {
+    if ifname.contains('/') {
+        return Err(SysctlError::InvalidName {
+            name: ifname.to_string(),
+            reason: "an interface name has no '/'",
+        });
+    }
+    write(&format!("net/ipv4/conf/{ifname}/promote_secondaries"), "1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

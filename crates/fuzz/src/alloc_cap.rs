@@ -14,18 +14,38 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 /// The size of the last refused allocation.
 static LAST_REFUSED: AtomicUsize = AtomicUsize::new(0);
 
-/// The input being run (set by the driver), saved to [`OOM_FILE`] when an allocation is
-/// refused: the process aborts right after, so this is the only chance to keep it.
+/// The input being run (set by the driver), saved to the file given to [`set_oom_file`]
+/// when an allocation is refused: the process aborts right after, so this is the only
+/// chance to keep it.
 static CURRENT_PTR: AtomicUsize = AtomicUsize::new(0);
 static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Where the input that made an allocation over the cap is saved (in the working directory).
-pub const OOM_FILE: &std::ffi::CStr = c"weft-fuzz-oom-input.bin";
+/// Where the input that made an allocation over the cap is saved; unset, it is not saved
+/// (a test must not write into the source tree).
+static OOM_FILE: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+/// The file name [`set_oom_file`] is usually given, in a crash directory.
+pub const OOM_FILE_NAME: &str = "oom-input.bin";
+
+/// Saves the input of a refused allocation to `path` from now on (the first call wins;
+/// a path with a NUL byte is ignored).
+pub fn set_oom_file(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        let _ = OOM_FILE.set(c);
+    }
+}
 
 /// Tells the allocator which input runs now (the slice must outlive the run).
 pub fn set_current(input: &[u8]) {
     CURRENT_PTR.store(input.as_ptr() as usize, Ordering::SeqCst);
     CURRENT_LEN.store(input.len(), Ordering::SeqCst);
+}
+
+/// No input runs any more (the last one may be freed).
+pub fn clear_current() {
+    CURRENT_PTR.store(0, Ordering::SeqCst);
+    CURRENT_LEN.store(0, Ordering::SeqCst);
 }
 
 /// The system allocator with a per-allocation cap.
@@ -49,12 +69,12 @@ impl CappedAlloc {
             CURRENT_PTR.load(Ordering::SeqCst),
             CURRENT_LEN.load(Ordering::SeqCst),
         );
-        if ptr != 0 {
+        if let (true, Some(file)) = (ptr != 0, OOM_FILE.get()) {
             // SAFETY: open/write/close with valid arguments; the driver keeps the input
             // alive while it runs.
             unsafe {
                 let fd = libc::open(
-                    OOM_FILE.as_ptr(),
+                    file.as_ptr(),
                     libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
                     0o644,
                 );

@@ -72,7 +72,9 @@ pub fn load_corpus(target: &str) -> Vec<Vec<u8>> {
 /// Runs `target` on one input; `Err` with the panic message if it panicked.
 pub fn run_one(target: &Target, input: &[u8]) -> Result<(), String> {
     crate::alloc_cap::set_current(input);
-    catch_unwind(AssertUnwindSafe(|| (target.run)(input))).map_err(|p| {
+    let r = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
+    crate::alloc_cap::clear_current();
+    r.map_err(|p| {
         p.downcast_ref::<String>()
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))

@@ -9,8 +9,16 @@ use weft_fuzz::driver::{self, Budget};
 #[global_allocator]
 static ALLOC: weft_fuzz::alloc_cap::CappedAlloc = weft_fuzz::alloc_cap::CappedAlloc;
 
+/// An input that breaks the cap is kept under target/, never in the source tree.
+fn keep_oom_inputs_under_target() {
+    let p =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(weft_fuzz::alloc_cap::OOM_FILE_NAME);
+    weft_fuzz::alloc_cap::set_oom_file(&p);
+}
+
 #[test]
 fn every_target_survives_its_corpus_and_mutations() {
+    keep_oom_inputs_under_target();
     let execs: u64 = weft_types::knob("WEFT_FUZZ_TEST_EXECS", 1_000);
     let mut failures = Vec::new();
     for t in weft_fuzz::TARGETS {
@@ -51,6 +59,7 @@ fn every_target_survives_its_corpus_and_mutations() {
 #[test]
 fn the_allocation_cap_refuses_a_4_gib_buffer() {
     // The cap is what makes "no unbounded allocation" checkable: a 4 GiB reservation fails.
+    keep_oom_inputs_under_target();
     let mut v: Vec<u8> = Vec::new();
     assert!(v.try_reserve_exact(4 << 30).is_err());
     assert!(v.try_reserve_exact(1 << 20).is_ok());

@@ -84,6 +84,11 @@ pub enum Event {
         /// Container id.
         owner: String,
     },
+    /// Every allocation this peer holds, with its owner (the owner audit at start-up).
+    Holdings {
+        /// Request id.
+        id: RequestId,
+    },
     /// A payload from another peer.
     Received {
         /// Sender's peer name.
@@ -162,6 +167,8 @@ pub enum Reply {
     Released(Vec<Cidr>),
     /// The addresses held.
     Addresses(Vec<Cidr>),
+    /// Every allocation of this peer: owner and address, in address order.
+    Holdings(Vec<(String, Cidr)>),
     /// The ring exists.
     Primed,
     /// rmpeer done: how many addresses were taken over.

@@ -180,6 +180,22 @@ impl Space {
             .unwrap_or_default()
     }
 
+    /// Every allocation with its owner, in address order.
+    pub fn holdings(&self) -> Vec<(String, Cidr)> {
+        self.allocs
+            .iter()
+            .map(|(a, h)| {
+                (
+                    h.owner.clone(),
+                    Cidr {
+                        addr: *a,
+                        prefix: h.prefix,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Drop every allocation (this peer is leaving).
     pub fn clear(&mut self) {
         self.allocs.clear();

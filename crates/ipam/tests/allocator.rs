@@ -207,6 +207,15 @@ fn subnets_release_and_lookup() {
             cidr("10.32.5.1/24")
         ]))
     );
+    // The owner audit sees every allocation with its owner.
+    let id = sim.request(0, "audit", |id| Event::Holdings { id });
+    assert_eq!(
+        reply(&mut sim, id, 100),
+        Ok(Reply::Holdings(vec![
+            ("c1".to_string(), cidr("10.32.0.1/16")),
+            ("c1".to_string(), cidr("10.32.5.1/24"))
+        ]))
+    );
     let id = sim.request(0, "c1", |id| Event::Release {
         id,
         owner: "c1".into(),

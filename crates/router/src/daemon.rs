@@ -210,15 +210,27 @@ async fn start_handles(
     )?;
     let dns = crate::dns::DnsHandle::start(&config, &name, Some(mesh.clone()), &registry).await?;
     let engine = crate::docker::connect(&config.paths).await;
+    let (ready, opener) = crate::intents::Gate::closed();
     let containers = Arc::new(Containers {
         ipam,
         datapath,
         dns,
         registry: tokio::sync::Mutex::new(registry),
         docker: engine.clone(),
-        intents: crate::containers::reconcile::Intents::load(&config.paths.state_dir)?,
+        intents: crate::intents::Intents::load(&config.paths.state_dir)?,
+        ready,
     });
-    tokio::spawn(crate::containers::reconcile::run(containers.clone()));
+    // Every kind of owner of addresses and bridge ports; a new kind (CNI attachments,
+    // service VIPs) registers here, before reconciliation runs.
+    let owners = crate::owners::OwnerRegistry::default();
+    owners.register(Arc::new(crate::containers::owner::ContainerOwner(
+        containers.clone(),
+    )));
+    owners.register(Arc::new(crate::datapath::expose::ExposeOwner {
+        state_dir: config.paths.state_dir.clone(),
+    }));
+    let ipam_owners = crate::ipam_owners::ApiOwners::load(&config.paths.state_dir)?;
+    owners.register(ipam_owners.clone());
     let docker = match engine {
         Some(engine) => Some(
             crate::docker::start(engine, containers.clone(), &config.paths, shutdown.clone())
@@ -226,6 +238,16 @@ async fn start_handles(
         ),
         None => None,
     };
+    if let Some(d) = &docker {
+        owners.register(Arc::new(crate::docker::owner::DockerOwner(
+            d.backend.clone(),
+        )));
+    }
+    tokio::spawn(crate::reconciliation::run(
+        containers.clone(),
+        owners,
+        opener,
+    ));
     Ok(Handles {
         config,
         name,
@@ -233,6 +255,7 @@ async fn start_handles(
         metrics,
         mesh,
         containers,
+        ipam_owners,
         docker,
         shutdown,
     })

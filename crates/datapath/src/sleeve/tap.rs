@@ -82,6 +82,22 @@ pub struct Tap {
     fd: OwnedFd,
     name: String,
     offloads: Offloads,
+    /// Where the device was made, and its index there: dropping the TAP deletes the
+    /// device explicitly. Closing our descriptor alone does not when a child process
+    /// forked by another thread still holds a copy of it (until it execs), so the device
+    /// could outlive the sleeve, and a new one of the same name fail.
+    home: Option<(crate::netns::Netns, u32)>,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some((ns, index)) = &self.home {
+            // Our descriptor still holds the device, so the index is still its own.
+            if let Ok(mut h) = crate::nl::Handle::in_netns(ns) {
+                let _ = crate::link::delete(&mut h, *index);
+            }
+        }
+    }
 }
 
 fn tap_err(name: &str, op: &'static str) -> impl FnOnce(io::Error) -> SleeveError {
@@ -136,10 +152,18 @@ impl Tap {
                 uso: false,
             }
         };
+        let cname = CString::new(name).map_err(|e| SleeveError::Config(e.to_string()))?;
+        // SAFETY: if_nametoindex reads a valid C string.
+        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        let home = crate::netns::Netns::current()
+            .ok()
+            .filter(|_| index != 0)
+            .map(|ns| (ns, index));
         Ok(Tap {
             fd,
             name: name.to_string(),
             offloads,
+            home,
         })
     }
 

@@ -160,6 +160,11 @@ impl UdpSock {
             }
         }
         setsockopt_int(f, SOL_UDP, UDP_GRO, 1).map_err(err("enable UDP_GRO"))?;
+        // A sleeve started again in this process must get its port back even while a child
+        // forked by another thread still holds a copy of the old socket (until it execs).
+        // Another program on the port still makes bind fail (it would need this too).
+        setsockopt_int(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(err("set SO_REUSEADDR"))?;
         // DF on every datagram, and no kernel path-MTU cache refusing sends: the sleeve
         // finds each peer's path MTU itself (probes) and sizes its datagrams to it.
         let (level, opt, probe) = if addr.is_ipv4() {

@@ -60,6 +60,9 @@ fn main() {
             .unwrap_or(1)
     });
     let crashes_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crashes");
+    if std::fs::create_dir_all(&crashes_dir).is_ok() {
+        weft_fuzz::alloc_cap::set_oom_file(&crashes_dir.join(weft_fuzz::alloc_cap::OOM_FILE_NAME));
+    }
     let mut failed = false;
     println!("seed {seed}, budget {budget:?}");
     println!(

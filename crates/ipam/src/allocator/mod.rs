@@ -276,6 +276,10 @@ impl Allocator {
                 let r = self.space.lookup(&owner);
                 self.reply(id, Ok(Reply::Addresses(r)));
             }
+            Event::Holdings { id } => {
+                let all = self.space.holdings();
+                self.reply(id, Ok(Reply::Holdings(all)));
+            }
             Event::Prime { id } => self.queue(id, String::new(), Want::Prime),
             Event::RmPeer { id, name } => {
                 let r = self.rmpeer(&name);

@@ -26,6 +26,8 @@ pub struct Handles {
     pub mesh: MeshHandle,
     /// The attach pipeline with IPAM, DNS and the data path.
     pub containers: Arc<Containers>,
+    /// Owners of addresses taken through the raw IPAM API.
+    pub ipam_owners: Arc<crate::ipam_owners::ApiOwners>,
     /// The Docker integration, when this host has Docker.
     pub docker: Option<DockerHandle>,
     /// The router's stop signal.

@@ -23,13 +23,15 @@ async fn attach(
     // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
     // undoes its own failures, but not if it is dropped half-way.
     let containers = router.containers.clone();
+    containers.ready.wait().await;
     let done = tokio::spawn(async move { crate::containers::attach(&containers, req).await })
         .await
         .map_err(stopped)?;
     Ok(Json(timer.ok(done)?))
 }
 
-fn stopped(e: tokio::task::JoinError) -> ApiFailure {
+/// An operation's task that ended without an answer.
+pub(super) fn stopped(e: tokio::task::JoinError) -> ApiFailure {
     ApiFailure {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         message: format!(
@@ -44,17 +46,42 @@ async fn detach(
 ) -> Result<Json<DetachResponse>, ApiFailure> {
     let timer = router.metrics.time("detach");
     let containers = router.containers.clone();
+    containers.ready.wait().await;
     let done = tokio::spawn(async move { crate::containers::detach(&containers, req).await })
         .await
         .map_err(stopped)?;
     Ok(Json(timer.ok(done)?))
 }
 
-/// Containers attached by weft and those on Docker's weft networks.
+/// Containers attached by weft, those on Docker's weft networks, and the host's exposed
+/// addresses (`weft:expose`, as in Weave).
 async fn list(State(router): State<AppState>) -> Result<Json<Vec<ContainerReport>>, ApiFailure> {
     let mut out = crate::containers::list(&router.containers).await;
     if let Some(d) = &router.docker {
         d.add_endpoints(&mut out).await;
+    }
+    let dir = router.config.paths.state_dir.clone();
+    let bridge = router.containers.datapath.bridge().to_string();
+    let (exposed, mac) = tokio::task::spawn_blocking(move || {
+        let mac = weft_datapath::nl::Handle::current()
+            .ok()
+            .and_then(|mut h| weft_datapath::link::get(&mut h, &bridge).ok().flatten())
+            .and_then(|l| l.mac6())
+            .map(|m| crate::datapath::wire::fmt_mac(&m))
+            .unwrap_or_else(|| "00:00:00:00:00:00".to_string());
+        (crate::datapath::expose::listed(&dir), mac)
+    })
+    .await
+    .unwrap_or_default();
+    if !exposed.is_empty() {
+        out.push(ContainerReport {
+            id: crate::datapath::expose::EXPOSE_OWNER.to_string(),
+            netns: String::new(),
+            ifname: router.containers.datapath.bridge().to_string(),
+            mac,
+            addrs: exposed.iter().map(|a| a.to_string()).collect(),
+            hostname: None,
+        });
     }
     Ok(Json(out))
 }

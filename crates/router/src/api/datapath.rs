@@ -21,16 +21,27 @@ async fn expose_h(
     State(router): State<AppState>,
     Json(req): Json<ExposeRequest>,
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
-    let c = &router.containers;
-    Ok(Json(expose::expose(&c.datapath, &c.ipam, req).await?))
+    let c = router.containers.clone();
+    c.ready.wait().await;
+    // Run to the end even when the client goes away (see the container routes).
+    let done =
+        tokio::spawn(async move { expose::expose(&c.datapath, &c.ipam, &c.intents, req).await })
+            .await
+            .map_err(super::containers::stopped)?;
+    Ok(Json(done?))
 }
 
 async fn hide_h(
     State(router): State<AppState>,
     Json(req): Json<HideRequest>,
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
-    let c = &router.containers;
-    Ok(Json(expose::hide(&c.datapath, &c.ipam, req).await?))
+    let c = router.containers.clone();
+    c.ready.wait().await;
+    let done =
+        tokio::spawn(async move { expose::hide(&c.datapath, &c.ipam, &c.intents, req).await })
+            .await
+            .map_err(super::containers::stopped)?;
+    Ok(Json(done?))
 }
 
 async fn reset_h(

@@ -29,6 +29,14 @@ fn ipam(router: &AppState) -> Result<&IpamHandle, ApiFailure> {
     Ok(&router.containers.ipam)
 }
 
+/// Records the owner before IPAM is asked, so the owner audit at start keeps its addresses.
+fn record_owner(router: &AppState, owner: &str) -> Result<(), ApiFailure> {
+    router
+        .ipam_owners
+        .add(owner)
+        .map_err(|e| ApiFailure::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
 fn check_owner(owner: &str) -> Result<(), ApiFailure> {
     if owner.trim().is_empty() || owner.len() > 255 {
         return Err(ApiFailure::bad_request(
@@ -49,6 +57,7 @@ async fn allocate(
             .parse()
             .map_err(|e| ApiFailure::bad_request(format!("{e}")))?,
     };
+    record_owner(&router, &b.owner)?;
     let net = ipam(&router)?.allocate(&b.owner, &spec).await?;
     Ok(Json(AddrAnswer {
         addr: net.to_string(),
@@ -65,6 +74,7 @@ async fn claim(
             "{e} (expected an address with a prefix, e.g. 10.32.0.9/12)"
         ))
     })?;
+    record_owner(&router, &b.owner)?;
     let net = ipam(&router)?
         .allocate(&b.owner, &AddrSpec::Claim(c))
         .await?;
@@ -89,6 +99,17 @@ async fn release(
         }
     };
     let v = ipam(&router)?.release_addrs(&b.owner, addr).await?;
+    // An owner that holds nothing more is forgotten (the owner audit at start then has
+    // nothing of it to keep); when in doubt it is kept, which only keeps its addresses.
+    let left = match addr {
+        None => Some(Vec::new()),
+        Some(_) => ipam(&router)?.lookup(&b.owner).await.ok(),
+    };
+    if left.is_some_and(|l| l.is_empty()) {
+        if let Err(e) = router.ipam_owners.remove(&b.owner) {
+            tracing::warn!(owner = %b.owner, "{e}");
+        }
+    }
     Ok(Json(AddrsResponse {
         addrs: v.iter().map(|n| n.to_string()).collect(),
     }))

@@ -3,6 +3,7 @@
 //! later one fails, so a failed attach leaves nothing behind.
 
 pub(crate) mod guard;
+pub mod owner;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -109,8 +110,10 @@ pub struct Containers {
     pub registry: tokio::sync::Mutex<Registry>,
     /// This host's dockerd, when it answered at launch (attach by container name).
     pub docker: Option<Arc<Engine>>,
-    /// Attaches and detaches in flight (see [`reconcile`]).
-    pub intents: Arc<reconcile::Intents>,
+    /// Operations in flight (see [`crate::intents`] and [`reconcile`]).
+    pub intents: Arc<crate::intents::Intents>,
+    /// Open once start-up reconciliation is done; requests that change state wait for it.
+    pub ready: crate::intents::Gate,
 }
 
 /// Attaches a container; answers with every overlay address it now has.
@@ -123,8 +126,8 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
     // Recorded before anything changes: a kill -9 from here on is undone at the next start.
     let _pending = c
         .intents
-        .begin(reconcile::Intent {
-            op: reconcile::Op::Attach,
+        .begin(crate::intents::Intent {
+            op: crate::intents::Op::Attach,
             id: id.clone(),
             netns: req.netns.clone(),
             ns_inode: netns.inode(),
@@ -300,8 +303,8 @@ pub async fn detach(
     // A kill -9 from here on is carried through at the next start.
     let _pending = c
         .intents
-        .begin(reconcile::Intent {
-            op: reconcile::Op::Detach,
+        .begin(crate::intents::Intent {
+            op: crate::intents::Op::Detach,
             id: id.clone(),
             netns: entry.netns.clone(),
             ns_inode: entry.ns_inode,
@@ -313,7 +316,10 @@ pub async fn detach(
     // The namespace may be gone already (container exited): then only bookkeeping is left.
     let ns = match netns {
         Some(ns) => Some(ns),
-        None => Netns::open_path(std::path::Path::new(&entry.netns)).ok(),
+        // Only the namespace it was attached in (a /proc/PID path may name another now).
+        None => Netns::open_path(std::path::Path::new(&entry.netns))
+            .ok()
+            .filter(|ns| ns.inode() == entry.ns_inode),
     };
     let mut link_removed = remove.len() == held.len();
     if let Some(ns) = ns {

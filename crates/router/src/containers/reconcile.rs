@@ -1,149 +1,38 @@
-//! Crash safety of attach and detach. Each records its intent in
-//! `$WEFT_STATE_DIR/intents.json` before it touches IPAM or the kernel, and clears it when
-//! done (success or undone failure). An intent still there at start-up is an operation a
-//! kill -9 cut short: [`run`] finishes it so that every address in the kernel belongs to an
-//! entry `weft ps` lists and no address held by IPAM is left without an owner:
+//! Crash safety of attach and detach. Each records its intent (`crate::intents`) before it
+//! touches IPAM or the kernel, and clears it when done (success or undone failure). An
+//! intent still there at start-up is an operation a kill -9 cut short: [`run`] finishes it
+//! so that every address in the kernel belongs to an entry `weft ps` lists and no address
+//! held by IPAM is left without an owner:
 //! - an attach is undone down to what the registry lists for the container (the client saw
 //!   it fail): the addresses IPAM gave it beyond those are released and taken off the
 //!   interface; with no entry at all, the interface goes;
 //! - a detach is carried through to the end (its first step may already have happened).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 use weft_datapath::Netns;
 
 use super::{Containers, ContainersError};
+use crate::intents::{Intent, Op};
 
-/// The kind of operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    /// `weft attach`.
-    Attach,
-    /// `weft detach`.
-    Detach,
-}
-
-/// One operation in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Intent {
-    /// What.
-    pub op: Op,
-    /// Container id (the IPAM owner).
-    pub id: String,
-    /// Namespace path.
-    pub netns: String,
-    /// Its inode (a path may name another namespace after a restart).
-    pub ns_inode: u64,
-    /// Interface in the container.
-    pub ifname: String,
-    /// For a detach: the addresses to remove.
-    pub addrs: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct File {
-    format: u32,
-    ops: BTreeMap<u64, Intent>,
-}
-
-/// The operations in flight, persisted on every change.
-#[derive(Debug)]
-pub struct Intents {
-    path: PathBuf,
-    state: Mutex<(u64, BTreeMap<u64, Intent>)>,
-}
-
-/// Clears its intent when dropped (the operation finished, or undid itself).
-#[derive(Debug)]
-pub struct Pending {
-    intents: Arc<Intents>,
-    n: u64,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.intents.end(self.n);
-    }
-}
-
-impl Intents {
-    /// Loads the intents left by the last run (none when there is no file).
-    pub fn load(state_dir: &Path) -> anyhow::Result<Arc<Intents>> {
-        let path = state_dir.join("intents.json");
-        let afresh = "start without undoing the operations a crash cut short";
-        let ops = crate::persist::load_json::<File>(&path, afresh)?
-            .map(|f| f.ops)
-            .unwrap_or_default();
-        let next = ops.keys().next_back().map_or(1, |n| n + 1);
-        Ok(Arc::new(Intents {
-            path,
-            state: Mutex::new((next, ops)),
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, Intent>)> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn save(&self, ops: &BTreeMap<u64, Intent>) -> std::io::Result<()> {
-        let file = File {
-            format: 1,
-            ops: ops.clone(),
-        };
-        crate::persist::store_json(&self.path, &file)
-    }
-
-    /// Records `intent` on disk before the operation changes anything.
-    pub fn begin(self: &Arc<Self>, intent: Intent) -> Result<Pending, String> {
-        let mut st = self.lock();
-        let n = st.0;
-        st.0 += 1;
-        st.1.insert(n, intent);
-        if let Err(e) = self.save(&st.1) {
-            st.1.remove(&n);
-            return Err(format!(
-                "cannot record the operation in {} ({e}); nothing was changed",
-                self.path.display()
-            ));
-        }
-        Ok(Pending {
-            intents: self.clone(),
-            n,
-        })
-    }
-
-    fn end(&self, n: u64) {
-        let mut st = self.lock();
-        if st.1.remove(&n).is_some() {
-            if let Err(e) = self.save(&st.1) {
-                tracing::warn!("cannot update {}: {e}", self.path.display());
-            }
-        }
-    }
-
-    /// The intents left by the last run.
-    pub fn pending(&self) -> Vec<(u64, Intent)> {
-        self.lock().1.iter().map(|(n, i)| (*n, i.clone())).collect()
-    }
-}
-
-/// Finishes the operations a crash cut short (see the module's doc). Runs at start-up,
-/// in the background: IPAM may need its peers before it answers.
-pub async fn run(c: Arc<Containers>) {
-    for (n, intent) in c.intents.pending() {
-        tracing::info!(op = ?intent.op, container = %intent.id, "finishing an operation a crash cut short");
+/// Finishes the attaches and detaches of `last_run` a crash cut short (see the module's
+/// doc); expose and hide are `datapath::expose::reconcile`'s. Runs at start-up, in the
+/// background: IPAM may need its peers before it answers.
+pub async fn run(c: &Arc<Containers>, last_run: &[(u64, Intent)]) {
+    for (n, intent) in last_run.iter().cloned() {
         let done = match intent.op {
-            Op::Attach => undo_attach(&c, &intent).await,
-            Op::Detach => finish_detach(&c, &intent).await,
+            Op::Attach => undo_attach(c, &intent).await,
+            Op::Detach => finish_detach(c, &intent).await,
+            Op::Expose | Op::Hide => continue,
         };
         match done {
-            Ok(()) => c.intents.end(n),
+            Ok(()) => {
+                tracing::info!(op = ?intent.op, container = %intent.id, "finished an operation a crash cut short");
+                c.intents.end(n)
+            }
             Err(e) => tracing::warn!(container = %intent.id, "cannot finish the operation: {e}"),
         }
     }
@@ -231,6 +120,67 @@ fn undo_in_kernel(
     Ok(())
 }
 
+/// Detaches the registry's containers whose veth is gone from the host (their namespace
+/// went while the router was down): `weft ps` lists only what is there, and their
+/// addresses go back to IPAM.
+pub async fn forget_vanished(c: &Containers) -> Vec<String> {
+    let entries: Vec<(String, String)> = c
+        .registry
+        .lock()
+        .await
+        .iter()
+        .map(|(id, e)| {
+            (
+                id.clone(),
+                weft_datapath::attach::host_veth_name_for(e.ns_inode, &e.ifname),
+            )
+        })
+        .collect();
+    let names: Vec<String> = entries.iter().map(|(_, v)| v.clone()).collect();
+    let present = tokio::task::spawn_blocking(move || -> Result<Vec<bool>, String> {
+        let mut h = weft_datapath::nl::Handle::current().map_err(|e| e.to_string())?;
+        names
+            .iter()
+            .map(|n| {
+                weft_datapath::link::get(&mut h, n)
+                    .map(|l| l.is_some())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let present = match present {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot list the containers' veths: {e}");
+            return Vec::new();
+        }
+    };
+    let mut gone = Vec::new();
+    for ((id, veth), there) in entries.into_iter().zip(present) {
+        if there {
+            continue;
+        }
+        let req = weft_api::DetachRequest {
+            container: Some(id.clone()),
+            netns: String::new(),
+            addrs: Vec::new(),
+        };
+        match super::detach(c, req).await {
+            Ok(r) => {
+                tracing::info!(container = %id, %veth, removed = ?r.removed, "container gone while the router was down: detached");
+                gone.push(id);
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, "cannot detach a container that is gone: {e}")
+            }
+        }
+    }
+    gone
+}
+
 async fn finish_detach(c: &Containers, intent: &Intent) -> Result<(), String> {
     let req = weft_api::DetachRequest {
         container: Some(intent.id.clone()),
@@ -243,49 +193,5 @@ async fn finish_detach(c: &Containers, intent: &Intent) -> Result<(), String> {
             Ok(())
         }
         Err(e) => Err(e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intent(id: &str) -> Intent {
-        Intent {
-            op: Op::Attach,
-            id: id.into(),
-            netns: "/run/netns/x".into(),
-            ns_inode: 7,
-            ifname: "ethwe".into(),
-            addrs: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn an_intent_survives_a_crash_and_goes_when_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let intents = Intents::load(dir.path()).unwrap();
-        let done = intents.begin(intent("done")).unwrap();
-        let cut_short = intents.begin(intent("cut")).unwrap();
-        drop(done);
-        // kill -9: the guard of the second never runs.
-        std::mem::forget(cut_short);
-        let after = Intents::load(dir.path()).unwrap();
-        let left: Vec<String> = after.pending().into_iter().map(|(_, i)| i.id).collect();
-        assert_eq!(left, vec!["cut".to_string()]);
-        // New operations after the restart do not reuse its number.
-        let next = after.begin(intent("new")).unwrap();
-        assert!(next.n > after.pending()[0].0);
-    }
-
-    #[test]
-    fn a_damaged_file_is_refused_with_its_name() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("intents.json"), b"{").unwrap();
-        let err = Intents::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("intents.json") && err.contains("damaged"),
-            "{err}"
-        );
     }
 }

@@ -25,10 +25,6 @@ pub async fn run(handle: DockerHandle) {
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
-        if !first {
-            reconcile(&handle, false).await;
-        }
-        first = false;
         let mut filters = std::collections::BTreeMap::new();
         filters.insert("type".to_string(), vec!["container".to_string()]);
         filters.insert(
@@ -47,6 +43,15 @@ pub async fn run(handle: DockerHandle) {
                 continue;
             }
         };
+        // Once the stream is open, what changed before it is looked at: a container that
+        // started between start-up's reconciliation and now (one whose `docker run` was
+        // in flight across a restart of the router) is seen either way.
+        if first {
+            register_running(&handle).await;
+        } else {
+            reconcile(&handle, false).await;
+        }
+        first = false;
         tokio::pin!(stream);
         loop {
             tokio::select! {
@@ -77,6 +82,27 @@ pub async fn run(handle: DockerHandle) {
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The running containers on Docker's weft networks: their endpoints learn their
+/// container, names and listeners are (re)registered ([`container_started`] each).
+async fn register_running(handle: &DockerHandle) {
+    let listed = match handle.engine.list_networks().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot list Docker's networks: {e}");
+            return;
+        }
+    };
+    let mut running = BTreeSet::new();
+    for n in listed.into_iter().filter(|n| n.driver == super::DRIVER) {
+        if let Ok(Some(full)) = handle.engine.inspect_network(&n.id).await {
+            running.extend(full.containers.keys().cloned());
+        }
+    }
+    for id in running {
+        container_started(handle, &id).await;
     }
 }
 
@@ -216,6 +242,9 @@ pub async fn container_died(handle: &DockerHandle, id: &str) {
 /// an endpoint are released only `at_start`: later, one may belong to a container Docker
 /// is creating right now (between RequestAddress and CreateEndpoint).
 pub async fn reconcile(handle: &DockerHandle, at_start: bool) {
+    if at_start {
+        handle.backend.undo_pending_gateways().await;
+    }
     let parts = handle.backend.containers();
     // Containers attached with `weft attach CONTAINER`.
     let attached: Vec<String> = parts

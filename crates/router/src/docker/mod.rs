@@ -3,6 +3,7 @@
 //! containers true (also for what happened while the router was down).
 
 pub mod events;
+pub mod owner;
 pub mod plugin;
 pub mod saved;
 

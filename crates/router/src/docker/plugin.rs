@@ -192,9 +192,17 @@ impl RouterBackend {
                     Some(w) => format!("ip:{w}/{}", subnet.prefix_len()),
                     None => format!("net:{subnet}"),
                 };
+                // Recorded first: a kill -9 between the expose and the gateway's entry
+                // leaves a marker, and the next start hides the address again.
+                {
+                    let mut s = self.state.lock().await;
+                    s.pending_gateways.insert(subnet);
+                    self.persist(&s)?;
+                }
                 let resp = crate::datapath::expose::expose(
                     &parts.datapath,
                     &parts.ipam,
+                    &parts.intents,
                     ExposeRequest {
                         addrs: vec![word],
                         without_masquerade: !parts.datapath.masquerade(),
@@ -205,7 +213,16 @@ impl RouterBackend {
                     err(format!(
                         "cannot give this host a gateway address in {subnet}: {e}"
                     ))
-                })?;
+                });
+                let resp = match resp {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut s = self.state.lock().await;
+                        s.pending_gateways.remove(&subnet);
+                        let _ = self.persist(&s);
+                        return Err(e);
+                    }
+                };
                 let Some(a) = resp.addrs.first().and_then(|a| a.parse::<Ipv4Net>().ok()) else {
                     return Err(err(format!("no gateway address in {subnet}")));
                 };
@@ -220,8 +237,64 @@ impl RouterBackend {
         });
         g.users += 1;
         let addr = g.addr;
+        s.pending_gateways.remove(&subnet);
         self.persist(&s)?;
         Ok(addr)
+    }
+
+    /// At start: a gateway a crash cut short between its expose and its entry is hidden
+    /// again (Docker saw its request fail; it asks again when it retries).
+    pub async fn undo_pending_gateways(&self) {
+        let pending: Vec<Ipv4Net> = {
+            let s = self.state.lock().await;
+            s.pending_gateways
+                .iter()
+                .copied()
+                .filter(|subnet| !s.gateways.contains_key(subnet))
+                .collect()
+        };
+        let parts = self.parts();
+        let bridge = parts.datapath.bridge().to_string();
+        let exposed = tokio::task::spawn_blocking(move || weft_datapath::expose::exposed(&bridge))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let gateways: Vec<Ipv4Addr> = {
+            let s = self.state.lock().await;
+            s.gateways.values().map(|g| g.addr.addr()).collect()
+        };
+        for subnet in &pending {
+            // Exactly this subnet's (a gateway has its prefix), and no other network's gateway.
+            let addrs: Vec<String> = exposed
+                .iter()
+                .filter(|a| a.trunc() == *subnet && !gateways.contains(&a.addr()))
+                .map(|a| format!("ip:{a}"))
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            let hidden = crate::datapath::expose::hide(
+                &parts.datapath,
+                &parts.ipam,
+                &parts.intents,
+                HideRequest { addrs },
+            )
+            .await;
+            match hidden {
+                Ok(r) => {
+                    tracing::info!(%subnet, hidden = ?r.addrs, "gateway a crash cut short: hidden again")
+                }
+                Err(e) => tracing::warn!(%subnet, "cannot hide a gateway a crash cut short: {e}"),
+            }
+        }
+        let mut s = self.state.lock().await;
+        if !s.pending_gateways.is_empty() {
+            s.pending_gateways.clear();
+            if let Err(e) = self.persist(&s) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// One network less uses the gateway `addr`; the last one hides it if the plugin
@@ -251,6 +324,7 @@ impl RouterBackend {
             crate::datapath::expose::hide(
                 &parts.datapath,
                 &parts.ipam,
+                &parts.intents,
                 HideRequest {
                     addrs: vec![format!("ip:{net}")],
                 },

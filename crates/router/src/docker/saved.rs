@@ -97,6 +97,11 @@ pub struct Saved {
     /// address granted just before a crash is found and released at the next start.
     #[serde(default)]
     pub allocations: BTreeMap<String, Option<Ipv4Net>>,
+    /// Subnets whose gateway the plugin is exposing right now (recorded before the expose,
+    /// cleared with the gateway's entry): one left at start is a gateway a crash cut short,
+    /// hidden again.
+    #[serde(default)]
+    pub pending_gateways: std::collections::BTreeSet<Ipv4Net>,
 }
 
 /// The path of `docker.json` in `state_dir`.

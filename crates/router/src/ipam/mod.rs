@@ -55,6 +55,8 @@ pub enum Request {
         /// Container id.
         owner: String,
     },
+    /// Every allocation of this peer, with its owner.
+    Holdings,
     /// Create the ring now.
     Prime,
     /// Take over a dead peer's space.
@@ -76,6 +78,7 @@ impl Request {
             Request::Claim { owner, addr } => Event::Claim { id, owner, addr },
             Request::Release { owner, addr } => Event::Release { id, owner, addr },
             Request::Lookup { owner } => Event::Lookup { id, owner },
+            Request::Holdings => Event::Holdings { id },
             Request::Prime => Event::Prime { id },
             Request::RmPeer { name } => Event::RmPeer { id, name },
             Request::Shutdown => Event::Shutdown { id },
@@ -290,6 +293,17 @@ impl IpamHandle {
             .await?
         {
             Reply::Addresses(v) => v.iter().map(cidr_to_net).collect(),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every allocation of this peer with its owner (for the owner audit).
+    pub async fn holdings(&self) -> Result<Vec<(String, Ipv4Net)>, IpamHandleError> {
+        match self.request(Request::Holdings).await? {
+            Reply::Holdings(v) => v
+                .iter()
+                .map(|(o, c)| Ok((o.clone(), cidr_to_net(c)?)))
+                .collect(),
             other => Err(unexpected(&other)),
         }
     }

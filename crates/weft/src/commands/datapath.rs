@@ -77,7 +77,14 @@ pub fn reset(force: bool) -> Result<()> {
     }
     // A reset peer starts afresh: its ring (handed over above when a router ran), names
     // and containers are forgotten; its peer name is kept.
-    for f in ["containers.json", "expose.json", "ipam.state", "dns.json"] {
+    for f in [
+        "containers.json",
+        "expose.json",
+        "ipam.state",
+        "dns.json",
+        "intents.json",
+        "ipam-owners.json",
+    ] {
         let _ = std::fs::remove_file(paths.state_dir.join(f));
     }
     if !problems.is_empty() {
