@@ -53,6 +53,7 @@ fn run(n: usize) {
         fastdp: true,
         encrypted: false,
         trusted: Vec::new(),
+        ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
     });
     let mut now = 0;
     c.handle_topology(now, &view(n, None));
@@ -64,6 +65,7 @@ fn run(n: usize) {
             seq: 1,
             bmac: wire::fmt_mac(&[2, 0, 0, 0, (i >> 8) as u8, i as u8]),
             macs: vec![wire::fmt_mac(&[2, 1, 0, 0, (i >> 8) as u8, i as u8])],
+            ciphers: Vec::new(),
         };
         c.handle_message(now, 3, &name(i), &m.encode());
     }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
+use weft_types::CipherKind;
 
 use crate::health::Health;
 use crate::plan::{Mode, Op, Owned, PathEffect, SleeveKey};
@@ -48,6 +49,8 @@ pub struct PathConfig {
     pub encrypted: bool,
     /// `--trusted-subnets`: with a password, fastdp (clear text) only to these.
     pub trusted: Vec<Ipv4Net>,
+    /// The sleeve ciphers this host offers (announced; [`CipherKind::supported`]).
+    pub ciphers: Vec<CipherKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,7 @@ struct Announced {
     seq: u64,
     bmac: [u8; 6],
     macs: Vec<[u8; 6]>,
+    ciphers: Vec<CipherKind>,
 }
 
 /// What the topology says of a peer.
@@ -270,6 +274,12 @@ impl PathCore {
             seq: self.seq,
             bmac: wire::fmt_mac(&self.cfg.bmac),
             macs: self.local_macs.iter().map(wire::fmt_mac).collect(),
+            ciphers: self
+                .cfg
+                .ciphers
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
         }
         .encode()
     }
@@ -315,13 +325,16 @@ impl PathCore {
         if !self.cfg.encrypted {
             return Some(SleeveKey::Clear);
         }
-        let theirs = &p.announced.as_ref()?.run;
+        let a = p.announced.as_ref()?;
+        let theirs = &a.run;
         let (lo, hi) = if *theirs < self.cfg.run {
             (theirs.clone(), self.cfg.run.clone())
         } else {
             (self.cfg.run.clone(), theirs.clone())
         };
-        Some(SleeveKey::Derive { lo, hi })
+        // Symmetric: both sides choose the same cipher from the two offers.
+        let cipher = CipherKind::negotiate(&self.cfg.ciphers, &a.ciphers);
+        Some(SleeveKey::Derive { lo, hi, cipher })
     }
 
     /// What peer `s` should put into the tables now.
@@ -652,15 +665,15 @@ impl PathCore {
         macs.sort();
         macs.dedup();
         let a = Announced {
+            ciphers: m.offers(),
             run: m.run,
             seq: m.seq,
             bmac,
             macs,
         };
-        let same_tables = p
-            .announced
-            .as_ref()
-            .is_some_and(|o| o.bmac == a.bmac && o.macs == a.macs && o.run == a.run);
+        let same_tables = p.announced.as_ref().is_some_and(|o| {
+            o.bmac == a.bmac && o.macs == a.macs && o.run == a.run && o.ciphers == a.ciphers
+        });
         p.announced = Some(a);
         let reachable = p.reach.is_some();
         if !same_tables {

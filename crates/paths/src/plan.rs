@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use weft_mesh::Millis;
+use weft_types::CipherKind;
 
 /// The path a peer's unicast traffic takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum SleeveKey {
         lo: String,
         /// The larger run id.
         hi: String,
+        /// The cipher both sides chose from their offers (AES-256-GCM when both offer it).
+        cipher: CipherKind,
     },
 }
 

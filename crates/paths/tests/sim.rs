@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::{Rng, SeedableRng};
 use weft_mesh::sim::{Sim, SimConfig};
-use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect};
+use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
+use weft_types::CipherKind;
 
 const CHANNEL: u16 = 3;
 
@@ -35,6 +36,7 @@ struct Kernel {
     vxlan_macs: HashMap<[u8; 6], Ipv4Addr>,
     flood: HashSet<Ipv4Addr>,
     sleeve_peers: HashMap<u32, Option<SocketAddr>>,
+    keys: HashMap<u32, SleeveKey>,
     routes: HashMap<u32, u32>,
     sleeve_macs: HashMap<[u8; 6], u32>,
     bcast: HashMap<u32, Vec<u32>>,
@@ -55,8 +57,9 @@ impl Kernel {
             Op::VxlanFlood { ip, on: false } => {
                 self.flood.remove(&ip);
             }
-            Op::SleevePeer { id, addr, .. } => {
+            Op::SleevePeer { id, addr, key, .. } => {
                 self.sleeve_peers.insert(id, addr);
+                self.keys.insert(id, key);
             }
             Op::SleevePeerGone { id } => {
                 self.sleeve_peers.remove(&id);
@@ -99,6 +102,12 @@ struct World {
 
 impl World {
     fn new(seed: u64) -> World {
+        World::with(seed, false)
+    }
+
+    /// With a password when `encrypted`: even peers offer AES-256-GCM and
+    /// ChaCha20-Poly1305, odd peers ChaCha20-Poly1305 only.
+    fn with(seed: u64, encrypted: bool) -> World {
         let mut runs = 0u64;
         let sim = Sim::new(
             SimConfig {
@@ -113,8 +122,13 @@ impl World {
                     run: format!("{runs:016x}"),
                     bmac: bmac(i),
                     fastdp: true,
-                    encrypted: false,
+                    encrypted,
                     trusted: Vec::new(),
+                    ciphers: if i % 2 == 0 {
+                        vec![CipherKind::Aes256Gcm, CipherKind::ChaCha20Poly1305]
+                    } else {
+                        vec![CipherKind::ChaCha20Poly1305]
+                    },
                 })
             },
         );
@@ -414,4 +428,34 @@ fn same_seed_same_tables() {
         out
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn each_pair_seals_with_the_cipher_both_offer() {
+    let mut w = World::with(13, true);
+    for i in 0..8 {
+        let t: Vec<usize> = (0..i).collect();
+        w.add(&t);
+    }
+    w.sim.run_until_converged(20_000, 200).unwrap();
+    w.run(3_000);
+    for i in 0..8 {
+        for j in 0..8 {
+            if i == j {
+                continue;
+            }
+            let id = wire::short_id(w.sim.name(j));
+            let want = if i % 2 == 0 && j % 2 == 0 {
+                CipherKind::Aes256Gcm
+            } else {
+                CipherKind::ChaCha20Poly1305
+            };
+            match w.kernels[i].keys.get(&id) {
+                Some(SleeveKey::Derive { cipher, .. }) => {
+                    assert_eq!(*cipher, want, "p{i:04} to p{j:04}")
+                }
+                other => panic!("p{i:04} to p{j:04}: key {other:?}"),
+            }
+        }
+    }
 }

@@ -96,6 +96,7 @@ fn ipam_and_paths_together_with_faults() {
                     fastdp: true,
                     encrypted: false,
                     trusted: Vec::new(),
+                    ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
                 }),
             }
         },

@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use weft_datapath::fastdp;
 use weft_datapath::probe::ProbeSocket;
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig};
 use weft_paths::{Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
 
 use super::wire::{self, Probe};
@@ -109,6 +109,8 @@ pub(super) async fn spawn(
         fastdp: probe.is_some(),
         encrypted: password.is_some(),
         trusted,
+        // AES-256-GCM only where this CPU has AES instructions (detected at run time).
+        ciphers: CipherKind::supported(),
     });
     core.set_local_macs(0, h.local_macs());
     let metrics = mesh.metrics().clone();
@@ -328,18 +330,18 @@ impl Driver {
                         addr,
                         key,
                     } => {
-                        let key = match key {
-                            SleeveKey::Clear => None,
-                            SleeveKey::Derive { lo, hi } => self.derive_key(&lo, &hi),
+                        let (key, cipher) = match key {
+                            SleeveKey::Clear => (None, CipherKind::ChaCha20Poly1305),
+                            SleeveKey::Derive { lo, hi, cipher } => {
+                                (self.derive_key(&lo, &hi), cipher)
+                            }
                         };
                         s.add_peer(PeerConfig {
                             id: PeerId(id),
                             name,
                             addr,
                             key,
-                            // Every peer supports ChaCha20-Poly1305; choosing AES-256-GCM
-                            // needs both sides' offers, which the path core does not carry yet.
-                            cipher: weft_datapath::sleeve::CipherKind::ChaCha20Poly1305,
+                            cipher,
                         })
                         .map_err(|e| e.to_string())
                     }
