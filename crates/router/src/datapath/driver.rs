@@ -43,6 +43,8 @@ struct Driver {
     app: AppDriver<PathCore>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     underlay_to: BTreeMap<Ipv4Addr, u32>,
+    /// The cipher each sealed sleeve peer was given, by name (for the status).
+    ciphers: BTreeMap<String, CipherKind>,
 }
 
 /// Starts the sleeve and the heartbeat socket and spawns the driver.
@@ -127,6 +129,7 @@ pub(super) async fn spawn(
         app,
         metrics,
         underlay_to: BTreeMap::new(),
+        ciphers: BTreeMap::new(),
     };
     tokio::spawn(d.run(rx));
     Ok(())
@@ -170,7 +173,9 @@ impl Driver {
                     if !up {
                         break;
                     }
-                    self.metrics.sleeve_sampled(self.sleeve.as_ref());
+                    let stats = self.sleeve.as_ref().map(Sleeve::stats);
+                    self.refresh_pmtu(stats.as_ref());
+                    self.metrics.sleeve_sampled(stats);
                 }
                 guard = readable(&self.probe) => {
                     if let Some(mut guard) = guard {
@@ -336,6 +341,11 @@ impl Driver {
                                 (self.derive_key(&lo, &hi), cipher)
                             }
                         };
+                        if key.is_some() {
+                            self.ciphers.insert(name.clone(), cipher);
+                        } else {
+                            self.ciphers.remove(&name);
+                        }
                         s.add_peer(PeerConfig {
                             id: PeerId(id),
                             name,
@@ -388,33 +398,66 @@ impl Driver {
         Some(out)
     }
 
-    /// The path of a peer and what fits one packet on it, for the status.
+    /// The sleeve's per-peer overhead on this router (the tag too with a password).
+    fn sleeve_overhead(&self) -> u32 {
+        weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT
+            + if self.password.is_some() {
+                weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
+            } else {
+                0
+            }
+    }
+
+    /// The sleeve's path-MTU search goes on after a peer got its path: the status takes
+    /// the latest value of every direct sleeve peer from the sleeve's counters.
+    fn refresh_pmtu(&mut self, stats: Option<&weft_datapath::sleeve::SleeveStats>) {
+        let Some(stats) = stats else { return };
+        let overhead = self.sleeve_overhead();
+        let mtu = self.h.mtu();
+        let mut paths = lock(&self.h.inner.paths);
+        for p in &stats.peers {
+            if let Some(info) = paths.get_mut(&p.name).filter(|i| i.path == "sleeve") {
+                info.pmtu = Some(p.pmtu);
+                info.mtu = p.pmtu.saturating_sub(overhead).min(mtu);
+            }
+        }
+    }
+
+    /// The path of a peer, its encryption and what fits one packet on it, for the status.
     fn publish_path(&mut self, peer: String, mode: Option<Mode>, direct: Option<Ipv4Addr>) {
+        let cipher = self.ciphers.get(&peer).copied();
         let info = match (mode, direct) {
             (None, _) => None,
             (Some(Mode::Relay(via)), _) => Some(PathInfo {
                 path: format!("sleeve via {via}"),
+                cipher,
                 mtu: self.h.mtu(),
+                pmtu: None,
             }),
-            (Some(mode), Some(ip)) => {
+            (Some(Mode::Fastdp(_)), Some(_)) => Some(PathInfo {
+                path: "fastdp".to_string(),
+                cipher: None,
+                mtu: self.h.mtu(),
+                // fastdp is used only while heartbeats padded to the overlay MTU answer:
+                // its datagrams of that size arrive.
+                pmtu: Some(self.h.mtu() + weft_datapath::mtu::VXLAN_OVERHEAD_V4),
+            }),
+            (Some(_), Some(ip)) => {
                 let under = *self.underlay_to.entry(ip).or_insert_with(|| {
                     weft_datapath::mtu::underlay_mtu(ip).unwrap_or(self.underlay)
                 });
-                let (path, overhead) = match mode {
-                    Mode::Fastdp(_) => ("fastdp", weft_datapath::mtu::VXLAN_OVERHEAD_V4),
-                    _ => (
-                        "sleeve",
-                        weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT
-                            + if self.password.is_some() {
-                                weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
-                            } else {
-                                0
-                            },
-                    ),
-                };
+                let pmtu = self
+                    .sleeve
+                    .as_ref()
+                    .and_then(|s| s.peer_stats(PeerId(wire::short_id(&peer))))
+                    .map_or(under, |p| p.pmtu);
                 Some(PathInfo {
-                    path: path.to_string(),
-                    mtu: under.saturating_sub(overhead).min(self.h.mtu()),
+                    path: "sleeve".to_string(),
+                    cipher,
+                    mtu: pmtu
+                        .saturating_sub(self.sleeve_overhead())
+                        .min(self.h.mtu()),
+                    pmtu: Some(pmtu),
                 })
             }
             // A departed fastdp peer (no connection any more): its entries stay, no path.
