@@ -54,6 +54,7 @@ fn run(n: usize) {
         encrypted: false,
         trusted: Vec::new(),
         ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
+        mtu: 0,
     });
     let mut now = 0;
     c.handle_topology(now, &view(n, None));
@@ -76,9 +77,9 @@ fn run(n: usize) {
         c.handle_timeout(now);
         for id in &ids {
             if *id > c.id() {
-                c.pong(now, *id);
+                c.pong(now, *id, 0);
             } else {
-                c.pinged(now, *id, true);
+                c.pinged(now, *id, 1);
             }
         }
         drain(&mut c);
@@ -94,9 +95,9 @@ fn run(n: usize) {
         let t = Instant::now();
         for id in &ids {
             if *id > c.id() {
-                c.pong(now, *id);
+                c.pong(now, *id, 0);
             } else {
-                c.pinged(now, *id, true);
+                c.pinged(now, *id, 1);
             }
         }
         effects += drain(&mut c);

@@ -128,11 +128,16 @@ pub enum PathEffect {
     /// Send a fastdp heartbeat to this bridge MAC. Only the peer with the smaller id of a
     /// pair sends them; the token tells the other whether its answers arrive (1) or not
     /// (0), so each side knows the round trip with one ping and one answer per period.
+    /// A size probe ([`crate::core::TOKEN_PROBE`]) is padded to `size` and answered
+    /// with an answer of the same size: fastdp must carry the overlay MTU both ways.
     Ping {
         /// The peer's bridge MAC.
         dst: [u8; 6],
-        /// 1: your answers arrive; 0: they do not.
+        /// 1: your answers arrive; 0: they do not; [`crate::core::TOKEN_PROBE`]: a size probe.
         token: Millis,
+        /// 0: an ordinary heartbeat (the smallest frame); else the bytes after the
+        /// Ethernet header, as a packet of the overlay of that size would have.
+        size: u32,
     },
 }
 

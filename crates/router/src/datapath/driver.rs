@@ -113,6 +113,8 @@ pub(super) async fn spawn(
         trusted,
         // AES-256-GCM only where this CPU has AES instructions (detected at run time).
         ciphers: CipherKind::supported(),
+        // fastdp must carry packets of the overlay MTU: size probes of that size.
+        mtu: if fastdp_on { mtu } else { 0 },
     });
     core.set_local_macs(0, h.local_macs());
     let metrics = mesh.metrics().clone();
@@ -152,9 +154,10 @@ impl Driver {
         super::expose::apply_firewall(&self.h).await;
         self.app.topology_now();
         self.execute();
-        let mut buf = [0u8; 2048];
+        // Size probes are as large as the overlay MTU allows.
+        let mut buf = vec![0u8; self.h.mtu() as usize + wire::ETH_HEADER + 64];
         loop {
-            let mut got: Vec<Probe> = Vec::new();
+            let mut got: Vec<(Probe, usize)> = Vec::new();
             tokio::select! {
                 _ = &mut stopped => break,
                 cmd = rx.recv() => match cmd {
@@ -183,7 +186,7 @@ impl Driver {
                             match guard.get_inner().recv(&mut buf) {
                                 Ok(n) => {
                                     if let Some(p) = buf.get(..n).and_then(Probe::decode) {
-                                        got.push(p);
+                                        got.push((p, n));
                                     }
                                 }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -196,8 +199,8 @@ impl Driver {
                     }
                 }
             }
-            for p in got {
-                self.on_probe(p);
+            for (p, len) in got {
+                self.on_probe(p, len);
             }
             self.execute();
         }
@@ -211,8 +214,9 @@ impl Driver {
         }
     }
 
-    /// A heartbeat from a peer: answer a ping, report a pong to the core.
-    fn on_probe(&mut self, p: Probe) {
+    /// A heartbeat from a peer (`len` bytes long): answer a ping with an answer of the
+    /// same size (a size probe must get through both ways), report a pong to the core.
+    fn on_probe(&mut self, p: Probe, len: usize) {
         if p.dst != self.bmac || p.sender == self.id {
             return;
         }
@@ -228,19 +232,22 @@ impl Driver {
                     sender: self.id,
                     token: p.token,
                 };
+                let size = len.saturating_sub(wire::ETH_HEADER) as u32;
                 if let Some(s) = &self.probe {
-                    let _ = s.get_ref().send(&pong.encode());
+                    let _ = s.get_ref().send(&pong.encode_sized(size));
                 }
                 let now = self.app.now();
-                self.app.core.pinged(now, p.sender, p.token == 1);
+                self.app.core.pinged(now, p.sender, p.token);
             }
             _ => {
                 let now = self.app.now();
-                if let Some(bmac) = self.app.core.answer_to(p.sender) {
-                    self.metrics
-                        .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
+                if p.token != weft_paths::TOKEN_PROBE {
+                    if let Some(bmac) = self.app.core.answer_to(p.sender) {
+                        self.metrics
+                            .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
+                    }
                 }
-                self.app.core.pong(now, p.sender);
+                self.app.core.pong(now, p.sender, p.token);
             }
         }
     }
@@ -273,7 +280,7 @@ impl Driver {
     fn effect(&mut self, e: PathEffect) {
         match e {
             PathEffect::Apply(op) => self.apply(op),
-            PathEffect::Ping { dst, token } => {
+            PathEffect::Ping { dst, token, size } => {
                 if let Some(p) = &self.probe {
                     let f = Probe {
                         dst,
@@ -282,8 +289,10 @@ impl Driver {
                         sender: self.id,
                         token,
                     };
-                    let _ = p.get_ref().send(&f.encode());
-                    self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
+                    let _ = p.get_ref().send(&f.encode_sized(size));
+                    if size == 0 {
+                        self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
+                    }
                 }
             }
             PathEffect::Switched {
