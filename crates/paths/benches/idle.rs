@@ -54,6 +54,8 @@ fn run(n: usize) {
         encrypted: false,
         trusted: Vec::new(),
         ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
+        // Without size probes, as the figures in bench/idle were taken; with them each
+        // pinged peer costs one more effect per period.
         mtu: 0,
     });
     let mut now = 0;
