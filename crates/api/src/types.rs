@@ -108,13 +108,23 @@ pub struct ConnectionReport {
     pub outbound: bool,
     /// `pending`, `connecting`, `established`, `failed`, `retrying`.
     pub state: String,
-    /// Datapath in use: `fastdp`, `sleeve`, or empty while unknown.
+    /// Datapath in use: `fastdp`, `sleeve`, `sleeve via NAME`, or empty while unknown.
     pub path: String,
+    /// Whether traffic on that path is sealed (the sleeve with a password; fastdp never).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// The sleeve cipher sealing it (`aes-256-gcm`, `chacha20-poly1305`), when encrypted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cipher: Option<String>,
     /// Remote peer name and nickname, when known.
     pub peer: String,
     /// Overlay MTU on this connection, when known.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mtu: Option<u32>,
+    /// Largest underlay datagram the path carries, as probed (fastdp: the overlay MTU's
+    /// datagram once its padded heartbeats answer; sleeve: its path-MTU search).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pmtu: Option<u32>,
     /// Why a failed connection failed, or other detail.
     pub info: String,
 }

@@ -286,6 +286,11 @@ fn datapath() -> Vec<Vec<u8>> {
         seq: 4,
         bmac: "02:00:00:00:00:01".into(),
         macs: vec!["02:00:00:00:00:02".into(), "02:00:00:00:00:03".into()],
+        ciphers: Vec::new(),
+    };
+    let offers = StateMsg {
+        ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],
+        ..state.clone()
     };
     let probe = Probe {
         dst: [2, 0, 0, 0, 0, 1],
@@ -294,7 +299,7 @@ fn datapath() -> Vec<Vec<u8>> {
         sender: 3,
         token: 9,
     };
-    vec![state.encode(), probe.encode().to_vec()]
+    vec![state.encode(), probe.encode().to_vec(), offers.encode()]
 }
 
 fn docker_plugin() -> Vec<Vec<u8>> {

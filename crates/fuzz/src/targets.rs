@@ -220,6 +220,7 @@ pub fn datapath_announcement(data: &[u8]) {
             let _ = wire::parse_mac(mac);
         }
         let _ = wire::parse_mac(&m.bmac);
+        let _ = m.offers();
     }
     let _ = wire::Probe::decode(data);
 }

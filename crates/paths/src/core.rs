@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use weft_mesh::{MeshApp, Millis, TopologyView, Transmit};
+use weft_types::CipherKind;
 
 use crate::health::Health;
 use crate::plan::{Mode, Op, Owned, PathEffect, SleeveKey};
@@ -27,6 +28,9 @@ pub const DEPARTED_GRACE_MS: Millis = 600_000;
 /// How long after leaving fastdp a peer that becomes unreachable still counts as departed
 /// from fastdp (its other connections may take this long to be seen gone).
 pub const LEFT_FASTDP_MS: Millis = 10_000;
+/// Token of a fastdp size probe (a heartbeat padded to the overlay MTU); ordinary
+/// heartbeats carry 0 or 1 (whether the pinged side's answers arrive, at every size).
+pub const TOKEN_PROBE: Millis = 1 << 32;
 /// How often the state is announced even without a change (repairs a lost broadcast; a
 /// peer that appears or restarts gets it at once).
 pub const REANNOUNCE_MS: Millis = 30_000;
@@ -48,6 +52,12 @@ pub struct PathConfig {
     pub encrypted: bool,
     /// `--trusted-subnets`: with a password, fastdp (clear text) only to these.
     pub trusted: Vec<Ipv4Net>,
+    /// The sleeve ciphers this host offers (announced; [`CipherKind::supported`]).
+    pub ciphers: Vec<CipherKind>,
+    /// The overlay MTU fastdp must carry: each heartbeat period also sends a size probe,
+    /// a heartbeat padded to a packet of this size, and fastdp is used only while those
+    /// answer too (0: no size probes).
+    pub mtu: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +66,7 @@ struct Announced {
     seq: u64,
     bmac: [u8; 6],
     macs: Vec<[u8; 6]>,
+    ciphers: Vec<CipherKind>,
 }
 
 /// What the topology says of a peer.
@@ -86,6 +97,8 @@ struct Peer {
     reach: Option<Reach>,
     announced: Option<Announced>,
     health: Health,
+    /// Answers to size probes (kept by the pinging side of the pair only).
+    fits: Health,
     /// Left the mesh while on fastdp, at this time.
     departed: Option<Millis>,
     /// What a departed peer keeps in the tables (its VXLAN entries).
@@ -177,16 +190,18 @@ impl PathCore {
         self.peer(s)?.announced.as_ref().map(|a| a.bmac)
     }
 
-    /// A fastdp heartbeat from peer `sender` arrived (the driver answers it); `answered`:
-    /// it says our answers arrive, so the round trip works.
-    pub fn pinged(&mut self, now: Millis, sender: u32, answered: bool) {
-        if answered && sender < self.id {
-            self.pong(now, sender);
+    /// A fastdp heartbeat from peer `sender` arrived with `token` (the driver answers it,
+    /// a size probe with an answer of the same size); a token of 1 says our answers
+    /// arrive, at the overlay MTU too, so the round trip works.
+    pub fn pinged(&mut self, now: Millis, sender: u32, token: Millis) {
+        if token == 1 && sender < self.id {
+            self.pong(now, sender, 0);
         }
     }
 
-    /// A fastdp heartbeat answer from peer `sender` arrived.
-    pub fn pong(&mut self, now: Millis, sender: u32) {
+    /// A fastdp heartbeat answer from peer `sender` arrived, echoing `token`
+    /// ([`TOKEN_PROBE`]: the answer to a size probe).
+    pub fn pong(&mut self, now: Millis, sender: u32, token: Millis) {
         self.now = self.now.max(now);
         let Some(&s) = self.by_id.get(&sender) else {
             return;
@@ -197,7 +212,11 @@ impl PathCore {
         if p.reach.is_none() && p.departed.is_none() {
             return;
         }
-        p.health.pong(now);
+        if token == TOKEN_PROBE {
+            p.fits.pong(now);
+        } else {
+            p.health.pong(now);
+        }
         self.check_health(s);
         self.replan();
     }
@@ -232,6 +251,7 @@ impl PathCore {
             reach: None,
             announced: None,
             health: Health::default(),
+            fits: Health::default(),
             departed: None,
             kept: Contribution::default(),
             left_fastdp: None,
@@ -270,6 +290,12 @@ impl PathCore {
             seq: self.seq,
             bmac: wire::fmt_mac(&self.cfg.bmac),
             macs: self.local_macs.iter().map(wire::fmt_mac).collect(),
+            ciphers: self
+                .cfg
+                .ciphers
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
         }
         .encode()
     }
@@ -295,8 +321,12 @@ impl PathCore {
         let Some(ip) = p.reach.as_ref().and_then(|r| r.direct) else {
             return false;
         };
+        // The pinging side (the smaller id) also needs its size probes answered; the other
+        // side's health follows the pinger's tokens, which say both.
+        let fits = self.cfg.mtu == 0 || self.id > p.id || p.fits.ok(self.now);
         self.cfg.fastdp
             && p.health.ok(self.now)
+            && fits
             && (!self.cfg.encrypted || self.cfg.trusted.iter().any(|n| n.contains(&ip)))
     }
 
@@ -315,13 +345,16 @@ impl PathCore {
         if !self.cfg.encrypted {
             return Some(SleeveKey::Clear);
         }
-        let theirs = &p.announced.as_ref()?.run;
+        let a = p.announced.as_ref()?;
+        let theirs = &a.run;
         let (lo, hi) = if *theirs < self.cfg.run {
             (theirs.clone(), self.cfg.run.clone())
         } else {
             (self.cfg.run.clone(), theirs.clone())
         };
-        Some(SleeveKey::Derive { lo, hi })
+        // Symmetric: both sides choose the same cipher from the two offers.
+        let cipher = CipherKind::negotiate(&self.cfg.ciphers, &a.ciphers);
+        Some(SleeveKey::Derive { lo, hi, cipher })
     }
 
     /// What peer `s` should put into the tables now.
@@ -652,15 +685,15 @@ impl PathCore {
         macs.sort();
         macs.dedup();
         let a = Announced {
+            ciphers: m.offers(),
             run: m.run,
             seq: m.seq,
             bmac,
             macs,
         };
-        let same_tables = p
-            .announced
-            .as_ref()
-            .is_some_and(|o| o.bmac == a.bmac && o.macs == a.macs && o.run == a.run);
+        let same_tables = p.announced.as_ref().is_some_and(|o| {
+            o.bmac == a.bmac && o.macs == a.macs && o.run == a.run && o.ciphers == a.ciphers
+        });
         p.announced = Some(a);
         let reachable = p.reach.is_some();
         if !same_tables {
@@ -693,7 +726,9 @@ impl PathCore {
         self.replan();
         if self.cfg.fastdp && now >= self.next_ping {
             self.next_ping = now + PING_MS;
-            // One side of each pair pings (the smaller id), the other answers.
+            // One side of each pair pings (the smaller id), the other answers; with an
+            // overlay MTU, a size probe goes along.
+            let size = self.cfg.mtu;
             let pings: Vec<PathEffect> = self
                 .slots
                 .iter()
@@ -705,11 +740,23 @@ impl PathCore {
                         Some(Mode::Fastdp(_)) | Some(Mode::Sleeve(_))
                     )
                 })
-                .filter_map(|p| p.announced.as_ref().map(|a| (a.bmac, p.health.alive(now))))
+                .filter_map(|p| {
+                    let ok = p.health.alive(now) && (size == 0 || p.fits.alive(now));
+                    p.announced.as_ref().map(|a| (a.bmac, ok))
+                })
                 .filter(|(b, _)| self.vxlan_macs.get(b).is_some())
-                .map(|(dst, ok)| PathEffect::Ping {
-                    dst,
-                    token: u64::from(ok),
+                .flat_map(|(dst, ok)| {
+                    let ping = PathEffect::Ping {
+                        dst,
+                        token: u64::from(ok),
+                        size: 0,
+                    };
+                    let probe = (size > 0).then_some(PathEffect::Ping {
+                        dst,
+                        token: TOKEN_PROBE,
+                        size,
+                    });
+                    std::iter::once(ping).chain(probe)
                 })
                 .collect();
             self.effects.extend(pings);
@@ -791,6 +838,8 @@ impl MeshApp for PathCore {
                 p.kept = Contribution::default();
                 p.health = Health::default();
                 p.health.pong(self.now);
+                p.fits = Health::default();
+                p.fits.pong(self.now);
             }
             p.reach = Some(reach);
             self.mark(s);
@@ -816,6 +865,7 @@ impl MeshApp for PathCore {
             }
             p.reach = None;
             p.health = Health::default();
+            p.fits = Health::default();
             direct_changed = true;
             self.trees_dirty = true;
             let recent = p

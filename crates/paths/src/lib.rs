@@ -7,8 +7,9 @@
 //!
 //! Rules:
 //! - A directly connected peer uses fastdp when its heartbeats through the VXLAN device
-//!   answer (and fastdp is on, and without a password or towards `--trusted-subnets`);
-//!   otherwise the sleeve, directly. Heartbeats go every second; fastdp is broken after
+//!   answer, heartbeats padded to the overlay MTU too (and fastdp is on, and without a
+//!   password or towards `--trusted-subnets`); otherwise the sleeve, directly, whose own
+//!   path-MTU search and chunking serve a path smaller than the overlay MTU. Heartbeats go every second; fastdp is broken after
 //!   2.5 s without an answer and healed after 1.5 s of answers.
 //! - A peer without a direct connection is reached through the sleeve, relayed by the
 //!   mesh's next hop.
@@ -27,7 +28,9 @@ pub mod health;
 pub mod plan;
 pub mod wire;
 
-pub use crate::core::{PathConfig, PathCore, DEPARTED_GRACE_MS, PING_MS, REANNOUNCE_MS, TICK_MS};
+pub use crate::core::{
+    PathConfig, PathCore, DEPARTED_GRACE_MS, PING_MS, REANNOUNCE_MS, TICK_MS, TOKEN_PROBE,
+};
 pub use health::{Health, FASTDP_DEAD_MS, FASTDP_HEAL_MS};
 pub use plan::{Mode, Op, PathEffect, SleeveKey};
 pub use wire::StateMsg;

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use weft_mesh::Millis;
+use weft_types::CipherKind;
 
 /// The path a peer's unicast traffic takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum SleeveKey {
         lo: String,
         /// The larger run id.
         hi: String,
+        /// The cipher both sides chose from their offers (AES-256-GCM when both offer it).
+        cipher: CipherKind,
     },
 }
 
@@ -125,11 +128,16 @@ pub enum PathEffect {
     /// Send a fastdp heartbeat to this bridge MAC. Only the peer with the smaller id of a
     /// pair sends them; the token tells the other whether its answers arrive (1) or not
     /// (0), so each side knows the round trip with one ping and one answer per period.
+    /// A size probe ([`crate::core::TOKEN_PROBE`]) is padded to `size` and answered
+    /// with an answer of the same size: fastdp must carry the overlay MTU both ways.
     Ping {
         /// The peer's bridge MAC.
         dst: [u8; 6],
-        /// 1: your answers arrive; 0: they do not.
+        /// 1: your answers arrive; 0: they do not; [`crate::core::TOKEN_PROBE`]: a size probe.
         token: Millis,
+        /// 0: an ordinary heartbeat (the smallest frame); else the bytes after the
+        /// Ethernet header, as a packet of the overlay of that size would have.
+        size: u32,
     },
 }
 

@@ -2,6 +2,7 @@
 //! (versioned JSON; decoding never panics), and the ids and MAC forms it uses.
 
 use serde::{Deserialize, Serialize};
+use weft_types::CipherKind;
 
 /// Version of the state message.
 pub const STATE_VERSION: u32 = 1;
@@ -21,6 +22,10 @@ pub struct StateMsg {
     pub bmac: String,
     /// MACs of the sender's containers.
     pub macs: Vec<String>,
+    /// The sleeve ciphers the sender offers (names of [`CipherKind`], best first); absent
+    /// in announcements of older routers, which offer ChaCha20-Poly1305 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
 }
 
 impl StateMsg {
@@ -32,9 +37,31 @@ impl StateMsg {
     /// Decodes a message; `None` for anything malformed or of another version.
     pub fn decode(b: &[u8]) -> Option<StateMsg> {
         let m: StateMsg = serde_json::from_slice(b).ok()?;
-        (m.v == STATE_VERSION && m.run.len() <= 64 && m.macs.len() <= 65536).then_some(m)
+        (m.v == STATE_VERSION
+            && m.run.len() <= 64
+            && m.macs.len() <= 65536
+            && m.ciphers.len() <= MAX_CIPHERS
+            && m.ciphers.iter().all(|c| c.len() <= 32))
+        .then_some(m)
+    }
+
+    /// The ciphers offered that this code knows; ChaCha20-Poly1305 alone when none is
+    /// (an older router, or only names of newer ciphers).
+    pub fn offers(&self) -> Vec<CipherKind> {
+        let mut out: Vec<CipherKind> = self
+            .ciphers
+            .iter()
+            .filter_map(|c| CipherKind::parse(c))
+            .collect();
+        if out.is_empty() {
+            out.push(CipherKind::ChaCha20Poly1305);
+        }
+        out
     }
 }
+
+/// Most cipher names one announcement may carry.
+pub const MAX_CIPHERS: usize = 8;
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(mac: &[u8; 6]) -> String {
@@ -86,8 +113,18 @@ mod tests {
             seq: 3,
             bmac: "02:00:00:00:00:01".into(),
             macs: vec!["02:00:00:00:00:02".into()],
+            ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],
         };
         assert_eq!(StateMsg::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(
+            StateMsg::decode(&m.encode()).unwrap().offers(),
+            vec![CipherKind::Aes256Gcm, CipherKind::ChaCha20Poly1305]
+        );
+        let mut many = m.clone();
+        many.ciphers = vec!["x".into(); MAX_CIPHERS + 1];
+        assert_eq!(StateMsg::decode(&many.encode()), None);
+        many.ciphers = vec!["x".repeat(33)];
+        assert_eq!(StateMsg::decode(&many.encode()), None);
         let mut other = m.clone();
         other.v = 2;
         assert_eq!(StateMsg::decode(&other.encode()), None);
@@ -104,6 +141,25 @@ mod tests {
                 .collect();
             let _ = StateMsg::decode(&bytes);
         }
+    }
+
+    /// Bytes as a router of the previous release sent them (no cipher offers): they still
+    /// decode, and the sender offers ChaCha20-Poly1305 only.
+    #[test]
+    fn captured_announcements_decode() {
+        let old = br#"{"v":1,"id":7,"run":"00ff","seq":3,"bmac":"02:00:00:00:00:01","macs":["02:00:00:00:00:02"]}"#;
+        let m = StateMsg::decode(old).expect("an old announcement decodes");
+        assert_eq!(m.offers(), vec![CipherKind::ChaCha20Poly1305]);
+        let new = br#"{"v":1,"id":7,"run":"00ff","seq":3,"bmac":"02:00:00:00:00:01","macs":[],"ciphers":["aes-256-gcm","chacha20-poly1305"]}"#;
+        let m = StateMsg::decode(new).expect("a new announcement decodes");
+        assert_eq!(m.encode(), new.to_vec(), "the encoding is stable");
+        assert_eq!(
+            m.offers(),
+            vec![CipherKind::Aes256Gcm, CipherKind::ChaCha20Poly1305]
+        );
+        let unknown = br#"{"v":1,"id":7,"run":"00ff","seq":3,"bmac":"02:00:00:00:00:01","macs":[],"ciphers":["rot13"]}"#;
+        let m = StateMsg::decode(unknown).expect("unknown names decode");
+        assert_eq!(m.offers(), vec![CipherKind::ChaCha20Poly1305]);
     }
 
     #[test]

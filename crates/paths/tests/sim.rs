@@ -12,9 +12,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::SeedableRng;
 use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
-use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect};
+use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
+use weft_types::CipherKind;
 
 const CHANNEL: u16 = 3;
+/// The overlay MTU fastdp must carry.
+const MTU: u32 = 1450;
 
 fn bmac(i: usize) -> [u8; 6] {
     [2, 0, 0, 0, (i >> 8) as u8, i as u8]
@@ -35,6 +38,7 @@ struct Kernel {
     vxlan_macs: HashMap<[u8; 6], Ipv4Addr>,
     flood: HashSet<Ipv4Addr>,
     sleeve_peers: HashMap<u32, Option<SocketAddr>>,
+    keys: HashMap<u32, SleeveKey>,
     routes: HashMap<u32, u32>,
     sleeve_macs: HashMap<[u8; 6], u32>,
     bcast: HashMap<u32, Vec<u32>>,
@@ -55,8 +59,9 @@ impl Kernel {
             Op::VxlanFlood { ip, on: false } => {
                 self.flood.remove(&ip);
             }
-            Op::SleevePeer { id, addr, .. } => {
+            Op::SleevePeer { id, addr, key, .. } => {
                 self.sleeve_peers.insert(id, addr);
+                self.keys.insert(id, key);
             }
             Op::SleevePeerGone { id } => {
                 self.sleeve_peers.remove(&id);
@@ -94,11 +99,20 @@ struct World {
     kernels: Vec<Kernel>,
     /// Host pairs (smaller first) between which VXLAN does not get through.
     blocked: HashSet<(usize, usize)>,
+    /// Host pairs (smaller first) whose VXLAN path carries less than the overlay MTU:
+    /// heartbeats get through, size probes do not.
+    small: HashSet<(usize, usize)>,
     ids: HashMap<u32, usize>,
 }
 
 impl World {
     fn new(seed: u64) -> World {
+        World::with(seed, false)
+    }
+
+    /// With a password when `encrypted`: even peers offer AES-256-GCM and
+    /// ChaCha20-Poly1305, odd peers ChaCha20-Poly1305 only.
+    fn with(seed: u64, encrypted: bool) -> World {
         let mut runs = 0u64;
         let sim = Sim::new(
             SimConfig {
@@ -113,8 +127,14 @@ impl World {
                     run: format!("{runs:016x}"),
                     bmac: bmac(i),
                     fastdp: true,
-                    encrypted: false,
+                    encrypted,
                     trusted: Vec::new(),
+                    ciphers: if i % 2 == 0 {
+                        vec![CipherKind::Aes256Gcm, CipherKind::ChaCha20Poly1305]
+                    } else {
+                        vec![CipherKind::ChaCha20Poly1305]
+                    },
+                    mtu: MTU,
                 })
             },
         );
@@ -122,6 +142,7 @@ impl World {
             sim,
             kernels: Vec::new(),
             blocked: HashSet::new(),
+            small: HashSet::new(),
             ids: HashMap::new(),
         }
     }
@@ -133,8 +154,18 @@ impl World {
         i
     }
 
+    /// Whether frames of `size` get through VXLAN between the two hosts (0: the smallest).
+    fn vxlan_carries(&self, a: usize, b: usize, size: u32) -> bool {
+        let pair = (a.min(b), a.max(b));
+        !self.blocked.contains(&pair)
+            && (size < MTU || !self.small.contains(&pair))
+            && self.sim.alive(a)
+            && self.sim.alive(b)
+    }
+
+    /// Whether fastdp serves the pair: frames of the overlay MTU get through.
     fn fastdp_works(&self, a: usize, b: usize) -> bool {
-        !self.blocked.contains(&(a.min(b), a.max(b))) && self.sim.alive(a) && self.sim.alive(b)
+        self.vxlan_carries(a, b, MTU)
     }
 
     /// Runs `ms` in steps of 100 ms, carrying out every effect after each step.
@@ -145,17 +176,17 @@ impl World {
                 for e in self.sim.take_effects(i) {
                     match e {
                         PathEffect::Apply(op) => self.kernels[i].apply(op),
-                        PathEffect::Ping { dst, token } => {
+                        PathEffect::Ping { dst, token, size } => {
                             let j = (dst[4] as usize) << 8 | dst[5] as usize;
-                            // The kernel sends by the VXLAN entry of that bridge MAC.
+                            // The kernel sends by the VXLAN entry of that bridge MAC; the
+                            // answer has the size of the ping.
                             let to = self.kernels[i].vxlan_macs.get(&dst).copied();
-                            if to == Some(ip(j)) && self.fastdp_works(i, j) {
+                            if to == Some(ip(j)) && self.vxlan_carries(i, j, size) {
                                 let id = wire::short_id(self.sim.name(j));
                                 let me = wire::short_id(self.sim.name(i));
-                                let answered = token == 1;
-                                self.sim.with_app(j, |c, now| c.pinged(now, me, answered));
+                                self.sim.with_app(j, |c, now| c.pinged(now, me, token));
                                 if self.sim.app(j).answer_to(me) == Some(bmac(i)) {
-                                    self.sim.with_app(i, |c, now| c.pong(now, id));
+                                    self.sim.with_app(i, |c, now| c.pong(now, id, token));
                                 }
                             }
                         }
@@ -411,4 +442,74 @@ fn same_seed_same_tables() {
         out
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn each_pair_seals_with_the_cipher_both_offer() {
+    let mut w = World::with(13, true);
+    for i in 0..8 {
+        let t: Vec<usize> = (0..i).collect();
+        w.add(&t);
+    }
+    w.sim.run_until_converged(20_000, 200).unwrap();
+    w.run(3_000);
+    for i in 0..8 {
+        for j in 0..8 {
+            if i == j {
+                continue;
+            }
+            let id = wire::short_id(w.sim.name(j));
+            let want = if i % 2 == 0 && j % 2 == 0 {
+                CipherKind::Aes256Gcm
+            } else {
+                CipherKind::ChaCha20Poly1305
+            };
+            match w.kernels[i].keys.get(&id) {
+                Some(SleeveKey::Derive { cipher, .. }) => {
+                    assert_eq!(*cipher, want, "p{i:04} to p{j:04}")
+                }
+                other => panic!("p{i:04} to p{j:04}: key {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_vxlan_path_smaller_than_the_overlay_mtu_moves_to_the_sleeve_and_back() {
+    let mut w = World::new(17);
+    for i in 0..10 {
+        let mut t: Vec<usize> = if i == 0 { vec![] } else { vec![i / 2, i - 1] };
+        t.dedup();
+        w.add(&t);
+    }
+    w.sim.run_until_converged(20_000, 200).unwrap();
+    w.run(4_000);
+    w.check_all(&[0, 5]);
+    let mut pairs = Vec::new();
+    for i in [0, 3, 6] {
+        let (d, _) = w.mesh_view(i);
+        let j = *d.iter().next().expect("a neighbour");
+        pairs.push((i.min(j), i.max(j)));
+    }
+    // Heartbeats still answer, frames of the overlay MTU do not: both sides use the sleeve.
+    w.small.extend(pairs.iter().copied());
+    w.run(5_000);
+    w.check_all(&[0, 5]);
+    for &(a, b) in &pairs {
+        for (x, y) in [(a, b), (b, a)] {
+            let name = w.sim.name(y).to_string();
+            assert!(
+                matches!(w.sim.app(x).mode_of(&name), Some(Mode::Sleeve(_))),
+                "p{x:04} to p{y:04} on the sleeve"
+            );
+        }
+    }
+    // The path grows again: back on fastdp after the hysteresis.
+    w.small.clear();
+    w.run(5_000);
+    w.check_all(&[0, 5]);
+    for &(a, b) in &pairs {
+        let name = w.sim.name(b).to_string();
+        assert_eq!(w.sim.app(a).mode_of(&name), Some(&Mode::Fastdp(ip(b))));
+    }
 }

@@ -116,6 +116,8 @@ fn ipam_dns_and_paths_together_with_faults() {
                     fastdp: true,
                     encrypted: false,
                     trusted: Vec::new(),
+                    ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
+                    mtu: 1450,
                 }),
             }
         },
@@ -151,13 +153,13 @@ fn ipam_dns_and_paths_together_with_faults() {
                             }
                         }
                     }
-                    Effect::Paths(PathEffect::Ping { dst, token }) => {
+                    Effect::Paths(PathEffect::Ping { dst, token, .. }) => {
                         let j = (dst[4] as usize) << 8 | dst[5] as usize;
                         if sim.alive(i) && sim.alive(j) {
                             let me = wire::short_id(sim.name(i));
                             let them = wire::short_id(sim.name(j));
-                            sim.with_app(j, |r, now| r.paths.pinged(now, me, token == 1));
-                            sim.with_app(i, |r, now| r.paths.pong(now, them));
+                            sim.with_app(j, |r, now| r.paths.pinged(now, me, token));
+                            sim.with_app(i, |r, now| r.paths.pong(now, them, token));
                         }
                     }
                     Effect::Paths(_) => {}

@@ -135,8 +135,8 @@ impl Metrics {
     }
 
     /// Hook: a sample of the sleeve's counters (taken by the data-path driver's tick).
-    pub fn sleeve_sampled(&self, sleeve: Option<&weft_datapath::sleeve::Sleeve>) {
-        *lock(&self.sleeve) = sleeve.map(|s| s.stats());
+    pub fn sleeve_sampled(&self, stats: Option<SleeveStats>) {
+        *lock(&self.sleeve) = stats;
     }
 
     /// Hook: times an attach or detach until the returned guard is dropped; `ok` marks
@@ -387,6 +387,40 @@ pub fn render(
         "Overlay MTU towards each peer, labelled with the path in use",
         mtu,
     );
+    let info: GaugeFamily = Family::default();
+    let pmtu: GaugeFamily = Family::default();
+    for c in report
+        .router
+        .connections
+        .iter()
+        .filter(|c| !c.path.is_empty())
+    {
+        let peer = c.peer.split('(').next().unwrap_or_default();
+        let path = path_label(&c.path);
+        let encryption = if c.encrypted { "encrypted" } else { "none" };
+        let cipher = c.cipher.as_deref().unwrap_or("none");
+        info.get_or_create(&labels(&[
+            ("peer", peer),
+            ("path", path),
+            ("encryption", encryption),
+            ("cipher", cipher),
+        ]))
+        .set(1);
+        if let Some(p) = c.pmtu {
+            pmtu.get_or_create(&labels(&[("peer", peer), ("path", path)]))
+                .set(i(u64::from(p)));
+        }
+    }
+    reg.register(
+        "weft_connection_info",
+        "Each connection's path, whether it is encrypted and the sleeve cipher sealing it",
+        info,
+    );
+    reg.register(
+        "weft_connection_path_mtu_bytes",
+        "Largest underlay datagram the path to each peer carries, as probed",
+        pmtu,
+    );
     reg.register(
         "weft_connection_path_switches",
         "Changes of the path to a peer (from, to)",
@@ -573,6 +607,36 @@ mod tests {
         assert_eq!(
             to_prometheus_text(om),
             "# HELP a_bytes_total A.\n# TYPE a_bytes_total counter\na_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn connections_say_their_encryption_cipher_and_path_mtu() {
+        let mut r = weft_api::Report::default();
+        r.router.connections = vec![
+            weft_api::ConnectionReport {
+                path: "sleeve".into(),
+                encrypted: true,
+                cipher: Some("aes-256-gcm".into()),
+                peer: "aa:bb(h2)".into(),
+                mtu: Some(1102),
+                pmtu: Some(1200),
+                ..Default::default()
+            },
+            weft_api::ConnectionReport {
+                path: "fastdp".into(),
+                peer: "cc:dd(h3)".into(),
+                mtu: Some(1450),
+                pmtu: Some(1500),
+                ..Default::default()
+            },
+        ];
+        let t = render(&r, 1, &Metrics::default(), None, &[]);
+        assert!(t.contains("weft_connection_info{peer=\"aa:bb\",path=\"sleeve\",encryption=\"encrypted\",cipher=\"aes-256-gcm\"} 1\n"), "{t}");
+        assert!(t.contains("weft_connection_info{peer=\"cc:dd\",path=\"fastdp\",encryption=\"none\",cipher=\"none\"} 1\n"), "{t}");
+        assert!(
+            t.contains("weft_connection_path_mtu_bytes{peer=\"aa:bb\",path=\"sleeve\"} 1200\n"),
+            "{t}"
         );
     }
 

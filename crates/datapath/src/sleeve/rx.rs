@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::crypto::cipher_flag;
 use super::engine::Shared;
 use super::peer::Peer;
 use super::reassembly::{Outcome, Reassembly};
@@ -113,7 +114,7 @@ fn handle_datagram(
     };
     let plen = match (&peer.cipher, parsed.common.sealed()) {
         (Some(c), true) => {
-            if parsed.common.flags & FLAG_AES != c.kind().flag() {
+            if parsed.common.flags & FLAG_AES != cipher_flag(c.kind()) {
                 // Sealed with the other cipher: the pair disagrees (a stale announcement).
                 reject();
                 return;

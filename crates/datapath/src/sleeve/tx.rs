@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::crypto::cipher_flag;
 use super::engine::{drain, Shared};
 use super::forwarding::Egress;
 use super::heartbeat::Schedule;
@@ -45,7 +46,7 @@ pub(super) fn poll2(a: RawFd, b: RawFd, c: RawFd, timeout_ms: i32) -> [bool; 3] 
 /// The flags and the overhead of sealing for `peer`.
 fn seal_flags(peer: &Peer) -> (u8, usize) {
     match &peer.cipher {
-        Some(c) => (FLAG_SEALED | c.kind().flag(), TAG_LEN),
+        Some(c) => (FLAG_SEALED | cipher_flag(c.kind()), TAG_LEN),
         None => (0, 0),
     }
 }

@@ -81,12 +81,18 @@ fn mesh_report(h: &Handles) -> (Vec<PeerReport>, Vec<ConnectionReport>, Vec<Targ
                 outbound: c.outbound,
                 state: c.state.clone(),
                 path: path.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
+                encrypted: path.as_ref().is_some_and(|p| p.cipher.is_some()),
+                cipher: path
+                    .as_ref()
+                    .and_then(|p| p.cipher)
+                    .map(|c| c.name().to_string()),
                 peer: match (&c.peer, &c.nickname) {
                     (Some(p), Some(n)) => format!("{p}({n})"),
                     (Some(p), None) => p.clone(),
                     _ => String::new(),
                 },
-                mtu: path.map(|p| p.mtu),
+                mtu: path.as_ref().map(|p| p.mtu),
+                pmtu: path.and_then(|p| p.pmtu),
                 info: c.info.clone(),
             }
         })

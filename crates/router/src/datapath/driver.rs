@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use weft_datapath::fastdp;
 use weft_datapath::probe::ProbeSocket;
-use weft_datapath::sleeve::{PeerConfig, PeerId, Sleeve, SleeveConfig};
+use weft_datapath::sleeve::{CipherKind, PeerConfig, PeerId, Sleeve, SleeveConfig};
 use weft_paths::{Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
 
 use super::wire::{self, Probe};
@@ -43,6 +43,8 @@ struct Driver {
     app: AppDriver<PathCore>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     underlay_to: BTreeMap<Ipv4Addr, u32>,
+    /// The cipher each sealed sleeve peer was given, by name (for the status).
+    ciphers: BTreeMap<String, CipherKind>,
 }
 
 /// Starts the sleeve and the heartbeat socket and spawns the driver.
@@ -109,6 +111,10 @@ pub(super) async fn spawn(
         fastdp: probe.is_some(),
         encrypted: password.is_some(),
         trusted,
+        // AES-256-GCM only where this CPU has AES instructions (detected at run time).
+        ciphers: CipherKind::supported(),
+        // fastdp must carry packets of the overlay MTU: size probes of that size.
+        mtu: if fastdp_on { mtu } else { 0 },
     });
     core.set_local_macs(0, h.local_macs());
     let metrics = mesh.metrics().clone();
@@ -125,6 +131,7 @@ pub(super) async fn spawn(
         app,
         metrics,
         underlay_to: BTreeMap::new(),
+        ciphers: BTreeMap::new(),
     };
     tokio::spawn(d.run(rx));
     Ok(())
@@ -147,9 +154,10 @@ impl Driver {
         super::expose::apply_firewall(&self.h).await;
         self.app.topology_now();
         self.execute();
-        let mut buf = [0u8; 2048];
+        // Size probes are as large as the overlay MTU allows.
+        let mut buf = vec![0u8; self.h.mtu() as usize + wire::ETH_HEADER + 64];
         loop {
-            let mut got: Vec<Probe> = Vec::new();
+            let mut got: Vec<(Probe, usize)> = Vec::new();
             tokio::select! {
                 _ = &mut stopped => break,
                 cmd = rx.recv() => match cmd {
@@ -168,7 +176,9 @@ impl Driver {
                     if !up {
                         break;
                     }
-                    self.metrics.sleeve_sampled(self.sleeve.as_ref());
+                    let stats = self.sleeve.as_ref().map(Sleeve::stats);
+                    self.refresh_pmtu(stats.as_ref());
+                    self.metrics.sleeve_sampled(stats);
                 }
                 guard = readable(&self.probe) => {
                     if let Some(mut guard) = guard {
@@ -176,7 +186,7 @@ impl Driver {
                             match guard.get_inner().recv(&mut buf) {
                                 Ok(n) => {
                                     if let Some(p) = buf.get(..n).and_then(Probe::decode) {
-                                        got.push(p);
+                                        got.push((p, n));
                                     }
                                 }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -189,8 +199,8 @@ impl Driver {
                     }
                 }
             }
-            for p in got {
-                self.on_probe(p);
+            for (p, len) in got {
+                self.on_probe(p, len);
             }
             self.execute();
         }
@@ -204,8 +214,9 @@ impl Driver {
         }
     }
 
-    /// A heartbeat from a peer: answer a ping, report a pong to the core.
-    fn on_probe(&mut self, p: Probe) {
+    /// A heartbeat from a peer (`len` bytes long): answer a ping with an answer of the
+    /// same size (a size probe must get through both ways), report a pong to the core.
+    fn on_probe(&mut self, p: Probe, len: usize) {
         if p.dst != self.bmac || p.sender == self.id {
             return;
         }
@@ -221,19 +232,22 @@ impl Driver {
                     sender: self.id,
                     token: p.token,
                 };
+                let size = len.saturating_sub(wire::ETH_HEADER) as u32;
                 if let Some(s) = &self.probe {
-                    let _ = s.get_ref().send(&pong.encode());
+                    let _ = s.get_ref().send(&pong.encode_sized(size));
                 }
                 let now = self.app.now();
-                self.app.core.pinged(now, p.sender, p.token == 1);
+                self.app.core.pinged(now, p.sender, p.token);
             }
             _ => {
                 let now = self.app.now();
-                if let Some(bmac) = self.app.core.answer_to(p.sender) {
-                    self.metrics
-                        .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
+                if p.token != weft_paths::TOKEN_PROBE {
+                    if let Some(bmac) = self.app.core.answer_to(p.sender) {
+                        self.metrics
+                            .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
+                    }
                 }
-                self.app.core.pong(now, p.sender);
+                self.app.core.pong(now, p.sender, p.token);
             }
         }
     }
@@ -266,7 +280,7 @@ impl Driver {
     fn effect(&mut self, e: PathEffect) {
         match e {
             PathEffect::Apply(op) => self.apply(op),
-            PathEffect::Ping { dst, token } => {
+            PathEffect::Ping { dst, token, size } => {
                 if let Some(p) = &self.probe {
                     let f = Probe {
                         dst,
@@ -275,8 +289,10 @@ impl Driver {
                         sender: self.id,
                         token,
                     };
-                    let _ = p.get_ref().send(&f.encode());
-                    self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
+                    let _ = p.get_ref().send(&f.encode_sized(size));
+                    if size == 0 {
+                        self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
+                    }
                 }
             }
             PathEffect::Switched {
@@ -328,18 +344,23 @@ impl Driver {
                         addr,
                         key,
                     } => {
-                        let key = match key {
-                            SleeveKey::Clear => None,
-                            SleeveKey::Derive { lo, hi } => self.derive_key(&lo, &hi),
+                        let (key, cipher) = match key {
+                            SleeveKey::Clear => (None, CipherKind::ChaCha20Poly1305),
+                            SleeveKey::Derive { lo, hi, cipher } => {
+                                (self.derive_key(&lo, &hi), cipher)
+                            }
                         };
+                        if key.is_some() {
+                            self.ciphers.insert(name.clone(), cipher);
+                        } else {
+                            self.ciphers.remove(&name);
+                        }
                         s.add_peer(PeerConfig {
                             id: PeerId(id),
                             name,
                             addr,
                             key,
-                            // Every peer supports ChaCha20-Poly1305; choosing AES-256-GCM
-                            // needs both sides' offers, which the path core does not carry yet.
-                            cipher: weft_datapath::sleeve::CipherKind::ChaCha20Poly1305,
+                            cipher,
                         })
                         .map_err(|e| e.to_string())
                     }
@@ -386,33 +407,66 @@ impl Driver {
         Some(out)
     }
 
-    /// The path of a peer and what fits one packet on it, for the status.
+    /// The sleeve's per-peer overhead on this router (the tag too with a password).
+    fn sleeve_overhead(&self) -> u32 {
+        weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT
+            + if self.password.is_some() {
+                weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
+            } else {
+                0
+            }
+    }
+
+    /// The sleeve's path-MTU search goes on after a peer got its path: the status takes
+    /// the latest value of every direct sleeve peer from the sleeve's counters.
+    fn refresh_pmtu(&mut self, stats: Option<&weft_datapath::sleeve::SleeveStats>) {
+        let Some(stats) = stats else { return };
+        let overhead = self.sleeve_overhead();
+        let mtu = self.h.mtu();
+        let mut paths = lock(&self.h.inner.paths);
+        for p in &stats.peers {
+            if let Some(info) = paths.get_mut(&p.name).filter(|i| i.path == "sleeve") {
+                info.pmtu = Some(p.pmtu);
+                info.mtu = p.pmtu.saturating_sub(overhead).min(mtu);
+            }
+        }
+    }
+
+    /// The path of a peer, its encryption and what fits one packet on it, for the status.
     fn publish_path(&mut self, peer: String, mode: Option<Mode>, direct: Option<Ipv4Addr>) {
+        let cipher = self.ciphers.get(&peer).copied();
         let info = match (mode, direct) {
             (None, _) => None,
             (Some(Mode::Relay(via)), _) => Some(PathInfo {
                 path: format!("sleeve via {via}"),
+                cipher,
                 mtu: self.h.mtu(),
+                pmtu: None,
             }),
-            (Some(mode), Some(ip)) => {
+            (Some(Mode::Fastdp(_)), Some(_)) => Some(PathInfo {
+                path: "fastdp".to_string(),
+                cipher: None,
+                mtu: self.h.mtu(),
+                // fastdp is used only while heartbeats padded to the overlay MTU answer:
+                // its datagrams of that size arrive.
+                pmtu: Some(self.h.mtu() + weft_datapath::mtu::VXLAN_OVERHEAD_V4),
+            }),
+            (Some(_), Some(ip)) => {
                 let under = *self.underlay_to.entry(ip).or_insert_with(|| {
                     weft_datapath::mtu::underlay_mtu(ip).unwrap_or(self.underlay)
                 });
-                let (path, overhead) = match mode {
-                    Mode::Fastdp(_) => ("fastdp", weft_datapath::mtu::VXLAN_OVERHEAD_V4),
-                    _ => (
-                        "sleeve",
-                        weft_datapath::mtu::SLEEVE_OVERHEAD_DEFAULT
-                            + if self.password.is_some() {
-                                weft_datapath::mtu::SLEEVE_SEAL_OVERHEAD
-                            } else {
-                                0
-                            },
-                    ),
-                };
+                let pmtu = self
+                    .sleeve
+                    .as_ref()
+                    .and_then(|s| s.peer_stats(PeerId(wire::short_id(&peer))))
+                    .map_or(under, |p| p.pmtu);
                 Some(PathInfo {
-                    path: path.to_string(),
-                    mtu: under.saturating_sub(overhead).min(self.h.mtu()),
+                    path: "sleeve".to_string(),
+                    cipher,
+                    mtu: pmtu
+                        .saturating_sub(self.sleeve_overhead())
+                        .min(self.h.mtu()),
+                    pmtu: Some(pmtu),
                 })
             }
             // A departed fastdp peer (no connection any more): its entries stay, no path.

@@ -34,13 +34,17 @@ pub const SLEEVE_TAP: &str = weft_datapath::reset::SLEEVE_TAP;
 /// Local container interfaces: container → (MAC, addresses).
 type LocalEndpoints = BTreeMap<String, ([u8; 6], Vec<Ipv4Net>)>;
 
-/// Path and MTU of one peer, for the status.
+/// Path, encryption and MTU of one peer, for the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
     /// `fastdp`, `sleeve` or `sleeve via NAME`.
     pub path: String,
+    /// The sleeve cipher when the path is sealed (None: clear text).
+    pub cipher: Option<weft_datapath::sleeve::CipherKind>,
     /// Overlay MTU that fits one packet on that path.
     pub mtu: u32,
+    /// Largest underlay datagram the path carries, as probed (None: not known yet).
+    pub pmtu: Option<u32>,
 }
 
 /// Handle the attach pipeline and the API use.

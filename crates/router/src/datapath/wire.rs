@@ -11,6 +11,8 @@ pub const PING: u8 = 1;
 pub const PONG: u8 = 2;
 /// Length of a heartbeat frame (padded to the Ethernet minimum).
 pub const PROBE_LEN: usize = 60;
+/// Length of the Ethernet header before a frame's payload.
+pub const ETH_HEADER: usize = 14;
 
 /// A fastdp heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,16 @@ impl Probe {
         f[18] = self.kind;
         f[19..23].copy_from_slice(&self.sender.to_be_bytes());
         f[23..31].copy_from_slice(&self.token.to_be_bytes());
+        f
+    }
+
+    /// The frame padded so that `size` bytes follow the Ethernet header (a size probe:
+    /// it crosses VXLAN as a packet of the overlay of that size would); never shorter
+    /// than [`PROBE_LEN`].
+    pub fn encode_sized(&self, size: u32) -> Vec<u8> {
+        let len = (ETH_HEADER + size as usize).max(PROBE_LEN);
+        let mut f = vec![0u8; len];
+        f[..PROBE_LEN].copy_from_slice(&self.encode());
         f
     }
 
@@ -94,6 +106,10 @@ mod tests {
             token: 12345,
         };
         assert_eq!(Probe::decode(&p.encode()), Some(p));
+        let big = p.encode_sized(1450);
+        assert_eq!(big.len(), 1464);
+        assert_eq!(Probe::decode(&big), Some(p), "a size probe is a heartbeat");
+        assert_eq!(p.encode_sized(0).len(), PROBE_LEN);
         let mut f = p.encode();
         f[18] = 3;
         assert_eq!(Probe::decode(&f), None);

@@ -138,17 +138,29 @@ pub fn render_overview(r: &Report) -> String {
     out
 }
 
-/// `weft status connections`: `-> ADDR  STATE  PATH NAME(NICK) mtu=N`.
+/// `weft status connections`:
+/// `-> ADDR  STATE  [encrypted ]PATH NAME(NICK) mtu=N pmtu=N cipher=C`.
 pub fn render_connections(r: &Report) -> String {
     let mut out = String::new();
     for c in &r.router.connections {
         let dir = if c.outbound { "->" } else { "<-" };
-        let mut s = format!("{dir} {:<21} {:<11} {:<7}", c.address, c.state, c.path);
+        let path = if c.encrypted {
+            format!("encrypted {}", c.path)
+        } else {
+            c.path.clone()
+        };
+        let mut s = format!("{dir} {:<21} {:<11} {:<7}", c.address, c.state, path);
         if !c.peer.is_empty() {
             let _ = write!(s, " {}", c.peer);
         }
         if let Some(mtu) = c.mtu {
             let _ = write!(s, " mtu={mtu}");
+        }
+        if let Some(pmtu) = c.pmtu {
+            let _ = write!(s, " pmtu={pmtu}");
+        }
+        if let Some(cipher) = &c.cipher {
+            let _ = write!(s, " cipher={cipher}");
         }
         if !c.info.is_empty() {
             let _ = write!(s, " {}", c.info);
@@ -258,7 +270,8 @@ mod tests {
                     path: "fastdp".into(),
                     peer: "aa:bb(h2)".into(),
                     mtu: Some(1376),
-                    info: String::new(),
+                    pmtu: Some(1426),
+                    ..Default::default()
                 }],
                 ..Default::default()
             },
@@ -266,7 +279,18 @@ mod tests {
         };
         assert_eq!(
             render_connections(&r),
-            "-> 192.168.1.2:6783      established fastdp  aa:bb(h2) mtu=1376\n"
+            "-> 192.168.1.2:6783      established fastdp  aa:bb(h2) mtu=1376 pmtu=1426\n"
+        );
+        let mut sealed = r.clone();
+        let c = &mut sealed.router.connections[0];
+        c.path = "sleeve".into();
+        c.encrypted = true;
+        c.cipher = Some("aes-256-gcm".into());
+        c.mtu = Some(1118);
+        c.pmtu = Some(1216);
+        assert_eq!(
+            render_connections(&sealed),
+            "-> 192.168.1.2:6783      established encrypted sleeve aa:bb(h2) mtu=1118 pmtu=1216 cipher=aes-256-gcm\n"
         );
     }
 }
