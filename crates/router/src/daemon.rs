@@ -218,7 +218,15 @@ async fn start_handles(
         docker: engine.clone(),
         intents: crate::containers::reconcile::Intents::load(&config.paths.state_dir)?,
     });
-    tokio::spawn(crate::containers::reconcile::run(containers.clone()));
+    let cni = crate::cni::Cni::new(containers.clone(), &config.paths.state_dir)?;
+    {
+        // CNI ADDs cut short are undone once the attach pipeline finished its own.
+        let (containers, cni) = (containers.clone(), cni.clone());
+        tokio::spawn(async move {
+            crate::containers::reconcile::run(containers).await;
+            cni.recover().await;
+        });
+    }
     let docker = match engine {
         Some(engine) => Some(
             crate::docker::start(engine, containers.clone(), &config.paths, shutdown.clone())
@@ -233,6 +241,7 @@ async fn start_handles(
         metrics,
         mesh,
         containers,
+        cni,
         docker,
         shutdown,
     })

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cni::Cni;
 use crate::config::Config;
 use crate::containers::Containers;
 use crate::docker::DockerHandle;
@@ -26,6 +27,8 @@ pub struct Handles {
     pub mesh: MeshHandle,
     /// The attach pipeline with IPAM, DNS and the data path.
     pub containers: Arc<Containers>,
+    /// The CNI plugin's attachments.
+    pub cni: Arc<Cni>,
     /// The Docker integration, when this host has Docker.
     pub docker: Option<DockerHandle>,
     /// The router's stop signal.
