@@ -145,7 +145,9 @@ impl From<CniHandleError> for ApiFailure {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             CniHandleError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            CniHandleError::Exists { .. } => StatusCode::CONFLICT,
+            CniHandleError::Exists { .. } | CniHandleError::IfnameTaken { .. } => {
+                StatusCode::CONFLICT
+            }
             CniHandleError::NotFound { .. } => StatusCode::NOT_FOUND,
             CniHandleError::Check(_) => StatusCode::PRECONDITION_FAILED,
             CniHandleError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,

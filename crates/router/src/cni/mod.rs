@@ -40,6 +40,14 @@ pub enum CniHandleError {
         /// The namespace it is in.
         netns: String,
     },
+    /// The namespace already has an interface of that name that weft did not make.
+    #[error("{netns} already has an interface {ifname}; weft does not take over another plugin's interface: choose another CNI_IFNAME")]
+    IfnameTaken {
+        /// The namespace.
+        netns: String,
+        /// The interface.
+        ifname: String,
+    },
     /// CHECK of an attachment weft does not have.
     #[error("weft has no attachment of container {container} ({ifname}) on network {network}; ADD it first")]
     NotFound {
@@ -126,6 +134,16 @@ impl Cni {
             }
         }
         let (specs, subnet) = self.addr_specs(&req)?;
+        let (path, name) = (req.netns.clone(), req.key.ifname.clone());
+        let taken = tokio::task::spawn_blocking(move || interface_exists(&path, &name))
+            .await
+            .unwrap_or(false);
+        if taken {
+            return Err(CniHandleError::IfnameTaken {
+                netns: req.netns.clone(),
+                ifname: req.key.ifname.clone(),
+            });
+        }
         let gateway = self.gateway_in(subnet).await;
         let mut att = CniAttachment {
             key: req.key.clone(),
@@ -431,6 +449,23 @@ async fn host_mac(name: &str) -> String {
     .ok()
     .flatten()
     .unwrap_or_default()
+}
+
+/// Whether the namespace at `path` has an interface `ifname` (false when it cannot be
+/// opened: the attach then says why).
+fn interface_exists(path: &str, ifname: &str) -> bool {
+    let Ok(ns) = weft_datapath::Netns::open_path(std::path::Path::new(path)) else {
+        return false;
+    };
+    let name = ifname.to_string();
+    ns.run(move || {
+        weft_datapath::nl::Handle::current()
+            .ok()
+            .and_then(|mut h| weft_datapath::link::get(&mut h, &name).ok())
+            .flatten()
+            .is_some()
+    })
+    .unwrap_or(false)
 }
 
 /// Whether `ifname` is in the namespace at `path` with every address of `want`.
