@@ -72,7 +72,7 @@ pub enum CniHandleError {
 /// The CNI handle, built once at start-up.
 pub struct Cni {
     containers: Arc<Containers>,
-    store: tokio::sync::Mutex<Store>,
+    store: Store,
 }
 
 impl Cni {
@@ -83,7 +83,7 @@ impl Cni {
     ) -> anyhow::Result<Arc<Cni>> {
         Ok(Arc::new(Cni {
             containers,
-            store: tokio::sync::Mutex::new(Store::load(state_dir)?),
+            store: Store::load(state_dir)?,
         }))
     }
 
@@ -91,12 +91,9 @@ impl Cni {
     pub async fn recover(&self) {
         let cut: Vec<Record> = self
             .store
-            .lock()
-            .await
             .all()
-            .iter()
+            .into_iter()
             .filter(|r| r.stage == Stage::Adding)
-            .cloned()
             .collect();
         for r in cut {
             let key = r.attachment.key.clone();
@@ -105,7 +102,7 @@ impl Cni {
                 tracing::warn!(container = %key.container_id, "cannot undo the ADD: {e}");
                 continue;
             }
-            if let Err(e) = self.store.lock().await.remove(&key) {
+            if let Err(e) = self.store.remove(&key).await {
                 tracing::warn!("{e}");
             }
         }
@@ -119,7 +116,7 @@ impl Cni {
                 "no network namespace (CNI_NETNS) given".into(),
             ));
         }
-        if let Some(r) = self.store.lock().await.get(&req.key) {
+        if let Some(r) = self.store.get(&req.key) {
             if r.stage == Stage::Added && r.attachment.netns == req.netns {
                 // ADD again without DEL: the same answer.
                 return Ok(r.attachment.clone());
@@ -153,12 +150,11 @@ impl Cni {
         };
         // Recorded before anything changes: a kill -9 from here on is undone at start-up.
         self.store
-            .lock()
-            .await
             .put(Record {
                 stage: Stage::Adding,
                 attachment: att.clone(),
             })
+            .await
             .map_err(CniHandleError::Store)?;
         let attach = AttachRequest {
             netns: req.netns.clone(),
@@ -191,10 +187,13 @@ impl Cni {
             })
             .map(|g| g.to_string());
         att.dns = self.dns();
-        let saved = self.store.lock().await.put(Record {
-            stage: Stage::Added,
-            attachment: att.clone(),
-        });
+        let saved = self
+            .store
+            .put(Record {
+                stage: Stage::Added,
+                attachment: att.clone(),
+            })
+            .await;
         if let Err(e) = saved {
             let _ = self.release(&att.id).await;
             self.forget(&req.key).await;
@@ -206,22 +205,21 @@ impl Cni {
     /// DEL: releases the attachment; succeeds when there is none, and when its namespace
     /// is gone already.
     pub async fn del(&self, req: CniDelRequest) -> Result<(), CniHandleError> {
-        let rec = self.store.lock().await.get(&req.key).cloned();
+        let rec = self.store.get(&req.key);
         let Some(rec) = rec else {
             return Ok(());
         };
         self.release(&rec.attachment.id).await?;
         self.store
-            .lock()
-            .await
             .remove(&req.key)
+            .await
             .map_err(CniHandleError::Store)
     }
 
     /// CHECK: the attachment is recorded, has the addresses `req` names, and its interface
     /// is in its namespace with them.
     pub async fn check(&self, req: CniCheckRequest) -> Result<(), CniHandleError> {
-        let rec = self.store.lock().await.get(&req.key).cloned();
+        let rec = self.store.get(&req.key);
         let Some(rec) = rec.filter(|r| r.stage == Stage::Added) else {
             return Err(CniHandleError::NotFound {
                 network: req.key.network.clone(),
@@ -261,8 +259,6 @@ impl Cni {
     pub async fn gc(&self, req: CniGcRequest) -> Result<CniGcResponse, CniHandleError> {
         let stale: Vec<CniKey> = self
             .store
-            .lock()
-            .await
             .all()
             .iter()
             .map(|r| r.attachment.key.clone())
@@ -393,7 +389,7 @@ impl Cni {
     }
 
     async fn forget(&self, key: &CniKey) {
-        if let Err(e) = self.store.lock().await.remove(key) {
+        if let Err(e) = self.store.remove(key).await {
             tracing::warn!("{e}");
         }
     }
