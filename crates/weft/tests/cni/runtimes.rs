@@ -219,13 +219,16 @@ fn podman_and_containerd_on_three_hosts() {
     let image = busybox_tarball(&s);
     let p1 = Podman::new(&lab, &s, "h1", &image);
     let p2 = Podman::new(&lab, &s, "h2", &image);
+    let p3 = Podman::new(&lab, &s, "h3", &image);
     p1.install(&lab, "h1", &net, &["--chain", "portmap"]);
     p2.install(&lab, "h2", &net, &[]);
+    p3.install(&lab, "h3", &net, &[]);
     p2.install(&lab, "h2", &tenant, &["--subnet", "10.33.0.0/24"]);
 
     // Across hosts by address and by name; `podman inspect` shows weft's address.
     let a1 = p1.start("c1", &net, &[], &["sleep", "1000"]);
     let a2 = p2.start("c2", &net, &[], &["sleep", "1000"]);
+    let a3 = p3.start("c3", &net, &[], &["sleep", "1000"]);
     assert!(
         a1.starts_with("10.") && a2.starts_with("10."),
         "podman inspect: {a1:?} {a2:?}"
@@ -234,11 +237,16 @@ fn podman_and_containerd_on_three_hosts() {
     let id1 = p1.ok(&["inspect", "c1", "--format", "{{.Id}}"]);
     assert_eq!(listed(&lab, "h1", &id1[..12]), vec![format!("{a1}/12")]);
     wait_for(
-        "c2 to ping c1 by address and by name",
+        "the containers of 3 hosts to ping each other by address and by name",
         Duration::from_secs(20),
         || {
-            (pings(&p2, "c2", &a1) && pings(&p2, "c2", "c1") && pings(&p1, "c1", "c2.weft.local"))
-                .then_some(())
+            (pings(&p2, "c2", &a1)
+                && pings(&p2, "c2", "c1")
+                && pings(&p1, "c1", "c2.weft.local")
+                && pings(&p3, "c3", &a2)
+                && pings(&p3, "c3", "c1")
+                && pings(&p1, "c1", &a3))
+            .then_some(())
         },
     );
 
@@ -427,7 +435,8 @@ fn podman_and_containerd_on_three_hosts() {
     assert!(del.ok, "{}", del.text);
     drop(p1);
     drop(p2);
-    for h in ["h1", "h2"] {
+    drop(p3);
+    for h in ["h1", "h2", "h3"] {
         assert_eq!(
             ps(&lab, h),
             Some(Vec::new()),
