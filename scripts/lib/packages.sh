@@ -23,6 +23,10 @@ python3         python3         test
 chromium        chromium        test
 chromium-driver chromedriver    test
 prometheus      promtool        test
+podman          podman          test
+runc            runc            test
+containerd      ctr             test
+containernetworking-plugins /usr/lib/cni/portmap test
 '
 
 # The packages a script (`demo`, `test`) needs, one per line.

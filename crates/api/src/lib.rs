@@ -2,10 +2,12 @@
 //! lives (paths from the environment), the JSON types of its HTTP API, and a small client.
 
 pub mod client;
+pub mod cni;
 pub mod paths;
 pub mod types;
 
 pub use client::{ApiClient, ApiError};
+pub use cni::*;
 pub use paths::Paths;
 pub use types::*;
 

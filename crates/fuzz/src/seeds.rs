@@ -17,6 +17,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "docker_plugin" => docker_plugin(),
         "docker_create" => docker_create(),
         "api_body" => api_bodies(),
+        "cni_stdin" => cni_stdin(),
         _ => Vec::new(),
     }
 }
@@ -337,6 +338,20 @@ fn api_bodies() -> Vec<Vec<u8>> {
         r#"{"peers":["172.29.0.2","172.29.0.3:6783"],"replace":true}"#,
         r#"{"peers":["172.29.0.2"]}"#,
         "net:default,10.32.0.5/12,ip:10.32.1.1/24",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+fn cni_stdin() -> Vec<Vec<u8>> {
+    [
+        r#"{"cniVersion":"1.0.0","name":"weft","type":"weft","socket":"/run/weft/weft.sock","capabilities":{"ips":true,"portMappings":true},"runtimeConfig":{"ips":["10.32.0.9"],"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}}"#,
+        r#"{"cniVersion":"0.3.1","name":"t","type":"weft","subnet":"10.40.0.0/24","args":{"cni":{"ips":["10.40.0.5/24"]}}}"#,
+        r#"{"cniVersion":"1.0.0","name":"weft","type":"weft","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"vethwe1","mac":"02:00:00:00:00:01"},{"name":"eth0","mac":"02:00:00:00:00:02","sandbox":"/run/netns/x"}],"ips":[{"address":"10.32.0.5/12","gateway":"10.32.0.1","interface":1}],"routes":[{"dst":"0.0.0.0/0","gw":"10.32.0.1"}],"dns":{"nameservers":["127.0.0.11"],"domain":"weft.local","search":["weft.local"]}}}"#,
+        r#"{"cniVersion":"1.1.0","name":"weft","type":"weft","cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}]}"#,
+        "IgnoreUnknown=1;NOMAD_REGION=global;NOMAD_NAMESPACE=default;NOMAD_JOB_ID=web;NOMAD_GROUP_NAME=frontend;NOMAD_ALLOC_ID=0b6e3ea2-1c47-4d5a-9e0c-3c6f1b0b9d11",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.32.0.7",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())

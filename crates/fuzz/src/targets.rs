@@ -64,6 +64,11 @@ pub const TARGETS: &[Target] = &[
         run: docker_create,
     },
     Target {
+        name: "cni_stdin",
+        about: "CNI network configurations on stdin (with prevResult, runtimeConfig) and CNI_ARGS",
+        run: cni_stdin,
+    },
+    Target {
         name: "api_body",
         about: "request bodies of the router's HTTP API",
         run: api_body,
@@ -238,6 +243,42 @@ fn proxy_config() -> weft_docker::proxy::ProxyConfig {
         dns_server: Some(std::net::Ipv4Addr::new(172, 17, 0, 1)),
         dns_domain: Some("weft.local".into()),
         driver: "weft".into(),
+    }
+}
+
+/// A CNI plugin's stdin: the network configuration, what an ADD would ask for and its
+/// result in every version; the same bytes as CNI_ARGS.
+pub fn cni_stdin(data: &[u8]) {
+    if let Ok(conf) = weft_cni::NetConf::parse(data) {
+        let env = weft_cni::Env {
+            command: weft_cni::Command::Add,
+            container_id: "fuzz".into(),
+            netns: Some("/run/netns/fuzz".into()),
+            ifname: "eth0".into(),
+            args: weft_cni::Args::default(),
+        };
+        let plan = weft_cni::AddPlan::new(&env, &conf);
+        let _ = weft_cni::dns_name(&env);
+        let granted = weft_cni::Granted {
+            addrs: plan.ips.clone(),
+            sandbox: plan.netns.clone(),
+            ..weft_cni::Granted::default()
+        };
+        let result = granted.result().appended_to(conf.prev_result.clone());
+        let _ = result.render(conf.cni_version).to_string();
+    }
+    let _ = weft_cni::conf::version_of(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(args) = weft_cni::Args::parse(text) {
+            let env = weft_cni::Env {
+                command: weft_cni::Command::Add,
+                container_id: text.chars().take(64).collect(),
+                netns: None,
+                ifname: "eth0".into(),
+                args,
+            };
+            let _ = weft_cni::dns_name(&env);
+        }
     }
 }
 

@@ -231,6 +231,7 @@ async fn start_handles(
     }));
     let ipam_owners = crate::ipam_owners::ApiOwners::load(&config.paths.state_dir)?;
     owners.register(ipam_owners.clone());
+    let cni = crate::cni::Cni::new(containers.clone(), &config.paths.state_dir)?;
     let docker = match engine {
         Some(engine) => Some(
             crate::docker::start(engine, containers.clone(), &config.paths, shutdown.clone())
@@ -245,6 +246,7 @@ async fn start_handles(
     }
     tokio::spawn(crate::reconciliation::run(
         containers.clone(),
+        cni.clone(),
         owners,
         opener,
     ));
@@ -256,6 +258,7 @@ async fn start_handles(
         mesh,
         containers,
         ipam_owners,
+        cni,
         docker,
         shutdown,
     })

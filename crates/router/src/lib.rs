@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod channels;
+pub mod cni;
 pub mod config;
 pub mod containers;
 pub mod daemon;

@@ -3,7 +3,7 @@
 //! the answers start-up waits for until its plugin calls return; each step below is safe
 //! against the plugin's calls, see `owners` and `datapath::expose::reconcile`):
 //! 1. attaches and detaches a kill -9 cut short are undone or finished
-//!    (`containers::reconcile`);
+//!    (`containers::reconcile`), then the CNI ADDs cut short are undone (`cni::Cni::recover`);
 //! 2. the bridge and IPAM agree with the record of exposed addresses again, which undoes a
 //!    cut-short expose and finishes a cut-short hide (`datapath::expose::reconcile`);
 //! 3. containers whose veth went while the router was down are detached;
@@ -16,14 +16,16 @@
 
 use std::sync::Arc;
 
+use crate::cni::Cni;
 use crate::containers::Containers;
 use crate::intents::{GateOpener, Op};
 use crate::owners::OwnerRegistry;
 
 /// Runs the steps (a step that fails is logged; the next ones still run), then opens the gate.
-pub async fn run(c: Arc<Containers>, owners: OwnerRegistry, opener: GateOpener) {
+pub async fn run(c: Arc<Containers>, cni: Arc<Cni>, owners: OwnerRegistry, opener: GateOpener) {
     let last_run = c.intents.pending();
     crate::containers::reconcile::run(&c, &last_run).await;
+    cni.recover().await;
 
     let of_this_run = || {
         c.intents.pending().iter().any(|(n, i)| {

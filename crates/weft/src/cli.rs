@@ -117,12 +117,49 @@ pub enum Command {
     },
     /// Initialise address management now instead of on first use.
     Prime,
+    /// weft as a CNI plugin (the binary speaks CNI when a runtime sets CNI_COMMAND).
+    Cni {
+        /// What to do.
+        #[command(subcommand)]
+        command: CniCommand,
+    },
     /// A multi-host network on this one machine, in network namespaces.
     Lab {
         /// What to do with the lab.
         #[command(subcommand)]
         command: LabCommand,
     },
+}
+
+/// `weft cni ...`.
+#[derive(Debug, Subcommand)]
+pub enum CniCommand {
+    /// Put the plugin in the bin dir and write a .conflist naming this router's socket.
+    Install(CniInstallArgs),
+}
+
+/// `weft cni install`.
+#[derive(Debug, Args)]
+pub struct CniInstallArgs {
+    /// Where runtimes look for plugins.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    /// Where runtimes look for network configurations.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// The network's name (and the conflist's file name).
+    #[arg(long, default_value = "weft")]
+    pub network: String,
+    /// A tenant subnet inside weft's range (default: the router's default subnet).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// Reference plugins to chain after weft: portmap, bandwidth, tuning (comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "PLUGIN")]
+    pub chain: Vec<String>,
+    /// The conflist's cniVersion: 1.0.0 suits the runtimes of Debian 12 (podman 4.3,
+    /// containerd 1.6); 1.1.0 lets a newer runtime send GC and STATUS.
+    #[arg(long, default_value = "1.0.0", value_name = "VERSION")]
+    pub cni_version: String,
 }
 
 /// Sections of `weft status`.

@@ -1,6 +1,7 @@
 //! `weft`: the command line of the weft overlay network.
 
 mod cli;
+mod cni_plugin;
 mod commands;
 mod lab;
 
@@ -8,6 +9,10 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
+    // A runtime runs weft as a CNI plugin: it speaks CNI, not the command line.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(cni_plugin::main());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

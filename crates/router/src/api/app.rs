@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cni::Cni;
 use crate::config::Config;
 use crate::containers::Containers;
 use crate::docker::DockerHandle;
@@ -28,6 +29,8 @@ pub struct Handles {
     pub containers: Arc<Containers>,
     /// Owners of addresses taken through the raw IPAM API.
     pub ipam_owners: Arc<crate::ipam_owners::ApiOwners>,
+    /// The CNI plugin's attachments.
+    pub cni: Arc<Cni>,
     /// The Docker integration, when this host has Docker.
     pub docker: Option<DockerHandle>,
     /// The router's stop signal.

@@ -7,6 +7,7 @@ use axum::Json;
 use weft_api::ErrorBody;
 use weft_ipam::IpamError;
 
+use crate::cni::CniHandleError;
 use crate::containers::ContainersError;
 use crate::datapath::expose::ExposeError;
 use crate::dns::DnsHandleError;
@@ -137,5 +138,25 @@ impl From<ExposeError> for ApiFailure {
 impl From<ResetError> for ApiFailure {
     fn from(e: ResetError) -> Self {
         ApiFailure::new(StatusCode::BAD_REQUEST, e)
+    }
+}
+
+impl From<CniHandleError> for ApiFailure {
+    fn from(e: CniHandleError) -> Self {
+        let status = match &e {
+            CniHandleError::Containers(_) => match e {
+                CniHandleError::Containers(c) => return c.into(),
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            CniHandleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CniHandleError::Exists { .. } | CniHandleError::IfnameTaken { .. } => {
+                StatusCode::CONFLICT
+            }
+            CniHandleError::NotFound { .. } => StatusCode::NOT_FOUND,
+            CniHandleError::Check(_) => StatusCode::PRECONDITION_FAILED,
+            CniHandleError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CniHandleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure::new(status, e)
     }
 }

@@ -13,6 +13,7 @@ use axum::Json;
 use weft_api::{ConnectRequest, ForgetRequest, Report};
 
 mod app;
+mod cni;
 mod containers;
 mod datapath;
 mod dns;
@@ -57,6 +58,7 @@ pub fn routes(router: AppState) -> axum::Router {
         .route("/connect", post(connect))
         .route("/forget", post(forget))
         .merge(containers::routes())
+        .merge(cni::routes())
         .merge(datapath::routes())
         .merge(ipam::routes())
         .merge(dns::routes())

@@ -118,6 +118,16 @@ pub struct Containers {
 
 /// Attaches a container; answers with every overlay address it now has.
 pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse, ContainersError> {
+    attach_with_gateway(c, req, None).await
+}
+
+/// [`attach`], and a default route through `gateway` for the subnet that holds it (CNI
+/// containers route through the host's exposed address, so published ports answer).
+pub async fn attach_with_gateway(
+    c: &Containers,
+    req: AttachRequest,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> Result<AttachResponse, ContainersError> {
     let req = resolve_docker(c, req).await?;
     weft_datapath::link::validate_ifname(&req.ifname).map_err(ContainersError::Ifname)?;
     let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
@@ -176,7 +186,7 @@ pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse
             range: subnet,
             mtu: c.datapath.mtu(),
             bridge: c.datapath.bridge().to_string(),
-            default_gateway: None,
+            default_gateway: gateway.filter(|g| subnet.contains(g)),
         };
         let ns = netns.clone();
         let result = tokio::task::spawn_blocking(move || weft_datapath::attach(&ns, &spec))

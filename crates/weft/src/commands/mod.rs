@@ -1,5 +1,6 @@
 //! One function per command; each returns an error whose text is the one line the user sees.
 
+mod cni;
 mod containers;
 mod datapath;
 mod dns;
@@ -28,6 +29,7 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Report => status::report(),
         Command::Ui => ui::ui(),
         Command::Lab { command } => crate::lab::run(command),
+        Command::Cni { command } => cni::run(command),
         Command::Reset { force } => datapath::reset(force),
         Command::Connect { replace, peers } => mesh::connect(peers, replace),
         Command::Forget { peers } => mesh::forget(peers),

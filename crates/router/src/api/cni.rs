@@ -1,0 +1,76 @@
+//! `/cni/...`: the routes the `weft` binary calls when a runtime runs it as a CNI plugin.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Json;
+use weft_api::{
+    CniAddRequest, CniAttachment, CniCheckRequest, CniDelRequest, CniGcRequest, CniGcResponse,
+    CniStatus,
+};
+
+use super::{ApiFailure, AppState};
+
+/// The CNI routes.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/cni/add", post(add))
+        .route("/cni/del", post(del))
+        .route("/cni/check", post(check))
+        .route("/cni/gc", post(gc))
+        .route("/cni/status", get(status))
+}
+
+/// Runs `f` to the end even if the plugin goes away: the handle undoes its own failures,
+/// but not if it is dropped half-way.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, crate::cni::CniHandleError>> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| ApiFailure {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!(
+                "the operation stopped half-way ({e}); the router undoes it at its next start"
+            ),
+        })?
+        .map_err(ApiFailure::from)
+}
+
+async fn add(
+    State(router): State<AppState>,
+    Json(req): Json<CniAddRequest>,
+) -> Result<Json<CniAttachment>, ApiFailure> {
+    let timer = router.metrics.time("cni_add");
+    let cni = router.cni.clone();
+    let done = detached(async move { cni.add(req).await }).await;
+    Ok(Json(timer.ok(done)?))
+}
+
+async fn del(
+    State(router): State<AppState>,
+    Json(req): Json<CniDelRequest>,
+) -> Result<Json<()>, ApiFailure> {
+    let cni = router.cni.clone();
+    detached(async move { cni.del(req).await }).await?;
+    Ok(Json(()))
+}
+
+async fn check(
+    State(router): State<AppState>,
+    Json(req): Json<CniCheckRequest>,
+) -> Result<Json<()>, ApiFailure> {
+    router.cni.check(req).await?;
+    Ok(Json(()))
+}
+
+async fn gc(
+    State(router): State<AppState>,
+    Json(req): Json<CniGcRequest>,
+) -> Result<Json<CniGcResponse>, ApiFailure> {
+    let cni = router.cni.clone();
+    detached(async move { cni.gc(req).await }).await.map(Json)
+}
+
+async fn status(State(router): State<AppState>) -> Result<Json<CniStatus>, ApiFailure> {
+    Ok(Json(router.cni.status()?))
+}
