@@ -213,7 +213,11 @@ fn never_self_never_a_peer_that_was_not_a_node_never_without_a_majority() {
     let mut b = core("node-b");
     b.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
     b.nodes(1, &list("one-node.json"), &view(&["node-a", "node-b"], ALL));
-    let d = b.nodes(1 + GRACE, &list("one-node.json"), &view(&["node-a", "node-b"], ALL));
+    let d = b.nodes(
+        1 + GRACE,
+        &list("one-node.json"),
+        &view(&["node-a", "node-b"], ALL),
+    );
     assert!(d.reclaim.is_empty());
     assert!(d.held.unwrap().contains("not in the API's node list"));
 
