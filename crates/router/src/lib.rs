@@ -18,6 +18,7 @@ pub mod docker;
 pub mod entry;
 pub mod identity;
 pub mod ipam;
+pub mod kube;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
