@@ -193,14 +193,19 @@ impl ApiClient {
             url: self.endpoint.url(),
             why,
         };
-        let tcp = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let connect = || async {
+            TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
+                .await
+                .map_err(|e| unreachable(e.to_string()))
+        };
         match self.endpoint.scheme {
-            Scheme::Http => self.request(tcp, path, None).await,
+            Scheme::Http => self.request(connect().await?, path, None).await,
             Scheme::Https => {
+                // Credentials first: a pod without its service account hears that, not a
+                // connection error.
                 let token = read_token(&self.account_dir.join("token"))?;
                 let connector = tls_connector(&self.account_dir.join("ca.crt"))?;
+                let tcp = connect().await?;
                 let name = ServerName::try_from(self.endpoint.host.clone())
                     .map_err(|e| unreachable(format!("bad server name: {e}")))?;
                 let tls = connector
