@@ -17,6 +17,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "docker_plugin" => docker_plugin(),
         "docker_create" => docker_create(),
         "api_body" => api_bodies(),
+        "kube_nodes" => kube_nodes(),
         _ => Vec::new(),
     }
 }
@@ -335,5 +336,19 @@ fn api_bodies() -> Vec<Vec<u8>> {
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+/// The recorded node lists of crates/kube (the API's shape), and an API error.
+fn kube_nodes() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kube/tests/data");
+    [
+        "one-node.json",
+        "three-nodes.json",
+        "node-c-deleting.json",
+        "forbidden.json",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read(format!("{dir}/{f}")).ok())
     .collect()
 }
