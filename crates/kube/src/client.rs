@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -20,13 +21,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::error::KubeError;
-use crate::nodes::NodeList;
+use crate::nodes::{NodeEvent, NodeList};
 
 /// Where Kubernetes mounts a pod's service-account token and the cluster's CA.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The request this client makes. `resourceVersion=0` lets the API server answer from its
 /// cache instead of a quorum read of etcd, which is what a periodic list wants.
 pub const NODES_PATH: &str = "/api/v1/nodes?resourceVersion=0";
+/// The watch request (its version and timeout are appended).
+pub const WATCH_PATH: &str = "/api/v1/nodes?watch=1";
+/// How long the API keeps one watch open before it ends it (then it is opened again).
+pub const WATCH_SECS: u64 = 300;
+/// A watch that brings nothing (not even a bookmark) for this long is taken as broken.
+pub const WATCH_IDLE: Duration = Duration::from_secs(WATCH_SECS + 60);
+/// The largest single watch event read.
+pub const MAX_EVENT: usize = 16 << 20;
 /// The largest answer read (a node object is a few kB; this is room for thousands).
 pub const MAX_BODY: usize = 128 << 20;
 /// How long one request may take, connection and body included.
@@ -179,7 +188,11 @@ impl ApiClient {
     /// GETs `path` and returns the body of a 200 answer.
     pub async fn get(&self, path: &str) -> Result<Bytes, KubeError> {
         let url = self.endpoint.url();
-        match tokio::time::timeout(TIMEOUT, self.get_inner(path)).await {
+        let whole = async {
+            let resp = self.send(path).await?;
+            read_body(resp.into_body(), path, MAX_BODY, &self.endpoint).await
+        };
+        match tokio::time::timeout(TIMEOUT, whole).await {
             Ok(r) => r,
             Err(_) => Err(KubeError::Timeout {
                 url,
@@ -188,7 +201,32 @@ impl ApiClient {
         }
     }
 
-    async fn get_inner(&self, path: &str) -> Result<Bytes, KubeError> {
+    /// Watches the nodes from `version` (the list's `resourceVersion`).
+    pub async fn watch_nodes(&self, version: &str) -> Result<NodeWatch, KubeError> {
+        if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(KubeError::BadNodeList {
+                why: format!("resourceVersion {version:?} cannot start a watch"),
+            });
+        }
+        let path = format!(
+            "{WATCH_PATH}&resourceVersion={version}&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECS}"
+        );
+        let url = self.endpoint.url();
+        match tokio::time::timeout(TIMEOUT, self.send(&path)).await {
+            Ok(resp) => Ok(NodeWatch {
+                body: resp?.into_body(),
+                buf: Vec::new(),
+                scanned: 0,
+                url,
+            }),
+            Err(_) => Err(KubeError::Timeout {
+                url,
+                secs: TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    async fn send(&self, path: &str) -> Result<Response<Incoming>, KubeError> {
         let unreachable = |why: String| KubeError::Unreachable {
             url: self.endpoint.url(),
             why,
@@ -222,7 +260,7 @@ impl ApiClient {
         stream: S,
         path: &str,
         token: Option<String>,
-    ) -> Result<Bytes, KubeError>
+    ) -> Result<Response<Incoming>, KubeError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -255,24 +293,91 @@ impl ApiClient {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    KubeError::TooLarge {
-                        path: path.to_string(),
-                        limit: MAX_BODY,
-                    }
-                } else {
-                    unreachable(e.to_string())
-                }
-            })?
-            .to_bytes();
         if status != StatusCode::OK {
+            let body = read_body(resp.into_body(), path, 64 * 1024, &self.endpoint).await?;
             return Err(status_error(path, status, &body));
         }
-        Ok(body)
+        Ok(resp)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_body(
+    body: Incoming,
+    path: &str,
+    limit: usize,
+    endpoint: &ApiEndpoint,
+) -> Result<Bytes, KubeError> {
+    Ok(Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                KubeError::TooLarge {
+                    path: path.to_string(),
+                    limit,
+                }
+            } else {
+                KubeError::Unreachable {
+                    url: endpoint.url(),
+                    why: e.to_string(),
+                }
+            }
+        })?
+        .to_bytes())
+}
+
+/// A watch of the nodes: the events as they come, one JSON object per line.
+#[derive(Debug)]
+pub struct NodeWatch {
+    body: Incoming,
+    buf: Vec<u8>,
+    /// How far `buf` was searched for a newline.
+    scanned: usize,
+    url: String,
+}
+
+impl NodeWatch {
+    /// The next event and the version it carries; `None` when the API ended the watch
+    /// (it does after `timeoutSeconds`): watch again from the last version.
+    pub async fn next(&mut self) -> Result<Option<(NodeEvent, String)>, KubeError> {
+        loop {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let end = self.scanned + i;
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                self.scanned = 0;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return NodeEvent::parse(&line[..end]).map(Some);
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > MAX_EVENT {
+                return Err(KubeError::TooLarge {
+                    path: WATCH_PATH.to_string(),
+                    limit: MAX_EVENT,
+                });
+            }
+            let frame = match tokio::time::timeout(WATCH_IDLE, self.body.frame()).await {
+                Err(_) => {
+                    return Err(KubeError::Timeout {
+                        url: self.url.clone(),
+                        secs: WATCH_IDLE.as_secs(),
+                    })
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(KubeError::Unreachable {
+                        url: self.url.clone(),
+                        why: e.to_string(),
+                    })
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
     }
 }
 

@@ -12,6 +12,6 @@ pub mod error;
 pub mod nodes;
 
 pub use crate::core::{peer_name_for_node, Core, CoreConfig, Decisions, MeshView, ReclaimOutcome};
-pub use client::{ApiClient, ApiEndpoint, SERVICE_ACCOUNT_DIR};
+pub use client::{ApiClient, ApiEndpoint, NodeWatch, SERVICE_ACCOUNT_DIR};
 pub use error::KubeError;
-pub use nodes::{Node, NodeList};
+pub use nodes::{Node, NodeEvent, NodeList};

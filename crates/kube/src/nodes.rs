@@ -61,26 +61,7 @@ impl NodeList {
         })?;
         let mut nodes = Vec::with_capacity(items.len());
         for item in items {
-            let name = item.metadata.name.unwrap_or_default();
-            if name.is_empty() {
-                return Err(KubeError::BadNodeList {
-                    why: "a node has no metadata.name".to_string(),
-                });
-            }
-            let addrs = item.status.and_then(|s| s.addresses).unwrap_or_default();
-            let of_type = |t: &str| -> Vec<IpAddr> {
-                addrs
-                    .iter()
-                    .filter(|a| a.kind == t)
-                    .filter_map(|a| a.address.parse().ok())
-                    .collect()
-            };
-            nodes.push(Node {
-                internal_ips: of_type("InternalIP"),
-                external_ips: of_type("ExternalIP"),
-                deleting: item.metadata.deletion_timestamp.is_some(),
-                name,
-            });
+            nodes.push(item.into_node()?);
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = nodes.windows(2).find(|w| w[0].name == w[1].name) {
@@ -106,6 +87,95 @@ impl NodeList {
     }
 }
 
+/// One change from a watch of the nodes (`GET /api/v1/nodes?watch=1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node was added or changed.
+    Upsert(Node),
+    /// A node was deleted from the API.
+    Delete(String),
+    /// Nothing changed; the watch has reached this version.
+    Bookmark,
+    /// The version the watch started from is too old (410 Gone): list again.
+    Expired,
+}
+
+impl NodeEvent {
+    /// Parses one line of a watch stream: `{"type": ..., "object": ...}`. Returns the event
+    /// and the object's `metadata.resourceVersion` (empty when absent).
+    pub fn parse(line: &[u8]) -> Result<(NodeEvent, String), KubeError> {
+        let bad = |why: String| KubeError::BadNodeList { why };
+        let raw: RawEvent =
+            serde_json::from_slice(line).map_err(|e| bad(format!("watch event: {e}")))?;
+        if raw.kind == "ERROR" {
+            let status: RawStatusObject =
+                serde_json::from_value(raw.object).map_err(|e| bad(format!("watch error: {e}")))?;
+            if status.code == Some(410) {
+                return Ok((NodeEvent::Expired, String::new()));
+            }
+            return Err(bad(format!(
+                "the watch ended with an error: {}",
+                status.message.unwrap_or_default()
+            )));
+        }
+        let node: RawNode =
+            serde_json::from_value(raw.object).map_err(|e| bad(format!("watch event: {e}")))?;
+        let version = node.metadata.resource_version.clone().unwrap_or_default();
+        let event = match raw.kind.as_str() {
+            "ADDED" | "MODIFIED" => NodeEvent::Upsert(node.into_node()?),
+            "DELETED" => NodeEvent::Delete(node.into_node()?.name),
+            "BOOKMARK" => NodeEvent::Bookmark,
+            other => return Err(bad(format!("unknown watch event type {other:?}"))),
+        };
+        Ok((event, version))
+    }
+}
+
+impl NodeList {
+    /// Applies a watch event (with the version it carried); returns whether a node's name,
+    /// addresses or deletion changed (what the peers core reads).
+    pub fn apply(&mut self, event: NodeEvent, version: String) -> bool {
+        if !version.is_empty() {
+            self.resource_version = version;
+        }
+        let at = |nodes: &[Node], name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name));
+        match event {
+            NodeEvent::Upsert(node) => match at(&self.nodes, &node.name) {
+                Ok(i) if self.nodes[i] == node => false,
+                Ok(i) => {
+                    self.nodes[i] = node;
+                    true
+                }
+                Err(i) => {
+                    self.nodes.insert(i, node);
+                    true
+                }
+            },
+            NodeEvent::Delete(name) => match at(&self.nodes, &name) {
+                Ok(i) => {
+                    self.nodes.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            NodeEvent::Bookmark | NodeEvent::Expired => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawStatusObject {
+    code: Option<u16>,
+    message: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct RawList {
     kind: Option<String>,
@@ -125,10 +195,36 @@ struct RawNode {
     status: Option<RawStatus>,
 }
 
+impl RawNode {
+    fn into_node(self) -> Result<Node, KubeError> {
+        let name = self.metadata.name.unwrap_or_default();
+        if name.is_empty() {
+            return Err(KubeError::BadNodeList {
+                why: "a node has no metadata.name".to_string(),
+            });
+        }
+        let addrs = self.status.and_then(|s| s.addresses).unwrap_or_default();
+        let of_type = |t: &str| -> Vec<IpAddr> {
+            addrs
+                .iter()
+                .filter(|a| a.kind == t)
+                .filter_map(|a| a.address.parse().ok())
+                .collect()
+        };
+        Ok(Node {
+            internal_ips: of_type("InternalIP"),
+            external_ips: of_type("ExternalIP"),
+            deleting: self.metadata.deletion_timestamp.is_some(),
+            name,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawMeta {
     name: Option<String>,
+    resource_version: Option<String>,
     deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
@@ -172,6 +268,56 @@ mod tests {
         );
         assert_eq!(l.get("c").unwrap().dial_addr(), None);
         assert!(l.get("d").is_none());
+    }
+
+    #[test]
+    fn watch_events_change_the_list() {
+        let mut l = NodeList::parse(br#"{"kind":"NodeList","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a"}}]}"#).unwrap();
+        let ev = |s: &str| NodeEvent::parse(s.as_bytes()).unwrap();
+        let (e, v) = ev(
+            r#"{"type":"ADDED","object":{"kind":"Node","metadata":{"name":"b","resourceVersion":"5"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.2"}]}}}"#,
+        );
+        assert_eq!(v, "5");
+        assert!(l.apply(e, v));
+        assert_eq!(l.resource_version, "5");
+        assert_eq!(l.nodes.len(), 2);
+        // A heartbeat-only change does not count; an address change does.
+        let (e, v) = ev(
+            r#"{"type":"MODIFIED","object":{"metadata":{"name":"b","resourceVersion":"6"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.2"}],"conditions":[]}}}"#,
+        );
+        assert!(!l.apply(e, v));
+        assert_eq!(l.resource_version, "6");
+        let (e, v) = ev(
+            r#"{"type":"MODIFIED","object":{"metadata":{"name":"b","resourceVersion":"7"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.3"}]}}}"#,
+        );
+        assert!(l.apply(e, v));
+        let (e, v) = ev(
+            r#"{"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion":"9"}}}"#,
+        );
+        assert_eq!(e, NodeEvent::Bookmark);
+        assert!(!l.apply(e, v));
+        assert_eq!(l.resource_version, "9");
+        let (e, v) =
+            ev(r#"{"type":"DELETED","object":{"metadata":{"name":"a","resourceVersion":"10"}}}"#);
+        assert!(l.apply(e, v));
+        assert_eq!(
+            l.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        let (e, _) = ev(
+            r#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version"}}"#,
+        );
+        assert_eq!(e, NodeEvent::Expired);
+        assert!(NodeEvent::parse(
+            br#"{"type":"ERROR","object":{"kind":"Status","code":500,"message":"boom"}}"#
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("boom"));
+        assert!(
+            NodeEvent::parse(br#"{"type":"WHAT","object":{"metadata":{"name":"a"}}}"#).is_err()
+        );
+        assert!(NodeEvent::parse(b"{").is_err());
     }
 
     #[test]

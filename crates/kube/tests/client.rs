@@ -17,6 +17,8 @@ fn data(name: &str) -> Vec<u8> {
 #[derive(Clone)]
 struct Server {
     answer: Arc<Mutex<(u16, Vec<u8>)>>,
+    /// The body of a watch (`watch=1`), sent in two writes that split a line, then closed.
+    watch: Arc<Mutex<Vec<u8>>>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -24,6 +26,7 @@ impl Server {
     fn new(status: u16, body: Vec<u8>) -> Server {
         Server {
             answer: Arc::new(Mutex::new((status, body))),
+            watch: Arc::new(Mutex::new(Vec::new())),
             seen: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -51,10 +54,20 @@ impl Server {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
-        self.seen
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&head).into_owned());
+        let request = String::from_utf8_lossy(&head).into_owned();
+        self.seen.lock().unwrap().push(request.clone());
+        if request.contains("watch=1") {
+            let body = self.watch.lock().unwrap().clone();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n")
+                .await;
+            let (a, b) = body.split_at(body.len() / 2);
+            let _ = stream.write_all(a).await;
+            let _ = stream.flush().await;
+            let _ = stream.write_all(b).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         let (status, body) = self.answer.lock().unwrap().clone();
         let reply = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -205,4 +218,46 @@ async fn missing_credentials_and_bad_answers_are_one_clear_error() {
     .await
     .unwrap_err();
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[tokio::test]
+async fn a_watch_brings_the_changes_after_the_list() {
+    let server = Server::new(200, data("three-nodes.json"));
+    let events = [
+        r#"{"type":"ADDED","object":{"kind":"Node","apiVersion":"v1","metadata":{"name":"node-d","resourceVersion":"2041"},"status":{"addresses":[{"type":"InternalIP","address":"192.168.56.14"}]}}}"#,
+        r#"{"type":"MODIFIED","object":{"kind":"Node","apiVersion":"v1","metadata":{"name":"node-a","resourceVersion":"2042"},"status":{"addresses":[{"type":"InternalIP","address":"192.168.56.11"},{"type":"Hostname","address":"node-a"}]}}}"#,
+        "",
+        r#"{"type":"DELETED","object":{"kind":"Node","apiVersion":"v1","metadata":{"name":"node-c","resourceVersion":"2043"}}}"#,
+        r#"{"type":"BOOKMARK","object":{"kind":"Node","apiVersion":"v1","metadata":{"resourceVersion":"2050"}}}"#,
+    ];
+    *server.watch.lock().unwrap() = format!("{}\n", events.join("\n")).into_bytes();
+    let port = listen(server.clone(), None).await;
+    let client = ApiClient::new(
+        ApiEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        "/nonexistent",
+    );
+    let mut list = client.list_nodes().await.unwrap();
+    assert_eq!(list.resource_version, "2040");
+    let mut watch = client.watch_nodes(&list.resource_version).await.unwrap();
+    let req = server.last_request();
+    assert!(
+        req.starts_with("GET /api/v1/nodes?watch=1&resourceVersion=2040&allowWatchBookmarks=true&timeoutSeconds=300 "),
+        "{req}"
+    );
+    let mut changed = Vec::new();
+    while let Some((event, version)) = watch.next().await.unwrap() {
+        changed.push(list.apply(event, version));
+    }
+    assert_eq!(
+        changed,
+        [true, false, true, false],
+        "node-a's change is not one weft reads"
+    );
+    let names: Vec<_> = list.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b", "node-d"]);
+    assert_eq!(list.resource_version, "2050");
+    assert!(
+        client.watch_nodes("2050&x=1").await.is_err(),
+        "a version is only digits and letters"
+    );
 }
