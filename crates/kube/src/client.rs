@@ -213,6 +213,19 @@ impl ApiClient {
         );
         let url = self.endpoint.url();
         match tokio::time::timeout(TIMEOUT, self.send(&path)).await {
+            // The error names the watch without its version, so that the same refusal
+            // reads the same at every try.
+            Ok(Err(KubeError::Status {
+                status,
+                message,
+                hint,
+                ..
+            })) => Err(KubeError::Status {
+                path: WATCH_PATH.to_string(),
+                status,
+                message,
+                hint,
+            }),
             Ok(resp) => Ok(NodeWatch {
                 body: resp?.into_body(),
                 buf: Vec::new(),

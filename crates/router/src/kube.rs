@@ -1,5 +1,5 @@
-//! Peers from the Kubernetes API (`weft launch --kube-peers`). A task reads the node list
-//! every `--kube-poll`, hands it with the mesh's and IPAM's view to the sans-IO
+//! Peers from the Kubernetes API (`weft launch --kube-peers`). A task lists and watches the
+//! nodes and, every `--kube-poll`, hands them with the mesh's and IPAM's view to the sans-IO
 //! [`weft_kube::Core`], and carries out what the core decides: targets are dialled and
 //! forgotten through the mesh handle, departed peers' space is taken through the IPAM
 //! handle's `rmpeer`. The nodes the core has seen are kept in the state directory, so a
@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use weft_ipam::{IpamError, Reply};
-use weft_kube::{ApiClient, Core, CoreConfig, KubeError, MeshView, NodeList, ReclaimOutcome};
+use weft_kube::{
+    ApiClient, Core, CoreConfig, KubeError, MeshView, NodeEvent, NodeList, NodeWatch,
+    ReclaimOutcome,
+};
 
 use crate::config::KubeConfig;
 use crate::ipam::{IpamHandle, IpamHandleError, Request};
@@ -96,6 +99,10 @@ impl KubePeers {
         tokio::spawn(self.poll_loop(mesh, ipam, stopped));
     }
 
+    /// Lists the nodes, then watches them from the list's version; every `--kube-poll` the
+    /// core decides on the nodes as they are. A watch that ends is opened again; one that
+    /// fails (or an API that does not watch) falls back to a list at every tick. Nothing is
+    /// decided on a list that could not be brought up to date.
     async fn poll_loop(
         mut self,
         mesh: MeshHandle,
@@ -103,69 +110,104 @@ impl KubePeers {
         stopped: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let start = Instant::now();
-        let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let mut next = Some(std::mem::take(&mut self.first));
+        let mut nodes = std::mem::take(&mut self.first);
+        let mut need_list = false;
+        let mut watch: Option<NodeWatch> = None;
+        // Kept apart, so an API that lists but does not watch logs its watch error once.
+        let mut list_errors = ErrorLog::default();
+        let mut watch_errors = ErrorLog::default();
+        let mut last_held = None;
         let mut tick = tokio::time::interval(self.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error = String::new();
-        let mut last_held = None;
         tokio::pin!(stopped);
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                _ = tick.tick() => {}
-            }
-            let list = match next.take() {
-                Some(l) => l,
-                None => match self.client.list_nodes().await {
-                    Ok(l) => {
-                        if !last_error.is_empty() {
-                            tracing::info!("the Kubernetes API answers again");
-                            last_error.clear();
-                        }
-                        l
+                event = next_event(&mut watch) => match event {
+                    Ok(Some((NodeEvent::Expired, _))) => {
+                        watch = None;
+                        need_list = true;
                     }
+                    Ok(Some((event, version))) => {
+                        nodes.apply(event, version);
+                        watch_errors.clear();
+                    }
+                    // The API ends a watch after its timeout: open it again at the next tick.
+                    Ok(None) => watch = None,
                     Err(e) => {
-                        let msg = e.to_string();
-                        if msg != last_error {
-                            tracing::warn!("{msg}; peers and reclaims wait for the next read");
-                            last_error = msg;
-                        }
-                        continue;
+                        watch_errors.warn(&e);
+                        watch = None;
+                        need_list = true;
                     }
                 },
-            };
-            let d = self.core.nodes(now(), &list, &view(&mesh, &ipam));
-            if !d.connect.is_empty() {
-                tracing::info!(targets = ?d.connect, "dialling Kubernetes nodes");
-                if let Err(e) = mesh.connect(&d.connect, false) {
-                    tracing::warn!("cannot dial Kubernetes nodes: {e}");
+                _ = tick.tick() => {
+                    if need_list {
+                        match self.client.list_nodes().await {
+                            Ok(l) => {
+                                nodes = l;
+                                need_list = false;
+                                list_errors.clear();
+                            }
+                            Err(e) => {
+                                list_errors.warn(&e);
+                                continue;
+                            }
+                        }
+                    }
+                    if watch.is_none() {
+                        match self.client.watch_nodes(&nodes.resource_version).await {
+                            Ok(w) => watch = Some(w),
+                            // Decide on this list; list again at the next tick.
+                            Err(e) => {
+                                watch_errors.warn(&e);
+                                need_list = true;
+                            }
+                        }
+                    }
+                    let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.decide(now, &nodes, &mesh, &ipam, &mut last_held).await;
                 }
             }
-            if !d.forget.is_empty() {
-                tracing::info!(targets = ?d.forget, "forgetting nodes that left the Kubernetes API");
-                if let Err(e) = mesh.forget(&d.forget).await {
-                    tracing::warn!("cannot forget nodes: {e}");
-                }
+        }
+    }
+
+    /// Hands the nodes to the core and carries out what it decides.
+    async fn decide(
+        &mut self,
+        now: u64,
+        nodes: &NodeList,
+        mesh: &MeshHandle,
+        ipam: &IpamHandle,
+        last_held: &mut Option<String>,
+    ) {
+        let d = self.core.nodes(now, nodes, &view(mesh, ipam));
+        if !d.connect.is_empty() {
+            tracing::info!(targets = ?d.connect, "dialling Kubernetes nodes");
+            if let Err(e) = mesh.connect(&d.connect, false) {
+                tracing::warn!("cannot dial Kubernetes nodes: {e}");
             }
-            if d.held != last_held {
-                if let Some(why) = &d.held {
-                    tracing::info!(
-                        "departed peers {:?} wait: {why}",
-                        self.core.waiting().keys().collect::<Vec<_>>()
-                    );
-                }
-                last_held = d.held.clone();
+        }
+        if !d.forget.is_empty() {
+            tracing::info!(targets = ?d.forget, "forgetting nodes that left the Kubernetes API");
+            if let Err(e) = mesh.forget(&d.forget).await {
+                tracing::warn!("cannot forget nodes: {e}");
             }
-            let mut seen_changed = d.seen_changed;
-            for peer in d.reclaim {
-                let outcome = reclaim(&ipam, &peer).await;
-                seen_changed |= outcome == ReclaimOutcome::Done;
-                self.core.reclaimed(now(), &peer, outcome);
+        }
+        if d.held != *last_held {
+            if let Some(why) = &d.held {
+                let waiting: Vec<&String> = self.core.waiting().keys().collect();
+                tracing::info!("departed peers {waiting:?} wait: {why}");
             }
-            if seen_changed {
-                self.save_seen().await;
-            }
+            last_held.clone_from(&d.held);
+        }
+        let mut seen_changed = d.seen_changed;
+        for peer in d.reclaim {
+            let outcome = reclaim(ipam, &peer).await;
+            seen_changed |= outcome == ReclaimOutcome::Done;
+            self.core.reclaimed(now, &peer, outcome);
+        }
+        if seen_changed {
+            self.save_seen().await;
         }
     }
 
@@ -178,6 +220,39 @@ impl KubePeers {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = res {
             tracing::warn!("cannot write {}: {e}", self.seen_file.display());
+        }
+    }
+}
+
+/// The next event of the watch, if one is open (else never).
+async fn next_event(
+    watch: &mut Option<NodeWatch>,
+) -> Result<Option<(NodeEvent, String)>, KubeError> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs an API error once until another error, or success, comes.
+#[derive(Default)]
+struct ErrorLog {
+    last: String,
+}
+
+impl ErrorLog {
+    fn warn(&mut self, e: &KubeError) {
+        let msg = e.to_string();
+        if msg != self.last {
+            tracing::warn!("{msg}; the node list is read again at the next --kube-poll");
+            self.last = msg;
+        }
+    }
+
+    fn clear(&mut self) {
+        if !self.last.is_empty() {
+            tracing::info!("the Kubernetes API answers again (after: {})", self.last);
+            self.last.clear();
         }
     }
 }

@@ -1,10 +1,15 @@
 //! Kubernetes, as far as it can be tested without an API server or a kubelet (none can be
 //! installed here): the DaemonSet manifest as kubectl parses it and as the router takes its
-//! arguments, and a lab of 3 routers that find each other through a node list served on
-//! each host's own loopback and reclaim the space of a node deleted from it.
+//! arguments, and a lab of 3 routers that find each other through node lists (listed and
+//! watched) served by this test on each host's own loopback, and reclaim the space of a
+//! node deleted from them.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -214,37 +219,56 @@ fn the_manifest_launch_arguments_reach_the_kubernetes_api() {
     assert!(!err.contains("invalid"), "a flag was refused: {err}");
 }
 
-/// A node list on disk, served by busybox httpd on every lab host's own loopback.
+/// A fake Kubernetes API, served by this test process on each lab host's own loopback (the
+/// listening sockets are made inside the hosts' namespaces): `GET /api/v1/nodes` answers
+/// the current node list; `?watch=1&resourceVersion=V` streams the changes after V, one
+/// event per line, as the API does. Hosts named in `no_watch` answer a watch with 403, as an
+/// API that only lists, so their routers fall back to a list per tick.
 struct FakeApi {
-    dir: PathBuf,
+    state: Arc<(Mutex<ApiState>, Condvar)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ApiState {
+    version: u64,
+    /// The nodes by name (objects as the API gives them).
+    nodes: BTreeMap<String, Value>,
+    /// Every change: (version, event line).
+    events: Vec<(u64, String)>,
+    /// Events written to watchers.
+    streamed: usize,
+    stop: bool,
 }
 
 impl FakeApi {
-    fn start(lab: &Lab) -> FakeApi {
-        let dir = std::env::temp_dir().join(format!("weft-kube-api-{}", lab.name()));
-        std::fs::create_dir_all(dir.join("api/v1")).expect("the fake API's directory");
-        let api = FakeApi { dir };
-        api.serve(lab, "three-nodes.json");
+    fn start(lab: &Lab, recorded: &str, no_watch: &[&str]) -> FakeApi {
+        let state = Arc::new((Mutex::new(ApiState::default()), Condvar::new()));
+        let api = FakeApi {
+            state,
+            threads: Vec::new(),
+        };
+        api.serve(lab, recorded);
+        let mut api = api;
         for h in lab.hosts() {
-            let root = api.dir.to_string_lossy().into_owned();
-            let port = format!("127.0.0.1:{API_PORT}");
-            lab.spawn(&h, &["busybox", "httpd", "-f", "-p", &port, "-h", &root]);
-        }
-        for h in lab.hosts() {
-            wait_for(
-                &format!("the fake API on {h}'s loopback"),
-                Duration::from_secs(10),
-                || {
-                    let url = format!("http://127.0.0.1:{API_PORT}/api/v1/nodes");
-                    let out = lab.exec(&h, &["busybox", "wget", "-q", "-O", "/dev/null", &url]);
-                    out.status.success().then_some(())
-                },
-            );
+            let listener = weft_testkit::netns::in_netns(&lab.netns(&h), || {
+                TcpListener::bind(("127.0.0.1", API_PORT))
+            })
+            .unwrap_or_else(|e| panic!("the fake API cannot listen on {h}'s loopback: {e}"));
+            listener
+                .set_nonblocking(true)
+                .expect("a non-blocking listener");
+            let state = api.state.clone();
+            let watch = !no_watch.contains(&h.as_str());
+            api.threads.push(std::thread::spawn(move || {
+                accept_loop(listener, state, watch)
+            }));
         }
         api
     }
 
-    /// Serves a recorded list, its 192.168.56.11-13 made the lab's h1-h3, atomically.
+    /// Serves a recorded list, its 192.168.56.11-13 made the lab's h1-h3: the list changes
+    /// at once, and watchers get one event per node added, changed or deleted.
     fn serve(&self, lab: &Lab, recorded: &str) {
         let text = std::fs::read_to_string(Path::new(RECORDED).join(recorded))
             .expect("a recorded node list");
@@ -254,15 +278,158 @@ impl FakeApi {
                 &format!("\"{}\"", lab.underlay_ip(&format!("h{i}"))),
             )
         });
-        let tmp = self.dir.join("api/v1/.nodes.tmp");
-        std::fs::write(&tmp, text).expect("write the node list");
-        std::fs::rename(&tmp, self.dir.join("api/v1/nodes")).expect("replace the node list");
+        let list: Value = serde_json::from_str(&text).expect("a recorded list is JSON");
+        let new: BTreeMap<String, Value> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].as_str().expect("a name").to_string(),
+                    n.clone(),
+                )
+            })
+            .collect();
+        let (lock, changed) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        let mut events = Vec::new();
+        for (name, node) in &st.nodes {
+            if !new.contains_key(name) {
+                events.push(("DELETED", node.clone()));
+            }
+        }
+        for (name, node) in &new {
+            match st.nodes.get(name) {
+                None => events.push(("ADDED", node.clone())),
+                Some(old) if old != node => events.push(("MODIFIED", node.clone())),
+                Some(_) => {}
+            }
+        }
+        for (kind, mut node) in events {
+            st.version += 1;
+            node["metadata"]["resourceVersion"] = Value::String(st.version.to_string());
+            let line = serde_json::json!({"type": kind, "object": node}).to_string();
+            let v = st.version;
+            st.events.push((v, line));
+        }
+        st.nodes = new;
+        changed.notify_all();
     }
 }
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let (lock, changed) = &*self.state;
+        if let Ok(mut st) = lock.lock() {
+            st.stop = true;
+        }
+        changed.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, state: Arc<(Mutex<ApiState>, Condvar)>, watch: bool) {
+    let mut conns = Vec::new();
+    loop {
+        if state.0.lock().map(|st| st.stop).unwrap_or(true) {
+            break;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                conns.push(std::thread::spawn(move || answer(stream, &state, watch)));
+            }
+            // Shutdown is checked between accepts; this is not a synchronisation.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(_) => break,
+        }
+    }
+    for c in conns {
+        let _ = c.join();
+    }
+}
+
+/// Answers one request: the list, a watch stream, or 403 to a watch when `watch` is false.
+fn answer(mut stream: TcpStream, state: &(Mutex<ApiState>, Condvar), watch: bool) {
+    let _ = stream.set_nonblocking(false);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    let (lock, changed) = state;
+    if !target.contains("watch=1") {
+        let body = {
+            let st = lock.lock().unwrap();
+            serde_json::json!({
+                "kind": "NodeList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": st.version.to_string()},
+                "items": st.nodes.values().collect::<Vec<_>>(),
+            })
+            .to_string()
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    if !watch {
+        let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"watch is not allowed here","reason":"Forbidden","code":403}"#;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    let from: u64 = target
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("resourceVersion="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if stream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+        )
+        .is_err()
+    {
+        return;
+    }
+    let mut sent = from;
+    let mut st = lock.lock().unwrap();
+    loop {
+        if st.stop {
+            return;
+        }
+        let lines: Vec<String> = st
+            .events
+            .iter()
+            .filter(|(v, _)| *v > sent)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        sent = st.version;
+        if !lines.is_empty() {
+            st.streamed += lines.len();
+            drop(st);
+            if stream.write_all(lines.concat().as_bytes()).is_err() {
+                return;
+            }
+            st = lock.lock().unwrap();
+            continue;
+        }
+        st = changed.wait(st).unwrap();
     }
 }
 
@@ -288,9 +455,10 @@ const RECLAIMED: &str = "reclaimed the address space of a node deleted from Kube
 
 #[test]
 fn routers_peer_from_the_node_list_and_reclaim_a_deleted_nodes_space() {
-    require_root_and_tools(&["ip", "busybox"]);
+    require_root_and_tools(&["ip"]);
     let lab = Lab::up(WEFT, 3);
-    let api = FakeApi::start(&lab);
+    // h2's API only lists: its router polls; h1's and h3's watch.
+    let api = FakeApi::start(&lab, "three-nodes.json", &["h2"]);
     let url = format!("http://127.0.0.1:{API_PORT}");
     // No peers on the command line: each router learns them from the node list.
     for (h, node) in [("h1", "node-a"), ("h2", "node-b"), ("h3", "node-c")] {
@@ -386,4 +554,18 @@ fn routers_peer_from_the_node_list_and_reclaim_a_deleted_nodes_space() {
     let st = lab.weft_ok("h1", &["status", "ipam"]);
     assert!(!st.contains("unreachable"), "{st}");
     eprintln!("{st}");
+    // h1 and h3 watched: the changes reached them as events.
+    assert!(
+        api.state.0.lock().unwrap().streamed > 0,
+        "no watch event was streamed"
+    );
+    // h2 polled: its API refused the watch, which it logged once, not at every tick.
+    let refused = "watch is not allowed here";
+    assert_eq!(
+        log_of(&lab, "h2").matches(refused).count(),
+        1,
+        "{}",
+        log_of(&lab, "h2")
+    );
+    assert!(!log_of(&lab, "h1").contains(refused));
 }
