@@ -350,5 +350,19 @@ fn kube_nodes() -> Vec<Vec<u8>> {
     ]
     .iter()
     .filter_map(|f| std::fs::read(format!("{dir}/{f}")).ok())
+    .chain(std::iter::once(
+        concat!(
+            r#"{"type":"ADDED","object":{"kind":"Node","metadata":{"name":"node-d","resourceVersion":"7"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.4"}]}}}"#,
+            "\n",
+            r#"{"type":"DELETED","object":{"kind":"Node","metadata":{"name":"node-d","resourceVersion":"8"}}}"#,
+            "\n",
+            r#"{"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion":"9"}}}"#,
+            "\n",
+            r#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old"}}"#,
+            "\n"
+        )
+        .as_bytes()
+        .to_vec(),
+    ))
     .collect()
 }

@@ -71,7 +71,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "kube_nodes",
-        about: "the Kubernetes API's node lists, and the peers core fed with them",
+        about: "the Kubernetes API's node lists and watch events, and the peers core fed with them",
         run: kube_nodes,
     },
 ];
@@ -285,9 +285,16 @@ pub fn api_body(data: &[u8]) {
     }
 }
 
-/// Node lists from the Kubernetes API: parsed, then handed to the peers core twice (as if
+/// Node lists and watch events from the Kubernetes API: parsed, the list then handed to the peers core twice (as if
 /// the mesh and the ring held every listed node, then none), which must not panic either.
 pub fn kube_nodes(data: &[u8]) {
+    // The same bytes as a watch stream: every line an event applied to an empty list.
+    let mut watched = weft_kube::NodeList::default();
+    for line in data.split(|b| *b == b'\n') {
+        if let Ok((event, version)) = weft_kube::NodeEvent::parse(line) {
+            watched.apply(event, version);
+        }
+    }
     let Ok(list) = weft_kube::NodeList::parse(data) else {
         return;
     };
