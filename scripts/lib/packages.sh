@@ -2,7 +2,8 @@
 # The Debian packages weft's scripts use, and the one step that installs them, sourced by
 # scripts/demo, scripts/test and scripts/package. Each line: package, a command it must
 # provide, and the scripts that need it (demo needs a subset of what the tests need).
-# Installing is idempotent: only packages dpkg does not report installed are asked for.
+# Installing is idempotent: only packages dpkg does not report installed, and whose command
+# is not already there, are asked for.
 
 WEFT_PACKAGES='
 iproute2        ip              demo test
@@ -27,6 +28,7 @@ podman          podman          test
 runc            runc            test
 containerd      ctr             test
 containernetworking-plugins /usr/lib/cni/portmap test
+kubernetes-client kubectl       test
 '
 
 # The packages a script (`demo`, `test`) needs, one per line.
@@ -56,6 +58,12 @@ weft_install_packages() {
     local p missing=() made_policy=0 status=0 cmd
     for p in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            # A command another package already provides (kubectl from Google's kubectl
+            # package, say) is not installed again: the two would claim the same file.
+            cmd=$(weft_package_command "$p") || cmd=
+            if [ -n "$cmd" ] && PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null; then
+                continue
+            fi
             missing+=("$p")
         fi
     done

@@ -18,6 +18,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "docker_create" => docker_create(),
         "api_body" => api_bodies(),
         "cni_stdin" => cni_stdin(),
+        "kube_nodes" => kube_nodes(),
         _ => Vec::new(),
     }
 }
@@ -355,5 +356,33 @@ fn cni_stdin() -> Vec<Vec<u8>> {
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+/// The recorded node lists of crates/kube (the API's shape), and an API error.
+fn kube_nodes() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kube/tests/data");
+    [
+        "one-node.json",
+        "three-nodes.json",
+        "node-c-deleting.json",
+        "forbidden.json",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read(format!("{dir}/{f}")).ok())
+    .chain(std::iter::once(
+        concat!(
+            r#"{"type":"ADDED","object":{"kind":"Node","metadata":{"name":"node-d","resourceVersion":"7"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.4"}]}}}"#,
+            "\n",
+            r#"{"type":"DELETED","object":{"kind":"Node","metadata":{"name":"node-d","resourceVersion":"8"}}}"#,
+            "\n",
+            r#"{"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion":"9"}}}"#,
+            "\n",
+            r#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old"}}"#,
+            "\n"
+        )
+        .as_bytes()
+        .to_vec(),
+    ))
     .collect()
 }

@@ -73,6 +73,11 @@ pub const TARGETS: &[Target] = &[
         about: "request bodies of the router's HTTP API",
         run: api_body,
     },
+    Target {
+        name: "kube_nodes",
+        about: "the Kubernetes API's node lists and watch events, and the peers core fed with them",
+        run: kube_nodes,
+    },
 ];
 
 /// The target called `name`.
@@ -318,5 +323,53 @@ pub fn api_body(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let items: Vec<&str> = text.split(',').collect();
         let _ = weft_ipam::parse_addr_specs(&items);
+    }
+}
+
+/// Node lists and watch events from the Kubernetes API: parsed, the list then handed to the peers core twice (as if
+/// the mesh and the ring held every listed node, then none), which must not panic either.
+pub fn kube_nodes(data: &[u8]) {
+    // The same bytes as a watch stream: every line an event applied to an empty list.
+    let mut watched = weft_kube::NodeList::default();
+    for line in data.split(|b| *b == b'\n') {
+        if let Ok((event, version)) = weft_kube::NodeEvent::parse(line) {
+            watched.apply(event, version);
+        }
+    }
+    let Ok(list) = weft_kube::NodeList::parse(data) else {
+        return;
+    };
+    let node = list
+        .nodes
+        .first()
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    let mut core = weft_kube::Core::new(
+        weft_kube::CoreConfig {
+            node,
+            port: 6783,
+            reclaim_after: 0,
+            fixed_targets: Default::default(),
+        },
+        Default::default(),
+    );
+    let all: std::collections::BTreeSet<String> = list
+        .nodes
+        .iter()
+        .map(|n| weft_kube::peer_name_for_node(&n.name))
+        .collect();
+    let full = weft_kube::MeshView {
+        reachable: all.clone(),
+        space_owners: Some(all.clone()),
+    };
+    let _ = core.nodes(0, &list, &full);
+    let empty = weft_kube::NodeList::default();
+    let gone = weft_kube::MeshView {
+        reachable: Default::default(),
+        space_owners: Some(all),
+    };
+    let d = core.nodes(1, &empty, &gone);
+    for p in d.reclaim {
+        core.reclaimed(2, &p, weft_kube::ReclaimOutcome::Done);
     }
 }

@@ -17,6 +17,11 @@ pub const DEFAULT_RANGE: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::new(1
 pub const DEFAULT_DNS_DOMAIN: &str = "weft.local.";
 /// Default connection limit.
 pub const DEFAULT_CONN_LIMIT: u32 = 200;
+/// Default seconds between two reads of the Kubernetes node list (`--kube-poll`).
+pub const DEFAULT_KUBE_POLL: u64 = 10;
+/// Default seconds a deleted node's peer must stay gone before its space is reclaimed
+/// (`--kube-reclaim-after`).
+pub const DEFAULT_KUBE_RECLAIM_AFTER: u64 = 60;
 
 /// The flags of `weft launch` as the user typed them (defaults filled in).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,16 @@ pub struct LaunchFlags {
     pub conn_limit: u32,
     /// `PEER[:PORT]...`.
     pub peers: Vec<String>,
+    /// `--kube-peers` (or `WEFT_KUBE_PEERS`).
+    pub kube_peers: bool,
+    /// `--kube-api`.
+    pub kube_api: Option<String>,
+    /// `--kube-node`.
+    pub kube_node: Option<String>,
+    /// `--kube-poll`, seconds.
+    pub kube_poll: u64,
+    /// `--kube-reclaim-after`, seconds.
+    pub kube_reclaim_after: u64,
 }
 
 impl Default for LaunchFlags {
@@ -71,8 +86,28 @@ impl Default for LaunchFlags {
             no_discovery: false,
             conn_limit: DEFAULT_CONN_LIMIT,
             peers: Vec::new(),
+            kube_peers: false,
+            kube_api: None,
+            kube_node: None,
+            kube_poll: DEFAULT_KUBE_POLL,
+            kube_reclaim_after: DEFAULT_KUBE_RECLAIM_AFTER,
         }
     }
+}
+
+/// Peers from the Kubernetes API (`--kube-peers`), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConfig {
+    /// Where the API is (in-cluster from `KUBERNETES_SERVICE_HOST`, or `--kube-api`).
+    pub api: weft_kube::ApiEndpoint,
+    /// The node this router runs on; the peer is named after it.
+    pub node: String,
+    /// Time between two reads of the node list.
+    pub poll: std::time::Duration,
+    /// How long a deleted node's peer must stay gone before its space is reclaimed.
+    pub reclaim_after: std::time::Duration,
+    /// `--ipalloc-init` was not given: consensus among the nodes listed at launch.
+    pub init_from_nodes: bool,
 }
 
 /// A peer to dial, `HOST[:PORT]` parsed; shown as `host:port` (IPv6 as `[addr]:port`).
@@ -137,6 +172,8 @@ pub struct Config {
     pub conn_limit: u32,
     /// Initial peers.
     pub peers: Vec<PeerAddr>,
+    /// Peers from the Kubernetes API, when enabled.
+    pub kube: Option<KubeConfig>,
     /// Also log to stderr (foreground).
     pub log_to_stderr: bool,
 }
@@ -215,9 +252,14 @@ impl Config {
             .iter()
             .map(|p| PeerAddr::parse(p, f.port).map_err(|why| ConfigError::new("peer", p, &why)))
             .collect::<Result<Vec<_>, _>>()?;
+        let kube = parse_kube(f)?;
+        let name = match &kube {
+            Some(k) => Some(weft_kube::peer_name_for_node(&k.node)),
+            None => f.name.clone(),
+        };
         Ok(Config {
             paths,
-            name: f.name.clone(),
+            name,
             nickname,
             password: f.password.clone(),
             trusted_subnets,
@@ -232,6 +274,7 @@ impl Config {
             no_discovery: f.no_discovery,
             conn_limit: f.conn_limit,
             peers,
+            kube,
             log_to_stderr: false,
         })
     }
@@ -240,6 +283,74 @@ impl Config {
     pub fn range(&self) -> Ipv4Net {
         self.ipalloc_range.unwrap_or(DEFAULT_RANGE).trunc()
     }
+}
+
+/// `--kube-*`: the API's address (in a pod, from `KUBERNETES_SERVICE_HOST` and
+/// `KUBERNETES_SERVICE_PORT`), this node's name (default: the hostname), the periods.
+fn parse_kube(f: &LaunchFlags) -> Result<Option<KubeConfig>, ConfigError> {
+    if !f.kube_peers {
+        for (flag, given) in [
+            ("--kube-api", f.kube_api.is_some()),
+            ("--kube-node", f.kube_node.is_some()),
+        ] {
+            if given {
+                return Err(ConfigError::new(
+                    flag,
+                    "",
+                    "takes effect only with --kube-peers; add it",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if let Some(name) = &f.name {
+        return Err(ConfigError::new(
+            "--name",
+            name,
+            "cannot be combined with --kube-peers: the peer is named after its node (--kube-node)",
+        ));
+    }
+    let api = match &f.kube_api {
+        Some(url) => weft_kube::ApiEndpoint::parse(url),
+        None => weft_kube::ApiEndpoint::in_cluster(
+            std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+            std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
+        ),
+    }
+    .map_err(|e| {
+        ConfigError::new(
+            "--kube-api",
+            f.kube_api.as_deref().unwrap_or(""),
+            &e.to_string(),
+        )
+    })?;
+    let node = f.kube_node.clone().unwrap_or_else(default_nickname);
+    if node.is_empty() || node.len() > 253 || !node.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            "--kube-node",
+            &node,
+            "must be the node's name as the API lists it (1 to 253 characters); pass spec.nodeName",
+        ));
+    }
+    for (flag, v) in [
+        ("--kube-poll", f.kube_poll),
+        ("--kube-reclaim-after", f.kube_reclaim_after),
+    ] {
+        if !(1..=86_400).contains(&v) {
+            return Err(ConfigError::new(
+                flag,
+                &v.to_string(),
+                "must be 1 to 86400 seconds",
+            ));
+        }
+    }
+    Ok(Some(KubeConfig {
+        api,
+        node,
+        poll: std::time::Duration::from_secs(f.kube_poll),
+        reclaim_after: std::time::Duration::from_secs(f.kube_reclaim_after),
+        init_from_nodes: f.ipalloc_init.is_none(),
+    }))
 }
 
 /// A flag with a bad value.
@@ -476,6 +587,41 @@ mod tests {
             ("--name", Box::new(|f| f.name = Some("not a name!".into()))),
             ("peer", Box::new(|f| f.peers = vec!["h2:0".into()])),
             ("--dns-domain", Box::new(|f| f.dns_domain = "a..b.".into())),
+            (
+                "--kube-api",
+                Box::new(|f| f.kube_api = Some("http://127.0.0.1:1".into())),
+            ),
+            (
+                "--kube-api",
+                Box::new(|f| {
+                    f.kube_peers = true;
+                    f.kube_api = Some("http://10.96.0.1:80".into());
+                }),
+            ),
+            (
+                "--name",
+                Box::new(|f| {
+                    f.kube_peers = true;
+                    f.kube_api = Some("https://10.96.0.1".into());
+                    f.name = Some("abc".into());
+                }),
+            ),
+            (
+                "--kube-poll",
+                Box::new(|f| {
+                    f.kube_peers = true;
+                    f.kube_api = Some("https://10.96.0.1".into());
+                    f.kube_poll = 0;
+                }),
+            ),
+            (
+                "--kube-node",
+                Box::new(|f| {
+                    f.kube_peers = true;
+                    f.kube_api = Some("https://10.96.0.1".into());
+                    f.kube_node = Some("a b".into());
+                }),
+            ),
         ];
         for (flag, change) in cases {
             let mut f = LaunchFlags::default();
@@ -499,6 +645,22 @@ mod tests {
         assert_eq!(c.ipalloc_init, InitMode::Consensus(3));
         let peers: Vec<String> = c.peers.iter().map(|p| p.to_string()).collect();
         assert_eq!(peers, ["h2:6783", "h3:7000"]);
+    }
+
+    #[test]
+    fn kube_peers_name_the_peer_after_its_node() {
+        let c = with(|f| {
+            f.kube_peers = true;
+            f.kube_api = Some("https://10.96.0.1:443".into());
+            f.kube_node = Some("node-a".into());
+        })
+        .unwrap();
+        assert_eq!(c.name.as_deref(), Some("node-a"));
+        let k = c.kube.unwrap();
+        assert_eq!(k.api.url(), "https://10.96.0.1:443");
+        assert!(k.init_from_nodes);
+        assert_eq!(k.poll.as_secs(), DEFAULT_KUBE_POLL);
+        assert!(with(|f| f.kube_peers = false).unwrap().kube.is_none());
     }
 
     #[test]

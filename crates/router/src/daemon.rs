@@ -1,6 +1,7 @@
 //! Start-up and shutdown of the router process: lock, pid file, sockets, readiness, signals.
-//! Start-up builds every handle once, in order (mesh, data path, IPAM, DNS, containers,
-//! Docker), and only then serves the API with them.
+//! Start-up builds every handle once, in order (the Kubernetes node list when asked for,
+//! mesh, data path, IPAM, the Kubernetes peers, DNS, containers, Docker), and only then
+//! serves the API with them.
 
 use std::fs::File;
 use std::io::Write;
@@ -161,6 +162,19 @@ async fn start_handles(
     started: Instant,
     shutdown: Shutdown,
 ) -> anyhow::Result<Handles> {
+    // The API is read first, so a router that cannot read it changes nothing on the host.
+    let kube = match &config.kube {
+        Some(k) => Some(
+            crate::kube::KubePeers::prepare(
+                k,
+                config.port,
+                config.peers.iter().map(|p| p.to_string()).collect(),
+                &config.paths.state_dir,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let mesh = crate::mesh::start(
         crate::mesh::DriverConfig {
@@ -202,12 +216,21 @@ async fn start_handles(
             name: name.clone(),
             range,
             default_subnet: config.ipalloc_default_subnet,
-            init: config.ipalloc_init.clone(),
+            // As weave-kube: consensus among the nodes listed at launch, unless told.
+            init: match (&kube, &config.kube) {
+                (Some(peers), Some(k)) if k.init_from_nodes => {
+                    weft_ipam::InitMode::Consensus(peers.listed_nodes())
+                }
+                _ => config.ipalloc_init.clone(),
+            },
             state_dir: config.paths.state_dir.clone(),
         },
         Some(mesh.clone()),
         shutdown.stopped(),
     )?;
+    if let Some(kube) = kube {
+        kube.run(mesh.clone(), ipam.clone(), shutdown.stopped());
+    }
     let dns = crate::dns::DnsHandle::start(&config, &name, Some(mesh.clone()), &registry).await?;
     let engine = crate::docker::connect(&config.paths).await;
     let (ready, opener) = crate::intents::Gate::closed();

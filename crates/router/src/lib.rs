@@ -21,6 +21,7 @@ pub mod identity;
 pub mod intents;
 pub mod ipam;
 pub mod ipam_owners;
+pub mod kube;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

@@ -222,6 +222,23 @@ pub struct LaunchArgs {
     /// Maximum number of connections.
     #[arg(long, default_value_t = 200)]
     pub conn_limit: u32,
+    /// Dial the nodes of the Kubernetes API's node list, and take over the address space of
+    /// nodes deleted from it (run in a pod; see docs/kubernetes.md).
+    #[arg(long, env = "WEFT_KUBE_PEERS")]
+    pub kube_peers: bool,
+    /// The Kubernetes API (default: in a pod, KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT);
+    /// http:// only to a loopback address, such as a local `kubectl proxy`.
+    #[arg(long, value_name = "URL")]
+    pub kube_api: Option<String>,
+    /// This node's name in the Kubernetes API (default: the hostname); the peer is named after it.
+    #[arg(long, value_name = "NAME")]
+    pub kube_node: Option<String>,
+    /// Seconds between two reads of the Kubernetes node list.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub kube_poll: u64,
+    /// Seconds a node deleted from Kubernetes must stay unreachable before its space is taken.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub kube_reclaim_after: u64,
     /// Run the router attached to this terminal instead of in the background.
     #[arg(long)]
     pub foreground: bool,

@@ -171,6 +171,25 @@ fn an_installed_package_without_its_command_is_an_error() {
     );
 }
 
+/// A command that another package already provides (Google's `kubectl` package owns
+/// /usr/bin/kubectl on some machines, and Debian's kubernetes-client would collide with it)
+/// is not installed again.
+#[test]
+fn a_command_already_there_is_not_installed_again() {
+    let s = Stubs::new("present");
+    write_exec(&s.dir.join("bin/weft-stub-pkgc"), "#!/bin/sh\n");
+    let o = s.install("pkga pkgc");
+    assert!(o.status.success(), "install failed: {}", stderr(&o));
+    assert_eq!(
+        s.apt_calls(),
+        vec![
+            "update -qq".to_string(),
+            "install -y -qq --no-install-recommends pkga".to_string()
+        ],
+        "pkgc's command is there: only pkga is asked for"
+    );
+}
+
 /// The real table: the demo needs a subset of what the tests need, and every command the
 /// demo and the tests run has its package in it.
 #[test]
@@ -221,6 +240,7 @@ fn the_table_covers_the_demo_and_the_tests() {
         "prometheus",
         "procps",
         "python3",
+        "kubernetes-client",
     ] {
         assert!(
             test.contains(&p.to_string()),

@@ -37,6 +37,11 @@ pub fn launch_flags(args: &LaunchArgs) -> LaunchFlags {
         no_discovery: args.no_discovery,
         conn_limit: args.conn_limit,
         peers: args.peers.clone(),
+        kube_peers: args.kube_peers,
+        kube_api: args.kube_api.clone(),
+        kube_node: args.kube_node.clone(),
+        kube_poll: args.kube_poll,
+        kube_reclaim_after: args.kube_reclaim_after,
     }
 }
 
