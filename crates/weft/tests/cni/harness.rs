@@ -157,7 +157,8 @@ pub fn kernel_addrs(ns: &str) -> Vec<String> {
         .collect()
 }
 
-/// `weft ps` of a host: (id, addresses).
+/// `weft ps` of a host: (id, addresses) of its attachments (the host's own exposed
+/// addresses, the `weft:expose` line, are not an attachment).
 pub fn ps(lab: &Lab, host: &str) -> Option<Vec<(String, Vec<String>)>> {
     let out = lab.weft(host, &["ps"]);
     if !out.status.success() {
@@ -166,6 +167,7 @@ pub fn ps(lab: &Lab, host: &str) -> Option<Vec<(String, Vec<String>)>> {
     Some(
         String::from_utf8_lossy(&out.stdout)
             .lines()
+            .filter(|l| !l.starts_with("weft:expose"))
             .map(|l| {
                 let w: Vec<&str> = l.split_whitespace().collect();
                 let addrs = w
