@@ -462,6 +462,18 @@ thread_local! {
     static LAST_OBSERVATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
+/// The `A.B.C.D/LEN` addresses in the output of `ip -o -4 addr show ...`.
+pub fn inet_addrs(ip_output: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(ip_output)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.position(|x| x == "inet")?;
+            w.next().map(str::to_string)
+        })
+        .collect()
+}
+
 /// Records what a [`wait_for`] probe saw last; a timeout shows it.
 pub fn observe(what: impl Display) {
     LAST_OBSERVATION.with(|o| *o.borrow_mut() = Some(what.to_string()));

@@ -62,14 +62,7 @@ fn holdings(lab: &Lab, host: &str) -> Vec<(String, String)> {
 /// The IPv4 addresses on weft's bridge of a host.
 fn bridge_addrs(lab: &Lab, host: &str) -> BTreeSet<String> {
     let out = lab.exec(host, &["ip", "-4", "-o", "addr", "show", "dev", "weft"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.position(|x| x == "inet")?;
-            w.next().map(str::to_string)
-        })
-        .collect()
+    weft_testkit::inet_addrs(&out.stdout).into_iter().collect()
 }
 
 /// The ports of weft's bridge named like weft's veths.

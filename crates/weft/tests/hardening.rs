@@ -312,14 +312,7 @@ fn kernel_addrs(ns: &str) -> Vec<String> {
         .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "ethwe"])
         .output()
         .expect("ip runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.position(|x| x == "inet")?;
-            w.next().map(str::to_string)
-        })
-        .collect()
+    weft_testkit::inet_addrs(&out.stdout)
 }
 
 #[test]

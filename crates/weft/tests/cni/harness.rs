@@ -147,14 +147,7 @@ pub fn kernel_addrs(ns: &str) -> Vec<String> {
         .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
         .output()
         .expect("ip runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.position(|x| x == "inet")?;
-            w.next().map(str::to_string)
-        })
-        .collect()
+    weft_testkit::inet_addrs(&out.stdout)
 }
 
 /// `weft ps` of a host: (id, addresses) of its attachments (the host's own exposed
