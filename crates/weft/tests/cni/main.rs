@@ -306,22 +306,34 @@ fn add_is_atomic_across_kill_9_of_the_router() {
         made.push(netns(&lab, &format!("k{i}")));
     }
     let pid = lab.router_pid("h1");
+    let returned = std::sync::atomic::AtomicUsize::new(0);
     let answers: Vec<Answer> = std::thread::scope(|sc| {
         let handles: Vec<_> = made
             .iter()
             .enumerate()
             .map(|(i, (_, path))| {
-                let (lab, s, c) = (&lab, &s, &c);
-                sc.spawn(move || weft_cni(lab, s, "h1", "ADD", &format!("k{i}"), Some(path), "", c))
+                let (lab, s, c, returned) = (&lab, &s, &c, &returned);
+                sc.spawn(move || {
+                    let a = weft_cni(lab, s, "h1", "ADD", &format!("k{i}"), Some(path), "", c);
+                    if a.ok {
+                        returned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    a
+                })
             })
             .collect();
-        // kill -9 once a few ADDs are through and the others in flight, then start the
-        // router again: ADDs it cut short wait for it to learn their fate.
-        wait_for("a few ADDs to be listed", Duration::from_secs(60), || {
-            let n = ps(&lab, "h1").map_or(0, |l| l.len());
-            observe(format!("{n} listed"));
-            (n >= 4).then_some(())
-        });
+        // kill -9 once an ADD has returned its result and the others are in flight (being
+        // listed is not enough: a listed ADD may still be cut short), then start the router
+        // again: ADDs it cut short wait for it to learn their fate.
+        wait_for(
+            "an ADD to return its result",
+            Duration::from_secs(60),
+            || {
+                let n = returned.load(std::sync::atomic::Ordering::SeqCst);
+                observe(format!("{n} returned"));
+                (n >= 1).then_some(())
+            },
+        );
         let out = lab.exec("h1", &["kill", "-9", &pid]);
         assert!(out.status.success(), "kill -9 {pid}: {}", text(&out));
         wait_for("h1's router to be gone", Duration::from_secs(10), || {
