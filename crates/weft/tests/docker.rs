@@ -606,7 +606,9 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
     let k2 = docker_ip(&lab, h2, "k2", "weft");
     wait_ping(&lab, h1, "k1", &k2);
 
-    // The router stops: containers stay connected through the kernel's fastdp.
+    // The router stops: containers stay connected through the kernel's fastdp (once the
+    // pair is on it: a ping may have gone through the sleeve, which stops with the router).
+    lab.wait_paths(h1, "fastdp", Duration::from_secs(45));
     lab.weft_ok(h1, &["stop"]);
     assert!(
         ping(&lab, h1, "k1", &k2),
