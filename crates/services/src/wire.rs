@@ -590,7 +590,7 @@ mod tests {
             addr: Ipv4Addr::new(10, 32, 0, a),
             host: "peer-a".into(),
             container: "c1".into(),
-            healthy: a % 2 == 0,
+            healthy: a.is_multiple_of(2),
         };
         vec![
             Message::Names {
