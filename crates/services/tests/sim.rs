@@ -359,3 +359,34 @@ fn a_peer_sending_garbage_is_dropped_and_the_others_go_on() {
     w.settle(20_000);
     w.check();
 }
+
+#[test]
+fn a_peer_restarted_without_its_state_before_the_others_noticed_catches_up() {
+    let mut w = world(11, 0.0);
+    for _ in 0..100 {
+        w.operate();
+        w.run(20);
+    }
+    w.settle(10_000);
+    let before = w.sim.app(0).definitions().count();
+    // Crashed without a reset and back at once, its services.json lost.
+    w.sim.crash(5, false);
+    w.disk.borrow_mut().remove(&5);
+    w.sim.restart(5);
+    assert!(w.sim.app(5).definitions().next().is_none());
+    let took = w.settle(20_000);
+    w.check();
+    assert_eq!(w.sim.app(5).definitions().count(), before);
+    assert!(w.sim.app(5).local_tasks().is_empty());
+    let c = w.sim.app(0);
+    let of_5: Vec<_> = c
+        .definitions()
+        .flat_map(|d| c.tasks(&d.spec.name))
+        .filter(|t| t.host == "p0005")
+        .collect();
+    assert!(
+        of_5.is_empty(),
+        "its old tasks went with its state: {of_5:?}"
+    );
+    eprintln!("settled {took} ms after the restart");
+}
