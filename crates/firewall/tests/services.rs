@@ -259,4 +259,13 @@ fn a_table_removed_behind_its_back_is_rebuilt_on_the_next_sync() {
     assert!(table.sync(&[web(&t.addrs[..2])]).unwrap().full);
     let to = format!("{VIP}:80");
     assert_eq!(spread(4, "10.32.2.2", || tcp_hello(&client, &to)).len(), 2);
+    // One task (a goto, no round-robin map), then three again (the map comes back).
+    table.sync(&[web(&t.addrs[2..])]).unwrap();
+    assert_eq!(
+        spread(2, "10.32.2.2", || tcp_hello(&client, &to)),
+        counts(&[("t3", 2)])
+    );
+    table.sync(&[web(&t.addrs)]).unwrap();
+    let all = counts(&[("t1", 1), ("t2", 1), ("t3", 1)]);
+    assert_eq!(spread(3, "10.32.2.2", || tcp_hello(&client, &to)), all);
 }
