@@ -503,3 +503,64 @@ fn two_live_services_with_one_vip_or_port_plan_it_once() {
         assert_eq!((pb.vip, pb.published.len()), (Some(addr(10)), 1));
     }
 }
+
+#[test]
+fn own_requests_stay_within_what_peers_accept() {
+    let mut c = ServicesCore::new("me", None, 0);
+    for i in 0..crate::limits::MAX_SERVICES {
+        let mut s = spec(&format!("s{i}"), 0);
+        s.mode = EndpointMode::Dnsrr;
+        s.vip = None;
+        c.create(0, s).unwrap();
+    }
+    let err = c.create(0, spec("one-more", 10)).unwrap_err();
+    assert!(matches!(err, ServiceError::TooMany { .. }), "{err}");
+    assert_eq!(c.plan().services.len(), crate::limits::MAX_SERVICES);
+    for i in 0..MAX_TASKS_PER_HOST as u32 {
+        let a = Ipv4Addr::from(u32::from(addr(0)) + i % 250 + 1);
+        let name = format!("s{}", i / 250);
+        c.add_task(0, &name, a, "c").unwrap();
+    }
+    let err = c.add_task(0, "s999", addr(1), "c").unwrap_err();
+    assert!(err.to_string().contains("tasks on this host"), "{err}");
+    // The same task again is no change, not a refusal.
+    c.add_task(0, "s0", addr(1), "c").unwrap();
+}
+
+#[test]
+fn a_task_delta_past_the_bound_drops_its_sender() {
+    let mut c = ServicesCore::new("me", None, 0);
+    c.handle_topology(0, &view("me", &["me".into(), "big".into()]));
+    while c.poll_transmit().is_some() {}
+    c.create(0, spec("web", 10)).unwrap();
+    let tasks = |from: u32, n: u32| -> Vec<Task> {
+        (from..from + n)
+            .map(|i| Task {
+                service: "web".into(),
+                addr: Ipv4Addr::from(i),
+                host: String::new(),
+                container: "c".into(),
+                healthy: true,
+            })
+            .collect()
+    };
+    let full = Message::TaskSet {
+        seq: 1,
+        tasks: tasks(0, MAX_TASKS_PER_HOST as u32),
+    };
+    c.handle_message(0, CHANNEL, "big", &full.encode());
+    assert!(c.poll_disconnect().is_none(), "at the bound is fine");
+    assert_eq!(c.tasks("web").len(), MAX_TASKS_PER_HOST);
+    // Only those in the service's subnet are planned.
+    assert_eq!(c.plan().get("web").unwrap().backends.len(), 0);
+    let delta = Message::TaskDelta {
+        base: 1,
+        seq: 2,
+        upserts: tasks(1_000_000, 1),
+        removes: vec![],
+    };
+    c.handle_message(0, CHANNEL, "big", &delta.encode());
+    let d = c.poll_disconnect().expect("dropped");
+    assert!(d.reason.contains("per host"), "{}", d.reason);
+    assert!(c.tasks("web").is_empty());
+}
