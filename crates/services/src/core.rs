@@ -285,20 +285,7 @@ impl ServicesCore {
     /// Removes every task of a local container; how many.
     pub fn remove_container(&mut self, now: Millis, container: &str) -> usize {
         let _ = now;
-        let keys: Vec<TaskKey> = self
-            .local_tasks()
-            .into_iter()
-            .filter(|t| t.container == container)
-            .map(|t| TaskKey {
-                service: t.service,
-                addr: t.addr,
-            })
-            .collect();
-        let n = keys.len();
-        if n > 0 {
-            self.change_own(Vec::new(), keys);
-        }
-        n
+        self.remove_own_where(|t| t.container == container)
     }
 
     /// Records the health of a task of ours; whether it changed.
@@ -367,6 +354,24 @@ impl ServicesCore {
 
     fn own_task(&self, service: &str, addr: Ipv4Addr) -> Option<Task> {
         self.tasks.get(&self.me, service, addr)
+    }
+
+    /// Removes our own tasks that match; how many.
+    fn remove_own_where(&mut self, matches: impl Fn(&Task) -> bool) -> usize {
+        let keys: Vec<TaskKey> = self
+            .local_tasks()
+            .into_iter()
+            .filter(|t| matches(t))
+            .map(|t| TaskKey {
+                service: t.service,
+                addr: t.addr,
+            })
+            .collect();
+        let n = keys.len();
+        if n > 0 {
+            self.change_own(Vec::new(), keys);
+        }
+        n
     }
 
     /// A Lamport time above every create and removal we have seen.
@@ -468,18 +473,7 @@ impl ServicesCore {
         }
         if ch.after.is_none() {
             // Removed: our tasks of it go, as on every host.
-            let keys: Vec<TaskKey> = self
-                .local_tasks()
-                .into_iter()
-                .filter(|t| t.service == name)
-                .map(|t| TaskKey {
-                    service: t.service,
-                    addr: t.addr,
-                })
-                .collect();
-            if !keys.is_empty() {
-                self.change_own(Vec::new(), keys);
-            }
+            self.remove_own_where(|t| t.service == name);
         }
     }
 

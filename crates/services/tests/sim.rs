@@ -172,6 +172,14 @@ impl World {
         }
     }
 
+    /// `n` random requests, 20 ms apart.
+    fn operations(&mut self, n: usize) {
+        for _ in 0..n {
+            self.operate();
+            self.run(20);
+        }
+    }
+
     /// What peer `i` holds, to compare between peers.
     /// Tasks of peers that are down are left out: a peer that started after they went
     /// down never heard of them (and they are out of rotation everywhere).
@@ -274,34 +282,22 @@ impl World {
 
 fn faults(seed: u64) {
     let mut w = world(seed, 0.05);
-    for _ in 0..150 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(150);
     // Both sides of a partition go on creating, also the same names.
     w.sim.partition(|j| u32::from(j % 2 == 1));
     w.run(3_000);
-    for _ in 0..150 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(150);
     // Crashes: with and without a reset; one peer will find no saved state.
     w.sim.crash(3, true);
     w.sim.crash(8, false);
     w.sim.crash(13, true);
     w.disk.borrow_mut().remove(&13);
     w.run(2_000);
-    for _ in 0..60 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(60);
     w.sim.heal();
     w.sim.restart(3);
     w.sim.restart(13);
-    for _ in 0..60 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(60);
     let took = w.settle(30_000);
     w.check();
     assert!(
@@ -338,10 +334,7 @@ fn peers_converge_after_loss_partition_crashes_and_restarts() {
 #[test]
 fn a_peer_sending_garbage_is_dropped_and_the_others_go_on() {
     let mut w = world(7, 0.0);
-    for _ in 0..80 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(80);
     w.settle(10_000);
     let hostile = 5;
     w.sim.app_send(
@@ -352,10 +345,7 @@ fn a_peer_sending_garbage_is_dropped_and_the_others_go_on() {
         },
     );
     w.run(2_000);
-    for _ in 0..40 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(40);
     w.settle(20_000);
     w.check();
 }
@@ -363,10 +353,7 @@ fn a_peer_sending_garbage_is_dropped_and_the_others_go_on() {
 #[test]
 fn a_peer_restarted_without_its_state_before_the_others_noticed_catches_up() {
     let mut w = world(11, 0.0);
-    for _ in 0..100 {
-        w.operate();
-        w.run(20);
-    }
+    w.operations(100);
     w.settle(10_000);
     let before = w.sim.app(0).definitions().count();
     // Crashed without a reset and back at once, its services.json lost.

@@ -128,6 +128,18 @@ impl Net {
     }
 }
 
+/// Three peers: p0 created "web", p1 and p2 have a task of it each.
+fn web_on_three() -> Net {
+    let mut net = Net::new(3);
+    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
+        .unwrap();
+    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
+        .unwrap();
+    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
+        .unwrap();
+    net
+}
+
 fn lost_and_released(effects: &[ServiceEffect]) -> (Vec<String>, Vec<Ipv4Addr>) {
     let mut lost = Vec::new();
     let mut released = Vec::new();
@@ -181,13 +193,7 @@ fn create_refuses_a_live_name_a_used_vip_and_a_used_host_port() {
 
 #[test]
 fn remove_releases_the_vip_on_the_creating_host_and_tasks_go_everywhere() {
-    let mut net = Net::new(3);
-    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
-        .unwrap();
-    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
-        .unwrap();
-    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
-        .unwrap();
+    let mut net = web_on_three();
     for c in &net.cores {
         assert_eq!(c.plan().services[0].backends, [addr(2), addr(3)]);
     }
@@ -297,13 +303,7 @@ fn tasks_with_a_health_check_enter_rotation_when_healthy() {
 
 #[test]
 fn an_unreachable_hosts_tasks_leave_rotation_until_it_announces_again() {
-    let mut net = Net::new(3);
-    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
-        .unwrap();
-    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
-        .unwrap();
-    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
-        .unwrap();
+    let mut net = web_on_three();
     net.take(0);
     net.up[2] = false;
     net.topology();
