@@ -146,31 +146,8 @@ impl ServicesCore {
     /// a VIP another service has.
     pub fn create(&mut self, now: Millis, spec: ServiceSpec) -> Result<Definition, ServiceError> {
         let _ = now;
-        let spec = spec.normalized()?;
+        let spec = self.check_create(&spec, false)?;
         let name = spec.name.clone();
-        if self.names.live(&name).is_some() {
-            return Err(ServiceError::Exists(name));
-        }
-        if self.names.live_count() >= MAX_SERVICES {
-            return Err(too_many("services", MAX_SERVICES));
-        }
-        if let Some(vip) = spec.vip {
-            if let Some(holder) = self.claims.vip_holder(vip) {
-                return Err(ServiceError::VipInUse {
-                    vip,
-                    service: holder.to_string(),
-                });
-            }
-        }
-        for p in &spec.published {
-            if let Some(holder) = self.claims.port_holder(p.proto, p.host_port) {
-                return Err(ServiceError::PortInUse {
-                    proto: p.proto,
-                    port: p.host_port,
-                    service: holder.to_string(),
-                });
-            }
-        }
         let version = self.next_version();
         let st = NameState {
             name: name.clone(),
@@ -197,6 +174,45 @@ impl ServicesCore {
             origin: self.me.clone(),
             version,
         })
+    }
+
+    /// What [`ServicesCore::create`] would refuse of `spec` now, checked before its VIP
+    /// is allocated (mode vip without a VIP passes; a VIP given is checked).
+    pub fn precheck(&self, spec: &ServiceSpec) -> Result<(), ServiceError> {
+        self.check_create(spec, true).map(drop)
+    }
+
+    /// `spec` in normal form if it can be created now.
+    fn check_create(
+        &self,
+        spec: &ServiceSpec,
+        vip_pending: bool,
+    ) -> Result<ServiceSpec, ServiceError> {
+        let spec = spec.normal_form(vip_pending)?;
+        if self.names.live(&spec.name).is_some() {
+            return Err(ServiceError::Exists(spec.name));
+        }
+        if self.names.live_count() >= MAX_SERVICES {
+            return Err(too_many("services", MAX_SERVICES));
+        }
+        if let Some(vip) = spec.vip {
+            if let Some(holder) = self.claims.vip_holder(vip) {
+                return Err(ServiceError::VipInUse {
+                    vip,
+                    service: holder.to_string(),
+                });
+            }
+        }
+        for p in &spec.published {
+            if let Some(holder) = self.claims.port_holder(p.proto, p.host_port) {
+                return Err(ServiceError::PortInUse {
+                    proto: p.proto,
+                    port: p.host_port,
+                    service: holder.to_string(),
+                });
+            }
+        }
+        Ok(spec)
     }
 
     /// Removes a live service (a tombstone, gossiped); returns what it was. Our own tasks

@@ -178,6 +178,17 @@ fn create_refuses_a_live_name_a_used_vip_and_a_used_host_port() {
     let err = c.create(0, api).unwrap_err();
     assert!(err.to_string().contains("8000"), "{err}");
     assert!(c.create(0, spec("Bad", 12)).is_err());
+    // The same checks before a VIP is allocated.
+    let mut pending = spec("api", 10);
+    pending.vip = None;
+    c.precheck(&pending).unwrap();
+    pending.published = web.published.clone();
+    assert!(matches!(
+        c.precheck(&pending),
+        Err(ServiceError::PortInUse { .. })
+    ));
+    pending.name = "web".into();
+    assert!(matches!(c.precheck(&pending), Err(ServiceError::Exists(_))));
     assert_eq!(c.used_host_ports(), vec![(Proto::Tcp, 8000)]);
     c.create(0, spec("api", 11)).unwrap();
     let names: Vec<&str> = c.definitions().map(|d| d.spec.name.as_str()).collect();
