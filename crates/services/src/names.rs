@@ -224,7 +224,9 @@ impl Names {
         rec.entries
             .iter()
             .filter(|((v, o), spec)| {
-                o == origin && spec.is_some() && (*v, o.as_str()) != (winner.version, origin)
+                o == origin
+                    && spec.is_some()
+                    && (*v, o.as_str()) != (winner.version, winner.origin.as_str())
             })
             .map(|((v, _), spec)| (*v, winner.origin.clone(), spec.as_ref().and_then(|s| s.vip)))
             .collect()

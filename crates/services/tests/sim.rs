@@ -106,34 +106,12 @@ impl World {
         let a = Ipv4Addr::from(0x0a00_0000 | (n << 8) | 1);
         match op {
             0 | 1 if !live => {
-                let dnsrr = self.rng.random_bool(0.2);
-                let publish = self.rng.random_bool(0.5).then(|| Publish {
-                    proto: Proto::Tcp,
-                    host_port: 8000 + self.rng.random_range(0..4),
-                    port: 80,
-                });
-                let health = self.rng.random_bool(0.3).then_some(HealthCheck {
-                    kind: HealthKind::Tcp,
-                    interval_ms: 1000,
-                });
-                let spec = ServiceSpec {
-                    name: name.into(),
-                    mode: if dnsrr {
-                        EndpointMode::Dnsrr
-                    } else {
-                        EndpointMode::Vip
-                    },
-                    subnet: "10.0.0.0/8".parse().unwrap(),
-                    vip: (!dnsrr).then_some(a),
-                    ports: vec![PortSpec {
-                        proto: Proto::Tcp,
-                        port: 80,
-                    }],
-                    published: publish.into_iter().collect(),
-                    health,
-                };
+                let port = self
+                    .rng
+                    .random_bool(0.5)
+                    .then(|| 8000 + self.rng.random_range(0..4));
                 // A host port another service publishes is refused: fine.
-                let _ = self.sim.with_app(i, |c, now| c.create(now, spec));
+                let _ = self.try_create(i, name, port, a);
             }
             2 if live => {
                 self.sim.with_app(i, |c, now| c.remove(now, name)).unwrap();
@@ -170,6 +148,51 @@ impl World {
             }
             _ => {}
         }
+    }
+
+    /// Peer `i` creates `name`, publishing `port` if given; VIP and health at random.
+    fn create(&mut self, i: usize, name: &str, port: Option<u16>) {
+        let n = self.unique();
+        let a = Ipv4Addr::from(0x0a00_0000 | (n << 8) | 1);
+        self.try_create(i, name, port, a).unwrap();
+    }
+
+    fn try_create(
+        &mut self,
+        i: usize,
+        name: &str,
+        port: Option<u16>,
+        a: Ipv4Addr,
+    ) -> Result<(), weft_services::ServiceError> {
+        let dnsrr = self.rng.random_bool(0.2);
+        let health = self.rng.random_bool(0.3).then_some(HealthCheck {
+            kind: HealthKind::Tcp,
+            interval_ms: 1000,
+        });
+        let spec = ServiceSpec {
+            name: name.into(),
+            mode: if dnsrr {
+                EndpointMode::Dnsrr
+            } else {
+                EndpointMode::Vip
+            },
+            subnet: "10.0.0.0/8".parse().unwrap(),
+            vip: (!dnsrr).then_some(a),
+            ports: vec![PortSpec {
+                proto: Proto::Tcp,
+                port: 80,
+            }],
+            published: port
+                .map(|host_port| Publish {
+                    proto: Proto::Tcp,
+                    host_port,
+                    port: 80,
+                })
+                .into_iter()
+                .collect(),
+            health,
+        };
+        self.sim.with_app(i, |c, now| c.create(now, spec)).map(drop)
     }
 
     /// `n` random requests, 20 ms apart.
@@ -286,6 +309,12 @@ fn faults(seed: u64) {
     // Both sides of a partition go on creating, also the same names.
     w.sim.partition(|j| u32::from(j % 2 == 1));
     w.run(3_000);
+    // For sure: one name created on both sides, one host port published by a service on
+    // each side.
+    w.create(0, "race", Some(9000));
+    w.create(1, "race", Some(9001));
+    w.create(4, "pa", Some(9100));
+    w.create(5, "pb", Some(9100));
     w.operations(150);
     // Crashes: with and without a reset; one peer will find no saved state.
     w.sim.crash(3, true);
@@ -326,7 +355,8 @@ fn faults(seed: u64) {
 
 #[test]
 fn peers_converge_after_loss_partition_crashes_and_restarts() {
-    for seed in [1, 2] {
+    let seeds: u64 = weft_types::knob("WEFT_SERVICES_SIM_SEEDS", 2);
+    for seed in 1..=seeds {
         faults(seed);
     }
 }

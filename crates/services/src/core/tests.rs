@@ -575,3 +575,27 @@ fn a_task_delta_past_the_bound_drops_its_sender() {
     assert!(d.reason.contains("per host"), "{}", d.reason);
     assert!(c.tasks("web").is_empty());
 }
+
+#[test]
+fn of_two_creates_at_one_version_the_lower_origin_wins_and_the_other_is_told() {
+    let mut net = Net::new(2);
+    net.up = vec![true, false];
+    net.topology();
+    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
+        .unwrap();
+    net.up = vec![false, true];
+    net.topology();
+    net.with(1, |c| c.create(0, spec("web", 11)).map(drop))
+        .unwrap();
+    net.up = vec![true, true];
+    net.topology();
+    for c in &net.cores {
+        let d = c.definition("web").unwrap();
+        assert_eq!((d.origin.as_str(), d.version), ("p0", 1));
+    }
+    assert_eq!(
+        lost_and_released(&net.take(1)),
+        (vec!["p0".to_string()], vec![addr(11)])
+    );
+    assert_eq!(lost_and_released(&net.take(0)), (vec![], vec![]));
+}
