@@ -222,7 +222,13 @@ impl World {
             .filter(|t| alive.contains(&t.host))
             .map(|t| format!("{t:?}"))
             .collect();
-        format!("{defs:#?}\n{tasks:#?}\n{:#?}", c.plan())
+        // The registers too (losers withdrawn, tombstones), through what is saved.
+        let saved = serde_json::to_value(c.saved()).unwrap();
+        format!(
+            "{defs:#?}\n{tasks:#?}\n{:#?}\n{:#}",
+            c.plan(),
+            saved["names"]
+        )
     }
 
     /// Runs until every running peer holds the same, checking every 500 ms.
@@ -289,6 +295,23 @@ impl World {
             for t in tasks.iter().filter(|t| down.contains(&t.host)) {
                 assert!(!t.healthy, "{t:?} of a peer that is down is in rotation");
             }
+        }
+        // Every losing create of a running peer was withdrawn by it: it cannot come back.
+        let saved = serde_json::to_value(c.saved()).unwrap();
+        for st in saved["names"].as_array().unwrap() {
+            let live: Vec<&str> = st["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| !e["spec"].is_null())
+                .map(|e| e["origin"].as_str().unwrap())
+                .filter(|o| !down.contains(*o))
+                .collect();
+            assert!(
+                live.len() <= 1,
+                "{}: creates of running peers not withdrawn: {live:?}",
+                st["name"]
+            );
         }
         for d in &defs {
             let origin: usize = d.origin[1..].parse().unwrap();
