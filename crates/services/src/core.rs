@@ -449,10 +449,7 @@ impl ServicesCore {
                     winner,
                 });
                 if let Some(vip) = vip {
-                    self.effects.push_back(ServiceEffect::ReleaseVip {
-                        name: name.clone(),
-                        vip,
-                    });
+                    self.release(&name, vip);
                 }
                 withdrawn.push(name.clone());
             }
@@ -462,19 +459,31 @@ impl ServicesCore {
         self.broadcast_names(&withdrawn);
     }
 
+    /// Asks to release a VIP we allocated, unless a live service has it (a forged create
+    /// in our name must not free the VIP of a live one).
+    fn release(&mut self, name: &str, vip: Ipv4Addr) {
+        if self.claims.vip_holder(vip).is_none() {
+            self.effects.push_back(ServiceEffect::ReleaseVip {
+                name: name.to_string(),
+                vip,
+            });
+        }
+    }
+
     fn name_changed(&mut self, name: &str, ch: NameChange) {
         self.dirty = true;
+        if ch.before != ch.after {
+            self.definition_changed(name, &ch);
+        }
         for d in &ch.covered {
             if let (true, Some(vip)) = (d.origin == self.me, d.spec.vip) {
-                self.effects.push_back(ServiceEffect::ReleaseVip {
-                    name: name.to_string(),
-                    vip,
-                });
+                self.release(name, vip);
             }
         }
-        if ch.before == ch.after {
-            return;
-        }
+    }
+
+    /// Claims, plans and our own tasks after the live definition of `name` changed.
+    fn definition_changed(&mut self, name: &str, ch: &NameChange) {
         let mut affected = BTreeSet::from([name.to_string()]);
         if let Some(b) = &ch.before {
             self.claims.remove(b);

@@ -65,12 +65,15 @@ impl Record {
     fn hash(&self, name: &str) -> u64 {
         let mut h = stable_hash(&[name.as_bytes(), &self.removed.to_be_bytes()]);
         for ((version, origin), spec) in &self.entries {
-            let live = [u8::from(spec.is_some())];
+            let spec = spec
+                .as_ref()
+                .map(crate::wire::spec_bytes)
+                .unwrap_or_default();
             h = h.wrapping_add(stable_hash(&[
                 name.as_bytes(),
                 &version.to_be_bytes(),
                 origin.as_bytes(),
-                &live,
+                &spec,
             ]));
         }
         h
@@ -152,11 +155,20 @@ impl Names {
                     rec.entries.insert((e.version, e.origin), e.spec);
                     changed = true;
                 }
-                Some(held @ Some(_)) if e.spec.is_none() => {
-                    *held = None;
-                    changed = true;
+                Some(held) => {
+                    // Withdrawn is final. One create with two specs (its creator
+                    // restarted without saving and reused the version): the lower spec,
+                    // on every peer alike.
+                    let lower = match (&*held, &e.spec) {
+                        (Some(_), None) => true,
+                        (Some(h), Some(s)) => s < h,
+                        (None, _) => false,
+                    };
+                    if lower {
+                        *held = e.spec;
+                        changed = true;
+                    }
                 }
-                Some(_) => {}
             }
         }
         if !changed {
@@ -390,7 +402,15 @@ mod tests {
     fn op() -> impl Strategy<Value = NameState> {
         let names = prop::sample::select(vec!["a", "b"]);
         let origins = prop::sample::select(vec!["p", "q", "r"]);
-        (names, origins, 1u64..8, 0u8..4).prop_map(|(name, origin, v, kind)| match kind {
+        (names, origins, 1u64..8, 0u8..5).prop_map(|(name, origin, v, kind)| match kind {
+            // Another spec for the same create (a creator that reused a version).
+            4 => {
+                let mut st = create(name, origin, v);
+                if let Some(s) = st.entries[0].spec.as_mut() {
+                    s.subnet = "10.33.0.0/24".parse().unwrap();
+                }
+                st
+            }
             0 => removal(name, v),
             1 => NameState {
                 name: name.into(),
@@ -434,7 +454,7 @@ mod tests {
             prop_assert_eq!(a.hash(), b.hash());
             prop_assert_eq!(a.hash(), c.hash());
             for name in ["a", "b"] {
-                prop_assert_eq!(winner(&a, name), winner(&b, name));
+                prop_assert_eq!(a.live(name), b.live(name));
             }
         }
     }

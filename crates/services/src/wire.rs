@@ -397,6 +397,13 @@ fn get_proto(r: &mut Reader) -> Result<Proto, WireError> {
     Proto::from_iana(r.u8()?).ok_or(bad("protocol", at))
 }
 
+/// The encoding of a spec (what digests hash).
+pub(crate) fn spec_bytes(s: &ServiceSpec) -> Vec<u8> {
+    let mut w = Writer::default();
+    put_spec(&mut w, s);
+    w.buf
+}
+
 fn put_spec(w: &mut Writer, s: &ServiceSpec) {
     w.u8(match s.mode {
         EndpointMode::Vip => 0,

@@ -599,3 +599,32 @@ fn of_two_creates_at_one_version_the_lower_origin_wins_and_the_other_is_told() {
     );
     assert_eq!(lost_and_released(&net.take(0)), (vec![], vec![]));
 }
+
+#[test]
+fn a_forged_create_in_our_name_does_not_free_a_live_vip() {
+    let mut c = ServicesCore::new("me", None, 0);
+    c.handle_topology(0, &view("me", &["me".into(), "evil".into()]));
+    c.create(0, spec("web", 10)).unwrap();
+    while c.poll_effect().is_some() {}
+    // "evil" says we also created "web" later, with our VIP: it loses, and is withdrawn,
+    // but the VIP of the live "web" stays.
+    let forged = Message::Names {
+        full: false,
+        names: vec![NameState {
+            name: "web".into(),
+            removed: 0,
+            entries: vec![Entry {
+                origin: "me".into(),
+                version: 7,
+                spec: Some(spec("web", 10)),
+            }],
+        }],
+    };
+    c.handle_message(0, CHANNEL, "evil", &forged.encode());
+    let effects: Vec<ServiceEffect> = std::iter::from_fn(|| c.poll_effect()).collect();
+    assert_eq!(
+        lost_and_released(&effects),
+        (vec!["me".to_string()], vec![])
+    );
+    assert_eq!(c.definition("web").unwrap().version, 1);
+}
