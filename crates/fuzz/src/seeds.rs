@@ -240,12 +240,11 @@ fn dns_gossip() -> Vec<Vec<u8>> {
 /// task changes, a removal and a digest.
 fn services_gossip() -> Vec<Vec<u8>> {
     use std::net::Ipv4Addr;
-    use weft_mesh::{MeshApp, Reachable, TopologyView, Transmit};
-    use weft_services::{
-        EndpointMode, HealthCheck, HealthKind, PortSpec, Publish, ServiceSpec, ServicesCore,
-    };
+    use weft_mesh::{MeshApp, Transmit};
+    use weft_services::{EndpointMode, HealthCheck, HealthKind, PortSpec, Publish, ServiceSpec};
     use weft_types::port::Proto;
-    let mut core = ServicesCore::new("peer1", None, 0);
+    // The join exchange first, then every change as a delta.
+    let mut core = crate::targets::services_core("peer1", "peer2");
     let spec = |name: &str, vip: Option<u8>| ServiceSpec {
         name: name.into(),
         mode: if vip.is_some() {
@@ -275,17 +274,6 @@ fn services_gossip() -> Vec<Vec<u8>> {
     let _ = core.create(0, spec("dns", None));
     let _ = core.add_task(0, "web", Ipv4Addr::new(10, 32, 0, 2), "c1");
     let _ = core.add_task(0, "dns", Ipv4Addr::new(10, 32, 0, 3), "c2");
-    let peers = ["peer1", "peer2"].map(|name| Reachable {
-        name: name.into(),
-        ..Reachable::default()
-    });
-    core.handle_topology(
-        0,
-        &TopologyView {
-            me: "peer1".into(),
-            peers: peers.to_vec(),
-        },
-    );
     core.set_health(0, "web", Ipv4Addr::new(10, 32, 0, 2), true);
     core.remove_task(0, "dns", Ipv4Addr::new(10, 32, 0, 3));
     let _ = core.remove(0, "dns");

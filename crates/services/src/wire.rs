@@ -397,6 +397,13 @@ fn get_proto(r: &mut Reader) -> Result<Proto, WireError> {
     Proto::from_iana(r.u8()?).ok_or(bad("protocol", at))
 }
 
+/// The encoding of a spec (what digests hash).
+pub(crate) fn spec_bytes(s: &ServiceSpec) -> Vec<u8> {
+    let mut w = Writer::default();
+    put_spec(&mut w, s);
+    w.buf
+}
+
 fn put_spec(w: &mut Writer, s: &ServiceSpec) {
     w.u8(match s.mode {
         EndpointMode::Vip => 0,
@@ -453,31 +460,19 @@ fn get_spec(r: &mut Reader, name: &str) -> Result<ServiceSpec, WireError> {
         1 => Some(Ipv4Addr::from(r.array::<4>()?)),
         _ => return Err(bad("vip flag", at)),
     };
-    let at = r.pos();
-    let n = usize::from(r.u16()?);
-    if n > MAX_PORTS {
-        return Err(bad("port count", at));
-    }
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..n {
-        ports.push(PortSpec {
+    let ports = get_list(r, MAX_PORTS, "port count", |r| {
+        Ok(PortSpec {
             proto: get_proto(r)?,
             port: r.u16()?,
-        });
-    }
-    let at = r.pos();
-    let n = usize::from(r.u16()?);
-    if n > MAX_PUBLISHED {
-        return Err(bad("published count", at));
-    }
-    let mut published = Vec::with_capacity(n);
-    for _ in 0..n {
-        published.push(Publish {
+        })
+    })?;
+    let published = get_list(r, MAX_PUBLISHED, "published count", |r| {
+        Ok(Publish {
             proto: get_proto(r)?,
             host_port: r.u16()?,
             port: r.u16()?,
-        });
-    }
+        })
+    })?;
     let at = r.pos();
     let kind = match r.u8()? {
         0 => None,
@@ -508,6 +503,21 @@ fn get_spec(r: &mut Reader, name: &str) -> Result<ServiceSpec, WireError> {
         Ok(n) if n == spec => Ok(spec),
         _ => Err(bad("service spec", start)),
     }
+}
+
+/// A list with a u16 count of at most `max` items.
+fn get_list<T>(
+    r: &mut Reader,
+    max: usize,
+    field: &'static str,
+    item: impl Fn(&mut Reader) -> Result<T, WireError>,
+) -> Result<Vec<T>, WireError> {
+    let at = r.pos();
+    let n = usize::from(r.u16()?);
+    if n > max {
+        return Err(bad(field, at));
+    }
+    (0..n).map(|_| item(r)).collect()
 }
 
 fn put_task(w: &mut Writer, t: &Task) {
