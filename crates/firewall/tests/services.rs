@@ -3,7 +3,8 @@
 //! established connection kept while the endpoints change, published ports of a host
 //! (from another host, from the host itself on its address and on 127.0.0.1, from a
 //! container of another, isolated subnet) reaching a task through the bridge, masqueraded;
-//! TCP and UDP; nothing left after `delete()`.
+//! TCP and UDP; nothing left after `delete()`; with `route_localnet` on, the host's
+//! loopback kept from other hosts.
 
 mod common;
 
@@ -271,4 +272,42 @@ fn a_table_removed_behind_its_back_is_rebuilt_on_the_next_sync() {
     table.sync(&[web(&t.addrs)]).unwrap();
     let all = counts(&[("t1", 1), ("t2", 1), ("t3", 1)]);
     assert_eq!(spread(3, "10.32.2.2", || tcp_get(&client, &to)), all);
+}
+
+#[test]
+fn with_route_localnet_on_only_loopback_reaches_the_hosts_loopback() {
+    let mut nss = Namespaces::new();
+    let host = host_with_bridge(&mut nss);
+    let other = other_host(&mut nss, &host);
+    // kube-proxy's setting (for every interface), in this test's host namespace only.
+    ns_exec(
+        &host,
+        &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+    );
+    // The other host sends 127.0.0.53 to this host, as an attacker on the link could.
+    ns_exec(
+        &other,
+        &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+    );
+    ip(&other, "route del 127.0.0.0/8 dev lo table local");
+    ip(&other, "route add 127.0.0.53/32 via 192.168.77.1 dev eth0");
+    let _local_only = Server::tcp(&host, 9999);
+    assert_eq!(
+        tcp_get(&other, "127.0.0.53:9999").as_deref(),
+        Some("hello 192.168.77.2"),
+        "without the service table, route_localnet exposes the host's loopback (the premise of this test)"
+    );
+    let mut table = SvcTable::new(runner(&host), SvcScope::Host);
+    table.sync(&[]).unwrap();
+    assert_eq!(
+        tcp_get(&other, "127.0.0.53:9999"),
+        None,
+        "the Host table must keep other hosts off the host's loopback"
+    );
+    assert_eq!(
+        tcp_get(&host, "127.0.0.53:9999").as_deref(),
+        Some("hello 127.0.0.1"),
+        "the host itself still reaches its loopback"
+    );
+    table.delete().unwrap();
 }
