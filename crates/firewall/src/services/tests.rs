@@ -433,8 +433,4 @@ fn reset_deletes_only_the_service_table() {
         render_svc_reset(),
         "table ip weft_svc\ndelete table ip weft_svc\n"
     );
-    assert_eq!(
-        route_localnet_sysctl("weft"),
-        "/proc/sys/net/ipv4/conf/weft/route_localnet"
-    );
 }
