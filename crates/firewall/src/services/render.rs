@@ -16,9 +16,9 @@
 //!   `published_noep` instead, which filter chains (priority -110, before NAT) look up to
 //!   refuse new connections at once (TCP reset, ICMP port unreachable otherwise).
 //!
-//! A change touches only the elements and chains of the services that changed: removing
-//! an endpoint rewrites its service chain (one rule) and deletes its endpoint chain, other
-//! services' chains stay as they are. Connections already set up keep their task, as
+//! A change touches only the elements, maps and chains of the services that changed:
+//! removing an endpoint refills its service's round-robin map, rewrites its service chain
+//! (one rule) and deletes its endpoint chain; other services' objects stay as they are. Connections already set up keep their task, as
 //! conntrack holds their translation.
 
 use std::collections::BTreeMap;
@@ -38,13 +38,12 @@ pub const MASQ_MARK: u32 = 0x0020_0000;
 /// The Host-scope chain that sets [`crate::DNAT_MARK`] on DNATed connections.
 pub const DNAT_MARK_CHAIN: &str = "mark_dnat";
 
-/// `route_localnet` for every interface of a namespace (kube-proxy's choice).
+/// The sysctl a Host table needs on for published ports on 127.0.0.1: `route_localnet` of
+/// every interface of the namespace (kube-proxy's choice). On the weft bridge alone is
+/// enough and narrower (`weft_datapath::sysctl::route_localnet_name` builds that path,
+/// checking the name); either way the table's `localnet` chain keeps other hosts and
+/// containers off the host's loopback.
 pub const ROUTE_LOCALNET_ALL: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
-
-/// The `route_localnet` switch of one interface (e.g. the weft bridge).
-pub fn route_localnet_sysctl(ifname: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{ifname}/route_localnet")
-}
 
 /// The script that removes the service table (a no-op when it does not exist).
 pub fn render_svc_reset() -> String {
