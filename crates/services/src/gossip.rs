@@ -28,7 +28,7 @@ use crate::CHANNEL;
 
 /// Why a payload from a peer was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GossipError {
+pub(crate) enum GossipError {
     /// The payload does not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -49,7 +49,12 @@ impl GossipError {
 
 impl ServicesCore {
     /// Takes a payload from peer `from`; a payload in error changes nothing.
-    pub fn receive(&mut self, now: Millis, from: &str, payload: &[u8]) -> Result<(), GossipError> {
+    pub(crate) fn receive(
+        &mut self,
+        now: Millis,
+        from: &str,
+        payload: &[u8],
+    ) -> Result<(), GossipError> {
         if self.refused.contains(from) || from == self.me {
             return Ok(());
         }

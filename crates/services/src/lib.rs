@@ -24,7 +24,7 @@ mod spec;
 mod tasks;
 pub mod wire;
 
-pub use crate::core::{ServiceEffect, ServicesCore};
+pub use crate::core::{ServiceEffect, ServicesCore, DIGEST_INTERVAL};
 pub use crate::error::ServiceError;
 pub use crate::names::{Entry, NameState};
 pub use crate::plan::{Plan, PlannedService};
