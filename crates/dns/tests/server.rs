@@ -345,18 +345,16 @@ async fn resolve_bytes_for_dns_lookup() {
 
 /// Runs dig against the server, as a user would.
 fn dig(server: SocketAddr, args: &[&str]) -> String {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", server.ip()))
+    let mut dig = std::process::Command::new("dig");
+    dig.arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string(), "+time=5", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is missing: install dnsutils (apt-get install -y dnsutils)");
-    assert!(
-        out.status.success(),
-        "dig {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .args(args);
+    let out = weft_testkit::netns::command_ok(
+        &mut dig,
+        &format!("dig {args:?} failed"),
+        "dig is missing: install dnsutils (apt-get install -y dnsutils)",
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
