@@ -294,22 +294,17 @@ async fn resolve_bytes_for_dns_lookup() {
         answerer,
         Forwarder::new(vec![up.addr], ForwardConfig::default()),
     );
-    let r = handle
-        .resolve(&query("web.weft.local.", RecordType::A), Transport::Tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        addrs(&Message::from_vec(&r).unwrap()),
-        vec![Ipv4Addr::new(10, 32, 0, 5)]
-    );
-    let r = handle
-        .resolve(&query("outside.example.", RecordType::A), Transport::Tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        addrs(&Message::from_vec(&r).unwrap()),
-        vec![Ipv4Addr::new(192, 0, 2, 7)]
-    );
+    // A weft name, answered locally, and another forwarded upstream.
+    for (name, want) in [
+        ("web.weft.local.", Ipv4Addr::new(10, 32, 0, 5)),
+        ("outside.example.", Ipv4Addr::new(192, 0, 2, 7)),
+    ] {
+        let r = handle
+            .resolve(&query(name, RecordType::A), Transport::Tcp)
+            .await
+            .unwrap();
+        assert_eq!(addrs(&Message::from_vec(&r).unwrap()), vec![want], "{name}");
+    }
     assert!(handle.resolve(&[1, 2], Transport::Tcp).await.is_none());
     // What `weft status dns` / `weft report` show.
     let report = handle.report();
