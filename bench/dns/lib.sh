@@ -1,5 +1,23 @@
-# Shared by bench/dns/run.sh and bench/dns/router.sh (sourced, after DURATION, ROUNDS and
-# CLIENTS are set): reading dnsperf's figures and the table of alternating rounds.
+# Shared by bench/dns/run.sh and bench/dns/router.sh (sourced): their common knobs,
+# reading dnsperf's figures and the table of alternating rounds.
+
+# Seconds per dnsperf run, rounds of both servers, dnsperf clients.
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-4}
+
+# Waits (bounded: 5 s) until the command "${@:2}" (a `dig +short` of the bench's name)
+# prints 10.32.0.1; exits with the message $1 if it does not.
+wait_answer() {
+    local failed=$1
+    shift
+    for _ in $(seq 50); do
+        [ "$("$@" 2>/dev/null)" = 10.32.0.1 ] && return 0
+        sleep 0.1
+    done
+    echo "$failed" >&2
+    exit 1
+}
 
 # Prints "QPS LATENCY LOST" from dnsperf's output $2; exits naming $1 if it has no figure.
 dnsperf_figures() {

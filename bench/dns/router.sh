@@ -10,9 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
-CLIENTS=${CLIENTS:-4}
 NAMES=${NAMES:-100}
 . bench/dns/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench/dns/router.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
@@ -51,14 +48,8 @@ done
 dnsmasq_pid=$!
 
 wait_ready() {
-    for _ in $(seq 50); do
-        if [ "$(in_lab c1 -- dig @"$1" +short +time=1 +tries=1 c1.weft.local 2>/dev/null)" = 10.32.0.1 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/dns/router.sh: nothing answered on $1 within 5 s" >&2
-    exit 1
+    wait_answer "bench/dns/router.sh: nothing answered on $1 within 5 s" \
+        in_lab c1 -- dig @"$1" +short +time=1 +tries=1 c1.weft.local
 }
 wait_ready 127.0.0.13
 wait_ready 127.0.0.11

@@ -10,9 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
-CLIENTS=${CLIENTS:-4}
 NAMES=${NAMES:-1000}
 . bench/dns/lib.sh
 for c in dnsperf dnsmasq dig; do
@@ -39,14 +36,8 @@ free_port() {
 
 # Waits (bounded) until the server on port $1 answers bench.weft.local with 10.32.0.1.
 wait_ready() {
-    for _ in $(seq 50); do
-        if [ "$(dig @127.0.0.1 -p "$1" +short +time=1 +tries=1 bench.weft.local 2>/dev/null)" = 10.32.0.1 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/dns: server on port $1 did not answer within 5 s" >&2
-    exit 1
+    wait_answer "bench/dns: server on port $1 did not answer within 5 s" \
+        dig @127.0.0.1 -p "$1" +short +time=1 +tries=1 bench.weft.local
 }
 
 # dnsperf's figures for port $1 (see lib.sh).
