@@ -58,12 +58,7 @@ pub fn del(h: &mut Handle, index: u32, net: Ipv4Net) -> Result<bool> {
 pub fn list(h: &mut Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Net)>> {
     let mut req = AddressMessage::default();
     req.header.family = AddressFamily::Inet;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetAddress(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list addresses in {}", h.what),
-            source,
-        })?;
+    let msgs = h.list(RouteNetlinkMessage::GetAddress(req), "addresses")?;
     let mut out = Vec::new();
     for m in msgs {
         let RouteNetlinkMessage::NewAddress(a) = m else {

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -67,18 +67,14 @@ pub fn add_flood(h: &mut Handle, vxlan: u32, remote: Ipv4Addr) -> Result<()> {
 
 /// Points `mac` at `remote` (replacing where it pointed before).
 pub fn set_unicast(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<()> {
-    h.ack(
+    let op = format!(
+        "set FDB entry {} -> {remote} on link #{vxlan}",
+        show_mac(&mac)
+    );
+    h.replace(
         RouteNetlinkMessage::NewNeighbour(message(vxlan, mac, Some(remote))),
-        NLM_F_CREATE | NLM_F_REPLACE,
+        op,
     )
-    .map_err(|source| Error::Kernel {
-        op: format!(
-            "set FDB entry {} -> {remote} on link #{vxlan} in {}",
-            show_mac(&mac),
-            h.what
-        ),
-        source,
-    })
 }
 
 /// Deletes the entry for `mac` (towards `remote` when given); false if it was not there.

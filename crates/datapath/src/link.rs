@@ -1,6 +1,5 @@
 //! Links: look up, create (bridge, veth, VXLAN), change (up, MTU, master) and delete.
 
-use std::io;
 use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -10,7 +9,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::{kernel, Error, Result};
 use crate::netns::Netns;
 use crate::nl::Handle;
 
@@ -100,10 +99,6 @@ impl Link {
     pub fn mac6(&self) -> Option<[u8; 6]> {
         self.mac.as_slice().try_into().ok()
     }
-}
-
-fn kernel(op: String) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Kernel { op, source }
 }
 
 /// Looks a link up by name; `None` if there is no such link.

@@ -2,7 +2,6 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -32,12 +31,7 @@ pub(crate) fn dump(
 ) -> Result<Vec<NeighbourMessage>> {
     let mut req = NeighbourMessage::default();
     req.header.family = family;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetNeighbour(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list {what} in {}", h.what),
-            source,
-        })?;
+    let msgs = h.list(RouteNetlinkMessage::GetNeighbour(req), what)?;
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
@@ -88,14 +82,8 @@ pub fn replace(h: &mut Handle, ifindex: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Resu
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    h.ack(
-        RouteNetlinkMessage::NewNeighbour(m),
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )
-    .map_err(|source| Error::Kernel {
-        op: format!("set neighbour {ip} on link #{ifindex} in {}", h.what),
-        source,
-    })
+    let op = format!("set neighbour {ip} on link #{ifindex}");
+    h.replace(RouteNetlinkMessage::NewNeighbour(m), op)
 }
 
 /// Deletes the ARP entry for `ip` on link `ifindex`; false if there was none.

@@ -8,7 +8,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::NeighbourFlags;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::{kernel, Error, Result};
 use crate::link;
 use crate::nl::Handle;
 
@@ -27,10 +27,10 @@ pub fn set_isolated(name: &str, on: bool) -> Result<()> {
         LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(on)])),
     ]));
     h.ack(RouteNetlinkMessage::NewLink(m), 0)
-        .map_err(|source| Error::Kernel {
-            op: format!("set bridge port {name} isolated={on} in {}", h.what),
-            source,
-        })
+        .map_err(kernel(format!(
+            "set bridge port {name} isolated={on} in {}",
+            h.what
+        )))
 }
 
 /// Deletes the entries the bridge learned for `macs` on port `name` (so the next frame to
