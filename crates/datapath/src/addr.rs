@@ -7,7 +7,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nl::Handle;
 
 /// Builds an RTM_NEWADDR/RTM_DELADDR body for `net` on link `index`.
@@ -29,29 +29,22 @@ pub(crate) fn message(index: u32, net: Ipv4Net) -> AddressMessage {
 
 /// Adds `net` to link `index`; returns false if it was already there.
 pub fn add(h: &mut Handle, index: u32, net: Ipv4Net) -> Result<bool> {
-    match h.ack(
+    h.change(
         RouteNetlinkMessage::NewAddress(message(index, net)),
         NLM_F_CREATE | NLM_F_EXCL,
-    ) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("add address {net} to link #{index} in {}", h.what),
-            source,
-        }),
-    }
+        &[libc::EEXIST],
+        format!("add address {net} to link #{index}"),
+    )
 }
 
 /// Removes `net` from link `index`; returns false if it was not there.
 pub fn del(h: &mut Handle, index: u32, net: Ipv4Net) -> Result<bool> {
-    match h.ack(RouteNetlinkMessage::DelAddress(message(index, net)), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("remove address {net} from link #{index} in {}", h.what),
-            source,
-        }),
-    }
+    h.change(
+        RouteNetlinkMessage::DelAddress(message(index, net)),
+        0,
+        &[libc::EADDRNOTAVAIL],
+        format!("remove address {net} from link #{index}"),
+    )
 }
 
 /// Lists the IPv4 addresses of link `index` (all links when `None`), as (index, address).

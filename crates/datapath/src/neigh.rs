@@ -7,7 +7,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nl::Handle;
 
 /// One ARP entry.
@@ -93,12 +93,6 @@ pub fn delete(h: &mut Handle, ifindex: u32, ip: Ipv4Addr) -> Result<bool> {
     m.header.ifindex = ifindex;
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-    match h.ack(RouteNetlinkMessage::DelNeighbour(m), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("delete neighbour {ip} on link #{ifindex} in {}", h.what),
-            source,
-        }),
-    }
+    let op = format!("delete neighbour {ip} on link #{ifindex}");
+    h.change(RouteNetlinkMessage::DelNeighbour(m), 0, &[libc::ENOENT], op)
 }

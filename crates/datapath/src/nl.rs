@@ -106,8 +106,25 @@ impl Handle {
     /// Creates or replaces what `msg` describes; a refusal is [`Error::Kernel`] doing `op`
     /// in this handle's namespace.
     pub(crate) fn replace(&mut self, msg: RouteNetlinkMessage, op: String) -> Result<()> {
-        let done = self.ack(msg, NLM_F_CREATE | NLM_F_REPLACE);
-        done.map_err(self.refused(op))
+        let flags = NLM_F_CREATE | NLM_F_REPLACE;
+        self.change(msg, flags, &[], op).map(|_| ())
+    }
+
+    /// Sends a change and waits for the ack: true when done, false when the kernel answers
+    /// one of the errnos `unchanged` (it is there already, or was not there), else
+    /// [`Error::Kernel`] doing `op` in this handle's namespace.
+    pub(crate) fn change(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        unchanged: &[i32],
+        op: String,
+    ) -> Result<bool> {
+        match self.ack(msg, flags) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error().is_some_and(|n| unchanged.contains(&n)) => Ok(false),
+            Err(e) => Err(self.refused(op)(e)),
+        }
     }
 
     /// [`Handle::dump`]; a refusal is [`Error::Kernel`] listing `what` in this handle's

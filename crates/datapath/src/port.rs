@@ -8,7 +8,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::NeighbourFlags;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{kernel, Error, Result};
+use crate::error::{kernel, Result};
 use crate::link;
 use crate::nl::Handle;
 
@@ -44,15 +44,10 @@ pub fn forget_learned(name: &str, macs: &[[u8; 6]]) -> Result<usize> {
     for mac in macs {
         let mut msg = crate::fdb::message(l.index, *mac, None);
         msg.header.flags = NeighbourFlags::Controller;
-        match h.ack(RouteNetlinkMessage::DelNeighbour(msg), 0) {
-            Ok(()) => n += 1,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV)) => {}
-            Err(source) => {
-                return Err(Error::Kernel {
-                    op: format!("forget learned MAC {mac:02x?} on {name} in {}", h.what),
-                    source,
-                })
-            }
+        let op = format!("forget learned MAC {mac:02x?} on {name}");
+        let gone = [libc::ENOENT, libc::ENODEV];
+        if h.change(RouteNetlinkMessage::DelNeighbour(msg), 0, &gone, op)? {
+            n += 1;
         }
     }
     Ok(n)

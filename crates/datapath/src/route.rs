@@ -51,14 +51,8 @@ pub fn del_device_route(h: &mut Handle, dst: Ipv4Net, oif: u32) -> Result<bool> 
     let mut m = device_route_message(dst, oif);
     m.header.protocol = RouteProtocol::Unspec;
     m.header.scope = RouteScope::NoWhere;
-    match h.ack(RouteNetlinkMessage::DelRoute(m), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("remove route {dst} dev #{oif} in {}", h.what),
-            source,
-        }),
-    }
+    let op = format!("remove route {dst} dev #{oif}");
+    h.change(RouteNetlinkMessage::DelRoute(m), 0, &[libc::ESRCH], op)
 }
 
 /// Adds (or replaces) the default route via `gateway` out of link `oif`.
