@@ -505,6 +505,26 @@ fn ps_lines(text: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Every `.rs` file under `dir`, for tests that read a crate's own code (layering rules).
+pub fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot read {}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Records what a [`wait_for`] probe saw last; a timeout shows it.
 pub fn observe(what: impl Display) {
     LAST_OBSERVATION.with(|o| *o.borrow_mut() = Some(what.to_string()));
