@@ -10,10 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
-CLIENTS=${CLIENTS:-4}
 NAMES=${NAMES:-100}
+. bench/dns/lib.sh
 [ "$(id -u)" = 0 ] || { echo "bench/dns/router.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
 for c in dnsperf dnsmasq dig ip; do
     PATH="$PATH:/usr/sbin" command -v "$c" >/dev/null ||
@@ -50,43 +48,20 @@ done
 dnsmasq_pid=$!
 
 wait_ready() {
-    for _ in $(seq 50); do
-        if [ "$(in_lab c1 -- dig @"$1" +short +time=1 +tries=1 c1.weft.local 2>/dev/null)" = 10.32.0.1 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/dns/router.sh: nothing answered on $1 within 5 s" >&2
-    exit 1
+    wait_answer "bench/dns/router.sh: nothing answered on $1 within 5 s" \
+        in_lab c1 -- dig @"$1" +short +time=1 +tries=1 c1.weft.local
 }
 wait_ready 127.0.0.13
 wait_ready 127.0.0.11
 
 printf 'c1.weft.local A\n' >"$work/queries"
 load() {
-    local out qps lat lost
+    local out
     out=$(in_lab c1 -- dnsperf -s "$1" -d "$work/queries" -l "$DURATION" -c "$CLIENTS" -T 1 -q 200 2>&1)
-    qps=$(echo "$out" | awk '/Queries per second:/ {print $4}')
-    lat=$(echo "$out" | awk '/Average Latency/ {print $4}')
-    lost=$(echo "$out" | awk '/Queries lost:/ {print $3}')
-    [ -n "$qps" ] || { echo "bench/dns/router.sh: dnsperf gave no figure:" >&2; echo "$out" >&2; exit 1; }
-    echo "$qps $lat $lost"
+    dnsperf_figures bench/dns/router.sh "$out"
 }
 
 echo
 echo "DNS in a container's netns: A query for a cached container name, UDP, dnsperf -c $CLIENTS -T 1, ${DURATION}s per run ($(nproc) cores)"
-printf '%-6s %-30s %14s %14s %6s\n' round server "queries/s" "avg latency s" lost
-d_sum=0
-w_sum=0
-dname="dnsmasq $(/usr/sbin/dnsmasq -v | awk 'NR==1 {print $3}') 127.0.0.13"
-wname="weft router 127.0.0.11"
-for r in $(seq "$ROUNDS"); do
-    read -r d_qps d_lat d_lost < <(load 127.0.0.13)
-    printf '%-6s %-30s %14.0f %14s %6s\n' "$r" "$dname" "$d_qps" "$d_lat" "$d_lost"
-    read -r w_qps w_lat w_lost < <(load 127.0.0.11)
-    printf '%-6s %-30s %14.0f %14s %6s\n' "$r" "$wname" "$w_qps" "$w_lat" "$w_lost"
-    d_sum=$(awk -v a="$d_sum" -v b="$d_qps" 'BEGIN { print a + b }')
-    w_sum=$(awk -v a="$w_sum" -v b="$w_qps" 'BEGIN { print a + b }')
-done
-awk -v d="$d_sum" -v w="$w_sum" -v n="$ROUNDS" -v dn="$dname" -v wn="$wname" 'BEGIN {
-    printf "mean   %-30s %14.0f\nmean   %-30s %14.0f   ratio weft/dnsmasq %.2f\n", dn, d / n, wn, w / n, w / d }'
+alternate_rounds 30 "dnsmasq $(/usr/sbin/dnsmasq -v | awk 'NR==1 {print $3}') 127.0.0.13" 127.0.0.13 \
+    "weft router 127.0.0.11" 127.0.0.11

@@ -3,47 +3,36 @@
 
 use std::net::Ipv4Addr;
 
+use weft_api::{CniAddRequest, CniAttachment, CniKey};
+
 use crate::conf::NetConf;
 use crate::env::Env;
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
 
-/// The request an ADD makes of the router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddPlan {
-    /// The network's name.
-    pub network: String,
-    /// CNI_CONTAINERID.
-    pub container_id: String,
-    /// CNI_IFNAME.
-    pub ifname: String,
-    /// CNI_NETNS.
-    pub netns: String,
-    /// The tenant subnet, if the configuration names one.
-    pub subnet: Option<String>,
-    /// Fixed addresses (`A.B.C.D` or with a prefix).
-    pub ips: Vec<String>,
-    /// The DNS name (see [`dns_name`]).
-    pub hostname: String,
+/// Which attachment `env` and `conf` name: the network, CNI_CONTAINERID and CNI_IFNAME.
+pub fn attachment_key(env: &Env, conf: &NetConf) -> CniKey {
+    CniKey {
+        network: conf.name.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+    }
 }
 
-impl AddPlan {
-    /// The plan for `env` and `conf`: fixed addresses from the `ips` capability (or
-    /// `args.cni.ips`), else from CNI_ARGS `IP=`.
-    pub fn new(env: &Env, conf: &NetConf) -> AddPlan {
-        let ips = if conf.ips.is_empty() {
-            &env.args.ips
-        } else {
-            &conf.ips
-        };
-        AddPlan {
-            network: conf.name.clone(),
-            container_id: env.container_id.clone(),
-            ifname: env.ifname.clone(),
-            netns: env.netns.clone().unwrap_or_default(),
-            subnet: conf.subnet.map(|s| s.to_string()),
-            ips: ips.iter().map(|(a, p)| fmt_ip(*a, *p)).collect(),
-            hostname: dns_name(env),
-        }
+/// The request an ADD makes of the router for `env` and `conf`: fixed addresses from the
+/// `ips` capability (or `args.cni.ips`), else from CNI_ARGS `IP=`; the DNS name of
+/// [`dns_name`].
+pub fn add_request(env: &Env, conf: &NetConf) -> CniAddRequest {
+    let ips = if conf.ips.is_empty() {
+        &env.args.ips
+    } else {
+        &conf.ips
+    };
+    CniAddRequest {
+        key: attachment_key(env, conf),
+        netns: env.netns.clone().unwrap_or_default(),
+        subnet: conf.subnet.map(|s| s.to_string()),
+        ips: ips.iter().map(|(a, p)| fmt_ip(*a, *p)).collect(),
+        hostname: Some(dns_name(env)),
     }
 }
 
@@ -97,63 +86,44 @@ fn label(s: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// What the router gave an ADD, as the result needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Granted {
-    /// Host side of the veth.
-    pub host_ifname: String,
-    /// Its MAC.
-    pub host_mac: String,
-    /// The container's interface.
-    pub ifname: String,
-    /// Its MAC.
-    pub mac: String,
-    /// The namespace path.
-    pub sandbox: String,
-    /// Addresses, as CIDRs.
-    pub addrs: Vec<String>,
-    /// The default gateway (the host's exposed address in the subnet), if any.
-    pub gateway: Option<String>,
-    /// DNS settings.
-    pub dns: Dns,
-}
-
-impl Granted {
-    /// The result: the host veth, then the container's interface with its addresses and a
-    /// default route when there is a gateway.
-    pub fn result(&self) -> CniResult {
-        CniResult {
-            interfaces: vec![
-                Interface {
-                    name: self.host_ifname.clone(),
-                    mac: self.host_mac.clone(),
-                    sandbox: String::new(),
-                },
-                Interface {
-                    name: self.ifname.clone(),
-                    mac: self.mac.clone(),
-                    sandbox: self.sandbox.clone(),
-                },
-            ],
-            ips: self
-                .addrs
-                .iter()
-                .map(|a| IpConfig {
-                    address: a.clone(),
-                    gateway: self.gateway.clone(),
-                    interface: Some(1),
-                })
-                .collect(),
-            routes: self
-                .gateway
-                .iter()
-                .map(|g| Route {
-                    dst: "0.0.0.0/0".into(),
-                    gw: Some(g.clone()),
-                })
-                .collect(),
-            dns: self.dns.clone(),
-        }
+/// The result of an ADD the router answered with `att`: the host veth, then the
+/// container's interface with its addresses and a default route when there is a gateway.
+pub fn add_result(att: &CniAttachment) -> CniResult {
+    CniResult {
+        interfaces: vec![
+            Interface {
+                name: att.host_ifname.clone(),
+                mac: att.host_mac.clone(),
+                sandbox: String::new(),
+            },
+            Interface {
+                name: att.key.ifname.clone(),
+                mac: att.mac.clone(),
+                sandbox: att.netns.clone(),
+            },
+        ],
+        ips: att
+            .addrs
+            .iter()
+            .map(|a| IpConfig {
+                address: a.clone(),
+                gateway: att.gateway.clone(),
+                interface: Some(1),
+            })
+            .collect(),
+        routes: att
+            .gateway
+            .iter()
+            .map(|g| Route {
+                dst: "0.0.0.0/0".into(),
+                gw: Some(g.clone()),
+            })
+            .collect(),
+        dns: Dns {
+            nameservers: att.dns.nameservers.clone(),
+            domain: att.dns.domain.clone(),
+            search: att.dns.search.clone(),
+        },
     }
 }
 
@@ -202,24 +172,27 @@ mod tests {
         )
         .unwrap();
         let args = Args::parse("IP=10.40.0.10").unwrap();
-        let p = AddPlan::new(&env(args.clone()), &conf);
+        let p = add_request(&env(args.clone()), &conf);
         assert_eq!(p.ips, vec!["10.40.0.9/24"]);
         assert_eq!(p.subnet.as_deref(), Some("10.40.0.0/24"));
         let plain = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"t","type":"weft"}"#).unwrap();
-        assert_eq!(AddPlan::new(&env(args), &plain).ips, vec!["10.40.0.10"]);
+        assert_eq!(add_request(&env(args), &plain).ips, vec!["10.40.0.10"]);
     }
 
     #[test]
     fn result_has_a_sandbox_interface_with_the_address() {
-        let g = Granted {
+        let att = CniAttachment {
+            key: CniKey {
+                ifname: "eth0".into(),
+                ..CniKey::default()
+            },
+            netns: "/run/netns/x".into(),
             host_ifname: "vethwe1".into(),
-            ifname: "eth0".into(),
-            sandbox: "/run/netns/x".into(),
             addrs: vec!["10.32.0.5/12".into()],
             gateway: Some("10.32.0.1".into()),
-            ..Granted::default()
+            ..CniAttachment::default()
         };
-        let r = g.result();
+        let r = add_result(&att);
         let (i, iface) = r.first_sandbox().unwrap();
         assert_eq!(iface.sandbox, "/run/netns/x");
         assert_eq!(r.addresses_of(i), vec!["10.32.0.5/12"]);

@@ -7,7 +7,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nl::Handle;
 
 /// Builds an RTM_NEWADDR/RTM_DELADDR body for `net` on link `index`.
@@ -29,41 +29,29 @@ pub(crate) fn message(index: u32, net: Ipv4Net) -> AddressMessage {
 
 /// Adds `net` to link `index`; returns false if it was already there.
 pub fn add(h: &mut Handle, index: u32, net: Ipv4Net) -> Result<bool> {
-    match h.ack(
+    h.change(
         RouteNetlinkMessage::NewAddress(message(index, net)),
         NLM_F_CREATE | NLM_F_EXCL,
-    ) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("add address {net} to link #{index} in {}", h.what),
-            source,
-        }),
-    }
+        &[libc::EEXIST],
+        format!("add address {net} to link #{index}"),
+    )
 }
 
 /// Removes `net` from link `index`; returns false if it was not there.
 pub fn del(h: &mut Handle, index: u32, net: Ipv4Net) -> Result<bool> {
-    match h.ack(RouteNetlinkMessage::DelAddress(message(index, net)), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("remove address {net} from link #{index} in {}", h.what),
-            source,
-        }),
-    }
+    h.change(
+        RouteNetlinkMessage::DelAddress(message(index, net)),
+        0,
+        &[libc::EADDRNOTAVAIL],
+        format!("remove address {net} from link #{index}"),
+    )
 }
 
 /// Lists the IPv4 addresses of link `index` (all links when `None`), as (index, address).
 pub fn list(h: &mut Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Net)>> {
     let mut req = AddressMessage::default();
     req.header.family = AddressFamily::Inet;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetAddress(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list addresses in {}", h.what),
-            source,
-        })?;
+    let msgs = h.list(RouteNetlinkMessage::GetAddress(req), "addresses")?;
     let mut out = Vec::new();
     for m in msgs {
         let RouteNetlinkMessage::NewAddress(a) = m else {

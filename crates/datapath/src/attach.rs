@@ -110,14 +110,9 @@ pub fn attach(netns: &Netns, spec: &AttachSpec) -> Result<AttachInfo> {
     let mut ctr = Handle::in_netns(netns)?;
     let host_veth = host_veth_name(netns, &spec.ifname);
     let created = match link::get(&mut ctr, &spec.ifname)? {
-        Some(l) if l.kind.as_deref() == Some("veth") => false,
         Some(l) => {
-            return Err(Error::LinkKindMismatch {
-                name: l.name,
-                netns: netns.describe().to_string(),
-                kind: l.kind.unwrap_or_else(|| "device".into()),
-                wanted: "veth",
-            })
+            l.of_kind("veth", netns.describe())?;
+            false
         }
         None => {
             link::create_veth(&mut host, &host_veth, &spec.ifname, Some(netns), spec.mtu)?;

@@ -51,17 +51,7 @@ pub fn ensure_bridge(name: &str, mtu: u32) -> Result<bool> {
     validate_mtu(mtu)?;
     let mut h = Handle::current()?;
     let (l, created) = match link::get(&mut h, name)? {
-        Some(l) => {
-            if l.kind.as_deref() != Some("bridge") {
-                return Err(Error::LinkKindMismatch {
-                    name: name.to_string(),
-                    netns: h.what.clone(),
-                    kind: l.kind.unwrap_or_else(|| "device".into()),
-                    wanted: "bridge",
-                });
-            }
-            (l, false)
-        }
+        Some(l) => (l.of_kind("bridge", &h.what)?, false),
         None => {
             link::create_bridge(&mut h, name, mtu, Some(random_mac()))?;
             (link::require(&mut h, name)?, true)

@@ -135,3 +135,8 @@ impl Error {
         }
     }
 }
+
+/// Maps a netlink failure to [`Error::Kernel`] doing `op` (what, and in which namespace).
+pub(crate) fn kernel(op: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Kernel { op, source }
+}

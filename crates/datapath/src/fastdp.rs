@@ -54,14 +54,7 @@ pub fn setup(spec: &FastdpSpec) -> Result<()> {
         let mut h = Handle::current()?;
         let br = link::require(&mut h, &spec.bridge)?;
         if let Some(old) = link::get(&mut h, &spec.vxlan.name)? {
-            if old.kind.as_deref() != Some("vxlan") {
-                return Err(Error::LinkKindMismatch {
-                    name: old.name,
-                    netns: h.what.clone(),
-                    kind: old.kind.unwrap_or_else(|| "device".into()),
-                    wanted: "vxlan",
-                });
-            }
+            let old = old.of_kind("vxlan", &h.what)?;
             link::delete(&mut h, old.index)?;
         }
         link::create_vxlan(&mut h, &spec.vxlan)?;

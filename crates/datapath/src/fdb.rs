@@ -3,13 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nl::Handle;
 
 /// The all-zero MAC: the kernel floods to every entry with this address.
@@ -50,54 +50,35 @@ fn show_mac(m: &[u8; 6]) -> String {
 
 /// Adds a flooding entry towards `remote` (idempotent).
 pub fn add_flood(h: &mut Handle, vxlan: u32, remote: Ipv4Addr) -> Result<()> {
-    match h.ack(
+    h.change(
         RouteNetlinkMessage::NewNeighbour(message(vxlan, FLOOD_MAC, Some(remote))),
         NLM_F_CREATE | NLM_F_APPEND,
-    ) {
-        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(Error::Kernel {
-            op: format!(
-                "append flood FDB entry to {remote} on link #{vxlan} in {}",
-                h.what
-            ),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
+        &[libc::EEXIST],
+        format!("append flood FDB entry to {remote} on link #{vxlan}"),
+    )
+    .map(|_| ())
 }
 
 /// Points `mac` at `remote` (replacing where it pointed before).
 pub fn set_unicast(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Ipv4Addr) -> Result<()> {
-    h.ack(
+    let op = format!(
+        "set FDB entry {} -> {remote} on link #{vxlan}",
+        show_mac(&mac)
+    );
+    h.replace(
         RouteNetlinkMessage::NewNeighbour(message(vxlan, mac, Some(remote))),
-        NLM_F_CREATE | NLM_F_REPLACE,
+        op,
     )
-    .map_err(|source| Error::Kernel {
-        op: format!(
-            "set FDB entry {} -> {remote} on link #{vxlan} in {}",
-            show_mac(&mac),
-            h.what
-        ),
-        source,
-    })
 }
 
 /// Deletes the entry for `mac` (towards `remote` when given); false if it was not there.
 pub fn delete(h: &mut Handle, vxlan: u32, mac: [u8; 6], remote: Option<Ipv4Addr>) -> Result<bool> {
-    match h.ack(
+    h.change(
         RouteNetlinkMessage::DelNeighbour(message(vxlan, mac, remote)),
         0,
-    ) {
-        Ok(()) => Ok(true),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV)) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!(
-                "delete FDB entry {} on link #{vxlan} in {}",
-                show_mac(&mac),
-                h.what
-            ),
-            source,
-        }),
-    }
+        &[libc::ENOENT, libc::ENODEV],
+        format!("delete FDB entry {} on link #{vxlan}", show_mac(&mac)),
+    )
 }
 
 /// Lists the device's own FDB entries of link `ifindex` (not the bridge's).

@@ -1,6 +1,5 @@
 //! Links: look up, create (bridge, veth, VXLAN), change (up, MTU, master) and delete.
 
-use std::io;
 use std::net::Ipv4Addr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -10,7 +9,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::{kernel, Error, Result};
 use crate::netns::Netns;
 use crate::nl::Handle;
 
@@ -65,6 +64,20 @@ pub struct Link {
 }
 
 impl Link {
+    /// This link if it is a `wanted` (`bridge`, `vxlan`, `veth`), else
+    /// [`Error::LinkKindMismatch`] saying what it is in `netns`.
+    pub fn of_kind(self, wanted: &'static str, netns: &str) -> Result<Link> {
+        if self.kind.as_deref() == Some(wanted) {
+            return Ok(self);
+        }
+        Err(Error::LinkKindMismatch {
+            name: self.name,
+            netns: netns.to_string(),
+            kind: self.kind.unwrap_or_else(|| "device".into()),
+            wanted,
+        })
+    }
+
     fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             name: String::new(),
@@ -100,10 +113,6 @@ impl Link {
     pub fn mac6(&self) -> Option<[u8; 6]> {
         self.mac.as_slice().try_into().ok()
     }
-}
-
-fn kernel(op: String) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Kernel { op, source }
 }
 
 /// Looks a link up by name; `None` if there is no such link.
@@ -163,15 +172,7 @@ pub(crate) fn bridge_message(name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Link
 /// The link `name`, which must be a bridge (a clear error names what it is instead).
 pub fn require_bridge(h: &mut Handle, name: &str) -> Result<Link> {
     let br = require(h, name)?;
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::LinkKindMismatch {
-            name: br.name,
-            netns: h.what.clone(),
-            kind: br.kind.unwrap_or_else(|| "device".into()),
-            wanted: "bridge",
-        });
-    }
-    Ok(br)
+    br.of_kind("bridge", &h.what)
 }
 
 /// Creates a bridge (fails with EEXIST if the name is taken).

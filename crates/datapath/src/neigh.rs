@@ -2,13 +2,12 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nl::Handle;
 
 /// One ARP entry.
@@ -32,12 +31,7 @@ pub(crate) fn dump(
 ) -> Result<Vec<NeighbourMessage>> {
     let mut req = NeighbourMessage::default();
     req.header.family = family;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetNeighbour(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list {what} in {}", h.what),
-            source,
-        })?;
+    let msgs = h.list(RouteNetlinkMessage::GetNeighbour(req), what)?;
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
@@ -88,14 +82,8 @@ pub fn replace(h: &mut Handle, ifindex: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Resu
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    h.ack(
-        RouteNetlinkMessage::NewNeighbour(m),
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )
-    .map_err(|source| Error::Kernel {
-        op: format!("set neighbour {ip} on link #{ifindex} in {}", h.what),
-        source,
-    })
+    let op = format!("set neighbour {ip} on link #{ifindex}");
+    h.replace(RouteNetlinkMessage::NewNeighbour(m), op)
 }
 
 /// Deletes the ARP entry for `ip` on link `ifindex`; false if there was none.
@@ -105,12 +93,6 @@ pub fn delete(h: &mut Handle, ifindex: u32, ip: Ipv4Addr) -> Result<bool> {
     m.header.ifindex = ifindex;
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-    match h.ack(RouteNetlinkMessage::DelNeighbour(m), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("delete neighbour {ip} on link #{ifindex} in {}", h.what),
-            source,
-        }),
-    }
+    let op = format!("delete neighbour {ip} on link #{ifindex}");
+    h.change(RouteNetlinkMessage::DelNeighbour(m), 0, &[libc::ENOENT], op)
 }

@@ -157,21 +157,26 @@ impl Netns {
 
     /// Binds a UDP socket inside this namespace (e.g. a DNS listener of a container).
     pub fn udp_bind(&self, addr: SocketAddr) -> Result<UdpSocket> {
-        let what = self.what.clone();
-        self.run(move || {
-            UdpSocket::bind(addr).map_err(|source| Error::Io {
-                op: format!("bind UDP {addr} in {what}"),
-                source,
-            })
-        })?
+        self.bind(format!("bind UDP {addr}"), move || UdpSocket::bind(addr))
     }
 
     /// Opens a TCP listener inside this namespace.
     pub fn tcp_listen(&self, addr: SocketAddr) -> Result<TcpListener> {
+        self.bind(format!("listen TCP {addr}"), move || {
+            TcpListener::bind(addr)
+        })
+    }
+
+    /// Makes a socket with `bind` inside this namespace; a failure is `op` in it.
+    fn bind<S: Send>(
+        &self,
+        op: String,
+        bind: impl FnOnce() -> std::io::Result<S> + Send,
+    ) -> Result<S> {
         let what = self.what.clone();
         self.run(move || {
-            TcpListener::bind(addr).map_err(|source| Error::Io {
-                op: format!("listen TCP {addr} in {what}"),
+            bind().map_err(|source| Error::Io {
+                op: format!("{op} in {what}"),
                 source,
             })
         })?

@@ -8,8 +8,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -101,6 +101,46 @@ impl Handle {
     /// Sends a request that changes something and waits for the kernel's ack.
     pub(crate) fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.exchange(msg, flags | NLM_F_ACK, false).map(|_| ())
+    }
+
+    /// Creates or replaces what `msg` describes; a refusal is [`Error::Kernel`] doing `op`
+    /// in this handle's namespace.
+    pub(crate) fn replace(&mut self, msg: RouteNetlinkMessage, op: String) -> Result<()> {
+        let flags = NLM_F_CREATE | NLM_F_REPLACE;
+        self.change(msg, flags, &[], op).map(|_| ())
+    }
+
+    /// Sends a change and waits for the ack: true when done, false when the kernel answers
+    /// one of the errnos `unchanged` (it is there already, or was not there), else
+    /// [`Error::Kernel`] doing `op` in this handle's namespace.
+    pub(crate) fn change(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        unchanged: &[i32],
+        op: String,
+    ) -> Result<bool> {
+        match self.ack(msg, flags) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error().is_some_and(|n| unchanged.contains(&n)) => Ok(false),
+            Err(e) => Err(self.refused(op)(e)),
+        }
+    }
+
+    /// [`Handle::dump`]; a refusal is [`Error::Kernel`] listing `what` in this handle's
+    /// namespace.
+    pub(crate) fn list(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        what: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let answers = self.dump(msg);
+        answers.map_err(self.refused(format!("list {what}")))
+    }
+
+    /// [`Error::Kernel`] doing `op` in this handle's namespace.
+    fn refused(&self, op: String) -> impl FnOnce(io::Error) -> Error {
+        crate::error::kernel(format!("{op} in {}", self.what))
     }
 
     /// Sends a GET that answers with one message (e.g. a route lookup).

@@ -8,7 +8,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::NeighbourFlags;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::{kernel, Result};
 use crate::link;
 use crate::nl::Handle;
 
@@ -27,10 +27,10 @@ pub fn set_isolated(name: &str, on: bool) -> Result<()> {
         LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(on)])),
     ]));
     h.ack(RouteNetlinkMessage::NewLink(m), 0)
-        .map_err(|source| Error::Kernel {
-            op: format!("set bridge port {name} isolated={on} in {}", h.what),
-            source,
-        })
+        .map_err(kernel(format!(
+            "set bridge port {name} isolated={on} in {}",
+            h.what
+        )))
 }
 
 /// Deletes the entries the bridge learned for `macs` on port `name` (so the next frame to
@@ -44,15 +44,10 @@ pub fn forget_learned(name: &str, macs: &[[u8; 6]]) -> Result<usize> {
     for mac in macs {
         let mut msg = crate::fdb::message(l.index, *mac, None);
         msg.header.flags = NeighbourFlags::Controller;
-        match h.ack(RouteNetlinkMessage::DelNeighbour(msg), 0) {
-            Ok(()) => n += 1,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV)) => {}
-            Err(source) => {
-                return Err(Error::Kernel {
-                    op: format!("forget learned MAC {mac:02x?} on {name} in {}", h.what),
-                    source,
-                })
-            }
+        let op = format!("forget learned MAC {mac:02x?} on {name}");
+        let gone = [libc::ENOENT, libc::ENODEV];
+        if h.change(RouteNetlinkMessage::DelNeighbour(msg), 0, &gone, op)? {
+            n += 1;
         }
     }
     Ok(n)

@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
     RouteScope, RouteType,
@@ -40,14 +39,11 @@ pub(crate) fn device_route_message(dst: Ipv4Net, oif: u32) -> RouteMessage {
 
 /// Adds (or replaces) a route to `dst` out of link `oif`, no gateway.
 pub fn add_device_route(h: &mut Handle, dst: Ipv4Net, oif: u32) -> Result<()> {
-    h.ack(
+    let op = format!("add route {dst} dev #{oif}");
+    h.replace(
         RouteNetlinkMessage::NewRoute(device_route_message(dst, oif)),
-        NLM_F_CREATE | NLM_F_REPLACE,
+        op,
     )
-    .map_err(|source| Error::Kernel {
-        op: format!("add route {dst} dev #{oif} in {}", h.what),
-        source,
-    })
 }
 
 /// Removes the route to `dst` out of link `oif`; returns false if it was not there.
@@ -55,14 +51,8 @@ pub fn del_device_route(h: &mut Handle, dst: Ipv4Net, oif: u32) -> Result<bool> 
     let mut m = device_route_message(dst, oif);
     m.header.protocol = RouteProtocol::Unspec;
     m.header.scope = RouteScope::NoWhere;
-    match h.ack(RouteNetlinkMessage::DelRoute(m), 0) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-        Err(source) => Err(Error::Kernel {
-            op: format!("remove route {dst} dev #{oif} in {}", h.what),
-            source,
-        }),
-    }
+    let op = format!("remove route {dst} dev #{oif}");
+    h.change(RouteNetlinkMessage::DelRoute(m), 0, &[libc::ESRCH], op)
 }
 
 /// Adds (or replaces) the default route via `gateway` out of link `oif`.
@@ -72,14 +62,8 @@ pub fn add_default_route(h: &mut Handle, gateway: Ipv4Addr, oif: u32) -> Result<
     m.attributes
         .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     m.attributes.push(RouteAttribute::Oif(oif));
-    h.ack(
-        RouteNetlinkMessage::NewRoute(m),
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )
-    .map_err(|source| Error::Kernel {
-        op: format!("add default route via {gateway} dev #{oif} in {}", h.what),
-        source,
-    })
+    let op = format!("add default route via {gateway} dev #{oif}");
+    h.replace(RouteNetlinkMessage::NewRoute(m), op)
 }
 
 /// The answer of a route lookup.
@@ -145,12 +129,7 @@ pub fn lookup(h: &mut Handle, dst: Ipv4Addr) -> Result<RouteLookup> {
 pub fn list_main(h: &mut Handle) -> Result<Vec<(Ipv4Net, u32)>> {
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
-    let msgs = h
-        .dump(RouteNetlinkMessage::GetRoute(req))
-        .map_err(|source| Error::Kernel {
-            op: format!("list routes in {}", h.what),
-            source,
-        })?;
+    let msgs = h.list(RouteNetlinkMessage::GetRoute(req), "routes")?;
     let mut out = Vec::new();
     for m in msgs {
         let RouteNetlinkMessage::NewRoute(r) = m else {
@@ -181,7 +160,7 @@ pub fn list_main(h: &mut Handle) -> Result<Vec<(Ipv4Net, u32)>> {
 mod tests {
     use super::*;
     use crate::nl::encode;
-    use netlink_packet_core::NLM_F_ACK;
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
 
     /// `ip route replace 10.32.0.0/12 dev vx scope link proto static` (ifindex 3), captured
     /// with strace.

@@ -15,10 +15,8 @@ use weft_datapath::nl::Handle;
 #[test]
 fn ping_and_tcp_cross_hosts_over_vxlan() {
     let lab = Lab::new();
-    let c1 = Ns::new("c1");
-    let c2 = Ns::new("c2");
-    let a1 = attach_to(&lab.h1, &c1, &["10.32.0.1/12"]);
-    let a2 = attach_to(&lab.h2, &c2, &["10.32.0.2/12"]);
+    let (c1, a1) = container_on(&lab.h1, "c1", &["10.32.0.1/12"]);
+    let (c2, a2) = container_on(&lab.h2, "c2", &["10.32.0.2/12"]);
 
     // The container sees ethwe with its address, the MTU and no default route.
     let addr = c1.ip("-4 -o addr show dev ethwe");
@@ -78,10 +76,8 @@ fn ping_and_tcp_cross_hosts_over_vxlan() {
 #[test]
 fn fdb_entries_are_programmed_and_removed_per_peer() {
     let lab = Lab::new();
-    let c1 = Ns::new("c1");
-    let c2 = Ns::new("c2");
-    attach_to(&lab.h1, &c1, &["10.32.1.1/12"]);
-    let a2 = attach_to(&lab.h2, &c2, &["10.32.1.2/12"]);
+    let (c1, _) = container_on(&lab.h1, "c1", &["10.32.1.1/12"]);
+    let (_c2, a2) = container_on(&lab.h2, "c2", &["10.32.1.2/12"]);
 
     // `bridge fdb` shows the flood entry to the peer.
     let fdb = lab
@@ -200,10 +196,8 @@ fn unicast_entry_sends_only_to_its_host() {
         fastdp::add_peer(fastdp::VXLAN_NAME, "192.168.78.1".parse().unwrap())
     })
     .unwrap();
-    let c1 = Ns::new("c1");
-    let c2 = Ns::new("c2");
-    attach_to(&h1, &c1, &["10.32.10.1/12"]);
-    let a2 = attach_to(&h2, &c2, &["10.32.10.2/12"]);
+    let (c1, _) = container_on(&h1, "c1", &["10.32.10.1/12"]);
+    let (_c2, a2) = container_on(&h2, "c2", &["10.32.10.2/12"]);
     assert!(c1.ping("10.32.10.2"));
 
     // Forty pings; returns how many were answered (each answered one crossed to h2).

@@ -51,10 +51,8 @@ fn detach_removes_addresses_then_the_link() {
 #[test]
 fn reset_removes_every_weft_link() {
     let lab = Lab::new();
-    let c1 = Ns::new("c1");
-    let c2 = Ns::new("c2");
-    attach_to(&lab.h1, &c1, &["10.32.5.1/12"]);
-    attach_to(&lab.h1, &c2, &["10.32.5.2/12"]);
+    let (c1, _) = container_on(&lab.h1, "c1", &["10.32.5.1/12"]);
+    let (c2, _) = container_on(&lab.h1, "c2", &["10.32.5.2/12"]);
     // A tap named like the sleeve's, so reset has one to remove.
     lab.h1.ip("tuntap add dev weft-sleeve mode tap");
     lab.h1.ip("link set weft-sleeve master weft");

@@ -294,22 +294,17 @@ async fn resolve_bytes_for_dns_lookup() {
         answerer,
         Forwarder::new(vec![up.addr], ForwardConfig::default()),
     );
-    let r = handle
-        .resolve(&query("web.weft.local.", RecordType::A), Transport::Tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        addrs(&Message::from_vec(&r).unwrap()),
-        vec![Ipv4Addr::new(10, 32, 0, 5)]
-    );
-    let r = handle
-        .resolve(&query("outside.example.", RecordType::A), Transport::Tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        addrs(&Message::from_vec(&r).unwrap()),
-        vec![Ipv4Addr::new(192, 0, 2, 7)]
-    );
+    // A weft name, answered locally, and another forwarded upstream.
+    for (name, want) in [
+        ("web.weft.local.", Ipv4Addr::new(10, 32, 0, 5)),
+        ("outside.example.", Ipv4Addr::new(192, 0, 2, 7)),
+    ] {
+        let r = handle
+            .resolve(&query(name, RecordType::A), Transport::Tcp)
+            .await
+            .unwrap();
+        assert_eq!(addrs(&Message::from_vec(&r).unwrap()), vec![want], "{name}");
+    }
     assert!(handle.resolve(&[1, 2], Transport::Tcp).await.is_none());
     // What `weft status dns` / `weft report` show.
     let report = handle.report();
@@ -345,18 +340,16 @@ async fn resolve_bytes_for_dns_lookup() {
 
 /// Runs dig against the server, as a user would.
 fn dig(server: SocketAddr, args: &[&str]) -> String {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", server.ip()))
+    let mut dig = std::process::Command::new("dig");
+    dig.arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string(), "+time=5", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is missing: install dnsutils (apt-get install -y dnsutils)");
-    assert!(
-        out.status.success(),
-        "dig {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .args(args);
+    let out = weft_testkit::netns::command_ok(
+        &mut dig,
+        &format!("dig {args:?} failed"),
+        "dig is missing: install dnsutils (apt-get install -y dnsutils)",
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

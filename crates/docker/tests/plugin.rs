@@ -343,103 +343,100 @@ async fn dockerd_sequence_create_run_stop_remove() {
         r.body,
         json!({"Implements": ["NetworkDriver", "IpamDriver"]})
     );
-    assert_eq!(
-        srv.ok("NetworkDriver.GetCapabilities", "").await,
-        json!({"Scope": "local", "ConnectivityScope": "local"})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.GetCapabilities", "").await,
-        json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.GetDefaultAddressSpaces", "").await,
-        json!({"LocalDefaultAddressSpace": "weft-local", "GlobalDefaultAddressSpace": "weft-global"})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.RequestPool", &sample::request_pool())
-            .await,
-        json!({"PoolID": "weft-pool-1", "Pool": "10.99.0.0/24", "Data": {}})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.RequestAddress", &sample::request_gateway())
-            .await,
-        json!({"Address": "10.99.0.1/24", "Data": {}})
-    );
-    assert_eq!(
-        srv.ok("NetworkDriver.CreateNetwork", &sample::create_network())
-            .await,
-        json!({})
-    );
+    expect_answers(
+        &srv,
+        vec![
+            (
+                "NetworkDriver.GetCapabilities",
+                String::new(),
+                json!({"Scope": "local", "ConnectivityScope": "local"}),
+            ),
+            (
+                "IpamDriver.GetCapabilities",
+                String::new(),
+                json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}),
+            ),
+            (
+                "IpamDriver.GetDefaultAddressSpaces",
+                String::new(),
+                json!({"LocalDefaultAddressSpace": "weft-local", "GlobalDefaultAddressSpace": "weft-global"}),
+            ),
+            (
+                "IpamDriver.RequestPool",
+                sample::request_pool(),
+                json!({"PoolID": "weft-pool-1", "Pool": "10.99.0.0/24", "Data": {}}),
+            ),
+            (
+                "IpamDriver.RequestAddress",
+                sample::request_gateway(),
+                json!({"Address": "10.99.0.1/24", "Data": {}}),
+            ),
+            (
+                "NetworkDriver.CreateNetwork",
+                sample::create_network(),
+                json!({}),
+            ),
+        ],
+    )
+    .await;
 
     // docker run --network x -p 8080:80 -p 127.0.0.1::53/udp ...
-    assert_eq!(
-        srv.ok("IpamDriver.RequestAddress", &sample::request_address())
-            .await,
-        json!({"Address": "10.99.0.2/24", "Data": {}})
-    );
-    assert_eq!(
-        srv.ok("NetworkDriver.CreateEndpoint", &sample::create_endpoint())
-            .await,
-        json!({"Interface": {"MacAddress": "02:57:46:00:00:02"}})
-    );
-    assert_eq!(
-        srv.ok("NetworkDriver.Join", &sample::join()).await,
-        json!({
-            "InterfaceName": {"SrcName": "vethwp9e8d7c6b", "DstPrefix": "eth"},
-            "Gateway": "10.99.0.1",
-            "GatewayIPv6": "",
-            "StaticRoutes": [],
-            "DisableGatewayService": false,
-        })
-    );
-    assert_eq!(
-        srv.ok(
-            "NetworkDriver.ProgramExternalConnectivity",
-            &sample::program_external()
-        )
-        .await,
-        json!({})
-    );
-    assert_eq!(
-        srv.ok("NetworkDriver.EndpointOperInfo", &sample::ids())
-            .await,
-        json!({"Value": {
-            "com.docker.network.portmap": [
-                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
-                {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 0, "HostPortEnd": 0},
-            ],
-            "com.docker.network.endpoint.macaddress": "02:57:46:00:00:02",
-        }})
-    );
+    expect_answers(
+        &srv,
+        vec![
+            (
+                "IpamDriver.RequestAddress",
+                sample::request_address(),
+                json!({"Address": "10.99.0.2/24", "Data": {}}),
+            ),
+            (
+                "NetworkDriver.CreateEndpoint",
+                sample::create_endpoint(),
+                json!({"Interface": {"MacAddress": "02:57:46:00:00:02"}}),
+            ),
+            (
+                "NetworkDriver.Join",
+                sample::join(),
+                json!({
+                    "InterfaceName": {"SrcName": "vethwp9e8d7c6b", "DstPrefix": "eth"},
+                    "Gateway": "10.99.0.1",
+                    "GatewayIPv6": "",
+                    "StaticRoutes": [],
+                    "DisableGatewayService": false,
+                }),
+            ),
+            (
+                "NetworkDriver.ProgramExternalConnectivity",
+                sample::program_external(),
+                json!({}),
+            ),
+            (
+                "NetworkDriver.EndpointOperInfo",
+                sample::ids(),
+                json!({"Value": {
+                    "com.docker.network.portmap": [
+                        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+                        {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 0, "HostPortEnd": 0},
+                    ],
+                    "com.docker.network.endpoint.macaddress": "02:57:46:00:00:02",
+                }}),
+            ),
+        ],
+    )
+    .await;
 
-    // docker stop; docker network rm x
-    for call in [
-        "NetworkDriver.RevokeExternalConnectivity",
-        "NetworkDriver.Leave",
-        "NetworkDriver.DeleteEndpoint",
-    ] {
-        assert_eq!(srv.ok(call, &sample::ids()).await, json!({}));
-    }
-    assert_eq!(
-        srv.ok("IpamDriver.ReleaseAddress", &sample::release("10.99.0.2"))
-            .await,
-        json!({})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.ReleaseAddress", &sample::release("10.99.0.1"))
-            .await,
-        json!({})
-    );
-    assert_eq!(
-        srv.ok("IpamDriver.ReleasePool", &sample::release_pool())
-            .await,
-        json!({})
-    );
-    assert_eq!(
-        srv.ok("NetworkDriver.DeleteNetwork", &sample::delete_network())
-            .await,
-        json!({})
-    );
+    // docker stop; docker network rm x: every call answers {}.
+    let stop_and_remove = [
+        ("NetworkDriver.RevokeExternalConnectivity", sample::ids()),
+        ("NetworkDriver.Leave", sample::ids()),
+        ("NetworkDriver.DeleteEndpoint", sample::ids()),
+        ("IpamDriver.ReleaseAddress", sample::release("10.99.0.2")),
+        ("IpamDriver.ReleaseAddress", sample::release("10.99.0.1")),
+        ("IpamDriver.ReleasePool", sample::release_pool()),
+        ("NetworkDriver.DeleteNetwork", sample::delete_network()),
+    ];
+    let empty = stop_and_remove.map(|(call, body)| (call, body, json!({})));
+    expect_answers(&srv, empty.to_vec()).await;
 
     let pool = "weft-pool-1".to_string();
     let ports = vec![
@@ -518,24 +515,10 @@ async fn backend_errors_reach_dockerd_as_err_with_status_500() {
     let srv = Server::start();
     *srv.backend.fail.lock().unwrap() =
         Some("subnet 10.99.0.0/24 overlaps weft network blue (10.99.0.0/16)".into());
-    let bodies = [
-        ("IpamDriver.RequestPool", sample::request_pool()),
-        ("IpamDriver.RequestAddress", sample::request_gateway()),
-        ("IpamDriver.ReleaseAddress", sample::release("10.99.0.1")),
-        ("IpamDriver.ReleasePool", sample::release_pool()),
-        ("NetworkDriver.CreateNetwork", sample::create_network()),
-        ("NetworkDriver.DeleteNetwork", sample::delete_network()),
-        ("NetworkDriver.CreateEndpoint", sample::create_endpoint()),
-        ("NetworkDriver.DeleteEndpoint", sample::ids()),
-        ("NetworkDriver.EndpointOperInfo", sample::ids()),
-        ("NetworkDriver.Join", sample::join()),
-        ("NetworkDriver.Leave", sample::ids()),
-        (
-            "NetworkDriver.ProgramExternalConnectivity",
-            sample::program_external(),
-        ),
-        ("NetworkDriver.RevokeExternalConnectivity", sample::ids()),
-    ];
+    let bodies: Vec<_> = all_calls()
+        .into_iter()
+        .filter(|(call, _)| reaches_backend(call))
+        .collect();
     for (call, body) in &bodies {
         let r = srv.post(call, body).await;
         assert_eq!(r.status, 500, "{call}");
@@ -548,6 +531,13 @@ async fn backend_errors_reach_dockerd_as_err_with_status_500() {
     }
     assert_eq!(srv.backend.calls().len(), bodies.len());
     srv.shutdown().await;
+}
+
+/// Posts each (call, body) in order, asserting a 200 with the answer given.
+async fn expect_answers(srv: &Server, steps: Vec<(&str, String, Value)>) {
+    for (call, body, want) in steps {
+        assert_eq!(srv.ok(call, &body).await, want, "{call}");
+    }
 }
 
 /// Posts `body` to `call` and returns the `Err` message, asserting a 500.
@@ -708,6 +698,15 @@ fn ignores_body(call: &str) -> bool {
             | "NetworkDriver.DiscoverNew"
             | "NetworkDriver.DiscoverDelete"
     )
+}
+
+/// Calls that reach the backend (the others are answered by the server alone).
+fn reaches_backend(call: &str) -> bool {
+    !ignores_body(call)
+        && !matches!(
+            call,
+            "NetworkDriver.AllocateNetwork" | "NetworkDriver.FreeNetwork"
+        )
 }
 
 /// A small deterministic generator (xorshift64*), so failures replay.

@@ -59,6 +59,12 @@ impl Proxy {
         }
     }
 
+    /// `POST uri` (a container create) with a create body carrying `env`, on a connection
+    /// of its own.
+    async fn create(&self, uri: &str, env: &[&str]) -> (StatusCode, Value) {
+        once(&self.socket, "POST", uri, Some(create_body(env))).await
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -312,6 +318,18 @@ async fn hijacked_attach_carries_bytes_both_ways_and_half_closes() {
     proxy.stop().await;
 }
 
+/// A fake dockerd that has weft's default network (as once the router has made it).
+fn fake_with_weft_network() -> FakeDockerd {
+    let fake = FakeDockerd::start();
+    fake.add_network("weft", "weft", "10.32.0.0/16");
+    fake
+}
+
+/// The body of the first container create that reached dockerd.
+fn created_body(fake: &FakeDockerd) -> Value {
+    fake.state.find("POST", "/containers/create")[0].json()
+}
+
 /// The body the docker 20.10 CLI sends for `docker run --name web -e ... busybox sh`.
 fn create_body(env: &[&str]) -> Value {
     json!({
@@ -337,13 +355,9 @@ async fn create_is_rewritten_onto_weft_networks() {
         "PATH=/bin",
         "WEFT_CIDR=ip:10.33.0.5/24 net:default net:10.34.0.0/24",
     ];
-    let (status, answer) = once(
-        &proxy.socket,
-        "POST",
-        "/v1.41/containers/create?name=web",
-        Some(create_body(&env)),
-    )
-    .await;
+    let (status, answer) = proxy
+        .create("/v1.41/containers/create?name=web", &env)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(answer["Id"], "c0ffee0123456789");
 
@@ -403,18 +417,12 @@ async fn create_is_rewritten_onto_weft_networks() {
 async fn create_without_weft_cidr_joins_the_default_network_made_if_missing() {
     let fake = FakeDockerd::start();
     let proxy = Proxy::start(&fake.socket);
-    let (status, _) = once(
-        &proxy.socket,
-        "POST",
-        "/containers/create",
-        Some(create_body(&["WEAVE_CIDR="])),
-    )
-    .await;
+    let (status, _) = proxy.create("/containers/create", &["WEAVE_CIDR="]).await;
     assert_eq!(status, StatusCode::CREATED);
     let net = fake.state.find("POST", "/networks/create")[0].json();
     assert_eq!(net["Name"], "weft");
     assert_eq!(net["IPAM"]["Config"][0]["Subnet"], "10.32.0.0/16");
-    let body = fake.state.find("POST", "/containers/create")[0].json();
+    let body = created_body(&fake);
     assert_eq!(body["HostConfig"]["NetworkMode"], "weft");
     assert_eq!(
         body["NetworkingConfig"]["EndpointsConfig"],
@@ -432,28 +440,22 @@ async fn create_without_weft_cidr_joins_the_default_network_made_if_missing() {
 
 #[tokio::test]
 async fn create_survives_losing_the_network_create_race() {
-    let fake = FakeDockerd::start();
-    fake.add_network("weft", "weft", "10.32.0.0/16");
+    let fake = fake_with_weft_network();
     *fake.state.race_on_create.lock().unwrap() = true;
     let proxy = Proxy::start(&fake.socket);
-    let (status, answer) = once(
-        &proxy.socket,
-        "POST",
-        "/v1.41/containers/create",
-        Some(create_body(&["WEFT_CIDR=net:10.35.0.0/24"])),
-    )
-    .await;
+    let (status, answer) = proxy
+        .create("/v1.41/containers/create", &["WEFT_CIDR=net:10.35.0.0/24"])
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(fake.state.find("GET", "/networks").len(), 2);
-    let body = fake.state.find("POST", "/containers/create")[0].json();
+    let body = created_body(&fake);
     assert_eq!(body["HostConfig"]["NetworkMode"], "weft-10.35.0.0-24");
     proxy.stop().await;
 }
 
 #[tokio::test]
 async fn other_network_modes_and_none_pass_through_byte_for_byte() {
-    let fake = FakeDockerd::start();
-    fake.add_network("weft", "weft", "10.32.0.0/16");
+    let fake = fake_with_weft_network();
     let proxy = Proxy::start(&fake.socket);
     let mut bodies = Vec::new();
     for (mode, env) in [
@@ -491,16 +493,11 @@ async fn other_network_modes_and_none_pass_through_byte_for_byte() {
 
 #[tokio::test]
 async fn bad_weft_cidr_is_refused_and_creates_nothing() {
-    let fake = FakeDockerd::start();
-    fake.add_network("weft", "weft", "10.32.0.0/16");
+    let fake = fake_with_weft_network();
     let proxy = Proxy::start(&fake.socket);
-    let (status, answer) = once(
-        &proxy.socket,
-        "POST",
-        "/v1.41/containers/create",
-        Some(create_body(&["WEFT_CIDR=net:10.33.0.7/24"])),
-    )
-    .await;
+    let (status, answer) = proxy
+        .create("/v1.41/containers/create", &["WEFT_CIDR=net:10.33.0.7/24"])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         answer["message"],
@@ -510,13 +507,12 @@ async fn bad_weft_cidr_is_refused_and_creates_nothing() {
     assert!(fake.state.requests().is_empty());
 
     // Outside weft's range: refused after looking at the networks, nothing created.
-    let (status, answer) = once(
-        &proxy.socket,
-        "POST",
-        "/v1.41/containers/create",
-        Some(create_body(&["WEFT_CIDR=net:192.168.9.0/24"])),
-    )
-    .await;
+    let (status, answer) = proxy
+        .create(
+            "/v1.41/containers/create",
+            &["WEFT_CIDR=net:192.168.9.0/24"],
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let msg = answer["message"].as_str().unwrap();
     assert!(
@@ -530,18 +526,16 @@ async fn bad_weft_cidr_is_refused_and_creates_nothing() {
 
 #[tokio::test]
 async fn failed_connect_removes_the_container_and_says_why() {
-    let fake = FakeDockerd::start();
-    fake.add_network("weft", "weft", "10.32.0.0/16");
+    let fake = fake_with_weft_network();
     fake.add_network("blue", "weft", "10.34.0.0/24");
     *fake.state.fail_connect.lock().unwrap() = Some("blue".into());
     let proxy = Proxy::start(&fake.socket);
-    let (status, answer) = once(
-        &proxy.socket,
-        "POST",
-        "/v1.41/containers/create?name=web",
-        Some(create_body(&["WEFT_CIDR=net:default ip:10.34.0.9"])),
-    )
-    .await;
+    let (status, answer) = proxy
+        .create(
+            "/v1.41/containers/create?name=web",
+            &["WEFT_CIDR=net:default ip:10.34.0.9"],
+        )
+        .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let msg = answer["message"].as_str().unwrap();
     assert!(

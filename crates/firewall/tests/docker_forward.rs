@@ -49,19 +49,7 @@ fn docker_forward_drop_is_lifted_for_the_bridge_only() {
         "without rules c reaches a through the host"
     );
 
-    let mut rules = Ruleset {
-        range: Some("10.32.0.0/12".parse().unwrap()),
-        bridge: Some("weft".into()),
-        ..Default::default()
-    };
-    rules
-        .isolated_subnets
-        .insert("10.32.2.0/24".parse().unwrap());
-    rules
-        .isolated_subnets
-        .insert("10.32.3.0/24".parse().unwrap());
-    rules.exposed.insert("10.32.0.1/12".parse().unwrap());
-    rules.published.insert(published(Proto::Tcp, 8080, 80));
+    let rules = host_rules(&[published(Proto::Tcp, 8080, 80)]);
     firewall(&host).apply(&rules).unwrap();
     let _web = Server::tcp(&a, 80);
     assert!(tcp_get(&other, "192.168.77.1:8080").is_some());

@@ -3,25 +3,18 @@
 
 mod common;
 
-use common::{firewall, pings, run, Namespaces};
+use common::{firewall, isolating, pings, run, Namespaces};
 use weft_firewall::{Firewall, Masquerade, Ruleset};
 
 #[test]
 fn apply_is_idempotent_and_reset_leaves_nothing() {
     let mut nss = Namespaces::new();
     let host = nss.add("host");
-    let range = "10.32.0.0/12".parse().unwrap();
-    let mut rules = Ruleset {
-        masquerade: Some(Masquerade {
-            range,
-            bridge: "weft".into(),
-        }),
-        range: Some(range),
-        ..Default::default()
-    };
-    rules
-        .isolated_subnets
-        .insert("10.32.1.0/24".parse().unwrap());
+    let mut rules = isolating(&["10.32.1.0/24"]);
+    rules.masquerade = Some(Masquerade {
+        range: "10.32.0.0/12".parse().unwrap(),
+        bridge: "weft".into(),
+    });
     let mut fw = firewall(&host);
     fw.apply(&rules).unwrap();
     fw.apply(&rules).unwrap();
@@ -97,17 +90,7 @@ fn subnets_are_isolated_on_the_bridge() {
     }
     assert!(pings(&ns_of["a"], "10.32.2.2"), "without rules a reaches c");
 
-    let range = "10.32.0.0/12".parse().unwrap();
-    let mut rules = Ruleset {
-        range: Some(range),
-        ..Default::default()
-    };
-    rules
-        .isolated_subnets
-        .insert("10.32.1.0/24".parse().unwrap());
-    rules
-        .isolated_subnets
-        .insert("10.32.2.0/24".parse().unwrap());
+    let rules = isolating(&["10.32.1.0/24", "10.32.2.0/24"]);
     firewall(&host).apply(&rules).unwrap();
 
     assert!(

@@ -301,14 +301,14 @@ pub fn cni_stdin(data: &[u8]) {
             ifname: "eth0".into(),
             args: weft_cni::Args::default(),
         };
-        let plan = weft_cni::AddPlan::new(&env, &conf);
+        let req = weft_cni::add_request(&env, &conf);
         let _ = weft_cni::dns_name(&env);
-        let granted = weft_cni::Granted {
-            addrs: plan.ips.clone(),
-            sandbox: plan.netns.clone(),
-            ..weft_cni::Granted::default()
+        let att = weft_api::CniAttachment {
+            addrs: req.ips.clone(),
+            netns: req.netns.clone(),
+            ..weft_api::CniAttachment::default()
         };
-        let result = granted.result().appended_to(conf.prev_result.clone());
+        let result = weft_cni::add_result(&att).appended_to(conf.prev_result.clone());
         let _ = result.render(conf.cni_version).to_string();
     }
     let _ = weft_cni::conf::version_of(data);

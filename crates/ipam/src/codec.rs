@@ -59,6 +59,18 @@ pub trait WriteFields {
     fn cidr(&mut self, c: &Cidr);
     /// Append a ring.
     fn ring(&mut self, r: &Ring);
+    /// Append a presence flag (1 or 0), then the value with `write` if there is one.
+    fn optional<T>(&mut self, v: Option<&T>, write: impl FnOnce(&mut Self, &T))
+    where
+        Self: Sized,
+    {
+        self.flag(v.is_some());
+        if let Some(v) = v {
+            write(self, v);
+        }
+    }
+    /// Append a presence flag.
+    fn flag(&mut self, present: bool);
 }
 
 impl WriteFields for Writer {
@@ -74,6 +86,9 @@ impl WriteFields for Writer {
     fn cidr(&mut self, c: &Cidr) {
         self.u32(c.addr);
         self.u8(c.prefix);
+    }
+    fn flag(&mut self, present: bool) {
+        self.u8(u8::from(present));
     }
     fn ring(&mut self, r: &Ring) {
         self.cidr(&r.range());
@@ -98,6 +113,23 @@ pub trait ReadFields {
     fn cidr(&mut self) -> Result<Cidr, DecodeError>;
     /// Read a ring.
     fn ring(&mut self) -> Result<Ring, DecodeError>;
+    /// Read a presence flag (`what` names it in the error when it is neither 0 nor 1).
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError>;
+    /// Read a presence flag, then the value with `read` if there is one.
+    fn optional<T>(
+        &mut self,
+        what: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError>
+    where
+        Self: Sized,
+    {
+        if self.flag(what)? {
+            read(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
     /// Fail if bytes are left.
     fn finish(&self) -> Result<(), DecodeError>;
 }
@@ -118,6 +150,13 @@ impl ReadFields for Reader<'_> {
             v.push(self.str()?);
         }
         Ok(v)
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid(what)),
+        }
     }
     fn cidr(&mut self) -> Result<Cidr, DecodeError> {
         let a = self.u32()?;

@@ -121,20 +121,21 @@ pub fn choose_value(promises: &BTreeMap<String, Option<AcceptedValue>>) -> Vec<S
 
 /// The ring a decided consensus value gives (the same on every peer).
 pub fn consensus_ring(range: Cidr, value: &[String]) -> Ring {
-    let mut names = value.to_vec();
-    names.sort();
-    names.dedup();
-    let mut parts: Vec<&str> = vec!["consensus"];
-    parts.extend(names.iter().map(|s| s.as_str()));
-    Ring::split(range, &names, stable_hash(&parts))
+    ring_of("consensus", range, value)
 }
 
 /// The ring a seed list gives (the same on every peer).
 pub fn seed_ring(range: Cidr, seeds: &[String]) -> Ring {
-    let mut names = seeds.to_vec();
+    ring_of("seed", range, seeds)
+}
+
+/// `range` split among the distinct `names`, hashed with `origin` (how they were agreed):
+/// a function of the sorted set only, so every peer computes the same ring.
+fn ring_of(origin: &str, range: Cidr, names: &[String]) -> Ring {
+    let mut names = names.to_vec();
     names.sort();
     names.dedup();
-    let mut parts: Vec<&str> = vec!["seed"];
+    let mut parts: Vec<&str> = vec![origin];
     parts.extend(names.iter().map(|s| s.as_str()));
     Ring::split(range, &names, stable_hash(&parts))
 }

@@ -113,6 +113,17 @@ pub(crate) fn put_ballot(w: &mut Writer, b: &Ballot) {
 }
 
 /// Reads a ballot written by [`put_ballot`].
+/// An accepted proposal: its ballot and value.
+pub(crate) fn put_accepted(w: &mut Writer, (b, v): &(Ballot, Vec<String>)) {
+    put_ballot(w, b);
+    w.strs(v);
+}
+
+/// Reads what [`put_accepted`] wrote.
+pub(crate) fn get_accepted(r: &mut Reader<'_>) -> Result<(Ballot, Vec<String>), DecodeError> {
+    Ok((get_ballot(r)?, r.strs()?))
+}
+
 pub(crate) fn get_ballot(r: &mut Reader<'_>) -> Result<Ballot, DecodeError> {
     Ok(Ballot {
         round: r.u64()?,
@@ -145,13 +156,7 @@ impl Message {
                 w.u8(3);
                 w.u64(*nonce);
                 w.cidr(subnet);
-                match want {
-                    Some(a) => {
-                        w.u8(1);
-                        w.u32(*a);
-                    }
-                    None => w.u8(0),
-                }
+                w.optional(want.as_ref(), |w, a| w.u32(*a));
             }
             Message::SpaceDenied { nonce, reason } => {
                 w.u8(4);
@@ -176,14 +181,7 @@ impl Message {
             Message::Promise { ballot, accepted } => {
                 w.u8(7);
                 put_ballot(&mut w, ballot);
-                match accepted {
-                    Some((b, v)) => {
-                        w.u8(1);
-                        put_ballot(&mut w, b);
-                        w.strs(v);
-                    }
-                    None => w.u8(0),
-                }
+                w.optional(accepted.as_ref(), put_accepted);
             }
             Message::Nack { ballot, promised } => {
                 w.u8(8);
@@ -235,11 +233,7 @@ impl Message {
             3 => {
                 let nonce = r.u64()?;
                 let subnet = r.cidr()?;
-                let want = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.u32()?),
-                    _ => return Err(DecodeError::Invalid("want flag")),
-                };
+                let want = r.optional("want flag", |r| Ok(r.u32()?))?;
                 Message::SpaceRequest {
                     nonce,
                     subnet,
@@ -262,11 +256,7 @@ impl Message {
             },
             7 => {
                 let ballot = get_ballot(&mut r)?;
-                let accepted = match r.u8()? {
-                    0 => None,
-                    1 => Some((get_ballot(&mut r)?, r.strs()?)),
-                    _ => return Err(DecodeError::Invalid("accepted flag")),
-                };
+                let accepted = r.optional("accepted flag", get_accepted)?;
                 Message::Promise { ballot, accepted }
             }
             8 => Message::Nack {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::addr::{subtract, Addr};
 use crate::codec::{DecodeError, ReadFields, Reader, WriteFields, Writer};
 use crate::consensus::AcceptorState;
-use crate::messages::{get_ballot, put_ballot};
+use crate::messages::{get_accepted, get_ballot, put_accepted, put_ballot};
 use crate::ring::Ring;
 
 /// The persisted format version this build writes.
@@ -61,34 +61,15 @@ impl PersistedState {
         w.buf.extend_from_slice(&MAGIC);
         w.u32(STATE_VERSION);
         w.str(&self.name);
-        match &self.ring {
-            Some(r) => {
-                w.u8(1);
-                w.ring(r);
-            }
-            None => w.u8(0),
-        }
+        w.optional(self.ring.as_ref(), |w, r| w.ring(r));
         w.u32(self.allocations.len() as u32);
         for a in &self.allocations {
             w.u32(a.addr);
             w.u8(a.prefix);
             w.str(&a.owner);
         }
-        match &self.acceptor.promised {
-            Some(b) => {
-                w.u8(1);
-                put_ballot(&mut w, b);
-            }
-            None => w.u8(0),
-        }
-        match &self.acceptor.accepted {
-            Some((b, v)) => {
-                w.u8(1);
-                put_ballot(&mut w, b);
-                w.strs(v);
-            }
-            None => w.u8(0),
-        }
+        w.optional(self.acceptor.promised.as_ref(), put_ballot);
+        w.optional(self.acceptor.accepted.as_ref(), put_accepted);
         w.u32(self.quarantines.len() as u32);
         for q in &self.quarantines {
             w.str(&q.dead);
@@ -126,11 +107,7 @@ impl PersistedState {
             return Err(DecodeError::Version(v.min(255) as u8, STATE_VERSION as u8));
         }
         let name = r.str()?;
-        let ring = match r.u8()? {
-            0 => None,
-            1 => Some(r.ring()?),
-            _ => return Err(DecodeError::Invalid("ring flag")),
-        };
+        let ring = r.optional("ring flag", |r| r.ring())?;
         let n = r.u32()?;
         let mut allocations = Vec::new();
         for _ in 0..n {
@@ -145,16 +122,8 @@ impl PersistedState {
                 owner: r.str()?,
             });
         }
-        let promised = match r.u8()? {
-            0 => None,
-            1 => Some(get_ballot(&mut r)?),
-            _ => return Err(DecodeError::Invalid("promised flag")),
-        };
-        let accepted = match r.u8()? {
-            0 => None,
-            1 => Some((get_ballot(&mut r)?, r.strs()?)),
-            _ => return Err(DecodeError::Invalid("accepted flag")),
-        };
+        let promised = r.optional("promised flag", get_ballot)?;
+        let accepted = r.optional("accepted flag", get_accepted)?;
         let nq = r.u32()?;
         let mut quarantines = Vec::new();
         for _ in 0..nq {

@@ -80,24 +80,7 @@ impl Space {
 
     /// The first free usable address of `subnet` inside the `owned` intervals.
     pub fn first_free(&self, owned: &[(u64, u64)], subnet: &Cidr) -> Option<Addr> {
-        let usable = subnet.usable_interval();
-        for iv in owned {
-            let Some((s, e)) = intersect(*iv, usable) else {
-                continue;
-            };
-            let mut next = s;
-            for (a, _) in self.allocs.range(s as Addr..) {
-                let a = u64::from(*a);
-                if a >= e || a > next {
-                    break;
-                }
-                next = a + 1;
-            }
-            if next < e {
-                return Some(next as Addr);
-            }
-        }
-        None
+        self.free_runs(owned, subnet).next().map(|(s, _)| s as Addr)
     }
 
     /// The first free usable address at or after `from` (wrapping around to the start):
@@ -111,31 +94,45 @@ impl Space {
             .or_else(|| self.first_free(owned, subnet))
     }
 
-    /// The largest run of free usable addresses of `subnet` inside the `owned` intervals.
+    /// The largest run of free usable addresses of `subnet` inside the `owned` intervals
+    /// (the first of the largest).
     pub fn largest_free_run(&self, owned: &[(u64, u64)], subnet: &Cidr) -> Option<(u64, u64)> {
+        self.free_runs(owned, subnet).fold(None, |best, (s, e)| {
+            if best.is_none_or(|(bs, be)| e - s > be - bs) {
+                Some((s, e))
+            } else {
+                best
+            }
+        })
+    }
+
+    /// The runs `[s, e)` of free usable addresses of `subnet` inside the `owned` intervals,
+    /// in order, found lazily (the first one costs only the allocations before it).
+    fn free_runs<'a>(
+        &'a self,
+        owned: &'a [(u64, u64)],
+        subnet: &Cidr,
+    ) -> impl Iterator<Item = (u64, u64)> + 'a {
         let usable = subnet.usable_interval();
-        let mut best: Option<(u64, u64)> = None;
-        let mut consider = |s: u64, e: u64| {
-            if e > s && best.is_none_or(|(bs, be)| e - s > be - bs) {
-                best = Some((s, e));
-            }
-        };
-        for iv in owned {
-            let Some((s, e)) = intersect(*iv, usable) else {
-                continue;
-            };
-            let mut cur = s;
-            for (a, _) in self.allocs.range(s as Addr..) {
-                let a = u64::from(*a);
-                if a >= e {
-                    break;
-                }
-                consider(cur, a);
-                cur = a + 1;
-            }
-            consider(cur, e);
-        }
-        best
+        let within = owned.iter().filter_map(move |iv| intersect(*iv, usable));
+        let runs = within.flat_map(move |(s, e)| {
+            let mut taken = self
+                .allocs
+                .range(s as Addr..)
+                .map(|(a, _)| u64::from(*a))
+                .take_while(move |a| *a < e);
+            let mut from = Some(s);
+            std::iter::from_fn(move || {
+                let start = from?;
+                let Some(a) = taken.next() else {
+                    from = None;
+                    return Some((start, e));
+                };
+                from = Some(a + 1);
+                Some((start, a))
+            })
+        });
+        runs.filter(|(s, e)| e > s)
     }
 
     /// Release `a` if `owner` holds it (or every address of `owner` when `a` is `None`).

@@ -20,6 +20,28 @@ fn cfg(range: &str, init: InitMode) -> IpamConfig {
     c
 }
 
+/// Peer `a`, the only seed of `range`, starting with no saved state.
+fn alone(range: &str) -> Allocator {
+    Allocator::new("a".into(), cfg(range, InitMode::Seed(names(&["a"]))), None).unwrap()
+}
+
+/// What `pick` finds in the effects among `acts`.
+fn picked<T>(acts: &[Action], pick: impl Fn(&IpamEffect) -> Option<T>) -> Vec<T> {
+    let effects = acts.iter().filter_map(|x| match x {
+        Action::Effect(e) => Some(e),
+        _ => None,
+    });
+    effects.filter_map(pick).collect()
+}
+
+/// `weft rmpeer NAME` on peer `at`; returns the request's id.
+fn rmpeer(sim: &mut Sim, at: usize, name: &str) -> u64 {
+    sim.request(at, "", |id| Event::RmPeer {
+        id,
+        name: name.into(),
+    })
+}
+
 fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -49,12 +71,7 @@ fn addr_of(r: &Result<Reply, IpamError>) -> Cidr {
 
 #[test]
 fn reply_waits_for_persist() {
-    let mut a = Allocator::new(
-        "a".into(),
-        cfg("10.32.0.0/12", InitMode::Seed(names(&["a"]))),
-        None,
-    )
-    .unwrap();
+    let mut a = alone("10.32.0.0/12");
     let acts = a.handle(
         0,
         Event::Allocate {
@@ -86,12 +103,7 @@ fn reply_waits_for_persist() {
 
 #[test]
 fn persists_are_group_committed_while_one_is_in_flight() {
-    let mut a = Allocator::new(
-        "a".into(),
-        cfg("10.32.0.0/12", InitMode::Seed(names(&["a"]))),
-        None,
-    )
-    .unwrap();
+    let mut a = alone("10.32.0.0/12");
     let alloc = |id| Event::Allocate {
         id,
         owner: format!("c{id}"),
@@ -106,13 +118,10 @@ fn persists_are_group_committed_while_one_is_in_flight() {
     assert!(a.handle(0, alloc(2)).is_empty());
     assert!(a.handle(0, alloc(3)).is_empty());
     let acts = a.handle(1, Event::Persisted { token: 1 });
-    let replies: Vec<u64> = acts
-        .iter()
-        .filter_map(|x| match x {
-            Action::Effect(IpamEffect::Reply { id, .. }) => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let replies = picked(&acts, |e| match e {
+        IpamEffect::Reply { id, .. } => Some(*id),
+        _ => None,
+    });
     assert_eq!(replies, vec![1], "only the first allocation is durable");
     let token = match acts.last() {
         Some(Action::Effect(IpamEffect::Persist { state, token })) => {
@@ -273,26 +282,17 @@ fn rmpeer_refuses_live_peers_and_takes_space_of_dead_ones() {
     let mut sim = seeded(&["a", "b", "c"], &["a", "b", "c"], "10.32.0.0/24");
     let id = sim.request(0, "", |id| Event::Prime { id });
     assert_eq!(reply(&mut sim, id, 100), Ok(Reply::Primed));
-    let id = sim.request(0, "", |id| Event::RmPeer {
-        id,
-        name: "b".into(),
-    });
+    let id = rmpeer(&mut sim, 0, "b");
     let err = reply(&mut sim, id, 100).unwrap_err();
     assert!(matches!(err, IpamError::PeerReachable { .. }), "{err}");
-    let id = sim.request(0, "", |id| Event::RmPeer {
-        id,
-        name: "zz".into(),
-    });
+    let id = rmpeer(&mut sim, 0, "zz");
     assert!(matches!(
         reply(&mut sim, id, 100),
         Err(IpamError::UnknownPeer { .. })
     ));
     sim.crash(1);
     sim.peers[1].removed = true;
-    let id = sim.request(0, "", |id| Event::RmPeer {
-        id,
-        name: "b".into(),
-    });
+    let id = rmpeer(&mut sim, 0, "b");
     assert!(
         matches!(reply(&mut sim, id, 100), Ok(Reply::RemovedPeer { addresses, .. }) if addresses > 80)
     );
@@ -430,12 +430,7 @@ fn bad_configuration_and_restore_are_refused_clearly() {
     assert!(bad("10.32.0.0/12", Some("10.0.0.0/24"), InitMode::Observer).contains("not inside"));
     assert!(bad("10.32.0.0/12", None, InitMode::Consensus(0)).contains("N of 1"));
     assert!(bad("10.32.0.0/12", None, InitMode::Seed(vec![])).contains("seed="));
-    let mut a = Allocator::new(
-        "a".into(),
-        cfg("10.32.0.0/12", InitMode::Seed(names(&["a"]))),
-        None,
-    )
-    .unwrap();
+    let mut a = alone("10.32.0.0/12");
     a.handle(0, Event::Prime { id: 1 });
     let st = a.persisted_state();
     let e = Allocator::new(
@@ -502,10 +497,7 @@ fn rmpeer_after_an_unseen_handover_leaves_the_space_with_its_new_owner() {
     ));
     sim.crash(1);
     sim.peers[1].removed = true;
-    let id = sim.request(2, "", |id| Event::RmPeer {
-        id,
-        name: "b".into(),
-    });
+    let id = rmpeer(&mut sim, 2, "b");
     assert!(matches!(
         reply(&mut sim, id, 100),
         Ok(Reply::RemovedPeer { .. })
@@ -618,12 +610,7 @@ fn garbage_from_peers_changes_nothing() {
 
 #[test]
 fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
-    let mut a = Allocator::new(
-        "a".into(),
-        cfg("10.32.0.0/24", InitMode::Seed(names(&["a"]))),
-        None,
-    )
-    .unwrap();
+    let mut a = alone("10.32.0.0/24");
     a.handle(
         0,
         Event::PeersChanged {
@@ -646,13 +633,10 @@ fn an_allocation_not_yet_answered_fails_when_the_peer_resets() {
     a.handle(1, Event::Shutdown { id: 2 });
     let mut acts = a.handle(2, Event::Persisted { token });
     for _ in 0..3 {
-        let more: Vec<u64> = acts
-            .iter()
-            .filter_map(|x| match x {
-                Action::Effect(IpamEffect::Persist { token, .. }) => Some(*token),
-                _ => None,
-            })
-            .collect();
+        let more = picked(&acts, |e| match e {
+            IpamEffect::Persist { token, .. } => Some(*token),
+            _ => None,
+        });
         for t in more {
             acts.extend(a.handle(3, Event::Persisted { token: t }));
         }

@@ -224,6 +224,29 @@ struct Run {
     ms: u64,
 }
 
+/// Numbers the clients' requests.
+struct Client {
+    next_id: RequestId,
+}
+
+impl Client {
+    /// Sends `what` to peer `i` as a client would: the request made by `event` with the
+    /// next id, at the simulation's time.
+    fn send(
+        &mut self,
+        sim: &mut Sim<IpamApp>,
+        i: usize,
+        what: String,
+        event: impl FnOnce(RequestId) -> Event,
+    ) {
+        let now = sim.now();
+        let id = self.next_id;
+        self.next_id += 1;
+        let ev = event(id);
+        sim.with_app(i, |a, _| a.request(now, id, what, ev));
+    }
+}
+
 fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
     let world = Rc::new(RefCell::new(World::default()));
     let n = peers as u32;
@@ -249,7 +272,7 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
         Some("10.32.1.0/24".parse().unwrap()),
         Some("10.40.0.0/16".parse().unwrap()),
     ];
-    let mut next_id: RequestId = 1;
+    let mut client = Client { next_id: 1 };
     let mut containers = 0u64;
     let mut crashed: Vec<usize> = Vec::new();
     let mut partitioned = false;
@@ -264,12 +287,11 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
             containers += 1;
             let owner = format!("c{containers}");
             let subnet = subnets[rng.below(3) as usize];
-            let now = sim.now();
-            let id = next_id;
-            next_id += 1;
             let what = format!("{owner} allocate {subnet:?}");
-            sim.with_app(i, |a, _| {
-                a.request(now, id, what, Event::Allocate { id, owner, subnet })
+            client.send(&mut sim, i, what, |id| Event::Allocate {
+                id,
+                owner,
+                subnet,
             });
         } else if r < 50 && sim.alive(i) {
             // A container on this peer goes away: it stops using the address first.
@@ -281,16 +303,12 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
                 .map(|(a, (_, c))| (*a, c.clone()));
             if let Some((addr, owner)) = held {
                 world.borrow_mut().holders.remove(&addr);
-                let now = sim.now();
-                let id = next_id;
-                next_id += 1;
                 let what = format!("{owner} release");
-                let ev = Event::Release {
+                client.send(&mut sim, i, what, |id| Event::Release {
                     id,
                     owner,
                     addr: Some(addr),
-                };
-                sim.with_app(i, |a, _| a.request(now, id, what, ev));
+                });
             }
         } else if r < 55 && sim.alive(i) {
             // A claim of an address another peer may own (granted by that peer).
@@ -300,13 +318,8 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
                 addr: u32::from(std::net::Ipv4Addr::new(10, 33, 0, 10)) + rng.below(200) as u32,
                 prefix: 12,
             };
-            let now = sim.now();
-            let id = next_id;
-            next_id += 1;
             let what = format!("{owner} claim {addr}");
-            sim.with_app(i, |a, _| {
-                a.request(now, id, what, Event::Claim { id, owner, addr })
-            });
+            client.send(&mut sim, i, what, |id| Event::Claim { id, owner, addr });
         } else if r < 59 && !crashed.contains(&i) && crashed.len() + 1 < peers {
             sim.crash(i, rng.below(2) == 0);
             crashed.push(i);
@@ -348,12 +361,11 @@ fn run_seed(seed: u64, peers: usize) -> Result<Run, String> {
         for subnet in [subnets[1], subnets[2]] {
             containers += 1;
             let owner = format!("c{containers}");
-            let now = sim.now();
-            let id = next_id;
-            next_id += 1;
             let what = format!("{owner} final {subnet:?}");
-            sim.with_app(i, |a, _| {
-                a.request(now, id, what, Event::Allocate { id, owner, subnet })
+            client.send(&mut sim, i, what, |id| Event::Allocate {
+                id,
+                owner,
+                subnet,
             });
         }
     }

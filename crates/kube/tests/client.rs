@@ -2,12 +2,17 @@
 //! lists: over HTTPS with a CA and token in a service-account directory, as in a pod, and
 //! over plain HTTP as to `kubectl proxy`; and the errors a user can meet.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use weft_kube::{ApiClient, ApiEndpoint, KubeError};
+
+/// A client of the API at `url`, with the service account's files in `dir`.
+fn client_of(url: &str, dir: impl AsRef<Path>) -> ApiClient {
+    ApiClient::new(ApiEndpoint::parse(url).unwrap(), dir.as_ref())
+}
 
 fn data(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -174,11 +179,8 @@ async fn plain_http_to_a_local_proxy_sends_no_token() {
     std::fs::write(dir.path().join("token"), "secret").unwrap();
     let server = Server::new(200, data("one-node.json"));
     let port = listen(server.clone(), None).await;
-    let endpoint = ApiEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let list = ApiClient::new(endpoint, dir.path())
-        .list_nodes()
-        .await
-        .unwrap();
+    let client = client_of(&format!("http://127.0.0.1:{port}"), dir.path());
+    let list = client.list_nodes().await.unwrap();
     assert_eq!(list.nodes.len(), 1);
     assert!(!server
         .last_request()
@@ -192,16 +194,12 @@ async fn missing_credentials_and_bad_answers_are_one_clear_error() {
     let server = Server::new(200, b"<html>not the API</html>".to_vec());
     let port = listen(server.clone(), None).await;
     // HTTPS needs the token and the CA of the pod's service account.
-    let https = ApiEndpoint::parse(&format!("https://127.0.0.1:{port}")).unwrap();
-    let e = ApiClient::new(https, empty.path())
-        .list_nodes()
-        .await
-        .unwrap_err();
+    let https = client_of(&format!("https://127.0.0.1:{port}"), empty.path());
+    let e = https.list_nodes().await.unwrap_err();
     assert!(matches!(e, KubeError::Credentials { .. }), "{e}");
     assert!(e.to_string().contains("token"), "{e}");
 
-    let http = ApiEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let client = ApiClient::new(http, PathBuf::from("/nonexistent"));
+    let client = client_of(&format!("http://127.0.0.1:{port}"), "/nonexistent");
     let e = client.list_nodes().await.unwrap_err();
     assert!(matches!(e, KubeError::BadNodeList { .. }), "{e}");
 
@@ -210,13 +208,8 @@ async fn missing_credentials_and_bad_answers_are_one_clear_error() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let e = ApiClient::new(
-        ApiEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        "/nonexistent",
-    )
-    .list_nodes()
-    .await
-    .unwrap_err();
+    let client = client_of(&format!("http://127.0.0.1:{port}"), "/nonexistent");
+    let e = client.list_nodes().await.unwrap_err();
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
 }
 
@@ -232,10 +225,7 @@ async fn a_watch_brings_the_changes_after_the_list() {
     ];
     *server.watch.lock().unwrap() = format!("{}\n", events.join("\n")).into_bytes();
     let port = listen(server.clone(), None).await;
-    let client = ApiClient::new(
-        ApiEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        "/nonexistent",
-    );
+    let client = client_of(&format!("http://127.0.0.1:{port}"), "/nonexistent");
     let mut list = client.list_nodes().await.unwrap();
     assert_eq!(list.resource_version, "2040");
     let mut watch = client.watch_nodes(&list.resource_version).await.unwrap();

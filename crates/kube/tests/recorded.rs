@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use weft_kube::{peer_name_for_node, Core, CoreConfig, MeshView, NodeList, ReclaimOutcome};
+use weft_kube::{
+    peer_name_for_node, Core, CoreConfig, Decisions, MeshView, NodeList, ReclaimOutcome,
+};
 
 fn list(name: &str) -> NodeList {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -36,6 +38,12 @@ fn strs(v: &[&str]) -> Vec<String> {
 }
 
 const ALL: &[&str] = &["node-a", "node-b", "node-c"];
+
+/// The node list without node-c (deleted from the API), handed to `core` at `now` while
+/// the routers `reachable` answer and every node owns space.
+fn node_c_deleted(core: &mut Core, now: u64, reachable: &[&str]) -> Decisions {
+    core.nodes(now, &list("node-c-deleted.json"), &view(reachable, ALL))
+}
 
 #[test]
 fn dials_every_other_node_once_and_forgets_those_that_leave() {
@@ -83,12 +91,12 @@ fn launch_targets_are_never_forgotten() {
     };
     let mut a = Core::new(cfg.clone(), BTreeSet::new());
     a.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
-    let d = a.nodes(1, &list("node-c-deleted.json"), &view(ALL, ALL));
+    let d = node_c_deleted(&mut a, 1, ALL);
     assert!(d.forget.is_empty(), "{d:?}");
     cfg.fixed_targets.clear();
     let mut a = Core::new(cfg, BTreeSet::new());
     a.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
-    let d = a.nodes(1, &list("node-c-deleted.json"), &view(ALL, ALL));
+    let d = node_c_deleted(&mut a, 1, ALL);
     assert_eq!(d.forget, strs(&["192.168.56.13:6783"]));
 }
 
@@ -115,29 +123,21 @@ fn only_the_lowest_live_node_reclaims_and_only_after_deletion_and_grace() {
     assert!(d.reclaim.is_empty(), "{d:?}");
     // Deleted: the wait starts.
     let t0 = 10_002_000;
-    let d = a.nodes(t0, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut a, t0, live);
     assert!(d.reclaim.is_empty(), "no reclaim before the grace: {d:?}");
     assert_eq!(a.waiting().get("node-c"), Some(&t0));
-    let d = b.nodes(t0, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut b, t0, live);
     assert!(d.reclaim.is_empty());
-    let d = b.nodes(t0 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut b, t0 + GRACE, live);
     assert!(d.reclaim.is_empty(), "node-b is not the reclaimer: {d:?}");
     assert!(d.held.unwrap().contains("node-a reclaims"));
 
-    let d = a.nodes(
-        t0 + GRACE - 1,
-        &list("node-c-deleted.json"),
-        &view(live, ALL),
-    );
+    let d = node_c_deleted(&mut a, t0 + GRACE - 1, live);
     assert!(d.reclaim.is_empty());
-    let d = a.nodes(t0 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut a, t0 + GRACE, live);
     assert_eq!(d.reclaim, strs(&["node-c"]));
     // Handed out once: not again while it runs.
-    let d = a.nodes(
-        t0 + GRACE + 1,
-        &list("node-c-deleted.json"),
-        &view(live, ALL),
-    );
+    let d = node_c_deleted(&mut a, t0 + GRACE + 1, live);
     assert!(d.reclaim.is_empty());
     a.reclaimed(t0 + GRACE + 2, "node-c", ReclaimOutcome::Done);
     assert!(!a.seen().contains("node-c") && a.waiting().is_empty());
@@ -154,20 +154,16 @@ fn a_failed_reclaim_is_tried_again_and_a_reachable_peer_waits_again() {
     let mut a = core("node-a");
     let live = &["node-a", "node-b"];
     a.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
-    a.nodes(1, &list("node-c-deleted.json"), &view(live, ALL));
-    let d = a.nodes(1 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    node_c_deleted(&mut a, 1, live);
+    let d = node_c_deleted(&mut a, 1 + GRACE, live);
     assert_eq!(d.reclaim, strs(&["node-c"]));
     a.reclaimed(2 + GRACE, "node-c", ReclaimOutcome::Failed);
-    let d = a.nodes(3 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut a, 3 + GRACE, live);
     assert_eq!(d.reclaim, strs(&["node-c"]), "tried again");
     a.reclaimed(4 + GRACE, "node-c", ReclaimOutcome::Reachable);
-    let d = a.nodes(5 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    let d = node_c_deleted(&mut a, 5 + GRACE, live);
     assert!(d.reclaim.is_empty(), "waits a full grace again: {d:?}");
-    let d = a.nodes(
-        4 + 2 * GRACE,
-        &list("node-c-deleted.json"),
-        &view(live, ALL),
-    );
+    let d = node_c_deleted(&mut a, 4 + 2 * GRACE, live);
     assert_eq!(d.reclaim, strs(&["node-c"]));
 }
 
@@ -175,24 +171,16 @@ fn a_failed_reclaim_is_tried_again_and_a_reachable_peer_waits_again() {
 fn a_deleted_node_whose_router_is_still_reachable_is_not_reclaimed() {
     let mut a = core("node-a");
     a.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
-    let d = a.nodes(1, &list("node-c-deleted.json"), &view(ALL, ALL));
+    let d = node_c_deleted(&mut a, 1, ALL);
     assert!(d.reclaim.is_empty());
-    let d = a.nodes(10 * GRACE, &list("node-c-deleted.json"), &view(ALL, ALL));
+    let d = node_c_deleted(&mut a, 10 * GRACE, ALL);
     assert!(d.reclaim.is_empty(), "{d:?}");
     assert!(a.waiting().is_empty());
     // Once it becomes unreachable the grace starts from then.
     let live = &["node-a", "node-b"];
-    let d = a.nodes(
-        10 * GRACE + 1,
-        &list("node-c-deleted.json"),
-        &view(live, ALL),
-    );
+    let d = node_c_deleted(&mut a, 10 * GRACE + 1, live);
     assert!(d.reclaim.is_empty());
-    let d = a.nodes(
-        11 * GRACE + 1,
-        &list("node-c-deleted.json"),
-        &view(live, ALL),
-    );
+    let d = node_c_deleted(&mut a, 11 * GRACE + 1, live);
     assert_eq!(d.reclaim, strs(&["node-c"]));
 }
 
@@ -201,12 +189,8 @@ fn never_self_never_a_peer_that_was_not_a_node_never_without_a_majority() {
     // Self is deleted from the API while its router runs: nothing to reclaim of itself.
     let mut c = core("node-c");
     c.nodes(0, &list("three-nodes.json"), &view(ALL, ALL));
-    let d = c.nodes(1, &list("node-c-deleted.json"), &view(&["node-c"], ALL));
-    let d2 = c.nodes(
-        1 + 10 * GRACE,
-        &list("node-c-deleted.json"),
-        &view(&["node-c"], ALL),
-    );
+    let d = node_c_deleted(&mut c, 1, &["node-c"]);
+    let d2 = node_c_deleted(&mut c, 1 + 10 * GRACE, &["node-c"]);
     assert!(d.reclaim.is_empty() && d2.reclaim.is_empty(), "{d2:?}");
     assert!(c.waiting().is_empty());
     // node-b missing from the list (wrong NODE_NAME?) while node-c waits: node-b holds off.
@@ -285,8 +269,8 @@ fn the_seen_set_carries_over_a_restart() {
         seen,
     );
     let live = &["node-a", "node-b"];
-    again.nodes(5, &list("node-c-deleted.json"), &view(live, ALL));
-    let d = again.nodes(5 + GRACE, &list("node-c-deleted.json"), &view(live, ALL));
+    node_c_deleted(&mut again, 5, live);
+    let d = node_c_deleted(&mut again, 5 + GRACE, live);
     assert_eq!(d.reclaim, strs(&["node-c"]));
 }
 

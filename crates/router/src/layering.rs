@@ -3,19 +3,7 @@
 //! cycle, naming it. Layers then point one way: api → domain handles → cores and kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-
-/// Every `.rs` file under `dir`.
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("the router's src folder is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use std::path::Path;
 
 /// The top-level modules a piece of code names as `crate::X` or `crate::{X, ..}`.
 fn references(code: &str) -> BTreeSet<String> {
@@ -47,8 +35,7 @@ fn references(code: &str) -> BTreeSet<String> {
 /// Module → the other top-level modules it references.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
+    let files = weft_testkit::rust_sources(&src);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let rel = file.strip_prefix(&src).expect("under src");

@@ -601,6 +601,13 @@ mod tests {
         s
     }
 
+    /// The exposition of a registry holding only `metric`, as `name`.
+    fn text_of(name: &str, metric: impl prometheus_client::registry::Metric) -> String {
+        let mut reg = Registry::default();
+        reg.register(name, "x", metric);
+        text(&reg)
+    }
+
     #[test]
     fn prometheus_text_names_counters_by_their_samples() {
         let om = "# HELP a_bytes A.\n# TYPE a_bytes counter\n# UNIT a_bytes bytes\na_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
@@ -649,13 +656,7 @@ mod tests {
         m.paths_published(now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         now.insert("a".to_string(), path("sleeve"));
         m.paths_published(now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut reg = Registry::default();
-        reg.register(
-            "weft_connection_path_switches",
-            "x",
-            m.path_switches.clone(),
-        );
-        let t = text(&reg);
+        let t = text_of("weft_connection_path_switches", m.path_switches.clone());
         assert!(
             t.contains(
                 "weft_connection_path_switches_total{peer=\"a\",from=\"fastdp\",to=\"sleeve\"} 1\n"
@@ -683,13 +684,10 @@ mod tests {
         let m = Metrics::default();
         let _ = m.time("attach").ok::<(), ()>(Ok(()));
         drop(m.time("detach"));
-        let mut reg = Registry::default();
-        reg.register(
+        let t = text_of(
             "weft_container_operation_duration_seconds",
-            "x",
             m.operations.clone(),
         );
-        let t = text(&reg);
         assert!(t.contains("weft_container_operation_duration_seconds_count{operation=\"attach\",result=\"ok\"} 1"), "{t}");
         assert!(t.contains("weft_container_operation_duration_seconds_count{operation=\"detach\",result=\"error\"} 1"), "{t}");
     }

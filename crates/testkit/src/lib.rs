@@ -148,6 +148,12 @@ impl Lab {
         self.weft_cmd(&args)
     }
 
+    /// Runs `cmd` on a host (or in a container), asserts it succeeded (showing its stderr if
+    /// not) and returns its stdout.
+    pub fn exec_ok(&self, host: &str, cmd: &[&str]) -> String {
+        self.stdout_of_success(cmd[0], host, &cmd[1..], self.exec(host, cmd))
+    }
+
     /// Blocks fastdp (VXLAN, UDP 6784) in and out of `host` with a table of its own in that
     /// host's namespace, so its peers fall back to the sleeve; the namespace goes with the lab.
     pub fn block_fastdp(&self, host: &str) {
@@ -156,12 +162,7 @@ impl Lab {
              add rule inet weftblk out udp dport 6784 drop; \
              add chain inet weftblk in { type filter hook input priority -10 ; }; \
              add rule inet weftblk in udp dport 6784 drop";
-        let out = self.exec(host, &["nft", script]);
-        assert!(
-            out.status.success(),
-            "nft on {host}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.exec_ok(host, &["nft", script]);
     }
 
     /// Runs the Docker client (`/usr/bin/docker`, the 20.10 client) on a host of a lab made
@@ -234,6 +235,16 @@ impl Lab {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `weft ps` of a host, a line each: (id, addresses as CIDRs), the host's own
+    /// `weft:expose` line included; `None` while its router does not answer.
+    pub fn ps(&self, host: &str) -> Option<Vec<(String, Vec<String>)>> {
+        let out = self.weft(host, &["ps"]);
+        if !out.status.success() {
+            return None;
+        }
+        Some(ps_lines(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Waits up to `timeout` until `host` knows every lab host as a peer and holds an
@@ -462,6 +473,10 @@ thread_local! {
     static LAST_OBSERVATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
+/// The command that lists the IPv4 addresses on `eth0` of the namespace it runs in, a line
+/// each (read them with [`inet_addrs`]).
+pub const ETH0_INET: [&str; 6] = ["ip", "-4", "-o", "addr", "show", "eth0"];
+
 /// The `A.B.C.D/LEN` addresses in the output of `ip -o -4 addr show ...`.
 pub fn inet_addrs(ip_output: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(ip_output)
@@ -472,6 +487,42 @@ pub fn inet_addrs(ip_output: &[u8]) -> Vec<String> {
             w.next().map(str::to_string)
         })
         .collect()
+}
+
+/// The lines of `weft ps` (`ID MAC ADDR...`) as (id, addresses); a word is an address
+/// when it starts with a digit and has a prefix length.
+fn ps_lines(text: &str) -> Vec<(String, Vec<String>)> {
+    text.lines()
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let id = words.next().unwrap_or_default().to_string();
+            let addrs = words
+                .filter(|w| w.contains('/') && w.starts_with(|c: char| c.is_ascii_digit()))
+                .map(str::to_string)
+                .collect();
+            (id, addrs)
+        })
+        .collect()
+}
+
+/// Every `.rs` file under `dir`, for tests that read a crate's own code (layering rules).
+pub fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot read {}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Records what a [`wait_for`] probe saw last; a timeout shows it.

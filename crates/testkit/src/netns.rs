@@ -154,6 +154,18 @@ pub fn veth_pair(a: (&str, &str, &str), b: (&str, &str, &str)) {
     }
 }
 
+/// Runs `cmd`, which must succeed; returns its stdout. The test fails with `failed` and the
+/// command's stderr if it does not, and with `missing` (what to install) if it cannot start.
+pub fn command_ok(cmd: &mut Command, failed: &str, missing: &str) -> Vec<u8> {
+    let out = cmd.output().expect(missing);
+    assert!(
+        out.status.success(),
+        "{failed}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Runs a command that must succeed (the test fails with its stderr if not); returns its
 /// stdout.
 pub fn run(args: &[&str]) -> String {

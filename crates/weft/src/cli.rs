@@ -68,7 +68,7 @@ pub enum Command {
     /// Attach a container to the overlay and print its address(es).
     Attach(AttachArgs),
     /// Detach a container from the overlay.
-    Detach(DetachArgs),
+    Detach(TargetArgs),
     /// Give this host an address on the overlay and a route to it.
     Expose {
         /// Addresses (net:default, net:CIDR, ip:CIDR, CIDR).
@@ -300,9 +300,9 @@ pub struct LaunchArgs {
     pub peers: Vec<String>,
 }
 
-/// Flags of `weft attach`.
+/// What `weft attach` and `weft detach` act on: addresses, then the container.
 #[derive(Debug, Clone, Args)]
-pub struct AttachArgs {
+pub struct TargetArgs {
     /// Addresses then, optionally, the container: [ADDR...] (CONTAINER | --netns PATH | --pid PID).
     #[arg(value_name = "ADDR")]
     pub args: Vec<String>,
@@ -312,6 +312,13 @@ pub struct AttachArgs {
     /// A process in the network namespace.
     #[arg(long)]
     pub pid: Option<u32>,
+}
+
+/// Flags of `weft attach`.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Interface name inside the container.
     #[arg(long, default_value = "ethwe")]
     pub ifname: String,
@@ -324,20 +331,6 @@ pub struct AttachArgs {
     /// Join this service as a task (repeatable).
     #[arg(long = "service", value_name = "NAME")]
     pub services: Vec<String>,
-}
-
-/// Flags of `weft detach`.
-#[derive(Debug, Clone, Args)]
-pub struct DetachArgs {
-    /// Addresses then, optionally, the container: [ADDR...] (CONTAINER | --netns PATH | --pid PID).
-    #[arg(value_name = "ADDR")]
-    pub args: Vec<String>,
-    /// Path of the network namespace.
-    #[arg(long, conflicts_with = "pid")]
-    pub netns: Option<PathBuf>,
-    /// A process in the network namespace.
-    #[arg(long)]
-    pub pid: Option<u32>,
 }
 
 /// Arguments of `weft dns-add` / `weft dns-remove`.

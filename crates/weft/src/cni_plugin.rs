@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use weft_api::{
     ApiClient, ApiError, CniAddRequest, CniAttachment, CniCheckRequest, CniDelRequest,
-    CniGcRequest, CniGcResponse, CniKey, CniStatus, Paths,
+    CniGcRequest, CniGcResponse, CniStatus, Paths,
 };
-use weft_cni::{code, AddPlan, CniError, CniVersion, Command, Env, Granted, NetConf};
+use weft_cni::{
+    add_request, add_result, attachment_key, code, CniError, CniVersion, Command, Env, NetConf,
+};
 
 /// How long an ADD whose router died mid-way waits for it to come back, to undo the ADD.
 const RECOVER_WITHIN: Duration = Duration::from_secs(60);
@@ -68,20 +70,12 @@ fn read_stdin() -> Result<Vec<u8>, CniError> {
     Ok(buf)
 }
 
-fn key(env: &Env, conf: &NetConf) -> CniKey {
-    CniKey {
-        network: conf.name.clone(),
-        container_id: env.container_id.clone(),
-        ifname: env.ifname.clone(),
-    }
-}
-
 async fn verb(client: &ApiClient, env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
     match env.command {
         Command::Add => add(client, env, conf).await.map(Some),
         Command::Del => {
             let req = CniDelRequest {
-                key: key(env, conf),
+                key: attachment_key(env, conf),
                 netns: env.netns.clone(),
             };
             client
@@ -133,34 +127,13 @@ async fn verb(client: &ApiClient, env: &Env, conf: &NetConf) -> Result<Option<St
 }
 
 async fn add(client: &ApiClient, env: &Env, conf: &NetConf) -> Result<String, CniError> {
-    let plan = AddPlan::new(env, conf);
-    let req = CniAddRequest {
-        key: key(env, conf),
-        netns: plan.netns.clone(),
-        subnet: plan.subnet.clone(),
-        ips: plan.ips.clone(),
-        hostname: Some(plan.hostname.clone()),
-    };
+    let req = add_request(env, conf);
     let att: CniAttachment = match client.post("/cni/add", &req).await {
         Ok(a) => a,
         Err(ApiError::Transport { .. }) => return Err(recover(client, &req).await),
         Err(e) => return Err(router_error(client, "ADD", e)),
     };
-    let granted = Granted {
-        host_ifname: att.host_ifname,
-        host_mac: att.host_mac,
-        ifname: att.key.ifname,
-        mac: att.mac,
-        sandbox: att.netns,
-        addrs: att.addrs,
-        gateway: att.gateway,
-        dns: weft_cni::Dns {
-            nameservers: att.dns.nameservers,
-            domain: att.dns.domain,
-            search: att.dns.search,
-        },
-    };
-    let result = granted.result().appended_to(conf.prev_result.clone());
+    let result = add_result(&att).appended_to(conf.prev_result.clone());
     Ok(result.render(conf.cni_version).to_string())
 }
 
@@ -230,7 +203,7 @@ async fn check(client: &ApiClient, env: &Env, conf: &NetConf) -> Result<(), CniE
         ));
     };
     let req = CniCheckRequest {
-        key: key(env, conf),
+        key: attachment_key(env, conf),
         netns,
         addrs: prev
             .addresses_of(index)

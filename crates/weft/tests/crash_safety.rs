@@ -20,25 +20,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// `weft ps` of a host: (id, addresses), `None` while the router does not answer.
-fn ps(lab: &Lab, host: &str) -> Option<Vec<(String, Vec<String>)>> {
-    let out = lab.weft(host, &["ps"]);
-    if !out.status.success() {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let mut w = l.split_whitespace();
-                let id = w.next().unwrap_or_default().to_string();
-                let _mac = w.next();
-                (id, w.map(str::to_string).collect())
-            })
-            .collect(),
-    )
-}
-
 /// What IPAM holds on a host, from its state file: (owner, address/prefix).
 fn holdings(lab: &Lab, host: &str) -> Vec<(String, String)> {
     let out = lab.exec(host, &["sh", "-c", "cat \"$WEFT_STATE_DIR/ipam.state\""]);
@@ -100,7 +81,8 @@ fn kill_router(lab: &Lab, host: &str) {
 /// The host's exposed addresses agree everywhere: on the bridge, in `weft ps` and in
 /// IPAM; returns them, or `None` (with what differs, for the timeout message).
 fn exposed_agree(lab: &Lab, host: &str) -> Option<BTreeSet<String>> {
-    let listed: BTreeSet<String> = ps(lab, host)?
+    let listed: BTreeSet<String> = lab
+        .ps(host)?
         .into_iter()
         .filter(|(id, _)| id == EXPOSE)
         .flat_map(|(_, a)| a)
@@ -222,7 +204,7 @@ fn start_up_sweeps_what_no_owner_claims() {
         let out = lab.container("h1", c, &[]);
         assert!(out.status.success(), "container {c}: {}", text(&out));
     }
-    let before = ps(&lab, "h1").expect("weft ps");
+    let before = lab.ps("h1").expect("weft ps");
     let id = |c: &str| lab.netns(c);
     let addr_of = |c: &str| -> String {
         before
@@ -286,7 +268,7 @@ fn start_up_sweeps_what_no_owner_claims() {
         "the sweep at start to leave only c1",
         Duration::from_secs(30),
         || {
-            let listed = ps(&lab, "h1")?;
+            let listed = lab.ps("h1")?;
             let veths = bridge_veths(&lab, "h1");
             let addrs = bridge_addrs(&lab, "h1");
             let ipam = holdings(&lab, "h1");
@@ -387,7 +369,7 @@ fn docker_agrees(lab: &Lab, host: &str) -> Option<()> {
         .lines()
         .map(str::to_string)
         .collect();
-    let listed = ps(lab, host)?;
+    let listed = lab.ps(host)?;
     let containers: Vec<&(String, Vec<String>)> =
         listed.iter().filter(|(id, _)| id != EXPOSE).collect();
     let mut wanted = Vec::new();

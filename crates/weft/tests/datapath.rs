@@ -40,18 +40,19 @@ fn launch(lab: &Lab, host: &str, peers: &[&str]) {
 }
 
 fn container(lab: &Lab, host: &str, name: &str, addr: &str) {
-    let out = lab.container(host, name, &[addr]);
-    assert!(
-        out.status.success(),
-        "container {name} on {host}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.container_ok(host, name, &[addr]);
     // Answer pings to broadcast and multicast addresses (for the flooding checks).
     let out = lab.exec(
         name,
         &["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"],
     );
     assert!(out.status.success(), "sysctl in {name}");
+}
+
+/// `ip -o link show ethwe` in a container: its weft interface, on one line.
+fn ethwe_link(lab: &Lab, container: &str) -> String {
+    let link = lab.exec(container, &["ip", "-o", "link", "show", "ethwe"]);
+    String::from_utf8_lossy(&link.stdout).into_owned()
 }
 
 fn ping_ok(lab: &Lab, from: &str, ip: &str) -> bool {
@@ -196,11 +197,10 @@ fn three_hosts_fastdp_flooding_and_failover_to_sleeve_and_back() {
     container(&lab, "h1", "c1", "ip:10.32.0.1/12");
     container(&lab, "h2", "c2", "ip:10.32.0.2/12");
     container(&lab, "h3", "c3", "ip:10.32.0.3/12");
-    let link = lab.exec("c1", &["ip", "-o", "link", "show", "ethwe"]);
+    let link = ethwe_link(&lab, "c1");
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("mtu 1450 "),
-        "container MTU = underlay - VXLAN overhead: {}",
-        String::from_utf8_lossy(&link.stdout)
+        link.contains("mtu 1450 "),
+        "container MTU = underlay - VXLAN overhead: {link}"
     );
     let addr = |c: &str| format!("10.32.0.{}", &c[1..]);
     for from in ["c1", "c2", "c3"] {
@@ -419,11 +419,10 @@ fn password_keeps_traffic_on_the_encrypted_sleeve() {
     let (_, mtu) = path_to(&lab, "h1", "h2").unwrap_or_default();
     assert_eq!(mtu, Some(1300), "--mtu 1300 (a sealed sleeve fits 1402)");
     container(&lab, "h1", "c1", "ip:10.32.0.1/12");
-    let link = lab.exec("c1", &["ip", "-o", "link", "show", "ethwe"]);
+    let link = ethwe_link(&lab, "c1");
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("mtu 1300 "),
-        "container MTU from --mtu: {}",
-        String::from_utf8_lossy(&link.stdout)
+        link.contains("mtu 1300 "),
+        "container MTU from --mtu: {link}"
     );
     container(&lab, "h2", "c2", "ip:10.32.0.2/12");
     wait_ping(&lab, "c1", "10.32.0.2");

@@ -123,15 +123,6 @@ fn launch_three(lab: &Lab, extra: &[&str]) {
     );
 }
 
-fn container(lab: &Lab, host: &str, name: &str, addr: &str) {
-    let out = lab.container(host, name, &[addr]);
-    assert!(
-        out.status.success(),
-        "weft lab container {host} {name} {addr} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
 #[test]
 fn containers_resolve_each_other_by_name_across_three_hosts() {
     require_root_and_tools(&["ip", "dig", "dnsmasq", "ping", "getent"]);
@@ -139,11 +130,11 @@ fn containers_resolve_each_other_by_name_across_three_hosts() {
     start_upstream(&lab);
     launch_three(&lab, &[]);
 
-    container(&lab, "h1", "c1", "ip:10.32.0.1/12");
-    container(&lab, "h2", "c2", "ip:10.32.0.2/12");
-    container(&lab, "h3", "c3", "ip:10.32.0.3/12");
+    lab.container_ok("h1", "c1", &["ip:10.32.0.1/12"]);
+    lab.container_ok("h2", "c2", &["ip:10.32.0.2/12"]);
+    lab.container_ok("h3", "c3", &["ip:10.32.0.3/12"]);
     // A second container on h1: same-host traffic does not need the inter-host data path.
-    container(&lab, "h1", "c4", "ip:10.32.0.4/12");
+    lab.container_ok("h1", "c4", &["ip:10.32.0.4/12"]);
 
     // By NAME.weft.local and by short name (the search list), from every host.
     let all = [
@@ -289,8 +280,8 @@ fn names_come_back_after_a_restart_and_dns_add_without_container() {
         Duration::from_secs(15),
         || (peers(&lab, "h1") == 2 && peers(&lab, "h2") == 2).then_some(()),
     );
-    container(&lab, "h1", "a1", "ip:10.32.1.1/12");
-    container(&lab, "h2", "b1", "ip:10.32.1.2/12");
+    lab.container_ok("h1", "a1", &["ip:10.32.1.1/12"]);
+    lab.container_ok("h2", "b1", &["ip:10.32.1.2/12"]);
     lab.weft_ok("h1", &["dns-add", "10.32.9.9", "-h", "ext.weft.local"]);
     wait_resolves(&lab, "b1", "a1", "10.32.1.1");
     wait_resolves(&lab, "b1", "ext", "10.32.9.9");
@@ -331,7 +322,7 @@ fn no_dns_turns_it_off() {
     require_root_and_tools(&["ip", "dig"]);
     let lab = Lab::up(WEFT, 1);
     lab.weft_ok("h1", &["launch", "--no-dns"]);
-    container(&lab, "h1", "n1", "ip:10.32.2.1/12");
+    lab.container_ok("h1", "n1", &["ip:10.32.2.1/12"]);
     for args in [
         vec!["status", "dns"],
         vec!["dns-lookup", "n1"],

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use weft_testkit::{observe, require_docker, wait_for, Lab, DOCKER_CLIENT};
+use weft_testkit::{observe, require_docker, wait_for, Lab, DOCKER_CLIENT, ETH0_INET};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const SLEEP: &[&str] = &["busybox", "sleep", "3600"];
@@ -14,9 +14,12 @@ fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Launches every host's router naming all the others, then waits until each host's
-/// Docker has the network `weft` (created in the background once IPAM is ready).
-fn launch_all(lab: &Lab) {
+/// A lab of `hosts` hosts with Docker (the test fails unless Docker is there): launches
+/// every host's router naming all the others, then waits until each host's Docker has the
+/// network `weft` (created in the background once IPAM is ready).
+fn docker_mesh(hosts: usize) -> Lab {
+    require_docker();
+    let lab = Lab::up_docker(WEFT, hosts);
     let hosts = lab.hosts();
     for h in &hosts {
         let mut args = vec!["launch".to_string()];
@@ -36,6 +39,7 @@ fn launch_all(lab: &Lab) {
             },
         );
     }
+    lab
 }
 
 /// The overlay address Docker reports for `container` on network `net`: what Nomad's
@@ -121,9 +125,7 @@ fn http_get(lab: &Lab, host: &str, url: &str) -> Option<String> {
 
 #[test]
 fn plugin_network_connects_containers_across_three_hosts() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 3);
-    launch_all(&lab);
+    let lab = docker_mesh(3);
     let hosts = lab.hosts();
 
     // One container per host on the network weft; names through weft's DNS.
@@ -284,9 +286,7 @@ fn plugin_network_connects_containers_across_three_hosts() {
 
 #[test]
 fn proxy_attaches_per_weft_cidr_and_passes_streams() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 2);
-    launch_all(&lab);
+    let lab = docker_mesh(2);
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
@@ -330,22 +330,8 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
     };
 
     // The process starts with its weft interface already up.
-    let first = via_ok(
-        h1,
-        &[
-            "run",
-            "--rm",
-            "-e",
-            "WEFT_CIDR=net:10.32.1.0/24",
-            "busybox",
-            "ip",
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "eth0",
-        ],
-    );
+    let run = ["run", "--rm", "-e", "WEFT_CIDR=net:10.32.1.0/24", "busybox"];
+    let first = via_ok(h1, &[&run[..], &ETH0_INET].concat());
     assert!(
         first.contains("inet 10.32.1."),
         "no weft address at start: {first}"
@@ -587,9 +573,7 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
 
 #[test]
 fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 2);
-    launch_all(&lab);
+    let lab = docker_mesh(2);
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let peer = lab.underlay_ip(h2).to_string();

@@ -48,6 +48,11 @@ fn ruleset(lab: &Lab, host: &str) -> String {
     String::from_utf8_lossy(&lab.exec(host, &["nft", "list", "ruleset"]).stdout).into_owned()
 }
 
+/// Whether the host's nftables ruleset has a masquerade rule.
+fn masquerades(lab: &Lab, host: &str) -> bool {
+    ruleset(lab, host).contains("masquerade")
+}
+
 #[test]
 fn exposed_host_is_the_containers_way_out_masqueraded_unless_told_not_to() {
     require_root_and_tools(&["ip", "nft", "ss", "sysctl", "python3"]);
@@ -97,10 +102,7 @@ fn exposed_host_is_the_containers_way_out_masqueraded_unless_told_not_to() {
     // Hidden: no rule, no forwarding, no way out.
     lab.weft_ok("h1", &["hide"]);
     assert_eq!(forwarding(&lab, "h1"), "0", "hide left forwarding on");
-    assert!(
-        !ruleset(&lab, "h1").contains("masquerade"),
-        "rule after hide"
-    );
+    assert!(!masquerades(&lab, "h1"), "rule after hide");
     assert_eq!(
         seen_by_server(&lab, "c1", &h2),
         None,
@@ -115,7 +117,7 @@ fn exposed_host_is_the_containers_way_out_masqueraded_unless_told_not_to() {
     );
     assert_eq!(forwarding(&lab, "h1"), "1");
     assert!(
-        !ruleset(&lab, "h1").contains("masquerade"),
+        !masquerades(&lab, "h1"),
         "masquerade rule despite --without-masquerade"
     );
     assert_eq!(
@@ -164,7 +166,7 @@ fn exposed_host_is_the_containers_way_out_masqueraded_unless_told_not_to() {
     // Reset by the running router undoes it all too.
     lab.weft_ok("h1", &["launch", "--nickname", "h1"]);
     lab.weft_ok("h1", &["expose", "ip:10.32.0.100/12"]);
-    assert!(ruleset(&lab, "h1").contains("masquerade"));
+    assert!(masquerades(&lab, "h1"));
     assert_eq!(forwarding(&lab, "h1"), "1");
     lab.weft_ok("h1", &["reset"]);
     assert!(

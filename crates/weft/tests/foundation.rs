@@ -90,6 +90,16 @@ fn alive(pid: u32) -> bool {
     !zombie || threads > 1
 }
 
+/// `kill -9 PID` (which must succeed), then waits until the process is gone.
+fn kill_9(pid: u32) {
+    let kill = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    wait_gone(pid);
+}
+
 fn wait_gone(pid: u32) {
     wait_for(
         &format!("process {pid} to exit"),
@@ -254,24 +264,14 @@ fn lab_with_a_router_killed_by_sigkill_comes_down_cleanly() {
     let h1 = router_pid(&lab, "h1");
     let h2 = router_pid(&lab, "h2");
 
-    let kill = Command::new("kill")
-        .args(["-9", &h1.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
-    wait_gone(h1);
+    kill_9(h1);
 
     // A crashed router does not block a new one (its pid file lock died with it).
     lab.weft_ok("h1", &["launch", "h2"]);
     let h1_again = router_pid(&lab, "h1");
     assert_ne!(h1, h1_again);
     // ...and kill it again, so the lab goes down with a router that died mid-run.
-    let kill = Command::new("kill")
-        .args(["-9", &h1_again.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
-    wait_gone(h1_again);
+    kill_9(h1_again);
 
     let down = weft(&["lab", "down", "--name", &name]);
     assert!(down.status.success(), "lab down failed: {}", stderr(&down));

@@ -35,6 +35,26 @@ fn curl_as_nobody(lab: &Lab, host: &str, args: &[&str]) -> String {
     text(&lab.exec(host, &cmd))
 }
 
+/// `GET /report` on the read-only TCP API as nobody, with `Host: HOST_HEADER` (what a
+/// browser sends for a page on that name).
+fn report_as_nobody_for(lab: &Lab, api: &str, host_header: &str) -> String {
+    let host = format!("Host: {host_header}");
+    curl_as_nobody(lab, "h1", &["-H", &host, &format!("{api}/report")])
+}
+
+/// `POST URL` on h1 as nobody, with these headers and, if given, a body.
+fn post_as_nobody(lab: &Lab, url: &str, headers: &[&str], body: Option<&str>) -> String {
+    let mut args = vec!["-X", "POST"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    if let Some(b) = body {
+        args.extend(["-d", b]);
+    }
+    args.push(url);
+    curl_as_nobody(lab, "h1", &args)
+}
+
 fn status_code(out: &str) -> &str {
     out.trim_end().rsplit('\n').next().unwrap_or("")
 }
@@ -51,11 +71,7 @@ fn local_api_is_read_only_on_tcp_and_root_only_on_the_socket() {
         let out = curl_as_nobody(&lab, "h1", &[&format!("{api}{path}")]);
         assert_eq!(status_code(&out), "200", "GET {path} as nobody: {out}");
     }
-    let out = curl_as_nobody(
-        &lab,
-        "h1",
-        &["-H", "Host: localhost:6784", &format!("{api}/report")],
-    );
+    let out = report_as_nobody_for(&lab, api, "localhost:6784");
     assert_eq!(status_code(&out), "200", "{out}");
 
     // An unprivileged user cannot change anything over TCP ...
@@ -67,43 +83,17 @@ fn local_api_is_read_only_on_tcp_and_root_only_on_the_socket() {
         ("/ipam/allocate", r#"{"owner":"x"}"#),
         ("/expose", "{}"),
     ] {
-        let out = curl_as_nobody(
-            &lab,
-            "h1",
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                body,
-                &format!("{api}{path}"),
-            ],
-        );
+        let json = ["content-type: application/json"];
+        let out = post_as_nobody(&lab, &format!("{api}{path}"), &json, Some(body));
         assert_eq!(status_code(&out), "405", "POST {path} as nobody: {out}");
         assert!(out.contains("unix socket"), "POST {path}: {out}");
     }
     // ... nor a browser's cross-site POST without a body.
-    let out = curl_as_nobody(
-        &lab,
-        "h1",
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Origin: http://evil.example",
-            "-H",
-            "content-type: text/plain",
-            &format!("{api}/stop"),
-        ],
-    );
+    let cross_site = ["Origin: http://evil.example", "content-type: text/plain"];
+    let out = post_as_nobody(&lab, &format!("{api}/stop"), &cross_site, None);
     assert_eq!(status_code(&out), "405", "cross-site POST /stop: {out}");
     // DNS rebinding: a page on another name pointed at 127.0.0.1 reads nothing.
-    let out = curl_as_nobody(
-        &lab,
-        "h1",
-        &["-H", "Host: evil.example:6784", &format!("{api}/report")],
-    );
+    let out = report_as_nobody_for(&lab, api, "evil.example:6784");
     assert_eq!(status_code(&out), "403", "{out}");
     assert!(!out.contains("\"peers\""), "{out}");
 
@@ -139,9 +129,13 @@ fn pings(lab: &Lab, from: &str, args: &[&str]) -> bool {
     lab.exec(from, &cmd).status.success()
 }
 
-fn container_ok(lab: &Lab, host: &str, name: &str, addrs: &[&str]) {
-    let out = lab.container(host, name, addrs);
-    assert!(out.status.success(), "container {name}: {}", text(&out));
+/// Two ARP packets from `container`'s ethwe claiming `source` (`flags`: `-U` for
+/// unsolicited ones), whether or not anyone answers.
+fn arping_from(lab: &Lab, container: &str, flags: &[&str], source: &str, target: &str) {
+    let mut cmd = vec!["busybox", "arping"];
+    cmd.extend_from_slice(flags);
+    cmd.extend_from_slice(&["-c", "2", "-w", "2", "-I", "ethwe", "-s", source, target]);
+    let _ = lab.exec(container, &cmd);
 }
 
 #[test]
@@ -149,9 +143,9 @@ fn a_container_sends_only_from_what_weft_gave_it() {
     require_root_and_tools(&["ip", "ping", "busybox"]);
     let lab = Lab::up(WEFT, 1);
     lab.weft_ok("h1", &["launch", "--name", "p1"]);
-    container_ok(&lab, "h1", "a", &["10.32.1.2/24"]);
-    container_ok(&lab, "h1", "a2", &["10.32.1.3/24"]);
-    container_ok(&lab, "h1", "b", &["10.32.2.2/24"]);
+    lab.container_ok("h1", "a", &["10.32.1.2/24"]);
+    lab.container_ok("h1", "a2", &["10.32.1.3/24"]);
+    lab.container_ok("h1", "b", &["10.32.2.2/24"]);
     // Normal traffic inside a subnet.
     assert!(
         pings(&lab, "a", &["10.32.1.3"]),
@@ -169,39 +163,8 @@ fn a_container_sends_only_from_what_weft_gave_it() {
         "a reached b from an address it gave itself"
     );
     // Nor can it make b believe, by ARP, that 10.32.2.250 is at a.
-    let _ = lab.exec(
-        "a",
-        &[
-            "busybox",
-            "arping",
-            "-c",
-            "2",
-            "-w",
-            "2",
-            "-I",
-            "ethwe",
-            "-s",
-            "10.32.2.250",
-            "10.32.2.2",
-        ],
-    );
-    let _ = lab.exec(
-        "a",
-        &[
-            "busybox",
-            "arping",
-            "-U",
-            "-c",
-            "2",
-            "-w",
-            "2",
-            "-I",
-            "ethwe",
-            "-s",
-            "10.32.2.250",
-            "10.32.2.250",
-        ],
-    );
+    arping_from(&lab, "a", &[], "10.32.2.250", "10.32.2.2");
+    arping_from(&lab, "a", &["-U"], "10.32.2.250", "10.32.2.250");
     let neigh = text(&lab.exec("b", &["ip", "neigh", "show", "10.32.2.250"]));
     assert!(
         neigh.trim().is_empty(),
@@ -239,7 +202,7 @@ fn a_container_sends_only_from_what_weft_gave_it() {
         "the exposed host cannot reach a"
     );
     // A new container is guarded from its first frame, and a detached one leaves no rule.
-    container_ok(&lab, "h1", "c", &["10.32.1.9/24"]);
+    lab.container_ok("h1", "c", &["10.32.1.9/24"]);
     assert!(pings(&lab, "c", &["10.32.1.2"]), "c cannot reach a");
     let rules = text(&lab.exec(
         "h1",
@@ -278,32 +241,6 @@ fn launch_args(host: &str) -> Vec<&'static str> {
     });
     args.extend_from_slice(others);
     args
-}
-
-/// `weft ps` of a host: (container id, addresses); a namespace attached by its path
-/// `/run/netns/NAME` has the id NAME.
-fn ps(lab: &Lab, host: &str) -> Option<Vec<(String, Vec<String>)>> {
-    let out = lab.weft(host, &["ps"]);
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    Some(
-        text.lines()
-            .map(|l| {
-                let words: Vec<&str> = l.split_whitespace().collect();
-                let netns = words.first().map_or(String::new(), |w| w.to_string());
-                let addrs = words
-                    .iter()
-                    .filter(|w| {
-                        w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_digit())
-                    })
-                    .map(|w| w.to_string())
-                    .collect();
-                (netns, addrs)
-            })
-            .collect(),
-    )
 }
 
 /// The IPv4 addresses on `ethwe` in a namespace (empty when it has none or is gone).
@@ -396,7 +333,7 @@ fn attach_is_atomic_across_kill_9_of_the_router() {
             || {
                 let mut listed: Vec<(String, Vec<String>)> = Vec::new();
                 for h in hosts {
-                    listed.extend(ps(&lab, h)?);
+                    listed.extend(lab.ps(h)?);
                 }
                 let mut seen = std::collections::BTreeSet::new();
                 for (_, ns) in &made {

@@ -28,7 +28,8 @@ const API_PORT: u16 = 18080;
 /// builds the objects without a server; no server-side schema validation happens).
 fn manifest_objects() -> Vec<Value> {
     let home = tempfile::tempdir().expect("a temp dir");
-    let out = Command::new("kubectl")
+    let mut kubectl = Command::new("kubectl");
+    kubectl
         .args([
             "label",
             "--local",
@@ -40,15 +41,13 @@ fn manifest_objects() -> Vec<Value> {
         ])
         // No kubeconfig: nothing may reach a cluster.
         .env("HOME", home.path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("kubectl runs (scripts/lib/packages.sh installs kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "kubectl could not parse {MANIFEST}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .env_remove("KUBECONFIG");
+    let out = weft_testkit::netns::command_ok(
+        &mut kubectl,
+        &format!("kubectl could not parse {MANIFEST}"),
+        "kubectl runs (scripts/lib/packages.sh installs kubernetes-client)",
     );
-    serde_json::Deserializer::from_slice(&out.stdout)
+    serde_json::Deserializer::from_slice(&out)
         .into_iter::<Value>()
         .map(|v| v.expect("kubectl prints JSON objects"))
         .collect()

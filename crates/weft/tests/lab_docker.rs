@@ -215,6 +215,12 @@ fn up_with_dockerd_replaced(lab: &str, replacement: &Path) -> Output {
         .expect("cannot run unshare (util-linux)")
 }
 
+/// Fails the test with what of lab `lab` is left behind, if anything is.
+fn assert_nothing_left(lab: &str) {
+    let left = leftovers(lab);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// What is left of a lab: namespaces, /etc/netns entries, its directory, processes, cgroups.
 fn leftovers(lab: &str) -> Vec<String> {
     let dir = labs_dir().join(lab);
@@ -243,9 +249,11 @@ fn labs_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/weft-lab"))
 }
 
-/// A lab name of this test process that `Lab` does not use (its counter starts at 1).
-fn own_lab_name(n: u32) -> String {
-    format!("t{}-{}", std::process::id(), 900 + n)
+/// A lab name of this test process that `Lab` does not use (its counter starts at 1), and
+/// a guard that brings that lab down when dropped.
+fn own_lab(n: u32) -> (String, DownOnDrop) {
+    let name = format!("t{}-{}", std::process::id(), 900 + n);
+    (name.clone(), DownOnDrop(name))
 }
 
 /// Runs `weft lab down` on a lab when dropped, so a failing test leaves nothing either.
@@ -262,8 +270,7 @@ impl Drop for DownOnDrop {
 #[test]
 fn without_dockerd_lab_up_docker_says_what_to_install_and_makes_nothing() {
     require_docker();
-    let lab = own_lab_name(1);
-    let _down = DownOnDrop(lab.clone());
+    let (lab, _down) = own_lab(1);
     let out = up_with_dockerd_replaced(&lab, Path::new("/dev/null"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -275,15 +282,13 @@ fn without_dockerd_lab_up_docker_says_what_to_install_and_makes_nothing() {
         stderr.contains("dockerd is not installed") && stderr.contains("apt-get install docker.io"),
         "{stderr}"
     );
-    let left = leftovers(&lab);
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&lab);
 }
 
 #[test]
 fn a_dockerd_that_fails_to_start_is_reported_and_the_lab_rolled_back() {
     require_docker();
-    let lab = own_lab_name(2);
-    let _down = DownOnDrop(lab.clone());
+    let (lab, _down) = own_lab(2);
     let fake = std::env::temp_dir().join(format!("weft-fake-dockerd-{}", std::process::id()));
     std::fs::write(
         &fake,
@@ -344,15 +349,13 @@ fn down_after_dockerd_was_killed_removes_its_orphans() {
         "the container outlives dockerd"
     );
     drop(lab);
-    let left = leftovers(&name);
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&name);
 }
 
 #[test]
 fn down_removes_a_docker_lab_whose_lab_up_was_killed() {
     require_docker();
-    let lab = own_lab_name(3);
-    let _down = DownOnDrop(lab.clone());
+    let (lab, _down) = own_lab(3);
     let weft = env!("CARGO_BIN_EXE_weft");
     let mut up = Command::new(weft)
         .args(["lab", "up", "--docker", "--hosts", "2", "--name", &lab])
@@ -381,6 +384,5 @@ fn down_removes_a_docker_lab_whose_lab_up_was_killed() {
         "lab down failed: {}",
         String::from_utf8_lossy(&down.stderr)
     );
-    let left = leftovers(&lab);
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&lab);
 }

@@ -59,12 +59,27 @@ impl Stubs {
             .unwrap()
     }
 
+    /// [`Stubs::install`], which must succeed.
+    fn install_ok(&self, pkgs: &str) -> Output {
+        let o = self.install(pkgs);
+        assert!(o.status.success(), "install failed: {}", stderr(&o));
+        o
+    }
+
     fn apt_calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("apt.log"))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// Makes the command of stub package `pkg` (`weft-stub-<pkg>`), as if installed.
+    fn make_command(&self, pkg: &str) {
+        write_exec(
+            &self.dir.join(format!("bin/weft-stub-{pkg}")),
+            "#!/bin/sh\n",
+        );
     }
 
     fn mark_installed(&self, pkg: &str) {
@@ -87,6 +102,14 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// The apt-get calls of one install of `packages`: an update, then one install of them all.
+fn update_then_install(packages: &str) -> Vec<String> {
+    vec![
+        "update -qq".to_string(),
+        format!("install -y -qq --no-install-recommends {packages}"),
+    ]
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -96,15 +119,11 @@ fn installs_only_what_is_missing_then_nothing() {
     let s = Stubs::new("missing");
     s.mark_installed("pkgb");
     // pkgb is installed but its command is not there yet: make it.
-    write_exec(&s.dir.join("bin/weft-stub-pkgb"), "#!/bin/sh\n");
-    let o = s.install("pkga pkgb pkgc");
-    assert!(o.status.success(), "install failed: {}", stderr(&o));
+    s.make_command("pkgb");
+    let o = s.install_ok("pkga pkgb pkgc");
     assert_eq!(
         s.apt_calls(),
-        vec![
-            "update -qq".to_string(),
-            "install -y -qq --no-install-recommends pkga pkgc".to_string()
-        ],
+        update_then_install("pkga pkgc"),
         "apt-get asked for exactly the missing packages"
     );
     assert!(
@@ -177,15 +196,11 @@ fn an_installed_package_without_its_command_is_an_error() {
 #[test]
 fn a_command_already_there_is_not_installed_again() {
     let s = Stubs::new("present");
-    write_exec(&s.dir.join("bin/weft-stub-pkgc"), "#!/bin/sh\n");
-    let o = s.install("pkga pkgc");
-    assert!(o.status.success(), "install failed: {}", stderr(&o));
+    s.make_command("pkgc");
+    s.install_ok("pkga pkgc");
     assert_eq!(
         s.apt_calls(),
-        vec![
-            "update -qq".to_string(),
-            "install -y -qq --no-install-recommends pkga".to_string()
-        ],
+        update_then_install("pkga"),
         "pkgc's command is there: only pkga is asked for"
     );
 }

@@ -36,21 +36,7 @@ fn drop_above(lab: &Lab, host: &str, threshold: u32) {
          add rule inet weftpmtu pre iifname eth0 meta length > {threshold} udp dport {{ 6783, 6784 }} drop; \
          add rule inet weftpmtu pre iifname eth0 meta length > {threshold} ip frag-off & 0x1fff != 0 drop"
     );
-    let out = lab.exec(host, &["nft", &script]);
-    assert!(
-        out.status.success(),
-        "nft on {host}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn container(lab: &Lab, host: &str, name: &str, addr: &str) {
-    let out = lab.container(host, name, &[addr]);
-    assert!(
-        out.status.success(),
-        "container {name} on {host}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.exec_ok(host, &["nft", &script]);
 }
 
 /// Whether this CPU has what AES-256-GCM is offered for (the router detects the same).
@@ -109,8 +95,8 @@ fn run(case: Case) {
         args.push(other);
         lab.weft_ok(h, &args);
     }
-    container(&lab, "h1", "c1", "ip:10.32.0.1/12");
-    container(&lab, "h2", "c2", "ip:10.32.0.2/12");
+    lab.container_ok("h1", "c1", &["ip:10.32.0.1/12"]);
+    lab.container_ok("h2", "c2", &["ip:10.32.0.2/12"]);
     let start = Instant::now();
     let deadline = start + WITHIN;
     let left = || deadline.saturating_duration_since(Instant::now());

@@ -222,26 +222,30 @@ impl Sleeve {
             shared: shared.clone(),
             threads: Vec::new(),
         };
-        let name = config.tap_name.clone();
+        let name = &config.tap_name;
         let s1 = shared.clone();
-        let t1 = std::thread::Builder::new()
-            .name(format!("sleeve-tx-{name}"))
-            .spawn(move || {
-                favour_this_thread();
-                TxLoop::new(s1).run()
-            })
-            .map_err(SleeveError::Thread)?;
-        sleeve.threads.push(t1);
-        let s2 = shared;
-        let t2 = std::thread::Builder::new()
-            .name(format!("sleeve-rx-{name}"))
-            .spawn(move || {
-                favour_this_thread();
-                RxLoop::new(s2).run()
-            })
-            .map_err(SleeveError::Thread)?;
-        sleeve.threads.push(t2);
+        sleeve.spawn(format!("sleeve-tx-{name}"), move || TxLoop::new(s1).run())?;
+        sleeve.spawn(format!("sleeve-rx-{name}"), move || {
+            RxLoop::new(shared).run()
+        })?;
         Ok(sleeve)
+    }
+
+    /// Runs one of the sleeve's loops on a thread of its own, favoured by the scheduler.
+    fn spawn(
+        &mut self,
+        name: String,
+        run: impl FnOnce() + Send + 'static,
+    ) -> Result<(), SleeveError> {
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                favour_this_thread();
+                run()
+            })
+            .map_err(SleeveError::Thread)?;
+        self.threads.push(thread);
+        Ok(())
     }
 
     /// The UDP address the sleeve listens on.

@@ -112,6 +112,13 @@ impl Lab {
     }
 }
 
+/// A container namespace (`role`) attached to `host` with `addrs`, as [`attach_to`].
+pub fn container_on(host: &Ns, role: &str, addrs: &[&str]) -> (Ns, AttachInfo) {
+    let c = Ns::new(role);
+    let info = attach_to(host, &c, addrs);
+    (c, info)
+}
+
 /// Attaches `c` to `host`'s bridge with `addrs` as `ethwe`.
 pub fn attach_to(host: &Ns, c: &Ns, addrs: &[&str]) -> AttachInfo {
     try_attach(host, c, "ethwe", addrs).expect("attach")

@@ -345,14 +345,12 @@ pub(crate) fn create_endpoint(call: &str, body: &[u8]) -> WireResult<EndpointSpe
             "{IPV4_ONLY}: the endpoint was given IPv6 address {v6}"
         ));
     }
-    let address = match non_empty(iface.address) {
-        Some(a) => Some(ipv4_net(call, "Interface.Address", &a)?),
-        None => None,
-    };
-    let mac = match non_empty(iface.mac_address) {
-        Some(m) => Some(mac(call, "Interface.MacAddress", &m)?),
-        None => None,
-    };
+    let address = non_empty(iface.address)
+        .map(|a| ipv4_net(call, "Interface.Address", &a))
+        .transpose()?;
+    let mac = non_empty(iface.mac_address)
+        .map(|m| mac(call, "Interface.MacAddress", &m))
+        .transpose()?;
     let ports = match r.options.as_ref().and_then(|o| o.get(PORTMAP_KEY)) {
         Some(v) => port_mappings(call, v)?,
         None => Vec::new(),
@@ -384,14 +382,12 @@ pub(crate) fn request_pool(call: &str, body: &[u8]) -> WireResult<PoolRequest> {
             "{IPV4_ONLY}: create the network without --ipv6 and without an IPv6 --subnet"
         ));
     }
-    let subnet = match non_empty(r.pool) {
-        Some(p) => Some(ipv4_net(call, "Pool (--subnet)", &p)?),
-        None => None,
-    };
-    let sub_pool = match non_empty(r.sub_pool) {
-        Some(p) => Some(ipv4_net(call, "SubPool (--ip-range)", &p)?),
-        None => None,
-    };
+    let subnet = non_empty(r.pool)
+        .map(|p| ipv4_net(call, "Pool (--subnet)", &p))
+        .transpose()?;
+    let sub_pool = non_empty(r.sub_pool)
+        .map(|p| ipv4_net(call, "SubPool (--ip-range)", &p))
+        .transpose()?;
     if sub_pool.is_some() && subnet.is_none() {
         return Err("--ip-range needs --subnet: give the subnet it lies in".to_string());
     }
@@ -412,10 +408,9 @@ pub(crate) fn pool_id(call: &str, body: &[u8]) -> WireResult<String> {
 pub(crate) fn request_address(call: &str, body: &[u8]) -> WireResult<AddressRequest> {
     let r: RequestAddressReq = decode(call, body)?;
     let pool_id = required(call, "PoolID", r.pool_id)?;
-    let address = match non_empty(r.address) {
-        Some(a) => Some(ipv4_addr(call, "Address", &a)?),
-        None => None,
-    };
+    let address = non_empty(r.address)
+        .map(|a| ipv4_addr(call, "Address", &a))
+        .transpose()?;
     let opts = r.options.unwrap_or_default();
     let gateway = opts.get(ADDRESS_TYPE_KEY).and_then(Value::as_str) == Some(GATEWAY_TYPE);
     let mac = match opts

@@ -277,21 +277,23 @@ pub fn rewrite_create(
     endpoints.insert(network.to_string(), endpoint);
 
     if let (Some(domain), Some(name)) = (domain, name.filter(|n| !n.is_empty())) {
-        let hostname_empty = top
-            .get("Hostname")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty);
-        if hostname_empty {
-            top.insert("Hostname".into(), Value::String(name.to_string()));
-            let domain_empty = top
-                .get("Domainname")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty);
-            if domain_empty {
-                top.insert("Domainname".into(), Value::String(domain.to_string()));
-            }
+        // A hostname the client gave is kept, and with it its domain.
+        if set_if_empty(top, "Hostname", name) {
+            set_if_empty(top, "Domainname", domain);
         }
     }
+}
+
+/// Sets `top[key]` to `value` when it is missing, empty or not a string; whether it did.
+fn set_if_empty(top: &mut Map<String, Value>, key: &str, value: &str) -> bool {
+    let empty = top
+        .get(key)
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if empty {
+        top.insert(key.into(), Value::String(value.to_string()));
+    }
+    empty
 }
 
 /// The object under `key`, made an empty object if missing, null or not an object.

@@ -11,7 +11,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use weft_firewall::{CommandRunner, Nftables, Proto, Published};
+use ipnet::Ipv4Net;
+
+use weft_firewall::{CommandRunner, Nftables, Proto, Published, Ruleset};
 #[allow(unused_imports)] // each test file uses a part
 pub use weft_testkit::netns::{enter, in_netns, ip, ns_exec, pings, run, Namespaces};
 
@@ -226,6 +228,38 @@ pub fn other_host(nss: &mut Namespaces, host: &str) -> String {
     ip(&other, "addr add 192.168.77.2/24 dev eth0");
     ip(&other, "link set eth0 up");
     other
+}
+
+/// A client: [`tcp_get`] or [`udp_get`].
+pub type Get = fn(&str, &str) -> Option<String>;
+
+/// For each case (what, client, from, to, answer): the client run in namespace `from`
+/// gets `answer` from `to` (`None`: nothing answers).
+pub fn assert_answers(cases: &[(&str, Get, &str, &str, Option<&str>)]) {
+    for (what, get, from, to, want) in cases {
+        assert_eq!(get(from, to).as_deref(), *want, "{what}");
+    }
+}
+
+/// weft's range, 10.32.0.0/12, with each of `subnets` isolated from the others.
+pub fn isolating(subnets: &[&str]) -> Ruleset {
+    let mut r = Ruleset {
+        range: Some("10.32.0.0/12".parse().unwrap()),
+        ..Default::default()
+    };
+    r.isolated_subnets
+        .extend(subnets.iter().map(|s| s.parse::<Ipv4Net>().unwrap()));
+    r
+}
+
+/// The rules of the host [`host_with_bridge`] makes: subnets 10.32.2.0/24 and
+/// 10.32.3.0/24 isolated, the host's bridge address exposed, and `published`.
+pub fn host_rules(published: &[Published]) -> Ruleset {
+    let mut r = isolating(&["10.32.2.0/24", "10.32.3.0/24"]);
+    r.bridge = Some("weft".into());
+    r.exposed.insert("10.32.0.1/12".parse().unwrap());
+    r.published.extend(published.iter().copied());
+    r
 }
 
 /// A port of every host address forwarded to 10.32.2.2 (the first container's address).

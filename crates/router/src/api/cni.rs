@@ -8,6 +8,7 @@ use weft_api::{
     CniStatus,
 };
 
+use super::failure::detached;
 use super::{ApiFailure, AppState};
 
 /// The CNI routes.
@@ -18,22 +19,6 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/cni/check", post(check))
         .route("/cni/gc", post(gc))
         .route("/cni/status", get(status))
-}
-
-/// Runs `f` to the end even if the plugin goes away: the handle undoes its own failures,
-/// but not if it is dropped half-way.
-async fn detached<T: Send + 'static>(
-    f: impl std::future::Future<Output = Result<T, crate::cni::CniHandleError>> + Send + 'static,
-) -> Result<T, ApiFailure> {
-    tokio::spawn(f)
-        .await
-        .map_err(|e| ApiFailure {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!(
-                "the operation stopped half-way ({e}); the router undoes it at its next start"
-            ),
-        })?
-        .map_err(ApiFailure::from)
 }
 
 async fn add(

@@ -5,6 +5,7 @@ use axum::routing::{get, post};
 use axum::Json;
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
+use super::failure::detached;
 use super::{ApiFailure, AppState};
 
 /// The container routes.
@@ -20,24 +21,10 @@ async fn attach(
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
     let timer = router.metrics.time("attach");
-    // Run to the end even when the client goes away (a CLI killed mid-way): the pipeline
-    // undoes its own failures, but not if it is dropped half-way.
     let containers = router.containers.clone();
     containers.ready.wait().await;
-    let done = tokio::spawn(async move { crate::containers::attach(&containers, req).await })
-        .await
-        .map_err(stopped)?;
+    let done = detached(async move { crate::containers::attach(&containers, req).await }).await;
     Ok(Json(timer.ok(done)?))
-}
-
-/// An operation's task that ended without an answer.
-pub(super) fn stopped(e: tokio::task::JoinError) -> ApiFailure {
-    ApiFailure {
-        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!(
-            "the operation stopped half-way ({e}); the router undoes it at its next start"
-        ),
-    }
 }
 
 async fn detach(
@@ -47,9 +34,7 @@ async fn detach(
     let timer = router.metrics.time("detach");
     let containers = router.containers.clone();
     containers.ready.wait().await;
-    let done = tokio::spawn(async move { crate::containers::detach(&containers, req).await })
-        .await
-        .map_err(stopped)?;
+    let done = detached(async move { crate::containers::detach(&containers, req).await }).await;
     Ok(Json(timer.ok(done)?))
 }
 

@@ -5,6 +5,7 @@ use axum::routing::post;
 use axum::Json;
 use weft_api::{AddrsResponse, ExposeRequest, HideRequest, ResetRequest};
 
+use super::failure::detached;
 use super::{ApiFailure, AppState};
 use crate::datapath::expose;
 use crate::reset::{reset, ResetParts};
@@ -23,12 +24,8 @@ async fn expose_h(
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
     let c = router.containers.clone();
     c.ready.wait().await;
-    // Run to the end even when the client goes away (see the container routes).
-    let done =
-        tokio::spawn(async move { expose::expose(&c.datapath, &c.ipam, &c.intents, req).await })
-            .await
-            .map_err(super::containers::stopped)?;
-    Ok(Json(done?))
+    let done = detached(async move { expose::expose(&c.datapath, &c.ipam, &c.intents, req).await });
+    Ok(Json(done.await?))
 }
 
 async fn hide_h(
@@ -37,11 +34,8 @@ async fn hide_h(
 ) -> Result<Json<AddrsResponse>, ApiFailure> {
     let c = router.containers.clone();
     c.ready.wait().await;
-    let done =
-        tokio::spawn(async move { expose::hide(&c.datapath, &c.ipam, &c.intents, req).await })
-            .await
-            .map_err(super::containers::stopped)?;
-    Ok(Json(done?))
+    let done = detached(async move { expose::hide(&c.datapath, &c.ipam, &c.intents, req).await });
+    Ok(Json(done.await?))
 }
 
 async fn reset_h(

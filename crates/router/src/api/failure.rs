@@ -16,6 +16,26 @@ use crate::mesh::MeshError;
 use crate::reset::ResetError;
 use crate::services::ServicesError;
 
+/// Runs `f` to the end even when the client goes away (a CLI or a CNI plugin killed
+/// mid-way): the handles undo their own failures, but not if they are dropped half-way. A
+/// task that ends without an answer is a 500 saying the next start undoes it.
+pub(super) async fn detached<T, E>(
+    f: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<T, ApiFailure>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiFailure: From<E>,
+{
+    let answer = tokio::spawn(f).await.map_err(|e| ApiFailure {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!(
+            "the operation stopped half-way ({e}); the router undoes it at its next start"
+        ),
+    })?;
+    answer.map_err(ApiFailure::from)
+}
+
 /// An API error: an HTTP status and one line for the user.
 #[derive(Debug)]
 pub struct ApiFailure {

@@ -57,11 +57,7 @@ async fn allocate(
             .parse()
             .map_err(|e| ApiFailure::bad_request(format!("{e}")))?,
     };
-    record_owner(&router, &b.owner)?;
-    let net = ipam(&router)?.allocate(&b.owner, &spec).await?;
-    Ok(Json(AddrAnswer {
-        addr: net.to_string(),
-    }))
+    allocate_for(&router, &b.owner, &spec).await
 }
 
 async fn claim(
@@ -74,10 +70,18 @@ async fn claim(
             "{e} (expected an address with a prefix, e.g. 10.32.0.9/12)"
         ))
     })?;
-    record_owner(&router, &b.owner)?;
-    let net = ipam(&router)?
-        .allocate(&b.owner, &AddrSpec::Claim(c))
-        .await?;
+    allocate_for(&router, &b.owner, &AddrSpec::Claim(c)).await
+}
+
+/// Records `owner` (so the owner audit at start keeps what it holds), then allocates
+/// `spec` for it.
+async fn allocate_for(
+    router: &AppState,
+    owner: &str,
+    spec: &AddrSpec,
+) -> Result<Json<AddrAnswer>, ApiFailure> {
+    record_owner(router, owner)?;
+    let net = ipam(router)?.allocate(owner, spec).await?;
     Ok(Json(AddrAnswer {
         addr: net.to_string(),
     }))

@@ -40,10 +40,9 @@ async fn create(
     router.containers.ready.wait().await;
     let services = router.containers.services.clone();
     // To the end even when the client goes away: a VIP taken is given back on refusal.
-    let done = tokio::spawn(async move { services.create(req).await })
-        .await
-        .map_err(super::containers::stopped)?;
-    Ok(Json(done?))
+    Ok(Json(
+        super::failure::detached(async move { services.create(req).await }).await?,
+    ))
 }
 
 async fn remove(

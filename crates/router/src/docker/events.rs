@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use weft_api::DetachRequest;
+use weft_docker::engine::Network;
 
 use super::DockerHandle;
 
@@ -85,18 +86,31 @@ pub async fn run(handle: DockerHandle) {
     }
 }
 
+/// Docker's networks of weft's driver, as listed (without their containers); `None`, after
+/// a warning saying what the list was `for`, when Docker does not answer.
+async fn weft_networks(handle: &DockerHandle, why: &str) -> Option<Vec<Network>> {
+    match handle.engine.list_networks().await {
+        Ok(listed) => Some(
+            listed
+                .into_iter()
+                .filter(|n| n.driver == super::DRIVER)
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!("cannot list Docker's networks{why}: {e}");
+            None
+        }
+    }
+}
+
 /// The running containers on Docker's weft networks: their endpoints learn their
 /// container, names and listeners are (re)registered ([`container_started`] each).
 async fn register_running(handle: &DockerHandle) {
-    let listed = match handle.engine.list_networks().await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!("cannot list Docker's networks: {e}");
-            return;
-        }
+    let Some(listed) = weft_networks(handle, "").await else {
+        return;
     };
     let mut running = BTreeSet::new();
-    for n in listed.into_iter().filter(|n| n.driver == super::DRIVER) {
+    for n in listed {
         if let Ok(Some(full)) = handle.engine.inspect_network(&n.id).await {
             running.extend(full.containers.keys().cloned());
         }
@@ -264,16 +278,12 @@ pub async fn reconcile(handle: &DockerHandle, at_start: bool) {
     }
 
     // Plugin endpoints: Docker lists the endpoints of running containers per network.
-    let listed = match handle.engine.list_networks().await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!("cannot list Docker's networks to reconcile: {e}");
-            return;
-        }
+    let Some(listed) = weft_networks(handle, " to reconcile").await else {
+        return;
     };
     // The list leaves out each network's containers; inspecting a network gives them.
     let mut networks = Vec::new();
-    for n in listed.into_iter().filter(|n| n.driver == super::DRIVER) {
+    for n in listed {
         match handle.engine.inspect_network(&n.id).await {
             Ok(Some(full)) => networks.push(full),
             Ok(None) => {}

@@ -6,17 +6,11 @@ use anyhow::{bail, Result};
 use weft_api::{AttachRequest, AttachResponse, ContainerReport, DetachRequest, DetachResponse};
 
 use super::{block_on, client, is_addr_form};
-use crate::cli::{AttachArgs, DetachArgs};
+use crate::cli::{AttachArgs, TargetArgs};
 
-/// Where the container is, from the positional words and the flags.
-#[derive(Debug)]
-struct Target {
-    netns: String,
-    container: Option<String>,
-    addrs: Vec<String>,
-}
-
-fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<Target> {
+/// Where the container is and which addresses, from the positional words and the flags:
+/// what `weft detach` asks for, and what `weft attach` asks for with its own flags.
+fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<DetachRequest> {
     let mut addrs = args.to_vec();
     let netns = match (netns, pid) {
         (Some(p), _) => {
@@ -36,7 +30,7 @@ fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<
                 );
             }
             // A Docker container by name or id: the router asks Docker where it is.
-            return Ok(Target {
+            return Ok(DetachRequest {
                 netns: String::new(),
                 container: Some(last),
                 addrs,
@@ -49,7 +43,7 @@ fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<
              with --netns/--pid no container name is given"
         );
     }
-    Ok(Target {
+    Ok(DetachRequest {
         netns,
         container: None,
         addrs,
@@ -58,36 +52,39 @@ fn target(args: &[String], netns: &Option<PathBuf>, pid: Option<u32>) -> Result<
 
 /// `weft attach`.
 pub fn attach(args: AttachArgs) -> Result<()> {
-    let t = target(&args.args, &args.netns, args.pid)?;
+    let t = &args.target;
+    let DetachRequest {
+        netns,
+        addrs,
+        container,
+    } = target(&t.args, &t.netns, t.pid)?;
     let req = AttachRequest {
-        netns: t.netns,
-        addrs: t.addrs,
+        netns,
+        addrs,
         ifname: args.ifname,
         hostname: args.hostname,
         without_dns: args.without_dns,
-        container: t.container,
+        container,
         services: args.services,
     };
     let resp: AttachResponse = block_on(client().post("/attach", &req))?;
-    for a in resp.addrs {
-        println!("{a}");
-    }
+    print_lines(&resp.addrs);
     Ok(())
 }
 
 /// `weft detach`.
-pub fn detach(args: DetachArgs) -> Result<()> {
-    let t = target(&args.args, &args.netns, args.pid)?;
-    let req = DetachRequest {
-        netns: t.netns,
-        addrs: t.addrs,
-        container: t.container,
-    };
+pub fn detach(args: TargetArgs) -> Result<()> {
+    let req = target(&args.args, &args.netns, args.pid)?;
     let resp: DetachResponse = block_on(client().post("/detach", &req))?;
-    for a in resp.removed {
-        println!("{a}");
-    }
+    print_lines(&resp.removed);
     Ok(())
+}
+
+/// One address (or other word) a line, as scripts read them.
+fn print_lines(words: &[String]) {
+    for w in words {
+        println!("{w}");
+    }
 }
 
 /// `weft ps [CONTAINER...]`: `ID MAC CIDR...` per attached container, Docker ids

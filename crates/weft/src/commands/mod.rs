@@ -79,24 +79,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 mod tests {
     use std::path::Path;
 
-    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).expect("src is readable") {
-            let p = e.expect("an entry").path();
-            if p.is_dir() {
-                sources(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-
     /// The CLI speaks to the router through weft-api's types; the router crate itself is
     /// used only through its one entry point (run the daemon, offline reset, the lab).
     #[test]
     fn the_cli_uses_the_router_only_through_its_entry_point() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        sources(&src, &mut files);
+        let files = weft_testkit::rust_sources(&src);
         let needle = ["weft_", "router::"].concat();
         for f in files {
             let code = std::fs::read_to_string(&f).expect("readable");

@@ -123,30 +123,19 @@ pub fn elf_is_static(bytes: &[u8]) -> Option<bool> {
     }
     let class64 = *bytes.get(4)? == 2;
     let little = *bytes.get(5)? == 1;
-    let u16_at = |o: usize| -> Option<u64> {
-        let b: [u8; 2] = bytes.get(o..o + 2)?.try_into().ok()?;
-        Some(u64::from(if little {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }))
-    };
-    let u32_at = |o: usize| -> Option<u64> {
-        let b: [u8; 4] = bytes.get(o..o + 4)?.try_into().ok()?;
-        Some(u64::from(if little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }))
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let b: [u8; 8] = bytes.get(o..o + 8)?.try_into().ok()?;
+    // An unsigned field of `n` bytes at offset `o`, in the image's byte order.
+    let uint_at = |o: usize, n: usize| -> Option<u64> {
+        let field = bytes.get(o..o.checked_add(n)?)?;
+        let fold = |v: u64, b: &u8| (v << 8) | u64::from(*b);
         Some(if little {
-            u64::from_le_bytes(b)
+            field.iter().rev().fold(0, fold)
         } else {
-            u64::from_be_bytes(b)
+            field.iter().fold(0, fold)
         })
     };
+    let u16_at = |o| uint_at(o, 2);
+    let u32_at = |o| uint_at(o, 4);
+    let u64_at = |o| uint_at(o, 8);
     let (phoff, phentsize, phnum) = if class64 {
         (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?)
     } else {

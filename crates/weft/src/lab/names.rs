@@ -32,19 +32,7 @@ pub enum Member {
 /// so a lab called `x-c` or `x-c-y` could not be told from them.
 pub fn validate_lab_name(name: &str) -> Result<(), String> {
     let what = format!("invalid lab name {name:?}");
-    if name.is_empty() || name.len() > MAX_LAB_NAME {
-        return Err(format!(
-            "{what}: it must be 1 to {MAX_LAB_NAME} characters long"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(format!(
-            "{what}: use only lowercase letters, digits and '-'"
-        ));
-    }
+    check_length_and_characters(&what, name, MAX_LAB_NAME, "")?;
     if name.split('-').any(str::is_empty) {
         return Err(format!(
             "{what}: it must not start or end with '-' or contain \"--\""
@@ -62,25 +50,35 @@ pub fn validate_lab_name(name: &str) -> Result<(), String> {
 /// and not `hN` (those are the hosts).
 pub fn validate_container_name(name: &str) -> Result<(), String> {
     let what = format!("invalid container name {name:?}");
-    if name.is_empty() || name.len() > MAX_CONTAINER_NAME {
-        return Err(format!(
-            "{what}: it must be 1 to {MAX_CONTAINER_NAME} characters long"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(format!(
-            "{what}: use only lowercase letters, digits and '-' (it becomes a DNS name)"
-        ));
-    }
+    check_length_and_characters(&what, name, MAX_CONTAINER_NAME, " (it becomes a DNS name)")?;
     if name.starts_with('-') || name.ends_with('-') {
         return Err(format!("{what}: it must not start or end with '-'"));
     }
     if host_index(name).is_some() || name == "ul" {
         return Err(format!(
             "{what}: h1, h2, ... and ul name the lab's hosts and underlay; pick another"
+        ));
+    }
+    Ok(())
+}
+
+/// What lab and container names share: 1 to `max` characters of `[a-z0-9-]`. Errors
+/// start with `what`; `why` ends the one about characters.
+fn check_length_and_characters(
+    what: &str,
+    name: &str,
+    max: usize,
+    why: &str,
+) -> Result<(), String> {
+    if name.is_empty() || name.len() > max {
+        return Err(format!("{what}: it must be 1 to {max} characters long"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "{what}: use only lowercase letters, digits and '-'{why}"
         ));
     }
     Ok(())

@@ -45,55 +45,53 @@ pub fn entry(list: &Value, plugin: &Value, runtime: &Value, prev: Option<&Value>
     c
 }
 
-/// ADD of a whole conflist, as libcni runs it: each plugin in order, with the previous
-/// result; returns the last result.
-pub fn add_list(
-    lab: &Lab,
-    s: &Scratch,
-    host: &str,
-    list: &Value,
-    runtime: &Value,
-    cid: &str,
-    path: &str,
-) -> Value {
-    let mut prev: Option<Value> = None;
-    for p in list["plugins"].as_array().expect("plugins") {
-        let kind = p["type"].as_str().expect("type");
-        let bin = if kind == "weft" {
-            WEFT.to_string()
-        } else {
-            ref_plugin(kind)
-        };
-        let c = entry(list, p, runtime, prev.as_ref());
-        let a = invoke(lab, s, host, &bin, "ADD", cid, Some(path), "", &c);
-        assert!(a.ok, "ADD of {kind} in the chain: {}", a.text);
-        prev = Some(a.json);
-    }
-    prev.expect("a result")
+/// The plugin binary of one entry of a conflist: weft's, or a reference plugin.
+fn plugin_bin(plugin: &Value) -> (&str, String) {
+    let kind = plugin["type"].as_str().expect("type");
+    let bin = if kind == "weft" {
+        WEFT.to_string()
+    } else {
+        ref_plugin(kind)
+    };
+    (kind, bin)
 }
 
-/// DEL of a whole conflist: each plugin in reverse order, with the cached result.
-#[allow(clippy::too_many_arguments)]
-pub fn del_list(
-    lab: &Lab,
-    s: &Scratch,
-    host: &str,
-    list: &Value,
-    runtime: &Value,
-    cid: &str,
-    path: &str,
-    result: &Value,
-) {
-    for p in list["plugins"].as_array().expect("plugins").iter().rev() {
-        let kind = p["type"].as_str().expect("type");
-        let bin = if kind == "weft" {
-            WEFT.to_string()
-        } else {
-            ref_plugin(kind)
-        };
-        let c = entry(list, p, runtime, Some(result));
-        let a = invoke(lab, s, host, &bin, "DEL", cid, Some(path), "", &c);
-        assert!(a.ok, "DEL of {kind} in the chain: {}", a.text);
+/// A conflist as libcni runs it for one container (CNI_CONTAINERID `cid`, CNI_NETNS
+/// `path`), with the runtime's capability arguments.
+pub struct Chain<'a> {
+    pub list: &'a Value,
+    pub runtime: &'a Value,
+    pub cid: &'a str,
+    pub path: &'a str,
+}
+
+impl Chain<'_> {
+    /// ADD: each plugin in order, with the previous result; returns the last result.
+    pub fn add(&self, cni: &Cni) -> Value {
+        let mut prev: Option<Value> = None;
+        for p in self.list["plugins"].as_array().expect("plugins") {
+            let (kind, bin) = plugin_bin(p);
+            let c = entry(self.list, p, self.runtime, prev.as_ref());
+            let a = cni.invoke(&bin, "ADD", self.cid, Some(self.path), "", &c);
+            assert!(a.ok, "ADD of {kind} in the chain: {}", a.text);
+            prev = Some(a.json);
+        }
+        prev.expect("a result")
+    }
+
+    /// DEL: each plugin in reverse order, with the cached result.
+    pub fn del(&self, cni: &Cni, result: &Value) {
+        for p in self.list["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .rev()
+        {
+            let (kind, bin) = plugin_bin(p);
+            let c = entry(self.list, p, self.runtime, Some(result));
+            let a = cni.invoke(&bin, "DEL", self.cid, Some(self.path), "", &c);
+            assert!(a.ok, "DEL of {kind} in the chain: {}", a.text);
+        }
     }
 }
 
@@ -102,6 +100,7 @@ pub fn portmap_bandwidth_and_tuning_chain_after_weft() {
     require_root_and_tools(&["ip", "tc", "iptables", "busybox", "curl"]);
     let lab = Lab::up(WEFT, 2);
     let s = Scratch::new(&lab);
+    let h1 = Cni::new(&lab, &s, "h1");
     launch(&lab, "h1");
     // The host's address on the overlay is the containers' gateway: replies to a
     // published port go back through it.
@@ -121,14 +120,15 @@ pub fn portmap_bandwidth_and_tuning_chain_after_weft() {
         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
         "bandwidth": {"ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000},
     });
-    wait_status_ok(
-        &lab,
-        &s,
-        "h1",
-        &entry(&list, &list["plugins"][0], &json!({}), None),
-    );
+    h1.wait_status_ok(&entry(&list, &list["plugins"][0], &json!({}), None));
     let (ns, path) = netns(&lab, "web");
-    let result = add_list(&lab, &s, "h1", &list, &runtime, "web", &path);
+    let chain = Chain {
+        list: &list,
+        runtime: &runtime,
+        cid: "web",
+        path: &path,
+    };
+    let result = chain.add(&h1);
     let (_, addr) = first_sandbox_addr(&result);
     assert_eq!(kernel_addrs(&ns), vec![addr.clone()], "{result}");
     assert!(
@@ -179,7 +179,7 @@ pub fn portmap_bandwidth_and_tuning_chain_after_weft() {
                 .then_some(())
         },
     );
-    del_list(&lab, &s, "h1", &list, &runtime, "web", &path, &result);
+    chain.del(&h1, &result);
     assert!(kernel_addrs(&ns).is_empty());
     assert!(listed(&lab, "h1", "web").is_empty());
     let rules = text(&lab.exec("h1", &["iptables-save"]));

@@ -54,70 +54,113 @@ impl Answer {
     pub fn code(&self) -> u64 {
         self.json["code"].as_u64().unwrap_or(0)
     }
-}
 
-/// Runs plugin `bin` on `host` with the CNI environment and `stdin`, as libcni does.
-#[allow(clippy::too_many_arguments)]
-pub fn invoke(
-    lab: &Lab,
-    scratch: &Scratch,
-    host: &str,
-    bin: &str,
-    command: &str,
-    cid: &str,
-    netns: Option<&str>,
-    args: &str,
-    stdin: &Value,
-) -> Answer {
-    let name = format!(
-        "in-{}-{}-{}",
-        command,
-        cid,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let file = scratch.file(&name, &stdin.to_string());
-    let mut cmd = vec![
-        "env".to_string(),
-        format!("CNI_COMMAND={command}"),
-        format!("CNI_CONTAINERID={cid}"),
-        "CNI_IFNAME=eth0".to_string(),
-        format!("CNI_PATH={REF_PLUGINS}"),
-        format!("CNI_ARGS={args}"),
-    ];
-    if let Some(ns) = netns {
-        cmd.push(format!("CNI_NETNS={ns}"));
-    }
-    cmd.extend(
-        ["sh", "-c", "exec \"$0\" < \"$1\"", bin, &file]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let out = lab.exec(host, &refs);
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Answer {
-        ok: out.status.success(),
-        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        text: text(&out),
+    /// The `details` of a CNI error ("" when there are none).
+    pub fn details(&self) -> &str {
+        self.json["details"].as_str().unwrap_or_default()
     }
 }
 
-/// weft's CNI plugin on `host`.
-#[allow(clippy::too_many_arguments)]
-pub fn weft_cni(
-    lab: &Lab,
-    s: &Scratch,
-    host: &str,
-    command: &str,
-    cid: &str,
-    netns: Option<&str>,
-    args: &str,
-    conf: &Value,
-) -> Answer {
-    invoke(lab, s, host, WEFT, command, cid, netns, args, conf)
+/// A lab host on which a test runs CNI plugins as libcni does, with their stdin written to
+/// the test's scratch directory.
+pub struct Cni<'a> {
+    lab: &'a Lab,
+    scratch: &'a Scratch,
+    host: &'a str,
+}
+
+impl<'a> Cni<'a> {
+    pub fn new(lab: &'a Lab, scratch: &'a Scratch, host: &'a str) -> Cni<'a> {
+        Cni { lab, scratch, host }
+    }
+
+    /// Runs plugin `bin` with the CNI environment (CNI_COMMAND `command`, CNI_CONTAINERID
+    /// `cid`, CNI_NETNS `netns`, CNI_ARGS `args`) and `stdin`.
+    pub fn invoke(
+        &self,
+        bin: &str,
+        command: &str,
+        cid: &str,
+        netns: Option<&str>,
+        args: &str,
+        stdin: &Value,
+    ) -> Answer {
+        let name = format!(
+            "in-{}-{}-{}",
+            command,
+            cid,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let file = self.scratch.file(&name, &stdin.to_string());
+        let mut cmd = vec![
+            "env".to_string(),
+            format!("CNI_COMMAND={command}"),
+            format!("CNI_CONTAINERID={cid}"),
+            "CNI_IFNAME=eth0".to_string(),
+            format!("CNI_PATH={REF_PLUGINS}"),
+            format!("CNI_ARGS={args}"),
+        ];
+        if let Some(ns) = netns {
+            cmd.push(format!("CNI_NETNS={ns}"));
+        }
+        cmd.extend(
+            ["sh", "-c", "exec \"$0\" < \"$1\"", bin, &file]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let out = self.lab.exec(self.host, &refs);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Answer {
+            ok: out.status.success(),
+            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            text: text(&out),
+        }
+    }
+
+    /// weft's plugin with any command and CNI_ARGS.
+    pub fn weft(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&str>,
+        args: &str,
+        conf: &Value,
+    ) -> Answer {
+        self.invoke(WEFT, command, cid, netns, args, conf)
+    }
+
+    /// weft's ADD of container `cid` in the namespace at `netns`, without CNI_ARGS.
+    pub fn add(&self, cid: &str, netns: &str, conf: &Value) -> Answer {
+        self.weft("ADD", cid, Some(netns), "", conf)
+    }
+
+    /// weft's CHECK, as [`Cni::add`].
+    pub fn check(&self, cid: &str, netns: &str, conf: &Value) -> Answer {
+        self.weft("CHECK", cid, Some(netns), "", conf)
+    }
+
+    /// weft's DEL, as [`Cni::add`].
+    pub fn del(&self, cid: &str, netns: &str, conf: &Value) -> Answer {
+        self.weft("DEL", cid, Some(netns), "", conf)
+    }
+
+    /// A command about no container (VERSION, STATUS, GC).
+    pub fn global(&self, command: &str, conf: &Value) -> Answer {
+        self.weft(command, "", None, "", conf)
+    }
+
+    /// Waits until weft's STATUS passes.
+    pub fn wait_status_ok(&self, conf: &Value) {
+        wait_for("STATUS to pass", Duration::from_secs(30), || {
+            let a = self.global("STATUS", conf);
+            observe(&a.text);
+            a.ok.then_some(())
+        });
+    }
 }
 
 /// The router socket of a lab host.
@@ -153,25 +196,9 @@ pub fn kernel_addrs(ns: &str) -> Vec<String> {
 /// `weft ps` of a host: (id, addresses) of its attachments (the host's own exposed
 /// addresses, the `weft:expose` line, are not an attachment).
 pub fn ps(lab: &Lab, host: &str) -> Option<Vec<(String, Vec<String>)>> {
-    let out = lab.weft(host, &["ps"]);
-    if !out.status.success() {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with("weft:expose"))
-            .map(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                let addrs = w
-                    .iter()
-                    .filter(|x| x.contains('/') && x.starts_with(|c: char| c.is_ascii_digit()))
-                    .map(|x| x.to_string())
-                    .collect();
-                (w.first().map_or(String::new(), |x| x.to_string()), addrs)
-            })
-            .collect(),
-    )
+    let mut lines = lab.ps(host)?;
+    lines.retain(|(id, _)| id != "weft:expose");
+    Some(lines)
 }
 
 pub fn listed(lab: &Lab, host: &str, id: &str) -> Vec<String> {
@@ -211,12 +238,4 @@ pub fn with_prev(conf: &Value, prev: &Value) -> Value {
 
 pub fn launch(lab: &Lab, host: &str) {
     lab.weft_ok(host, &["launch", "--nickname", host]);
-}
-
-pub fn wait_status_ok(lab: &Lab, s: &Scratch, host: &str, conf: &Value) {
-    wait_for("STATUS to pass", Duration::from_secs(30), || {
-        let a = weft_cni(lab, s, host, "STATUS", "", None, "", conf);
-        observe(&a.text);
-        a.ok.then_some(())
-    });
 }

@@ -19,11 +19,12 @@ fn verbs_results_and_nomad_invocation() {
     require_root_and_tools(&["ip"]);
     let lab = Lab::up(WEFT, 1);
     let s = Scratch::new(&lab);
+    let h1 = Cni::new(&lab, &s, "h1");
     let c10 = conf(&lab, "h1", "1.0.0", "wnet");
     let c11 = conf(&lab, "h1", "1.1.0", "wnet");
 
     // VERSION needs no router.
-    let v = weft_cni(&lab, &s, "h1", "VERSION", "", None, "", &c11);
+    let v = h1.global("VERSION", &c11);
     assert!(v.ok, "{}", v.text);
     for ver in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         assert!(
@@ -36,35 +37,18 @@ fn verbs_results_and_nomad_invocation() {
         );
     }
     // Router down: STATUS is 50, ADD is 11 and says what to do.
-    let st = weft_cni(&lab, &s, "h1", "STATUS", "", None, "", &c11);
+    let st = h1.global("STATUS", &c11);
     assert!(!st.ok && st.code() == 50, "{}", st.text);
     let (ns_a, path_a) = netns(&lab, "a");
-    let add = weft_cni(&lab, &s, "h1", "ADD", "ctr-a", Some(&path_a), "", &c10);
+    let add = h1.add("ctr-a", &path_a, &c10);
     assert!(!add.ok && add.code() == 11, "{}", add.text);
-    assert!(
-        add.json["details"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("weft launch"),
-        "{}",
-        add.text
-    );
+    assert!(add.details().contains("weft launch"), "{}", add.text);
     // Bad stdin is 6.
-    let bad = invoke(
-        &lab,
-        &s,
-        "h1",
-        WEFT,
-        "ADD",
-        "x",
-        Some(&path_a),
-        "",
-        &json!("not a conf"),
-    );
+    let bad = h1.add("x", &path_a, &json!("not a conf"));
     assert!(!bad.ok && bad.code() == 6, "{}", bad.text);
 
     launch(&lab, "h1");
-    wait_status_ok(&lab, &s, "h1", &c11);
+    h1.wait_status_ok(&c11);
 
     // Nomad: go-cni's CNI_ARGS and the portMappings capability; CNI_CONTAINERID is the
     // alloc id and the namespace is named after it.
@@ -76,16 +60,9 @@ fn verbs_results_and_nomad_invocation() {
     nomad_conf["capabilities"] = json!({"portMappings": true});
     nomad_conf["runtimeConfig"] =
         json!({"portMappings": [{"hostPort": 25123, "containerPort": 8080, "protocol": "tcp"}]});
-    let add = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "ADD",
-        alloc,
-        Some(&path_a),
-        &nomad_args,
-        &nomad_conf,
-    );
+    // ADD as Nomad makes it (again after a restart).
+    let nomad_add = || h1.weft("ADD", alloc, Some(&path_a), &nomad_args, &nomad_conf);
+    let add = nomad_add();
     assert!(add.ok, "{}", add.text);
     let result_a = add.json.clone();
     let (sandbox, addr) = first_sandbox_addr(&result_a);
@@ -106,10 +83,7 @@ fn verbs_results_and_nomad_invocation() {
     assert!(found.contains(&ip), "dns-lookup: {found}");
 
     // CHECK passes, then fails clearly once the interface is gone.
-    let chk = weft_cni(
-        &lab,
-        &s,
-        "h1",
+    let chk = h1.weft(
         "CHECK",
         alloc,
         Some(&path_a),
@@ -120,32 +94,14 @@ fn verbs_results_and_nomad_invocation() {
 
     // Results survive a router restart: ADD again answers the same; CHECK still passes.
     lab.weft_ok("h1", &["stop"]);
-    let st = weft_cni(&lab, &s, "h1", "STATUS", "", None, "", &c11);
+    let st = h1.global("STATUS", &c11);
     assert!(!st.ok && st.code() == 50, "STATUS while down: {}", st.text);
     launch(&lab, "h1");
-    wait_status_ok(&lab, &s, "h1", &c11);
-    let again = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "ADD",
-        alloc,
-        Some(&path_a),
-        &nomad_args,
-        &nomad_conf,
-    );
+    h1.wait_status_ok(&c11);
+    let again = nomad_add();
     assert!(again.ok, "{}", again.text);
     assert_eq!(first_sandbox_addr(&again.json).1, addr);
-    let chk = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "CHECK",
-        alloc,
-        Some(&path_a),
-        "",
-        &with_prev(&c10, &result_a),
-    );
+    let chk = h1.check(alloc, &path_a, &with_prev(&c10, &result_a));
     assert!(chk.ok, "after restart: {}", chk.text);
 
     let out = std::process::Command::new("ip")
@@ -153,38 +109,13 @@ fn verbs_results_and_nomad_invocation() {
         .output()
         .expect("ip runs");
     assert!(out.status.success(), "{}", text(&out));
-    let chk = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "CHECK",
-        alloc,
-        Some(&path_a),
-        "",
-        &with_prev(&c10, &result_a),
-    );
+    let chk = h1.check(alloc, &path_a, &with_prev(&c10, &result_a));
     assert!(!chk.ok && chk.code() == 101, "{}", chk.text);
-    assert!(
-        chk.json["details"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("eth0 is gone"),
-        "{}",
-        chk.text
-    );
+    assert!(chk.details().contains("eth0 is gone"), "{}", chk.text);
 
     // DEL, and DEL again, succeed.
     for round in 0..2 {
-        let del = weft_cni(
-            &lab,
-            &s,
-            "h1",
-            "DEL",
-            alloc,
-            Some(&path_a),
-            "",
-            &with_prev(&c10, &result_a),
-        );
+        let del = h1.del(alloc, &path_a, &with_prev(&c10, &result_a));
         assert!(del.ok, "DEL {round}: {}", del.text);
     }
     assert!(listed(&lab, "h1", alloc).is_empty());
@@ -193,45 +124,27 @@ fn verbs_results_and_nomad_invocation() {
     let (ns_b, path_b) = netns(&lab, "b");
     for ver in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let c = conf(&lab, "h1", ver, "wnet");
-        let add = weft_cni(&lab, &s, "h1", "ADD", "ctr-b", Some(&path_b), "", &c);
+        let add = h1.add("ctr-b", &path_b, &c);
         assert!(add.ok, "{ver}: {}", add.text);
         assert_eq!(add.json["cniVersion"], ver);
         let has_version = add.json["ips"][0].get("version").is_some();
         assert_eq!(has_version, ver.starts_with("0."), "{ver}: {}", add.text);
-        let del = weft_cni(&lab, &s, "h1", "DEL", "ctr-b", Some(&path_b), "", &c);
+        let del = h1.del("ctr-b", &path_b, &c);
         assert!(del.ok, "{ver}: {}", del.text);
         assert!(kernel_addrs(&ns_b).is_empty(), "{ver}: DEL left an address");
     }
 
     // An ADD that fails half way leaves no interface and no address: an address in use,
     // one outside the range, and an interface name taken in the namespace (kernel step).
-    let keep = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "ADD",
-        "ctr-keep",
-        Some(&path_b),
-        "K8S_POD_NAME=keep",
-        &c10,
-    );
+    let keep = h1.weft("ADD", "ctr-keep", Some(&path_b), "K8S_POD_NAME=keep", &c10);
     assert!(keep.ok, "{}", keep.text);
     let taken = first_sandbox_addr(&keep.json).1;
     let (ns_c, path_c) = netns(&lab, "c");
     let mut claim = c10.clone();
     claim["runtimeConfig"] = json!({"ips": [taken]});
-    let fail = weft_cni(&lab, &s, "h1", "ADD", "ctr-c", Some(&path_c), "", &claim);
+    let fail = h1.add("ctr-c", &path_c, &claim);
     assert!(!fail.ok, "claiming an address in use worked: {}", fail.text);
-    let fail = weft_cni(
-        &lab,
-        &s,
-        "h1",
-        "ADD",
-        "ctr-c",
-        Some(&path_c),
-        "IP=192.168.77.7",
-        &c10,
-    );
+    let fail = h1.weft("ADD", "ctr-c", Some(&path_c), "IP=192.168.77.7", &c10);
     assert!(!fail.ok && fail.code() == 7, "{}", fail.text);
     let out = std::process::Command::new("ip")
         .args([
@@ -240,7 +153,7 @@ fn verbs_results_and_nomad_invocation() {
         .output()
         .expect("ip runs");
     assert!(out.status.success(), "{}", text(&out));
-    let fail = weft_cni(&lab, &s, "h1", "ADD", "ctr-c", Some(&path_c), "", &c10);
+    let fail = h1.add("ctr-c", &path_c, &c10);
     assert!(
         !fail.ok,
         "ADD onto a taken interface name worked: {}",
@@ -259,11 +172,11 @@ fn verbs_results_and_nomad_invocation() {
 
     // GC releases what is not valid; the other attachment stays.
     let (ns_d, path_d) = netns(&lab, "d");
-    let leak = weft_cni(&lab, &s, "h1", "ADD", "ctr-leak", Some(&path_d), "", &c11);
+    let leak = h1.add("ctr-leak", &path_d, &c11);
     assert!(leak.ok, "{}", leak.text);
     let mut gc = c11.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
-    let done = weft_cni(&lab, &s, "h1", "GC", "", None, "", &gc);
+    let done = h1.global("GC", &gc);
     assert!(done.ok, "{}", done.text);
     assert!(
         listed(&lab, "h1", "ctr-leak").is_empty(),
@@ -281,7 +194,7 @@ fn verbs_results_and_nomad_invocation() {
         .output()
         .expect("ip runs");
     assert!(out.status.success(), "{}", text(&out));
-    let del = weft_cni(&lab, &s, "h1", "DEL", "ctr-keep", Some(&path_b), "", &c10);
+    let del = h1.del("ctr-keep", &path_b, &c10);
     assert!(del.ok, "DEL with the namespace gone: {}", del.text);
     assert!(listed(&lab, "h1", "ctr-keep").is_empty());
     for ns in [ns_a, ns_c, ns_d] {
@@ -297,9 +210,10 @@ fn add_is_atomic_across_kill_9_of_the_router() {
     const ADDS: usize = 20;
     let lab = Lab::up(WEFT, 1);
     let s = Scratch::new(&lab);
+    let h1 = Cni::new(&lab, &s, "h1");
     let c = conf(&lab, "h1", "1.0.0", "wnet");
     launch(&lab, "h1");
-    wait_status_ok(&lab, &s, "h1", &c);
+    h1.wait_status_ok(&c);
     lab.weft_ok("h1", &["prime"]);
     let mut made = Vec::new();
     for i in 0..ADDS {
@@ -312,9 +226,9 @@ fn add_is_atomic_across_kill_9_of_the_router() {
             .iter()
             .enumerate()
             .map(|(i, (_, path))| {
-                let (lab, s, c, returned) = (&lab, &s, &c, &returned);
+                let (h1, c, returned) = (&h1, &c, &returned);
                 sc.spawn(move || {
-                    let a = weft_cni(lab, s, "h1", "ADD", &format!("k{i}"), Some(path), "", c);
+                    let a = h1.add(&format!("k{i}"), path, c);
                     if a.ok {
                         returned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
+use weft_testkit::{observe, require_root_and_tools, wait_for, Lab, ETH0_INET};
 
 use crate::harness::*;
 
@@ -377,19 +377,8 @@ fn podman_and_containerd_on_three_hosts() {
         "ctr's container to get a weft address",
         Duration::from_secs(30),
         || {
-            let out = ctr_cmd(&[
-                "task",
-                "exec",
-                "--exec-id",
-                "ip",
-                "ctr1",
-                "ip",
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "eth0",
-            ]);
+            let exec = ["task", "exec", "--exec-id", "ip", "ctr1"];
+            let out = ctr_cmd(&[&exec[..], &ETH0_INET].concat());
             observe(format!(
                 "{} / {}",
                 text(&out),
@@ -431,7 +420,8 @@ fn podman_and_containerd_on_three_hosts() {
     // containerd 1.6's ctr does not run CNI DEL when its container ends: do it as a
     // runtime would (docs/cni.md says so).
     let c3 = conf(&lab, "h3", "1.0.0", &net);
-    let del = weft_cni(&lab, &s, "h3", "DEL", &format!("{net}-ctr1"), None, "", &c3);
+    let h3 = Cni::new(&lab, &s, "h3");
+    let del = h3.weft("DEL", &format!("{net}-ctr1"), None, "", &c3);
     assert!(del.ok, "{}", del.text);
     drop(p1);
     drop(p2);
