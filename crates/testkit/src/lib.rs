@@ -28,9 +28,11 @@
 //! [`Lab::spawn`] is stopped by its pid; labs left by a test binary that died (its pid is
 //! gone) are removed the next time a test brings a lab up.
 //!
-//! Tests and benches that build their own namespaces without `weft lab` use [`netns`].
+//! Tests and benches that build their own namespaces without `weft lab` use [`netns`];
+//! tests of services read `weft service inspect` and tally HTTP answers with [`services`].
 
 pub mod netns;
+pub mod services;
 
 use std::fmt::Display;
 use std::net::Ipv4Addr;
@@ -206,12 +208,31 @@ impl Lab {
     /// as a peer: a full mesh.
     pub fn launch_full_mesh(&self, extra: &[&str]) {
         let hosts = self.hosts();
-        for h in &hosts {
-            let mut args = vec!["launch", "--nickname", h.as_str()];
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        self.launch_mesh(&hosts, extra);
+    }
+
+    /// Like [`Lab::launch_full_mesh`] on the hosts `hosts` only (the others run no router).
+    pub fn launch_mesh(&self, hosts: &[&str], extra: &[&str]) {
+        for h in hosts {
+            let mut args = vec!["launch", "--nickname", h];
             args.extend_from_slice(extra);
-            args.extend(hosts.iter().filter(|o| *o != h).map(String::as_str));
+            args.extend(hosts.iter().filter(|o| *o != h));
             self.weft_ok(h, &args);
         }
+    }
+
+    /// Waits up to `timeout` until each of `hosts` knows all of them as peers.
+    pub fn wait_peers(&self, hosts: &[&str], timeout: Duration) {
+        let what = format!("{} to know each other as peers", hosts.join(", "));
+        wait_for(&what, timeout, || {
+            let counts: Vec<usize> = hosts
+                .iter()
+                .map(|h| self.report(h).map_or(0, |r| r.router.peers.len()))
+                .collect();
+            observe(format!("peers known: {counts:?}"));
+            counts.iter().all(|n| *n == hosts.len()).then_some(())
+        });
     }
 
     /// The stdout of `PROG ARGS` run on a host; fails the test with its stderr if it failed.
@@ -262,6 +283,23 @@ impl Lab {
             "no router pid on {host}: {pid:?}"
         );
         pid
+    }
+
+    /// Kills the router of a host with SIGKILL (by the pid in its pid file) and waits
+    /// until its API no longer answers.
+    pub fn kill_router(&self, host: &str) {
+        let pid = self.router_pid(host);
+        let out = self.exec(host, &["kill", "-9", &pid]);
+        assert!(
+            out.status.success(),
+            "kill -9 {pid} on {host} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        wait_for(
+            &format!("{host}'s router to be gone"),
+            Duration::from_secs(10),
+            || (!self.weft(host, &["status"]).status.success()).then_some(()),
+        );
     }
 
     /// Starts `cmd` on a host in the background and returns its pid (that of `cmd` itself:
