@@ -4,11 +4,13 @@
 pub mod client;
 pub mod cni;
 pub mod paths;
+pub mod services;
 pub mod types;
 
 pub use client::{ApiClient, ApiError};
 pub use cni::*;
 pub use paths::Paths;
+pub use services::{ServiceCreateRequest, ServiceInfo, ServiceTask};
 pub use types::*;
 
 /// The version of weft, shown by `weft version` and in reports.

@@ -19,6 +19,9 @@ pub struct Report {
     /// The Docker integration, when the router found Docker.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub docker: Option<DockerReport>,
+    /// Every service of the cluster, sorted by name (`weft service ls`).
+    #[serde(default)]
+    pub services: Vec<crate::ServiceInfo>,
 }
 
 /// The Docker section of a report.
@@ -244,6 +247,9 @@ pub struct AttachRequest {
     /// Container id (Docker's); default: derived from the namespace.
     #[serde(default)]
     pub container: Option<String>,
+    /// Services the container joins as a task (`--service NAME`, repeatable).
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 /// Answer to `POST /attach`.

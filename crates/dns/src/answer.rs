@@ -14,7 +14,8 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::records::normalize_name;
-use crate::{read_records, DnsError, SharedRecords};
+use crate::services::read_names;
+use crate::{read_records, DnsError, SharedRecords, SharedServiceNames};
 
 /// Largest UDP answer we send when the client announces a bigger EDNS buffer.
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -66,6 +67,8 @@ impl Default for AnswerConfig {
 #[derive(Debug)]
 pub struct Answerer {
     records: SharedRecords,
+    /// Service names, consulted before the container records.
+    services: SharedServiceNames,
     domain: Name,
     domain_text: String,
     ttl: u32,
@@ -98,6 +101,7 @@ impl Answerer {
         );
         Ok(Answerer {
             records,
+            services: SharedServiceNames::default(),
             soa: Record::from_rdata(domain.clone(), config.ttl, RData::SOA(soa)),
             domain,
             domain_text,
@@ -110,6 +114,19 @@ impl Answerer {
     /// The store answers come from.
     pub fn records(&self) -> &SharedRecords {
         &self.records
+    }
+
+    /// The table of service names this answerer consults (the router writes it).
+    pub fn service_names(&self) -> &SharedServiceNames {
+        &self.services
+    }
+
+    /// Addresses of `fqdn` (lowercase, final dot): a service's name first, else the records.
+    fn addrs_of(&self, fqdn: &str) -> Vec<Ipv4Addr> {
+        if let Some(a) = read_names(&self.services).lookup(fqdn) {
+            return a.to_vec();
+        }
+        read_records(&self.records).lookup(fqdn)
     }
 
     /// The domain answered here, lowercase with the final dot.
@@ -127,12 +144,11 @@ impl Answerer {
         let Ok(fqdn) = normalize_name(name) else {
             return Vec::new();
         };
-        let recs = read_records(&self.records);
-        let found = recs.lookup(&fqdn);
+        let found = self.addrs_of(&fqdn);
         if !found.is_empty() || name.trim().ends_with('.') {
             return found;
         }
-        recs.lookup(&format!("{fqdn}{}", self.domain_text))
+        self.addrs_of(&format!("{fqdn}{}", self.domain_text))
     }
 
     /// Answers a query given as wire bytes, or says to forward or drop it.
@@ -160,7 +176,7 @@ impl Answerer {
         if q.query_type() == RecordType::PTR {
             return self.answer_ptr(&req, q, &qname, transport);
         }
-        let addrs = read_records(&self.records).lookup(&key);
+        let addrs = self.addrs_of(&key);
         let mut resp = reply_to(&req, ResponseCode::NoError);
         resp.metadata.authoritative = true;
         if !addrs.is_empty() {
@@ -178,6 +194,10 @@ impl Answerer {
             } else if in_domain {
                 resp.add_authority(self.soa.clone());
             }
+            return self.finish(&req, resp, transport);
+        }
+        // A service without tasks in rotation is still ours: an empty answer, not upstream.
+        if read_names(&self.services).lookup(&key).is_some() {
             return self.finish(&req, resp, transport);
         }
         if !in_domain {
@@ -201,7 +221,10 @@ impl Answerer {
             Ok(IpNet::V4(net)) if net.prefix_len() == 32 => net.addr(),
             _ => return Outcome::Forward,
         };
-        let names = read_records(&self.records).reverse(addr);
+        let mut names = read_records(&self.records).reverse(addr);
+        if let Some(service) = read_names(&self.services).reverse.get(&addr) {
+            names.insert(0, service.clone());
+        }
         let mut resp = reply_to(req, ResponseCode::NoError);
         resp.metadata.authoritative = true;
         if names.is_empty() {
@@ -369,6 +392,38 @@ mod tests {
         assert_eq!(m.answers[0].ttl, 1);
         // The name is echoed as the client wrote it.
         assert_eq!(m.answers[0].name.to_ascii(), "WEB.Weft.Local.");
+    }
+
+    #[test]
+    fn service_names_are_answered_before_records_also_outside_the_domain() {
+        let a = answerer(&[("web.weft.local", [10, 32, 0, 5])]);
+        let vip = Ipv4Addr::new(10, 32, 0, 2);
+        let task = [Ipv4Addr::new(10, 32, 0, 9)];
+        crate::services::replace_names(
+            a.service_names(),
+            crate::ServiceNames::build(
+                "weft.local.",
+                [("web", Some(vip), &task[..]), ("idle", None, &[][..])],
+            ),
+        );
+        assert_eq!(
+            a_records(&ask(&a, "web.weft.local.", RecordType::A)),
+            vec![vip]
+        );
+        assert_eq!(a_records(&ask(&a, "web.", RecordType::A)), vec![vip]);
+        assert_eq!(
+            a_records(&ask(&a, "tasks.web.", RecordType::A)),
+            task.to_vec()
+        );
+        let none = ask(&a, "tasks.idle.", RecordType::A);
+        assert_eq!(none.response_code, ResponseCode::NoError);
+        assert!(none.answers.is_empty());
+        let ptr = ask(&a, "2.0.32.10.in-addr.arpa.", RecordType::PTR);
+        assert!(
+            matches!(&ptr.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "web.weft.local.")
+        );
+        assert_eq!(a.lookup("tasks.web"), task.to_vec());
+        assert_eq!(a.lookup("web"), vec![vip]);
     }
 
     #[test]

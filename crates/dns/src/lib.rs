@@ -8,6 +8,7 @@
 //! - [`answer`]: answering one DNS query from the store (hickory-proto wire format).
 //! - [`forward`]: upstream servers from resolv.conf and forwarding over UDP/TCP.
 //! - [`server`]: the tokio UDP/TCP server on sockets the caller made.
+//! - [`services`]: the names of services (VIPs, `tasks.NAME`), set by the router.
 //!
 //! Where containers send their queries is explained in docs/dns.md.
 
@@ -17,6 +18,7 @@ pub mod gossip;
 pub mod limits;
 pub mod records;
 pub mod server;
+pub mod services;
 pub mod stats;
 pub mod wire;
 
@@ -28,6 +30,7 @@ pub use forward::{ForwardConfig, Forwarder, Upstreams};
 pub use gossip::{DnsGossip, GossipConfig, GossipError, RemoveFilter};
 pub use records::{Entry, EntryKey, EntryState, Records};
 pub use server::{serve, DnsHandle};
+pub use services::{ServiceNames, SharedServiceNames};
 pub use wire::WireError;
 
 /// The store shared between the gossip core (writer) and the servers (readers).

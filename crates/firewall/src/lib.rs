@@ -12,12 +12,14 @@ pub mod guard;
 mod render;
 mod rules;
 mod runner;
+pub mod services;
 
 pub use docker_forward::{DockerForward, COMMENT, DOCKER_USER};
 pub use guard::PortGuard;
 pub use render::{render, render_clear, render_reset, DNAT_MARK, TABLE};
 pub use rules::{Masquerade, Proto, Published, Ruleset};
 pub use runner::{CommandRunner, Exec, ExecOutput, Runner};
+pub use services::{render_svc_reset, SvcRule, SvcScope, SvcTable, SyncStats, SVC_TABLE};
 
 /// What went wrong applying rules.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,14 @@ pub enum FirewallError {
     InvalidPublished {
         /// The mapping (`HOST_IP:HOST_PORT->ADDR:PORT/PROTO`).
         mapping: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A service rule that cannot be programmed.
+    #[error("cannot program service {name:?}: {reason}")]
+    InvalidService {
+        /// The service.
+        name: String,
         /// Why, and what to do.
         reason: String,
     },

@@ -105,9 +105,10 @@ pub enum Command {
     },
     /// Print the docker client flag for weft's proxy.
     Config,
-    /// Create, attach and start a Docker container in one step (docker run args follow).
+    /// Create, attach and start a Docker container in one step (docker run args follow);
+    /// `--service NAME` first (repeatable) makes it a task of that service.
     Run {
-        /// Addresses, then docker run arguments.
+        /// [--service NAME]... [ADDR...], then docker run arguments.
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
@@ -123,12 +124,62 @@ pub enum Command {
         #[command(subcommand)]
         command: CniCommand,
     },
+    /// Services: a virtual IP balanced over tasks on every host, published ports.
+    Service {
+        /// What to do.
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
     /// A multi-host network on this one machine, in network namespaces.
     Lab {
         /// What to do with the lab.
         #[command(subcommand)]
         command: LabCommand,
     },
+}
+
+/// `weft service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service: a virtual IP from IPAM, balanced over its tasks on every host.
+    Create(ServiceCreateArgs),
+    /// Remove a service (its VIP is released, its rules go on every host).
+    Rm {
+        /// The service.
+        name: String,
+    },
+    /// List the services: NAME MODE VIP PORTS PUBLISHED TASKS.
+    Ls,
+    /// Print one service as JSON, with its tasks.
+    Inspect {
+        /// The service.
+        name: String,
+    },
+}
+
+/// Flags of `weft service create`.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceCreateArgs {
+    /// The service's name (also its DNS name).
+    pub name: String,
+    /// A port of the VIP, sent to the same port of a task (repeatable).
+    #[arg(long = "port", value_name = "PORT[/tcp|/udp]")]
+    pub ports: Vec<String>,
+    /// A port published on every host, sent to PORT of a task (repeatable).
+    #[arg(long, value_name = "HOSTPORT:PORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
+    /// vip (one balanced virtual IP) or dnsrr (names answer with the tasks).
+    #[arg(long, value_name = "vip|dnsrr")]
+    pub endpoint_mode: Option<String>,
+    /// The subnet the VIP comes from (default: the default subnet).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// Health check of each task: tcp, or http:PATH (2xx/3xx is healthy).
+    #[arg(long, value_name = "tcp|http:PATH")]
+    pub health: Option<String>,
+    /// How often the health check runs (500ms, 5s, 1m).
+    #[arg(long, value_name = "DUR")]
+    pub health_interval: Option<String>,
 }
 
 /// `weft cni ...`.
@@ -175,6 +226,8 @@ pub enum StatusSection {
     Ipam,
     /// DNS records.
     Dns,
+    /// Services and their tasks.
+    Services,
 }
 
 /// Flags of `weft launch`.
@@ -268,6 +321,9 @@ pub struct AttachArgs {
     /// Do not register the hostname in DNS.
     #[arg(long)]
     pub without_dns: bool,
+    /// Join this service as a task (repeatable).
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
 }
 
 /// Flags of `weft detach`.
@@ -336,6 +392,9 @@ pub enum LabCommand {
         /// Lab name.
         #[arg(long, default_value = "weftlab")]
         name: String,
+        /// Join this service as a task (repeatable).
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
     },
     /// Remove everything a lab made, also after a crash.
     Down {

@@ -163,6 +163,7 @@ impl Cni {
             hostname: req.hostname.clone(),
             without_dns: false,
             container: Some(att.id.clone()),
+            services: Vec::new(),
         };
         let done = crate::containers::attach_with_gateway(&self.containers, attach, gateway).await;
         let granted = match done {

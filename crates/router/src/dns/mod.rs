@@ -222,6 +222,14 @@ impl DnsHandle {
             .map(|i| i.server.answerer().domain().to_string())
     }
 
+    /// The table of service names the answerer consults (the services task writes it);
+    /// `None` when DNS is off.
+    pub fn service_names(&self) -> Option<weft_dns::SharedServiceNames> {
+        self.inner
+            .as_ref()
+            .map(|i| i.server.answerer().service_names().clone())
+    }
+
     /// Addresses of `name` known to weft (`weft dns-lookup`); a short name is tried under
     /// the domain too.
     pub fn lookup(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsHandleError> {

@@ -66,6 +66,7 @@ pub fn attach(args: AttachArgs) -> Result<()> {
         hostname: args.hostname,
         without_dns: args.without_dns,
         container: t.container,
+        services: args.services,
     };
     let resp: AttachResponse = block_on(client().post("/attach", &req))?;
     for a in resp.addrs {

@@ -77,8 +77,40 @@ pub fn config() -> Result<()> {
     Ok(())
 }
 
-/// The docker arguments of `weft run ADDR... ARGS...` for a proxy socket.
+/// The label that makes a Docker container a task of services (comma-separated names).
+pub const SERVICE_LABEL: &str = "weft.service";
+
+/// Splits the leading `--service NAME` / `--service=NAME` words (before and among the
+/// addresses) from the rest of `weft run`'s arguments.
+fn split_services(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut services = Vec::new();
+    let mut rest = Vec::new();
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        if w == "--service" {
+            match words.next() {
+                Some(n) if !n.starts_with('-') && !n.is_empty() => services.push(n.clone()),
+                _ => bail!("--service needs a service name: weft run --service NAME [ADDR...] IMAGE"),
+            }
+        } else if let Some(n) = w.strip_prefix("--service=") {
+            if n.is_empty() {
+                bail!("--service needs a service name: weft run --service NAME [ADDR...] IMAGE");
+            }
+            services.push(n.to_string());
+        } else if is_addr_form(w) {
+            rest.push(w.clone());
+        } else {
+            rest.push(w.clone());
+            rest.extend(words.cloned());
+            break;
+        }
+    }
+    Ok((services, rest))
+}
+
+/// The docker arguments of `weft run [--service NAME]... ADDR... ARGS...` for a proxy socket.
 fn run_args(proxy: &str, args: &[String]) -> Result<Vec<String>> {
+    let (services, args) = split_services(args)?;
     let n = args.iter().take_while(|a| is_addr_form(a)).count();
     let (addrs, rest) = args.split_at(n);
     if rest.is_empty() {
@@ -94,6 +126,10 @@ fn run_args(proxy: &str, args: &[String]) -> Result<Vec<String>> {
         out.push("-e".to_string());
         out.push(format!("WEFT_CIDR={}", addrs.join(" ")));
     }
+    if !services.is_empty() {
+        out.push("--label".to_string());
+        out.push(format!("{SERVICE_LABEL}={}", services.join(",")));
+    }
     out.extend(rest.iter().cloned());
     Ok(out)
 }
@@ -104,6 +140,8 @@ fn run_args(proxy: &str, args: &[String]) -> Result<Vec<String>> {
 pub fn run(args: Vec<String>) -> Result<()> {
     let proxy = proxy_socket()?;
     let argv = run_args(&proxy.to_string_lossy(), &args)?;
+    // An unknown service fails here, before a container is made.
+    super::services::require_services(&split_services(&args)?.0)?;
     let cli = std::env::var(DOCKER_CLI_ENV).unwrap_or_else(|_| "docker".to_string());
     let status = Command::new(&cli)
         .args(&argv)
@@ -177,5 +215,27 @@ mod tests {
         let got = run_args("/s", &["busybox".to_string()]).unwrap();
         assert_eq!(got, ["-H", "unix:///s", "run", "-d", "busybox"]);
         assert!(run_args("/s", &["net:default".to_string()]).is_err());
+    }
+
+    #[test]
+    fn run_turns_services_into_the_label() {
+        let a: Vec<String> = ["--service", "web", "net:default", "--service=db", "busybox"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let got = run_args("/s", &a).unwrap();
+        assert_eq!(
+            got[4..],
+            [
+                "-e",
+                "WEFT_CIDR=net:default",
+                "--label",
+                "weft.service=web,db",
+                "busybox"
+            ]
+        );
+        assert!(run_args("/s", &["--service".to_string()]).is_err());
+        let only = run_args("/s", &["--service".into(), "web".into(), "busybox".into()]);
+        assert_eq!(only.unwrap()[4..], ["--label", "weft.service=web", "busybox"]);
     }
 }

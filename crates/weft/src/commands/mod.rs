@@ -8,6 +8,7 @@ mod docker;
 mod ipam;
 mod launch;
 mod mesh;
+mod services;
 mod status;
 mod ui;
 
@@ -29,6 +30,7 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Report => status::report(),
         Command::Ui => ui::ui(),
         Command::Lab { command } => crate::lab::run(command),
+        Command::Service { command } => services::run(command),
         Command::Cni { command } => cni::run(command),
         Command::Reset { force } => datapath::reset(force),
         Command::Connect { replace, peers } => mesh::connect(peers, replace),

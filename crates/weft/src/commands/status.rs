@@ -31,9 +31,27 @@ pub fn status(section: Option<StatusSection>) -> Result<()> {
             Some(_) => render_dns(&report),
             None => anyhow::bail!("DNS is not running in this router (launched with --no-dns?)"),
         },
+        Some(StatusSection::Services) => render_services(&report),
     };
     print!("{text}");
     Ok(())
+}
+
+/// `weft status services`: a header like the overview's, then the table of services.
+fn render_services(r: &Report) -> String {
+    let mut out = String::new();
+    line(&mut out, "Service", "services");
+    line(&mut out, "Services", r.services.len());
+    let tasks: usize = r.services.iter().map(|s| s.tasks.len()).sum();
+    let healthy: usize = r
+        .services
+        .iter()
+        .map(|s| s.tasks.iter().filter(|t| t.healthy).count())
+        .sum();
+    line(&mut out, "Tasks", format!("{tasks} ({healthy} healthy)"));
+    out.push('\n');
+    out.push_str(&super::services::render_table(&r.services));
+    out
 }
 
 /// One `Label: value` line with the label right-aligned in a 15-character column.
@@ -134,6 +152,11 @@ pub fn render_overview(r: &Report) -> String {
         line(&mut out, "Proxy", &d.proxy_socket);
         line(&mut out, "Networks", d.networks);
         line(&mut out, "Endpoints", d.endpoints);
+    }
+    if !r.services.is_empty() {
+        out.push('\n');
+        line(&mut out, "Service", "services");
+        line(&mut out, "Services", r.services.len());
     }
     out
 }

@@ -8,8 +8,14 @@ use super::files;
 use super::names::{self, Member};
 use super::netns;
 
-/// `weft lab container HOST NAME [ADDR...] --name LAB`.
-pub fn container(lab: &str, host: &str, name: &str, addrs: &[String]) -> Result<()> {
+/// `weft lab container HOST NAME [ADDR...] --name LAB [--service SERVICE]...`.
+pub fn container(
+    lab: &str,
+    host: &str,
+    name: &str,
+    addrs: &[String],
+    services: &[String],
+) -> Result<()> {
     let target = exec::resolve(lab, host)?;
     if !matches!(target.member, Member::Host(_)) {
         bail!("{host} is not a host of lab {lab}; containers are made on hosts (h1, h2, ...)");
@@ -20,7 +26,7 @@ pub fn container(lab: &str, host: &str, name: &str, addrs: &[String]) -> Result<
         bail!("container {name} already exists in lab {lab} (namespace {ns}); pick another name");
     }
 
-    match create_and_attach(lab, &target, name, &ns, addrs) {
+    match create_and_attach(lab, &target, name, &ns, addrs, services) {
         Ok(out) => {
             print!("{out}");
             Ok(())
@@ -55,6 +61,7 @@ fn create_and_attach(
     name: &str,
     ns: &str,
     addrs: &[String],
+    services: &[String],
 ) -> Result<String> {
     files::write_etc(
         ns,
@@ -75,6 +82,9 @@ fn create_and_attach(
         "--hostname".to_string(),
         format!("{name}.weft.local"),
     ]);
+    for s in services {
+        cmd.extend(["--service".to_string(), s.clone()]);
+    }
     let out = exec::command(lab, host, &cmd)?
         .stdin(std::process::Stdio::null())
         .output()

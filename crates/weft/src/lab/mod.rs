@@ -32,7 +32,8 @@ pub fn run(command: LabCommand) -> Result<()> {
             container,
             addrs,
             name,
-        } => container::container(&name, &host, &container, &addrs),
+            services,
+        } => container::container(&name, &host, &container, &addrs, &services),
         LabCommand::Down { name } => down::down(&name),
         LabCommand::List => list::list(),
     }
