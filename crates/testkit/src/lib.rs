@@ -175,6 +175,52 @@ impl Lab {
         self.exec(host, &cmd)
     }
 
+    /// Launches every host's router naming all the others by underlay address, then waits
+    /// until each host's Docker has the network `weft` (the router creates it in the
+    /// background once IPAM is ready). For labs made with [`Lab::up_docker`].
+    pub fn launch_with_docker_network(&self) {
+        let hosts = self.hosts();
+        for h in &hosts {
+            let mut args = vec!["launch".to_string()];
+            for o in hosts.iter().filter(|o| *o != h) {
+                args.push(self.underlay_ip(o).to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.weft_ok(h, &args);
+        }
+        for h in &hosts {
+            wait_for(
+                &format!("Docker on {h} to have the network weft"),
+                Duration::from_secs(30),
+                || {
+                    let out =
+                        self.docker(h, &["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+                    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+                    observe(format!("networks on {h}: {list:?}"));
+                    list.lines().any(|l| l.trim() == "weft weft").then_some(())
+                },
+            );
+        }
+    }
+
+    /// The overlay address Docker reports for `container` on network `net` of a host
+    /// (`NetworkSettings.Networks.<net>.IPAddress`, what Nomad's `address_mode = "driver"`
+    /// reads).
+    pub fn docker_ip(&self, host: &str, container: &str, net: &str) -> String {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+        self.docker_ok(host, &["inspect", "-f", &f, container])
+            .trim()
+            .to_string()
+    }
+
+    /// `weft dns-args` of a host, split into `docker run` flags.
+    pub fn dns_args(&self, host: &str) -> Vec<String> {
+        self.weft_ok(host, &["dns-args"])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Runs `docker ARGS` on a host, asserts it succeeded (showing its stderr if not) and
     /// returns its stdout.
     pub fn docker_ok(&self, host: &str, args: &[&str]) -> String {

@@ -1,8 +1,10 @@
 //! Docker on this host: the network/IPAM plugin dockerd calls, the `weft` network created
 //! at launch, the API proxy behind `weft env`, and Docker events that keep weft's view of
-//! containers true (also for what happened while the router was down).
+//! containers true (also for what happened while the router was down), including the
+//! services a container is a task of (label `weft.service`).
 
 pub mod events;
+pub mod labels;
 pub mod owner;
 pub mod plugin;
 pub mod saved;

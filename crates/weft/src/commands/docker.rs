@@ -90,7 +90,9 @@ fn split_services(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
         if w == "--service" {
             match words.next() {
                 Some(n) if !n.starts_with('-') && !n.is_empty() => services.push(n.clone()),
-                _ => bail!("--service needs a service name: weft run --service NAME [ADDR...] IMAGE"),
+                _ => {
+                    bail!("--service needs a service name: weft run --service NAME [ADDR...] IMAGE")
+                }
             }
         } else if let Some(n) = w.strip_prefix("--service=") {
             if n.is_empty() {
@@ -236,6 +238,9 @@ mod tests {
         );
         assert!(run_args("/s", &["--service".to_string()]).is_err());
         let only = run_args("/s", &["--service".into(), "web".into(), "busybox".into()]);
-        assert_eq!(only.unwrap()[4..], ["--label", "weft.service=web", "busybox"]);
+        assert_eq!(
+            only.unwrap()[4..],
+            ["--label", "weft.service=web", "busybox"]
+        );
     }
 }

@@ -159,7 +159,10 @@ mod tests {
             lines[1],
             "whoami  vip    10.32.0.2  80/tcp  8000:80/tcp  2/3"
         );
-        assert_eq!(lines[2], "db      dnsrr  -          -       -            0/0");
+        assert_eq!(
+            lines[2],
+            "db      dnsrr  -          -       -            0/0"
+        );
     }
 
     #[test]
