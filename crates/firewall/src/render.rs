@@ -36,6 +36,7 @@ pub const TABLE: &str = "weft";
 /// its original container source (masquerading comes later). The bridge family cannot
 /// read conntrack here (no `nf_conntrack_bridge`), so the `inet` table tells it with this
 /// mark. Without br_netfilter nothing sets the mark and such packets are routed anyway.
+/// The service table ([`crate::services`]) sets the same mark on connections it DNATs.
 pub const DNAT_MARK: u32 = 0x0010_0000;
 
 /// The script that removes weft's tables (a no-op when they do not exist).
@@ -172,14 +173,14 @@ pub fn render(rules: &Ruleset) -> String {
         s,
         "    type filter hook forward priority filter; policy accept;"
     );
-    if !rules.published.is_empty() {
-        // See DNAT_MARK: a container reaching a published port through the host, and the
-        // answer, are bridged (not routed) under br_netfilter, before masquerading.
-        let _ = writeln!(
-            s,
-            "    meta mark & {DNAT_MARK:#x} == {DNAT_MARK:#x} accept comment \"weft: published ports\""
-        );
-    }
+    // See DNAT_MARK: a container reaching a published port through the host, and the
+    // answer, are bridged (not routed) under br_netfilter, before masquerading. Always
+    // there, as the service table (`ip weft_svc`) sets the mark for its own published
+    // ports; only the host's nat chains set it (a mark does not cross namespaces).
+    let _ = writeln!(
+        s,
+        "    meta mark & {DNAT_MARK:#x} == {DNAT_MARK:#x} accept comment \"weft: published ports\""
+    );
     isolation(&mut s, rules);
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
@@ -331,6 +332,17 @@ mod tests {
             b.published.insert(*p);
         }
         assert_eq!(render(&a), render(&b));
+    }
+
+    #[test]
+    fn bridge_accepts_dnat_marked_packets_even_without_published_ports() {
+        // The service table (ip weft_svc) sets the mark for its own published ports.
+        let s = render(&Ruleset::default());
+        let bridge = &s[s.find("table bridge weft {\n  chain forward").unwrap()..];
+        assert!(
+            bridge.contains("meta mark & 0x100000 == 0x100000 accept"),
+            "{bridge}"
+        );
     }
 
     #[test]

@@ -1,32 +1,38 @@
 //! [`SvcTable`]: programs the service table, whole the first time, then by differences.
 
+use std::collections::BTreeMap;
+
 use crate::runner::Runner;
 use crate::FirewallError;
 
-use super::model::{SvcRule, SvcScope};
-use super::render::render_svc_reset;
+use super::model::{normalise, Norm, SvcRule, SvcScope};
+use super::render::{render_full, render_svc_reset, Diff};
 
 /// What one [`SvcTable::sync`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// The table was programmed whole (first sync, or the one after a failure).
     pub full: bool,
-    /// Services added, changed and removed.
+    /// Services that appeared.
     pub added: usize,
     /// Services whose rules changed.
     pub changed: usize,
-    /// Services removed.
+    /// Services that went away.
     pub removed: usize,
     /// Size of the script sent to nft (0: nothing to do, nft not run).
     pub script_bytes: usize,
 }
 
-/// The service table of one network namespace; remembers what it programmed.
+/// The service table of one network namespace. It remembers what it programmed and never
+/// lists the ruleset: a sync sends only what differs from the last successful one, so its
+/// cost follows the change, not the number of services. The first sync, and the one after
+/// a failure (the kernel's table may then be anything), replace the table whole.
 #[derive(Debug)]
 pub struct SvcTable<R: Runner> {
     runner: R,
     scope: SvcScope,
-    programmed: Option<Vec<SvcRule>>,
+    /// What the kernel holds, by service name; `None`: unknown, program it whole.
+    programmed: Option<BTreeMap<String, Norm>>,
 }
 
 impl<R: Runner> SvcTable<R> {
@@ -39,13 +45,56 @@ impl<R: Runner> SvcTable<R> {
         }
     }
 
-    /// Makes the table hold exactly `wanted`, in one nft transaction.
-    pub fn sync(&mut self, wanted: &[SvcRule]) -> Result<SyncStats, FirewallError> {
-        let _ = (wanted, self.scope, &self.programmed);
-        Ok(SyncStats::default())
+    /// The scope the table was made for.
+    pub fn scope(&self) -> SvcScope {
+        self.scope
     }
 
-    /// Removes the whole table; the next sync programs it whole.
+    /// Makes the table hold exactly `wanted`, in one nft transaction. Invalid rules change
+    /// nothing; after a refused script the next sync programs the table whole.
+    pub fn sync(&mut self, wanted: &[SvcRule]) -> Result<SyncStats, FirewallError> {
+        let next = normalise(wanted, self.scope)?;
+        let mut stats = SyncStats::default();
+        let script = match self.programmed.take() {
+            None => {
+                stats.full = true;
+                stats.added = next.len();
+                render_full(self.scope, next.values())
+            }
+            Some(prev) => {
+                let mut diff = Diff::default();
+                for (name, old) in &prev {
+                    match next.get(name) {
+                        None => stats.removed += 1,
+                        Some(new) if new == old => continue,
+                        Some(_) => stats.changed += 1,
+                    }
+                    diff.service(Some(old), next.get(name));
+                }
+                for (name, new) in &next {
+                    if !prev.contains_key(name) {
+                        stats.added += 1;
+                        diff.service(None, Some(new));
+                    }
+                }
+                diff.script()
+            }
+        };
+        stats.script_bytes = script.len();
+        if !script.is_empty() {
+            // `programmed` stays `None` if this fails: the next sync starts over.
+            self.runner.run(&script)?;
+        }
+        self.programmed = Some(next);
+        Ok(stats)
+    }
+
+    /// Forgets what was programmed: the next sync replaces the table whole.
+    pub fn invalidate(&mut self) {
+        self.programmed = None;
+    }
+
+    /// Removes the whole table (a no-op when there is none); the next sync programs it whole.
     pub fn delete(&mut self) -> Result<(), FirewallError> {
         self.programmed = None;
         self.runner.run(&render_svc_reset())

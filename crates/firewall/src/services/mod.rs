@@ -15,3 +15,6 @@ pub use render::{
     render_svc_reset, route_localnet_sysctl, DNAT_MARK_CHAIN, MASQ_MARK, ROUTE_LOCALNET_ALL,
     SVC_TABLE,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,31 @@
-//! The nft scripts of the service table.
+//! The nft scripts of the service table: the whole table ([`render_full`]) and the
+//! difference between two states of it ([`Diff`]).
+//!
+//! The table (kube-proxy's nftables layout):
+//! - map `vips` (`ip daddr . meta l4proto . th dport` → verdict), looked up in nat
+//!   `output`: VIP traffic this namespace sends;
+//! - Host scope: map `published` (`meta l4proto . th dport` → verdict), looked up for
+//!   packets to one of the host's own addresses (`fib daddr type local`) in nat
+//!   `prerouting` and `output`; each element goes to a `pub/…` chain that sets
+//!   [`MASQ_MARK`], which nat `postrouting` turns into a masquerade;
+//! - a service chain per service and task port, `svc/NAME/PROTO/PORT`, that picks a task
+//!   round robin (`numgen inc mod N vmap`);
+//! - an endpoint chain per task, `ep/NAME/PROTO/PORT/ADDR`, that DNATs to it;
+//! - a service without a task has none of these: its keys are in the sets `vips_noep` and
+//!   `published_noep` instead, which filter chains (priority -110, before NAT) look up to
+//!   refuse new connections at once (TCP reset, ICMP port unreachable otherwise).
+//!
+//! A change touches only the elements and chains of the services that changed: removing
+//! an endpoint rewrites its service chain (one rule) and deletes its endpoint chain, other
+//! services' chains stay as they are. Connections already set up keep their task, as
+//! conntrack holds their translation.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::render::DNAT_MARK;
+
+use super::model::{Norm, SvcScope};
 
 /// Name of the service table (family `ip`), in the host's and in containers' namespaces.
 pub const SVC_TABLE: &str = "weft_svc";
@@ -21,4 +48,305 @@ pub fn route_localnet_sysctl(ifname: &str) -> String {
 /// The script that removes the service table (a no-op when it does not exist).
 pub fn render_svc_reset() -> String {
     format!("table ip {SVC_TABLE}\ndelete table ip {SVC_TABLE}\n")
+}
+
+/// The VIP dispatch map.
+const VIPS: &str = "vips";
+/// The published-port dispatch map (Host scope).
+const PUBLISHED: &str = "published";
+/// VIP ports of services without a task (set): refused before NAT.
+const VIPS_NOEP: &str = "vips_noep";
+/// Published ports of services without a task (set, Host scope): refused before NAT.
+const PUBLISHED_NOEP: &str = "published_noep";
+/// The chain that refuses connections to a service without a task.
+const NO_ENDPOINT: &str = "no_endpoint";
+
+/// The order chains are created in: a chain only jumps to chains of a lower rank, which
+/// must exist first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Endpoint,
+    Service,
+    Publish,
+}
+
+/// The chains and map elements one service owns.
+#[derive(Debug, Default)]
+struct Objects {
+    /// Chain name → (rank, rules).
+    chains: BTreeMap<String, (Rank, Vec<String>)>,
+    /// (map or set, key) → the chain the element jumps to (`None`: a set element).
+    elems: BTreeMap<(&'static str, String), Option<String>>,
+}
+
+fn objects(n: &Norm) -> Objects {
+    let mut o = Objects::default();
+    if n.backends.is_empty() {
+        // kube-proxy's way: a set looked up by filter chains before NAT (a reject from a
+        // nat chain does not reliably reach a local client).
+        for &(vip, proto, port) in &n.vip_ports {
+            o.elems
+                .insert((VIPS_NOEP, format!("{vip} . {proto} . {port}")), None);
+        }
+        for &(proto, host, _) in &n.published {
+            o.elems
+                .insert((PUBLISHED_NOEP, format!("{proto} . {host}")), None);
+        }
+        return o;
+    }
+    let id = &n.id;
+    let svc = |proto, port| format!("svc/{id}/{proto}/{port}");
+    for (proto, port) in n.targets() {
+        let eps: Vec<String> = n
+            .backends
+            .iter()
+            .map(|b| {
+                let ep = format!("ep/{id}/{proto}/{port}/{b}");
+                let rule = format!("meta l4proto {proto} dnat to {b}:{port}");
+                o.chains.insert(ep.clone(), (Rank::Endpoint, vec![rule]));
+                ep
+            })
+            .collect();
+        let pick = match eps.as_slice() {
+            [one] => format!("goto {one}"),
+            many => {
+                let arms: Vec<String> = many
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ep)| format!("{i} : goto {ep}"))
+                    .collect();
+                format!(
+                    "numgen inc mod {} vmap {{ {} }}",
+                    many.len(),
+                    arms.join(", ")
+                )
+            }
+        };
+        o.chains
+            .insert(svc(proto, port), (Rank::Service, vec![pick]));
+    }
+    for &(vip, proto, port) in &n.vip_ports {
+        o.elems.insert(
+            (VIPS, format!("{vip} . {proto} . {port}")),
+            Some(svc(proto, port)),
+        );
+    }
+    for &(proto, host, target) in &n.published {
+        let chain = format!("pub/{id}/{proto}/{host}");
+        let rule = format!(
+            "meta mark set meta mark | {MASQ_MARK:#x} goto {}",
+            svc(proto, target)
+        );
+        o.chains.insert(chain.clone(), (Rank::Publish, vec![rule]));
+        o.elems
+            .insert((PUBLISHED, format!("{proto} . {host}")), Some(chain));
+    }
+    o
+}
+
+/// One element as `add element` spells it.
+fn element(key: &str, chain: &Option<String>) -> String {
+    match chain {
+        Some(c) => format!("{key} : goto {c}"),
+        None => key.to_string(),
+    }
+}
+
+/// The base of the table: maps, sets and the hooked chains that look them up.
+fn skeleton(s: &mut String, scope: SvcScope) {
+    let _ = writeln!(s, "table ip {SVC_TABLE} {{");
+    let vip_key = "ipv4_addr . inet_proto . inet_service";
+    let port_key = "inet_proto . inet_service";
+    let _ = writeln!(s, "  map {VIPS} {{ type {vip_key} : verdict; }}");
+    let _ = writeln!(s, "  set {VIPS_NOEP} {{ type {vip_key}; }}");
+    let vips = format!("ip daddr . meta l4proto . th dport vmap @{VIPS}");
+    let vips_noep =
+        format!("ct state new ip daddr . meta l4proto . th dport @{VIPS_NOEP} goto {NO_ENDPOINT}");
+    let local = "fib daddr type local meta l4proto . th dport";
+    let published = format!("{local} vmap @{PUBLISHED}");
+    let published_noep = format!("ct state new {local} @{PUBLISHED_NOEP} goto {NO_ENDPOINT}");
+    let chain = |s: &mut String, name: &str, hook: Option<&str>, rules: &[&str]| {
+        let _ = writeln!(s, "  chain {name} {{");
+        if let Some(hook) = hook {
+            let _ = writeln!(s, "    type {hook}; policy accept;");
+        }
+        for r in rules {
+            let _ = writeln!(s, "    {r}");
+        }
+        let _ = writeln!(s, "  }}");
+    };
+    chain(
+        s,
+        NO_ENDPOINT,
+        None,
+        &["meta l4proto tcp reject with tcp reset", "reject"],
+    );
+    // Before NAT (-100), like kube-proxy's filter chains.
+    let (filter_pre, filter_out) = (
+        Some("filter hook prerouting priority -110"),
+        Some("filter hook output priority -110"),
+    );
+    let (nat_pre, nat_out) = (
+        Some("nat hook prerouting priority dstnat"),
+        Some("nat hook output priority -100"),
+    );
+    match scope {
+        SvcScope::Container => {
+            chain(s, "filter_output", filter_out, &[&vips_noep]);
+            chain(s, "nat_output", nat_out, &[&vips]);
+        }
+        SvcScope::Host => {
+            let _ = writeln!(s, "  map {PUBLISHED} {{ type {port_key} : verdict; }}");
+            let _ = writeln!(s, "  set {PUBLISHED_NOEP} {{ type {port_key}; }}");
+            chain(s, "filter_prerouting", filter_pre, &[&published_noep]);
+            chain(
+                s,
+                "filter_output",
+                filter_out,
+                &[&vips_noep, &published_noep],
+            );
+            chain(s, "nat_prerouting", nat_pre, &[&published]);
+            chain(s, "nat_output", nat_out, &[&vips, &published]);
+            let m = format!("{MASQ_MARK:#x}");
+            chain(
+                s,
+                "nat_postrouting",
+                Some("nat hook postrouting priority srcnat"),
+                &[
+                    &format!("meta mark & {m} == 0 return"),
+                    &format!("meta mark set meta mark ^ {m}"),
+                    "masquerade comment \"weft: published ports of services\"",
+                ],
+            );
+            // Right after the DNAT, like `inet weft`'s own mark_dnat: a connection
+            // DNATed to a task on the bridge may be bridged (br_netfilter), and the
+            // bridge table's isolation lets it pass only with this mark.
+            chain(
+                s,
+                DNAT_MARK_CHAIN,
+                Some("filter hook prerouting priority -99"),
+                &[&format!(
+                    "ct status dnat meta mark set meta mark | {DNAT_MARK:#x} comment \"weft: services, for the bridge table\""
+                )],
+            );
+            // route_localnet lets 127.0.0.0/8 through the bridge for published ports;
+            // nothing else may reach the host's loopback from outside (CVE-2020-8558).
+            chain(
+                s,
+                "localnet",
+                Some("filter hook input priority filter"),
+                &["iif != lo ip daddr 127.0.0.0/8 ct state & (established | related) == 0 ct status & dnat == 0 drop comment \"weft: loopback only from loopback\""],
+            );
+        }
+    }
+    let _ = writeln!(s, "}}");
+}
+
+/// The script that replaces the table with one holding exactly `services`.
+pub(crate) fn render_full<'a>(scope: SvcScope, services: impl Iterator<Item = &'a Norm>) -> String {
+    let mut s = render_svc_reset();
+    skeleton(&mut s, scope);
+    let mut chains: Vec<(Rank, String, Vec<String>)> = Vec::new();
+    let mut elems: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for n in services {
+        let o = objects(n);
+        chains.extend(
+            o.chains
+                .into_iter()
+                .map(|(name, (r, rules))| (r, name, rules)),
+        );
+        for ((map, key), chain) in o.elems {
+            elems.entry(map).or_default().push(element(&key, &chain));
+        }
+    }
+    chains.sort_by_key(|c| c.0);
+    for (_, name, rules) in &chains {
+        add_chain(&mut s, name, rules);
+    }
+    for (map, es) in elems {
+        let _ = writeln!(
+            s,
+            "add element ip {SVC_TABLE} {map} {{ {} }}",
+            es.join(", ")
+        );
+    }
+    s
+}
+
+fn add_chain(s: &mut String, name: &str, rules: &[String]) {
+    let _ = writeln!(s, "add chain ip {SVC_TABLE} {name}");
+    add_rules(s, name, rules);
+}
+
+fn add_rules(s: &mut String, name: &str, rules: &[String]) {
+    for r in rules {
+        let _ = writeln!(s, "add rule ip {SVC_TABLE} {name} {r}");
+    }
+}
+
+/// The commands that take the table from one state to another, gathered service by
+/// service and put in an order the kernel accepts: elements that go away, chains that
+/// appear or change (lower ranks first), elements that appear, then chains that go away
+/// (emptied first, as rules of other dying chains may still jump to them).
+#[derive(Debug, Default)]
+pub(crate) struct Diff {
+    del_elems: String,
+    chains: Vec<(Rank, String)>,
+    add_elems: String,
+    flush_gone: String,
+    delete_gone: String,
+}
+
+impl Diff {
+    /// Adds the commands that turn `old`'s objects into `new`'s (`None`: no service).
+    pub fn service(&mut self, old: Option<&Norm>, new: Option<&Norm>) {
+        let o = old.map(objects).unwrap_or_default();
+        let n = new.map(objects).unwrap_or_default();
+        for ((map, key), chain) in &o.elems {
+            if n.elems.get(&(*map, key.clone())) != Some(chain) {
+                let _ = writeln!(
+                    self.del_elems,
+                    "delete element ip {SVC_TABLE} {map} {{ {key} }}"
+                );
+            }
+        }
+        for ((map, key), chain) in &n.elems {
+            if o.elems.get(&(*map, key.clone())) != Some(chain) {
+                let _ = writeln!(
+                    self.add_elems,
+                    "add element ip {SVC_TABLE} {map} {{ {} }}",
+                    element(key, chain)
+                );
+            }
+        }
+        for (name, (rank, rules)) in &n.chains {
+            let mut s = String::new();
+            match o.chains.get(name) {
+                None => add_chain(&mut s, name, rules),
+                Some((_, before)) if before == rules => continue,
+                Some(_) => {
+                    let _ = writeln!(s, "flush chain ip {SVC_TABLE} {name}");
+                    add_rules(&mut s, name, rules);
+                }
+            }
+            self.chains.push((*rank, s));
+        }
+        for name in o.chains.keys().filter(|c| !n.chains.contains_key(*c)) {
+            let _ = writeln!(self.flush_gone, "flush chain ip {SVC_TABLE} {name}");
+            let _ = writeln!(self.delete_gone, "delete chain ip {SVC_TABLE} {name}");
+        }
+    }
+
+    /// The script (empty when nothing changes).
+    pub fn script(mut self) -> String {
+        self.chains.sort_by_key(|c| c.0);
+        let mut s = self.del_elems;
+        for (_, c) in &self.chains {
+            s.push_str(c);
+        }
+        s.push_str(&self.add_elems);
+        s.push_str(&self.flush_gone);
+        s.push_str(&self.delete_gone);
+        s
+    }
 }

@@ -59,6 +59,51 @@ impl Server {
         })
     }
 
+    /// A TCP server on `0.0.0.0:port` in `ns` that greets every connection with
+    /// `<name> <client address>\n`, then answers each line `l` with `<name> l\n` until the
+    /// client closes (so a test can hold a connection open); listening when this returns.
+    pub fn tcp_named(ns: &str, port: u16, name: &str) -> Server {
+        let name = name.to_string();
+        Self::start(ns, move |stop, ready| {
+            let l = match TcpListener::bind(("0.0.0.0", port)) {
+                Ok(l) => l,
+                Err(e) => return ready.send(Err(e.to_string())).unwrap_or(()),
+            };
+            l.set_nonblocking(true).expect("nonblocking listener");
+            let _ = ready.send(Ok(()));
+            while !stop.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, peer)) => {
+                        let (name, stop) = (name.clone(), stop.clone());
+                        std::thread::spawn(move || echo_lines(c, peer, &name, &stop));
+                    }
+                    // Polled, so that the thread notices `stop`.
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    }
+
+    /// A UDP server on `0.0.0.0:port` in `ns` that answers `<name> <client address>`.
+    pub fn udp_named(ns: &str, port: u16, name: &str) -> Server {
+        let name = name.to_string();
+        Self::start(ns, move |stop, ready| {
+            let s = match UdpSocket::bind(("0.0.0.0", port)) {
+                Ok(s) => s,
+                Err(e) => return ready.send(Err(e.to_string())).unwrap_or(()),
+            };
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("read timeout");
+            let _ = ready.send(Ok(()));
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
+                }
+            }
+        })
+    }
+
     /// A UDP server on `0.0.0.0:port` in `ns`, bound when this returns.
     pub fn udp(ns: &str, port: u16) -> Server {
         Self::start(ns, move |stop, ready| {
@@ -109,6 +154,49 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// One connection of [`Server::tcp_named`]: the greeting, then an echo of each line.
+fn echo_lines(c: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool) {
+    use std::io::BufRead;
+    let mut w = match c.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_read_timeout(Some(Duration::from_millis(100)));
+    if writeln!(w, "{name} {}", peer.ip()).is_err() {
+        return;
+    }
+    let mut r = std::io::BufReader::new(c);
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        match r.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if writeln!(w, "{name} {}", line.trim_end()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The greeting of a [`Server::tcp_named`] reached from `ns` at `to` (`None`: no answer).
+pub fn tcp_hello(ns: &str, to: &str) -> Option<String> {
+    let to: SocketAddr = to.parse().expect("socket address");
+    in_netns(ns, || {
+        let mut c = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT).ok()?;
+        c.set_read_timeout(Some(CLIENT_TIMEOUT)).ok()?;
+        c.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut s = String::new();
+        c.read_to_string(&mut s).ok()?;
+        Some(s.trim_end().to_string())
+    })
 }
 
 /// What a TCP connection from `ns` to `to` is answered with (`None`: no answer).

@@ -1,0 +1,374 @@
+//! The scripts [`SvcTable::sync`] sends, exactly: whole the first time, then only what
+//! changed.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+
+use super::*;
+use crate::{FirewallError, Proto, Runner};
+
+/// Records scripts; refuses them while `fail` is set.
+#[derive(Default, Clone)]
+struct Recorder {
+    scripts: Rc<RefCell<Vec<String>>>,
+    fail: Rc<RefCell<bool>>,
+}
+
+impl Runner for Recorder {
+    fn run(&mut self, script: &str) -> Result<(), FirewallError> {
+        self.scripts.borrow_mut().push(script.to_string());
+        if *self.fail.borrow() {
+            return Err(FirewallError::Rejected {
+                stderr: "refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn last(&self) -> String {
+        self.scripts.borrow().last().cloned().unwrap_or_default()
+    }
+    fn count(&self) -> usize {
+        self.scripts.borrow().len()
+    }
+}
+
+fn a(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, 1, last)
+}
+
+fn web(backends: &[u8]) -> SvcRule {
+    SvcRule {
+        name: "web".into(),
+        vip: Some(a(100)),
+        ports: vec![(Proto::Tcp, 80)],
+        published: vec![(Proto::Tcp, 8000, 80)],
+        backends: backends.iter().map(|&b| a(b)).collect(),
+    }
+}
+
+fn dns() -> SvcRule {
+    SvcRule {
+        name: "dns".into(),
+        vip: Some(a(101)),
+        ports: vec![(Proto::Udp, 53)],
+        published: vec![],
+        backends: vec![a(7)],
+    }
+}
+
+fn table(scope: SvcScope) -> (SvcTable<Recorder>, Recorder) {
+    let r = Recorder::default();
+    (SvcTable::new(r.clone(), scope), r)
+}
+
+fn api() -> SvcRule {
+    SvcRule {
+        name: "api".into(),
+        vip: Some(a(102)),
+        ports: vec![(Proto::Tcp, 443)],
+        published: vec![],
+        backends: vec![a(9)],
+    }
+}
+
+/// Lines of a script, for exact comparisons that print well.
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn first_sync_programs_the_table_whole() {
+    let (mut t, r) = table(SvcScope::Container);
+    let stats = t.sync(&[web(&[3, 2]), dns()]).unwrap();
+    assert!(stats.full);
+    assert_eq!(stats.added, 2);
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "table ip weft_svc",
+            "delete table ip weft_svc",
+            "table ip weft_svc {",
+            "  map vips { type ipv4_addr . inet_proto . inet_service : verdict; }",
+            "  set vips_noep { type ipv4_addr . inet_proto . inet_service; }",
+            "  chain no_endpoint {",
+            "    meta l4proto tcp reject with tcp reset",
+            "    reject",
+            "  }",
+            "  chain filter_output {",
+            "    type filter hook output priority -110; policy accept;",
+            "    ct state new ip daddr . meta l4proto . th dport @vips_noep goto no_endpoint",
+            "  }",
+            "  chain nat_output {",
+            "    type nat hook output priority -100; policy accept;",
+            "    ip daddr . meta l4proto . th dport vmap @vips",
+            "  }",
+            "}",
+            "add chain ip weft_svc ep/dns/udp/53/10.32.1.7",
+            "add rule ip weft_svc ep/dns/udp/53/10.32.1.7 meta l4proto udp dnat to 10.32.1.7:53",
+            "add chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "add rule ip weft_svc ep/web/tcp/80/10.32.1.2 meta l4proto tcp dnat to 10.32.1.2:80",
+            "add chain ip weft_svc ep/web/tcp/80/10.32.1.3",
+            "add rule ip weft_svc ep/web/tcp/80/10.32.1.3 meta l4proto tcp dnat to 10.32.1.3:80",
+            "add chain ip weft_svc svc/dns/udp/53",
+            "add rule ip weft_svc svc/dns/udp/53 goto ep/dns/udp/53/10.32.1.7",
+            "add chain ip weft_svc svc/web/tcp/80",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3 }",
+            "add element ip weft_svc vips { 10.32.1.101 . udp . 53 : goto svc/dns/udp/53, 10.32.1.100 . tcp . 80 : goto svc/web/tcp/80 }",
+        ]
+    );
+}
+
+#[test]
+fn host_scope_adds_published_ports_masquerade_and_marks() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2])]).unwrap();
+    let s = r.last();
+    for line in [
+        "  map published { type inet_proto . inet_service : verdict; }",
+        "    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local meta l4proto . th dport vmap @published\n",
+        "  set published_noep { type inet_proto . inet_service; }",
+        "  chain filter_prerouting {\n    type filter hook prerouting priority -110; policy accept;\n    ct state new fib daddr type local meta l4proto . th dport @published_noep goto no_endpoint\n",
+        "    ct state new ip daddr . meta l4proto . th dport @vips_noep goto no_endpoint\n    ct state new fib daddr type local meta l4proto . th dport @published_noep goto no_endpoint\n",
+        "    ip daddr . meta l4proto . th dport vmap @vips\n    fib daddr type local meta l4proto . th dport vmap @published\n",
+        "    meta mark & 0x200000 == 0 return\n    meta mark set meta mark ^ 0x200000\n    masquerade",
+        "type filter hook prerouting priority -99; policy accept;\n    ct status dnat meta mark set meta mark | 0x100000",
+        "iif != lo ip daddr 127.0.0.0/8 ct state & (established | related) == 0 ct status & dnat == 0 drop",
+        "add rule ip weft_svc pub/web/tcp/8000 meta mark set meta mark | 0x200000 goto svc/web/tcp/80\n",
+        "add element ip weft_svc published { tcp . 8000 : goto pub/web/tcp/8000 }\n",
+    ] {
+        assert!(s.contains(line), "missing {line:?} in\n{s}");
+    }
+    assert_eq!(format!("{:#x}", crate::DNAT_MARK), "0x100000");
+    // Chains exist before what jumps to them.
+    let at = |x: &str| s.find(&format!("add chain ip weft_svc {x}\n")).unwrap();
+    assert!(at("ep/web/tcp/80/10.32.1.2") < at("svc/web/tcp/80"));
+    assert!(at("svc/web/tcp/80") < at("pub/web/tcp/8000"));
+}
+
+#[test]
+fn container_scope_holds_no_published_ports() {
+    let (mut t, r) = table(SvcScope::Container);
+    let mut only_published = web(&[2]);
+    only_published.vip = None;
+    t.sync(&[web(&[2]), dns()]).unwrap();
+    assert!(!r.last().contains("published"), "{}", r.last());
+    assert!(!r.last().contains("pub/"), "{}", r.last());
+    // A dnsrr service holds nothing in a container: its removal of the VIP is all.
+    let stats = t.sync(&[only_published, dns()]).unwrap();
+    assert_eq!(stats.changed, 1);
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "delete element ip weft_svc vips { 10.32.1.100 . tcp . 80 }",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "delete chain ip weft_svc svc/web/tcp/80",
+        ]
+    );
+}
+
+#[test]
+fn adding_a_service_sends_only_its_objects() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let stats = t.sync(&[web(&[2, 3]), dns(), api()]).unwrap();
+    assert_eq!((stats.full, stats.added, stats.changed), (false, 1, 0));
+    assert_eq!(stats.script_bytes, r.last().len());
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "add chain ip weft_svc ep/api/tcp/443/10.32.1.9",
+            "add rule ip weft_svc ep/api/tcp/443/10.32.1.9 meta l4proto tcp dnat to 10.32.1.9:443",
+            "add chain ip weft_svc svc/api/tcp/443",
+            "add rule ip weft_svc svc/api/tcp/443 goto ep/api/tcp/443/10.32.1.9",
+            "add element ip weft_svc vips { 10.32.1.102 . tcp . 443 : goto svc/api/tcp/443 }",
+        ]
+    );
+}
+
+#[test]
+fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let stats = t.sync(&[web(&[2, 3, 4]), dns()]).unwrap();
+    assert_eq!((stats.added, stats.changed, stats.removed), (0, 1, 0));
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "add chain ip weft_svc ep/web/tcp/80/10.32.1.4",
+            "add rule ip weft_svc ep/web/tcp/80/10.32.1.4 meta l4proto tcp dnat to 10.32.1.4:80",
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 3 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3, 2 : goto ep/web/tcp/80/10.32.1.4 }",
+        ]
+    );
+    t.sync(&[web(&[2, 4]), dns()]).unwrap();
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.4 }",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.3",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.3",
+        ]
+    );
+    // The last one goes: the service's keys move to the no-endpoint sets, its chains go.
+    t.sync(&[web(&[]), dns()]).unwrap();
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "delete element ip weft_svc published { tcp . 8000 }",
+            "delete element ip weft_svc vips { 10.32.1.100 . tcp . 80 }",
+            "add element ip weft_svc published_noep { tcp . 8000 }",
+            "add element ip weft_svc vips_noep { 10.32.1.100 . tcp . 80 }",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.4",
+            "flush chain ip weft_svc pub/web/tcp/8000",
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.4",
+            "delete chain ip weft_svc pub/web/tcp/8000",
+            "delete chain ip weft_svc svc/web/tcp/80",
+        ]
+    );
+    t.sync(&[web(&[5]), dns()]).unwrap();
+    let s = r.last();
+    assert!(s.starts_with("delete element ip weft_svc published_noep { tcp . 8000 }\ndelete element ip weft_svc vips_noep { 10.32.1.100 . tcp . 80 }\n"), "{s}");
+}
+
+#[test]
+fn removing_a_service_touches_no_other() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let stats = t.sync(&[dns()]).unwrap();
+    assert_eq!((stats.added, stats.changed, stats.removed), (0, 0, 1));
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "delete element ip weft_svc published { tcp . 8000 }",
+            "delete element ip weft_svc vips { 10.32.1.100 . tcp . 80 }",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.3",
+            "flush chain ip weft_svc pub/web/tcp/8000",
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.3",
+            "delete chain ip weft_svc pub/web/tcp/8000",
+            "delete chain ip weft_svc svc/web/tcp/80",
+        ]
+    );
+}
+
+#[test]
+fn changing_ports_replaces_only_that_service_port() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2]), dns()]).unwrap();
+    let mut w = web(&[2]);
+    w.ports = vec![(Proto::Tcp, 81)];
+    w.published = vec![(Proto::Tcp, 8000, 81)];
+    t.sync(&[w, dns()]).unwrap();
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "delete element ip weft_svc vips { 10.32.1.100 . tcp . 80 }",
+            "add chain ip weft_svc ep/web/tcp/81/10.32.1.2",
+            "add rule ip weft_svc ep/web/tcp/81/10.32.1.2 meta l4proto tcp dnat to 10.32.1.2:81",
+            "add chain ip weft_svc svc/web/tcp/81",
+            "add rule ip weft_svc svc/web/tcp/81 goto ep/web/tcp/81/10.32.1.2",
+            "flush chain ip weft_svc pub/web/tcp/8000",
+            "add rule ip weft_svc pub/web/tcp/8000 meta mark set meta mark | 0x200000 goto svc/web/tcp/81",
+            "add element ip weft_svc vips { 10.32.1.100 . tcp . 81 : goto svc/web/tcp/81 }",
+            "flush chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "flush chain ip weft_svc svc/web/tcp/80",
+            "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
+            "delete chain ip weft_svc svc/web/tcp/80",
+        ]
+    );
+    // A published port moving from one service to another, in one sync: the element is
+    // deleted before it is added again.
+    let mut d = dns();
+    d.published = vec![(Proto::Tcp, 8000, 53)];
+    let mut w = web(&[2]);
+    w.published.clear();
+    t.sync(&[w, d]).unwrap();
+    let s = r.last();
+    let del = s
+        .find("delete element ip weft_svc published { tcp . 8000 }")
+        .unwrap();
+    let add = s
+        .find("add element ip weft_svc published { tcp . 8000 : goto pub/dns/tcp/8000 }")
+        .unwrap();
+    assert!(del < add, "{s}");
+}
+
+#[test]
+fn an_unchanged_sync_runs_nothing() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    // Order of rules and of backends does not matter.
+    let stats = t.sync(&[dns(), web(&[3, 2])]).unwrap();
+    assert_eq!(stats, SyncStats::default());
+    assert_eq!(r.count(), 1);
+}
+
+#[test]
+fn the_sync_after_a_failure_programs_the_table_whole() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2])]).unwrap();
+    *r.fail.borrow_mut() = true;
+    assert!(t.sync(&[web(&[2, 3])]).is_err());
+    *r.fail.borrow_mut() = false;
+    let stats = t.sync(&[web(&[2, 3])]).unwrap();
+    assert!(stats.full);
+    assert!(r
+        .last()
+        .starts_with("table ip weft_svc\ndelete table ip weft_svc\n"));
+    // delete() forgets too.
+    t.delete().unwrap();
+    assert_eq!(r.last(), render_svc_reset());
+    assert!(t.sync(&[web(&[2, 3])]).unwrap().full);
+}
+
+#[test]
+fn invalid_rules_change_nothing() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2])]).unwrap();
+    let mut other = dns();
+    other.vip = web(&[]).vip;
+    other.ports = vec![(Proto::Tcp, 80)];
+    let e = t.sync(&[web(&[2]), other]).unwrap_err().to_string();
+    assert!(e.contains("already served by service"), "{e}");
+    assert_eq!(r.count(), 1);
+    // And the table still knows what is programmed: the next change is incremental.
+    assert!(!t.sync(&[web(&[2]), dns()]).unwrap().full);
+}
+
+#[test]
+fn odd_names_get_safe_chain_names() {
+    let (mut t, r) = table(SvcScope::Container);
+    let mut odd = dns();
+    odd.name = "my service; flush ruleset".into();
+    t.sync(&[odd]).unwrap();
+    let s = r.last();
+    assert!(!s.contains("flush ruleset"), "{s}");
+    assert!(
+        s.contains("add chain ip weft_svc svc/my_service__flush_rulese."),
+        "{s}"
+    );
+}
+
+#[test]
+fn reset_deletes_only_the_service_table() {
+    assert_eq!(
+        render_svc_reset(),
+        "table ip weft_svc\ndelete table ip weft_svc\n"
+    );
+    assert_eq!(
+        route_localnet_sysctl("weft"),
+        "/proc/sys/net/ipv4/conf/weft/route_localnet"
+    );
+}
