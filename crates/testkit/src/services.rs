@@ -116,7 +116,7 @@ pub fn wait_healthy(
 /// connection each, printing each answer's body or `FAIL` on a line.
 pub fn wget_loop(url: &str, count: usize) -> String {
     format!(
-        "i=0; while [ $i -lt {count} ]; do busybox wget -q -T 3 -O- '{url}' || echo FAIL; i=$((i+1)); done"
+        "i=0; while [ $i -lt {count} ]; do timeout 5 busybox wget -q -O- '{url}' || echo FAIL; i=$((i+1)); done"
     )
 }
 

@@ -273,7 +273,14 @@ fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
 
     // Inside the overlay the task sees the client container's own address.
     for (c, addr) in &clients {
-        let seen = get_from(&lab, c, &format!("{url}cgi-bin/peer"), 6);
+        // httpd's socket is dual-stack: it writes an IPv4 peer as `[::ffff:A.B.C.D]`.
+        let seen: Vec<String> = get_from(&lab, c, &format!("{url}cgi-bin/peer"), 6)
+            .iter()
+            .map(|a| {
+                let a = a.trim_start_matches('[').trim_end_matches(']');
+                a.trim_start_matches("::ffff:").to_string()
+            })
+            .collect();
         assert_eq!(
             seen,
             vec![addr.clone(); 6],
