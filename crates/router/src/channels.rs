@@ -6,3 +6,5 @@ pub const IPAM: u16 = 1;
 pub const DNS: u16 = 2;
 /// Data path: MAC announcements, path heartbeats, sleeve keys.
 pub const DATAPATH: u16 = 3;
+/// Services: definitions, tasks and their health (`weft_services::CHANNEL`).
+pub const SERVICES: u16 = weft_services::CHANNEL;

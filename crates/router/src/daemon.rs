@@ -1,6 +1,6 @@
 //! Start-up and shutdown of the router process: lock, pid file, sockets, readiness, signals.
 //! Start-up builds every handle once, in order (the Kubernetes node list when asked for,
-//! mesh, data path, IPAM, the Kubernetes peers, DNS, containers, Docker), and only then
+//! mesh, data path, IPAM, the Kubernetes peers, DNS, services, containers, Docker), and only then
 //! serves the API with them.
 
 use std::fs::File;
@@ -232,12 +232,23 @@ async fn start_handles(
         kube.run(mesh.clone(), ipam.clone(), shutdown.stopped());
     }
     let dns = crate::dns::DnsHandle::start(&config, &name, Some(mesh.clone()), &registry).await?;
+    let services = crate::services::Services::start(crate::services::ServicesStart {
+        me: &name,
+        state_dir: &config.paths.state_dir,
+        port: config.port,
+        mesh: Some(&mesh),
+        ipam: ipam.clone(),
+        datapath: datapath.clone(),
+        dns: dns.clone(),
+        registry: &registry,
+    })?;
     let engine = crate::docker::connect(&config.paths).await;
     let (ready, opener) = crate::intents::Gate::closed();
     let containers = Arc::new(Containers {
         ipam,
         datapath,
         dns,
+        services: services.clone(),
         registry: tokio::sync::Mutex::new(registry),
         docker: engine.clone(),
         intents: crate::intents::Intents::load(&config.paths.state_dir)?,
@@ -252,6 +263,8 @@ async fn start_handles(
     owners.register(Arc::new(crate::datapath::expose::ExposeOwner {
         state_dir: config.paths.state_dir.clone(),
     }));
+    owners.register(Arc::new(crate::services::VipOwner(services.clone())));
+    owners.register(Arc::new(crate::datapath::ingress::IngressOwner));
     let ipam_owners = crate::ipam_owners::ApiOwners::load(&config.paths.state_dir)?;
     owners.register(ipam_owners.clone());
     let cni = crate::cni::Cni::new(containers.clone(), &config.paths.state_dir)?;

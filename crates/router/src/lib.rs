@@ -30,6 +30,7 @@ pub mod persist;
 pub mod reconciliation;
 pub mod registry;
 pub mod reset;
+pub mod services;
 pub mod shutdown;
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!    (`containers::reconcile`), then the CNI ADDs cut short are undone (`cni::Cni::recover`);
 //! 2. the bridge and IPAM agree with the record of exposed addresses again, which undoes a
 //!    cut-short expose and finishes a cut-short hide (`datapath::expose::reconcile`);
-//! 3. containers whose veth went while the router was down are detached;
+//! 3. containers whose veth went while the router was down are detached, and the tasks of
+//!    containers no longer attached leave their services;
 //! 4. every veth of weft's on the bridge belongs to an owner, or goes (`owners::sweep_ports`);
 //! 5. every address IPAM holds here belongs to an owner, or is released
 //!    (`owners::audit_addresses`).
@@ -45,6 +46,20 @@ pub async fn run(c: Arc<Containers>, cni: Arc<Cni>, owners: OwnerRegistry, opene
     }
 
     crate::containers::reconcile::forget_vanished(&c).await;
+    let alive: Vec<(String, Vec<std::net::Ipv4Addr>)> = c
+        .registry
+        .lock()
+        .await
+        .iter()
+        .map(|(id, e)| {
+            let addrs = e
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse::<ipnet::Ipv4Net>().ok());
+            (id.clone(), addrs.map(|n| n.addr()).collect())
+        })
+        .collect();
+    c.services.forget_gone(alive).await;
 
     if let Err(e) = crate::owners::sweep_ports(c.datapath.bridge(), &owners).await {
         tracing::warn!("cannot sweep the bridge's ports: {e}");

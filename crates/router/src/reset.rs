@@ -76,6 +76,7 @@ pub async fn reset(p: ResetParts<'_>, force: bool) -> Result<(), ResetError> {
     let _ = std::fs::remove_file(crate::docker::saved::path(&state_dir));
     let _ = std::fs::remove_file(state_dir.join(crate::intents::FILE));
     let _ = std::fs::remove_file(state_dir.join(crate::ipam_owners::FILE));
+    let _ = std::fs::remove_file(state_dir.join(crate::services::FILE));
     p.shutdown.trigger();
     match res {
         Ok(removed) => {

@@ -14,13 +14,19 @@
 
 mod core;
 mod error;
+mod gossip;
+mod hash;
+pub mod limits;
+mod names;
 mod plan;
 mod saved;
 mod spec;
 mod tasks;
+pub mod wire;
 
 pub use crate::core::{ServiceEffect, ServicesCore};
 pub use crate::error::ServiceError;
+pub use crate::names::{Entry, NameState};
 pub use crate::plan::{Plan, PlannedService};
 pub use crate::saved::Saved;
 pub use crate::spec::{

@@ -14,6 +14,7 @@ use crate::dns::DnsHandleError;
 use crate::ipam::IpamHandleError;
 use crate::mesh::MeshError;
 use crate::reset::ResetError;
+use crate::services::ServicesError;
 
 /// An API error: an HTTP status and one line for the user.
 #[derive(Debug)]
@@ -112,10 +113,31 @@ impl From<DnsHandleError> for ApiFailure {
     }
 }
 
+/// The status of a services error: whose fault it is.
+fn services_status(e: &ServicesError) -> StatusCode {
+    use weft_services::ServiceError as Core;
+    match e {
+        ServicesError::Core(Core::Exists(_) | Core::PortInUse { .. } | Core::VipInUse { .. })
+        | ServicesError::PortInUse { .. } => StatusCode::CONFLICT,
+        ServicesError::Core(Core::Unknown(_)) => StatusCode::NOT_FOUND,
+        ServicesError::Core(Core::TooMany { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+        ServicesError::Vip { source, .. } => ipam_status(source),
+        ServicesError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl From<ServicesError> for ApiFailure {
+    fn from(e: ServicesError) -> Self {
+        ApiFailure::new(services_status(&e), e)
+    }
+}
+
 impl From<ContainersError> for ApiFailure {
     fn from(e: ContainersError) -> Self {
         let status = match &e {
             ContainersError::Ipam(i) => ipam_status(i),
+            ContainersError::Services(s) => services_status(s),
             ContainersError::Registry(_) | ContainersError::Task { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -21,6 +21,7 @@ mod failure;
 mod ipam;
 mod public;
 mod report;
+mod services;
 mod ui;
 
 pub use app::{AppState, Handles};
@@ -33,6 +34,7 @@ fn read_only() -> axum::Router<AppState> {
         .route("/report", get(report))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .merge(services::read_routes())
         .merge(pages())
 }
 
@@ -62,6 +64,7 @@ pub fn routes(router: AppState) -> axum::Router {
         .merge(datapath::routes())
         .merge(ipam::routes())
         .merge(dns::routes())
+        .merge(services::write_routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(router.clone(), count))
         .with_state(router)
@@ -73,7 +76,12 @@ async fn count(State(router): State<AppState>, req: Request, next: Next) -> Resp
 }
 
 async fn report(State(router): State<AppState>) -> Json<Report> {
-    Json(report::report(&router))
+    let mut r = report::report(&router);
+    match router.containers.services.list().await {
+        Ok(s) => r.services = s,
+        Err(e) => tracing::debug!("report without services: {e}"),
+    }
+    Json(r)
 }
 
 async fn version() -> Json<String> {

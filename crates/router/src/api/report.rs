@@ -30,6 +30,8 @@ pub fn report(h: &Handles) -> Report {
         ipam: h.containers.ipam.report(),
         dns: h.containers.dns.report(),
         docker: h.docker.as_ref().map(|d| d.report(&c.paths)),
+        // Filled in by the handler (the services task is asked).
+        services: Vec::new(),
     }
 }
 

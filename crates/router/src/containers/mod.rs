@@ -88,6 +88,9 @@ pub enum ContainersError {
     /// The registry file could not be written (its error names the file).
     #[error("{0}")]
     Registry(anyhow::Error),
+    /// A service named with `--service` cannot take the container.
+    #[error(transparent)]
+    Services(#[from] crate::services::ServicesError),
     /// The blocking task that changes the kernel did not finish.
     #[error("the kernel task for {netns} did not finish: {why}")]
     Task {
@@ -106,6 +109,8 @@ pub struct Containers {
     pub datapath: DatapathHandle,
     /// Names.
     pub dns: DnsHandle,
+    /// Services: tasks join them, and every container's table holds their VIPs.
+    pub services: crate::services::Services,
     /// Attached containers.
     pub registry: tokio::sync::Mutex<Registry>,
     /// This host's dockerd, when it answered at launch (attach by container name).
@@ -133,6 +138,11 @@ pub async fn attach_with_gateway(
     let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
     let netns = Arc::new(open_netns(&req.netns)?);
     let id = container_id(c, req.container.as_deref(), &req.netns, &netns).await;
+    // Services named must exist and be in a subnet the container gets, before anything
+    // changes.
+    c.services
+        .check(&id, &req.services, &requested_subnets(c, &specs))
+        .await?;
     // Recorded before anything changes: a kill -9 from here on is undone at the next start.
     let _pending = c
         .intents
@@ -249,6 +259,13 @@ pub async fn attach_with_gateway(
             tracing::warn!(container = %id, "name not registered: {e}");
         }
     }
+    // Its table holds every service's VIP; then it joins the services it serves.
+    c.services.container_attached(&id, netns.clone()).await;
+    let ips: Vec<std::net::Ipv4Addr> = granted.iter().map(|n| n.addr()).collect();
+    if let Err(e) = c.services.join(&id, &ips, &req.services).await {
+        tracing::warn!(container = %id, "not joined to {:?}: {e}", req.services);
+        return Err(e.into());
+    }
     tracing::info!(container = %id, netns = %req.netns, addrs = ?entry.addrs, "attached");
     Ok(AttachResponse {
         container: id,
@@ -353,7 +370,10 @@ pub async fn detach(
         }
     }
     c.dns.container_detached(&id, &remove).await;
+    let ips: Vec<std::net::Ipv4Addr> = remove.iter().map(|n| n.addr()).collect();
+    c.services.addresses_removed(&id, &ips).await;
     if link_removed {
+        c.services.container_detached(&id).await;
         c.datapath.endpoint_removed(&id, &entry.mac);
         reg.remove(&id).map_err(ContainersError::Registry)?;
     } else {
@@ -415,6 +435,22 @@ async fn resolve_docker(
         }
     }
     Ok(req)
+}
+
+/// The subnets the addresses `specs` ask for come from (the default subnet when none).
+fn requested_subnets(c: &Containers, specs: &[AddrSpec]) -> Vec<Ipv4Net> {
+    if specs.is_empty() {
+        return vec![c.ipam.default_subnet()];
+    }
+    specs
+        .iter()
+        .filter_map(|s| match s {
+            AddrSpec::DefaultSubnet => Some(c.ipam.default_subnet()),
+            AddrSpec::Subnet(n) | AddrSpec::Claim(n) => {
+                crate::ipam::cidr_to_net(n).ok().map(|n| n.trunc())
+            }
+        })
+        .collect()
 }
 
 /// Whether `addr` is what `spec` names (for detach).

@@ -56,6 +56,10 @@ struct Saved {
     /// exposed address goes (a host that forwarded before weft keeps forwarding).
     #[serde(default)]
     forwarding_enabled_by_weft: bool,
+    /// `route_localnet` of every interface was off and weft turned it on for published
+    /// service ports on 127.0.0.1 (`datapath::ingress`): turned off again with forwarding.
+    #[serde(default)]
+    localnet_enabled_by_weft: bool,
     /// The exposed addresses the API acknowledged (`None`: written by a version that did
     /// not record them; the bridge's addresses IPAM holds for expose are adopted).
     #[serde(default)]
@@ -76,6 +80,7 @@ fn load_saved(state_dir: &Path) -> Saved {
         .unwrap_or(Saved {
             masquerade: true,
             forwarding_enabled_by_weft: false,
+            localnet_enabled_by_weft: false,
             addrs: None,
         })
 }
@@ -122,7 +127,7 @@ fn save_masquerade(state_dir: &Path, on: bool) {
 
 /// Turns IPv4 forwarding on in the host's namespace (containers reach the outside
 /// through the exposed host) and remembers when it was weft that turned it on.
-fn enable_forwarding(state_dir: &Path) -> Result<(), String> {
+pub(super) fn enable_forwarding(state_dir: &Path) -> Result<(), String> {
     let turned_on = weft_datapath::sysctl::enable_ipv4_forwarding().map_err(|e| e.to_string())?;
     if turned_on {
         let _turn = saved_turn();
@@ -140,11 +145,48 @@ fn enable_forwarding(state_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Turns IPv4 forwarding off again if weft turned it on (recorded in the state dir);
-/// returns whether it did. Blocking; used by hide, the router's reset and `weft reset`.
+/// Turns `route_localnet` on for every interface (published service ports answer on
+/// 127.0.0.1, DNATed out of the bridge, as kube-proxy does) and remembers when it was
+/// weft that turned it on (or, with `on` false, turns it off again if weft did).
+pub(super) fn set_localnet(state_dir: &Path, on: bool) -> Result<(), String> {
+    let _turn = saved_turn();
+    let mut saved = load_saved(state_dir);
+    if on && !saved.localnet_enabled_by_weft {
+        let turned_on =
+            weft_datapath::sysctl::enable_route_localnet("all").map_err(|e| e.to_string())?;
+        if turned_on {
+            saved.localnet_enabled_by_weft = true;
+            if let Err(e) = save(state_dir, &saved) {
+                let _ = weft_datapath::sysctl::disable_route_localnet("all");
+                return Err(format!(
+                    "cannot record that route_localnet was turned on: {e}"
+                ));
+            }
+            tracing::info!("route_localnet turned on");
+        }
+    } else if !on && saved.localnet_enabled_by_weft {
+        weft_datapath::sysctl::disable_route_localnet("all").map_err(|e| e.to_string())?;
+        saved.localnet_enabled_by_weft = false;
+        save(state_dir, &saved)?;
+        tracing::info!("route_localnet turned off again");
+    }
+    Ok(())
+}
+
+/// Turns IPv4 forwarding (and `route_localnet`) off again if weft turned it on (recorded
+/// in the state dir); returns whether it did. Blocking; used by hide, the router's reset
+/// and `weft reset`.
 pub fn restore_forwarding(state_dir: &Path) -> Result<bool, String> {
     let _turn = saved_turn();
     let mut saved = load_saved(state_dir);
+    if saved.localnet_enabled_by_weft {
+        weft_datapath::sysctl::disable_route_localnet("all").map_err(|e| e.to_string())?;
+        saved.localnet_enabled_by_weft = false;
+        if state_dir.join(EXPOSE_FILE).exists() {
+            save(state_dir, &saved)?;
+        }
+        tracing::info!("route_localnet turned off again");
+    }
     if !saved.forwarding_enabled_by_weft {
         return Ok(false);
     }
@@ -317,9 +359,12 @@ pub async fn hide(
         .map_err(|e| ExposeError::Hide(e.to_string()))?
         .map_err(|e| ExposeError::Hide(e.to_string()))?;
     let specs = weft_ipam::parse_addr_specs(&req.addrs)?;
+    // The services' addresses are not the user's to hide (`datapath::ingress`).
+    let ingress = ipam.lookup(super::ingress::INGRESS_OWNER).await?;
     let chosen: Vec<Ipv4Net> = exposed
         .iter()
         .copied()
+        .filter(|a| !ingress.iter().any(|i| i.addr() == a.addr()))
         .filter(|a| {
             specs.is_empty()
                 || specs.iter().any(|s| match s {
@@ -408,6 +453,10 @@ pub async fn reconcile(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let held = ipam.lookup(EXPOSE_OWNER).await.map_err(|e| e.to_string())?;
+    let ingress = ipam
+        .lookup(super::ingress::INGRESS_OWNER)
+        .await
+        .map_err(|e| e.to_string())?;
     let dir = dp.inner.state_dir.clone();
     let record_now = tokio::task::spawn_blocking(move || recorded(&dir))
         .await
@@ -430,11 +479,12 @@ pub async fn reconcile(
     };
     let in_record = |n: &Ipv4Net| record_now.iter().any(|r| r.addr() == n.addr());
     let range = dp.inner.range;
-    // Only addresses in weft's range are weft's to take away.
+    // Only addresses in weft's range are weft's to take away, and the services' are theirs.
     let mut stray: Vec<Ipv4Net> = on_bridge
         .iter()
         .copied()
         .filter(|a| range.contains(&a.addr()) && !in_record(a))
+        .filter(|a| !ingress.iter().any(|i| i.addr() == a.addr()))
         .collect();
     for h in &held {
         if !in_record(h) && !stray.iter().any(|s| s.addr() == h.addr()) {
@@ -527,6 +577,13 @@ pub fn reset_host(bridge: &str) -> Result<Vec<String>, String> {
         Err(e) => errors.push(e.to_string()),
     }
     if let Err(e) = Nftables::new(CommandRunner::new()).reset() {
+        errors.push(e.to_string());
+    }
+    // The host's service table (containers' tables go with their namespaces).
+    if let Err(e) = weft_firewall::Runner::run(
+        &mut CommandRunner::new(),
+        &weft_firewall::render_svc_reset(),
+    ) {
         errors.push(e.to_string());
     }
     if let Err(e) = DockerForward::new(CommandRunner::new()).remove(bridge) {

@@ -9,6 +9,7 @@
 
 mod driver;
 pub mod expose;
+pub mod ingress;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -84,6 +84,7 @@ pub fn reset(force: bool) -> Result<()> {
         "dns.json",
         "intents.json",
         "ipam-owners.json",
+        "services.json",
     ] {
         let _ = std::fs::remove_file(paths.state_dir.join(f));
     }
