@@ -238,6 +238,23 @@ impl DockerHandle {
         }
     }
 
+    /// The containers of Docker's weft endpoints with their addresses (those that are
+    /// tasks of services stay tasks across a restart of the router).
+    pub async fn containers_on_weft(&self) -> Vec<(String, Vec<std::net::Ipv4Addr>)> {
+        let s = self.backend.state().lock().await;
+        let mut out: Vec<(String, Vec<std::net::Ipv4Addr>)> = Vec::new();
+        for e in s.endpoints.values() {
+            let (Some(c), Some(a)) = (&e.container, e.addr) else {
+                continue;
+            };
+            match out.iter_mut().find(|(id, _)| id == c) {
+                Some((_, addrs)) => addrs.push(a.addr()),
+                None => out.push((c.clone(), vec![a.addr()])),
+            }
+        }
+        out
+    }
+
     /// Announces the endpoints of an earlier run (MACs to peers, ports to the firewall).
     async fn restore_endpoints(&self) {
         let s = self.backend.state().lock().await.clone();
