@@ -433,6 +433,8 @@ fn haproxy_in_front_of_every_host_survives_a_killed_router_and_a_stopped_task() 
     lab.kill_router("h1");
     let log = through_haproxy(&lab, since, Duration::from_secs(10));
     assert_served_after("h1's router killed -9", &log, grace, &["w1", "w2", "w3"]);
+    // The other hosts have taken h1's task out of rotation (the mesh lost h1).
+    wait_healthy(&lab, &ROUTERS[1..], "whoami", &addrs(&[&w2, &w3]), CONVERGE);
 
     // h1 comes back; then one task (w2) stops: detached and its httpd gone.
     lab.weft_ok("h1", &["launch", "--nickname", "h1", "h2", "h3", "h4"]);
