@@ -2,7 +2,7 @@
 //! host, HTTP requests with busybox wget (from a host, a lab container or a Docker
 //! container) and the tally of which task answered them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::Duration;
 
@@ -175,4 +175,48 @@ pub fn wait_answer(
             .filter(|a| expected.contains(&a.as_str()))
             .cloned()
     })
+}
+
+/// The VIP all `views` (one service on several hosts) agree on; fails the test if they
+/// disagree or it is not an IPv4 address.
+pub fn agreed_vip(views: &[ServiceView]) -> String {
+    let vips: BTreeSet<Option<String>> = views.iter().map(|v| v.vip.clone()).collect();
+    assert_eq!(vips.len(), 1, "hosts disagree on the VIP: {vips:?}");
+    let vip = views
+        .first()
+        .and_then(|v| v.vip.clone())
+        .expect("a vip-mode service has a VIP");
+    assert!(vip.parse::<std::net::Ipv4Addr>().is_ok(), "VIP {vip:?}");
+    vip
+}
+
+/// Waits up to `timeout` until a client (`run` runs a command in it; `client` names it)
+/// reaches each of the tasks `names` through `url` (the rules in its namespace are up to
+/// date), then makes 30 requests: each task must answer between half and one and a half
+/// times its even share (5..=15 each of 3), and nothing else may answer.
+pub fn check_round_robin(
+    client: &str,
+    mut run: impl FnMut(&[&str]) -> Output,
+    url: &str,
+    names: &[&str],
+    timeout: Duration,
+) {
+    wait_for(
+        &format!("{client} to reach each of {names:?} through {url}"),
+        timeout,
+        || {
+            let t = tally(&requests(&mut run, url, names.len() * 2));
+            observe(format!("{client}: {t:?}"));
+            (t.len() == names.len() && names.iter().all(|n| t.contains_key(*n))).then_some(())
+        },
+    );
+    let answers = requests(&mut run, url, 30);
+    let share = 30 / names.len().max(1);
+    assert_spread(
+        &format!("30 requests to {url} from {client}"),
+        &answers,
+        names,
+        share / 2,
+        share * 3 / 2,
+    );
 }

@@ -10,7 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use weft_testkit::services::{
-    assert_spread, inspect, requests, tally, wait_answer, wait_healthy, ServiceView,
+    agreed_vip, assert_spread, check_round_robin, inspect, requests, tally, wait_answer,
+    wait_healthy, ServiceView,
 };
 use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
 
@@ -166,58 +167,31 @@ fn vip_url(view: &ServiceView) -> String {
     )
 }
 
-/// The service's VIP, the same on every host.
-fn agreed_vip(views: &[ServiceView]) -> String {
-    let vips: BTreeSet<Option<String>> = views.iter().map(|v| v.vip.clone()).collect();
-    assert_eq!(vips.len(), 1, "hosts disagree on the VIP: {vips:?}");
-    let vip = views[0].vip.clone().expect("a vip-mode service has a VIP");
-    assert!(vip.parse::<std::net::Ipv4Addr>().is_ok(), "VIP {vip:?}");
-    vip
+/// [`check_round_robin`] from a lab container to `tasks`.
+fn round_robin(lab: &Lab, client: &str, url: &str, tasks: &[&Task]) {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    check_round_robin(client, |cmd| lab.exec(client, cmd), url, &names, CONVERGE);
 }
 
-/// Waits until `client` reaches every one of `tasks` through the VIP (rules in its
-/// namespace up to date), then makes 30 requests and checks the spread (5..=15 each of 3).
-fn check_round_robin(lab: &Lab, client: &str, url: &str, tasks: &[&Task]) {
-    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    wait_for(
-        &format!("{client} to reach each of {names:?} through {url}"),
-        CONVERGE,
-        || {
-            let got = get_from(lab, client, url, tasks.len() * 2);
-            observe(format!("{client}: {:?}", tally(&got)));
-            let t = tally(&got);
-            (t.len() == names.len() && names.iter().all(|n| t.contains_key(*n))).then_some(())
-        },
-    );
-    let answers = get_from(lab, client, url, 30);
-    // Half to one and a half times an even share: 5..=15 each for 3 tasks.
-    let share = 30 / tasks.len();
-    let (min, max) = (share / 2, share * 3 / 2);
-    assert_spread(
-        &format!("30 requests to {url} from {client}"),
-        &answers,
-        &names,
-        min,
-        max,
-    );
+/// `weft service create whoami --port 80 --publish 8000:80` on h1.
+fn create_whoami(lab: &Lab) {
+    let publish = format!("{PUBLISHED}:80");
+    let args = [
+        "service",
+        "create",
+        "whoami",
+        "--port",
+        "80",
+        "--publish",
+        &publish,
+    ];
+    lab.weft_ok("h1", &args);
 }
 
 #[test]
 fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
     let lab = lab_with_routers(5, &ROUTERS);
-    let publish = format!("{PUBLISHED}:80");
-    lab.weft_ok(
-        "h1",
-        &[
-            "service",
-            "create",
-            "whoami",
-            "--port",
-            "80",
-            "--publish",
-            &publish,
-        ],
-    );
+    create_whoami(&lab);
 
     // One task, on h1: the VIP every host agrees on.
     let w1 = start_task(&lab, "h1", "w1", &["whoami"]);
@@ -259,7 +233,7 @@ fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
 
     // 30 requests to the VIP from a container on each host reach all 3 tasks, 5..=15 each.
     for (c, _) in &clients {
-        check_round_robin(&lab, c, &url, &all);
+        round_robin(&lab, c, &url, &all);
     }
     // By name too, from the 4th host's container.
     let by_name = get_from(&lab, "c4", "http://whoami/", 30);
@@ -321,7 +295,7 @@ fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
         Some(vip.as_str())
     );
     for (c, _) in &clients {
-        check_round_robin(&lab, c, &url, &[&w1]);
+        round_robin(&lab, c, &url, &[&w1]);
     }
 }
 
@@ -397,19 +371,7 @@ fn assert_served_after(what: &str, log: &[(f64, String)], grace: f64, tasks: &[&
 fn haproxy_in_front_of_every_host_survives_a_killed_router_and_a_stopped_task() {
     require_root_and_tools(&["haproxy"]);
     let lab = lab_with_routers(5, &ROUTERS);
-    let publish = format!("{PUBLISHED}:80");
-    lab.weft_ok(
-        "h1",
-        &[
-            "service",
-            "create",
-            "whoami",
-            "--port",
-            "80",
-            "--publish",
-            &publish,
-        ],
-    );
+    create_whoami(&lab);
     let w1 = start_task(&lab, "h1", "w1", &["whoami"]);
     let w2 = start_task(&lab, "h2", "w2", &["whoami"]);
     let w3 = start_task(&lab, "h3", "w3", &["whoami"]);
@@ -472,7 +434,7 @@ fn a_task_whose_health_check_fails_leaves_rotation_and_comes_back() {
     client(&lab, "h3", "c3");
     let views = wait_healthy(&lab, &hosts, "hc", &addrs(&[&w1, &w2]), CONVERGE);
     let url = vip_url(&views[0]);
-    check_round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
+    round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
 
     // w2's httpd stops; its container stays attached. Its own host sees it fail and every
     // host takes it out of rotation within 2 intervals (+1 s for the gossip).
@@ -503,7 +465,7 @@ fn a_task_whose_health_check_fails_leaves_rotation_and_comes_back() {
     // Healthy again: back in rotation.
     serve(&lab, "w2");
     wait_healthy(&lab, &hosts, "hc", &addrs(&[&w1, &w2]), CONVERGE);
-    check_round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
+    round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
 }
 
 /// Whether the host's namespace has the table `ip weft_svc`.
@@ -521,18 +483,7 @@ fn has_svc_table(lab: &Lab, host: &str) -> bool {
 fn restarting_every_router_keeps_vips_and_definitions_and_reset_removes_the_table() {
     let hosts = ["h1", "h2", "h3"];
     let lab = lab_with_routers(3, &hosts);
-    lab.weft_ok(
-        "h1",
-        &[
-            "service",
-            "create",
-            "whoami",
-            "--port",
-            "80",
-            "--publish",
-            "8000:80",
-        ],
-    );
+    create_whoami(&lab);
     lab.weft_ok(
         "h2",
         &[
@@ -545,7 +496,7 @@ fn restarting_every_router_keeps_vips_and_definitions_and_reset_removes_the_tabl
     let before = wait_healthy(&lab, &hosts, "whoami", &addrs(&[&w1, &w2]), CONVERGE);
     let other = wait_healthy(&lab, &hosts, "other", &addrs(&[&w1]), CONVERGE);
     let url = vip_url(&before[0]);
-    check_round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
+    round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
     for h in hosts {
         assert!(has_svc_table(&lab, h), "{h} has no table ip weft_svc");
     }
@@ -570,7 +521,7 @@ fn restarting_every_router_keeps_vips_and_definitions_and_reset_removes_the_tabl
             "other on {h} changed across the restart"
         );
     }
-    check_round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
+    round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
     let answers = get_from(&lab, "h3", "http://127.0.0.1:8000/", 6);
     assert_spread(
         "the published port after the restart",

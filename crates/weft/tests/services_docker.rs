@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use weft_testkit::services::{assert_spread, inspect, requests, tally, wait_healthy, ServiceView};
+use weft_testkit::services::{
+    agreed_vip, assert_spread, check_round_robin, inspect, requests, wait_healthy,
+};
 use weft_testkit::{observe, require_docker, wait_for, Lab};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -52,19 +54,6 @@ fn run_client(lab: &Lab, host: &str, name: &str) {
     lab.docker_ok(host, &args);
 }
 
-/// `count` GETs of `url` from inside a Docker container.
-fn get_in(lab: &Lab, host: &str, container: &str, url: &str, count: usize) -> Vec<String> {
-    requests(
-        |cmd| {
-            let mut args = vec!["exec", container];
-            args.extend_from_slice(cmd);
-            lab.docker(host, &args)
-        },
-        url,
-        count,
-    )
-}
-
 /// The address busybox `ping NAME` resolves to in a container (`PING NAME (ADDR): ...`).
 fn ping_resolves(lab: &Lab, host: &str, container: &str, name: &str) -> Option<String> {
     let out = lab.docker(
@@ -98,33 +87,14 @@ fn sorted(v: &[&String]) -> Vec<String> {
     v
 }
 
-fn agreed_vip(views: &[ServiceView]) -> String {
-    let vips: BTreeSet<Option<String>> = views.iter().map(|v| v.vip.clone()).collect();
-    assert_eq!(vips.len(), 1, "hosts disagree on the VIP: {vips:?}");
-    views[0].vip.clone().expect("whoami has a VIP")
-}
-
-/// Waits until `client` on `host` reaches each of `names` through `url`, then checks the
-/// spread of 30 requests.
-fn check_round_robin(lab: &Lab, host: &str, client: &str, url: &str, names: &[&str]) {
-    wait_for(
-        &format!("{client} on {host} to reach each of {names:?} through {url}"),
-        CONVERGE,
-        || {
-            let t = tally(&get_in(lab, host, client, url, names.len() * 2));
-            observe(format!("{client}: {t:?}"));
-            (t.len() == names.len() && names.iter().all(|n| t.contains_key(*n))).then_some(())
-        },
-    );
-    let share = 30 / names.len();
-    let answers = get_in(lab, host, client, url, 30);
-    assert_spread(
-        &format!("30 requests to {url} from {client} on {host}"),
-        &answers,
-        names,
-        share / 2,
-        share * 3 / 2,
-    );
+/// [`check_round_robin`] from Docker container `client` on `host` to the tasks `names`.
+fn round_robin(lab: &Lab, host: &str, client: &str, url: &str, names: &[&str]) {
+    let run = |cmd: &[&str]| {
+        let mut args = vec!["exec", client];
+        args.extend_from_slice(cmd);
+        lab.docker(host, &args)
+    };
+    check_round_robin(&format!("{client} on {host}"), run, url, names, CONVERGE);
 }
 
 #[test]
@@ -176,7 +146,7 @@ fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name()
             CONVERGE,
             || (nslookup(&lab, h, c, &tasks_name) == all).then_some(()),
         );
-        check_round_robin(&lab, h, c, "http://whoami/", &["w1", "w2", "w3"]);
+        round_robin(&lab, h, c, "http://whoami/", &["w1", "w2", "w3"]);
     }
 
     // The published port on every host.
@@ -197,7 +167,7 @@ fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name()
     let views = wait_healthy(&lab, &HOSTS, "whoami", &sorted(&[&w1]), CONVERGE);
     assert_eq!(agreed_vip(&views), vip, "scaling 3 → 1 changed the VIP");
     wait_healthy(&lab, &HOSTS, "second", &[], CONVERGE);
-    check_round_robin(&lab, "h2", "c2", "http://whoami/", &["w1"]);
+    round_robin(&lab, "h2", "c2", "http://whoami/", &["w1"]);
 
     // Restarting every router: w1 is a task again (reconciliation), the VIP is the same,
     // and a task started on h3 once they are back joins.
@@ -213,7 +183,7 @@ fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name()
         vip,
         "restarting the routers changed the VIP"
     );
-    check_round_robin(&lab, "h2", "c2", "http://whoami/", &["w1", "w4"]);
+    round_robin(&lab, "h2", "c2", "http://whoami/", &["w1", "w4"]);
     let second = inspect(&lab, "h1", "second").expect("second survives the restart");
     assert!(second.tasks.is_empty(), "w3 stopped: {:?}", second.tasks);
 }
