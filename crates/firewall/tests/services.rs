@@ -3,7 +3,8 @@
 //! established connection kept while the endpoints change, published ports of a host
 //! (from another host, from the host itself on its address and on 127.0.0.1, from a
 //! container of another, isolated subnet) reaching a task through the bridge, masqueraded;
-//! TCP and UDP; nothing left after `delete()`.
+//! TCP and UDP; nothing left after `delete()`; with `route_localnet` on, the host's
+//! loopback kept from other hosts.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 
 use common::*;
-use weft_firewall::{Firewall, Proto, Ruleset, SvcRule, SvcScope, SvcTable};
+use weft_firewall::{CommandRunner, Firewall, Proto, Ruleset, SvcRule, SvcScope, SvcTable};
 
 /// The service's VIP, in the tasks' subnet.
 const VIP: &str = "10.32.2.100";
@@ -79,20 +80,27 @@ fn tables(ns: &str) -> String {
     ns_exec(ns, &["nft", "list", "tables"])
 }
 
+/// A host with the three tasks and a client container (10.32.2.2) whose Container-scope
+/// table has been synced once with all three.
+fn client_with_table(nss: &mut Namespaces) -> (Tasks, String, SvcTable<CommandRunner>) {
+    let host = host_with_bridge(nss);
+    let t = tasks(nss, &host);
+    let client = container(nss, &host, "cli", "10.32.2.2/24");
+    let mut table = SvcTable::new(runner(&client), SvcScope::Container);
+    let stats = table.sync(&[web(&t.addrs)]).unwrap();
+    assert!(stats.full, "a new table's first sync is whole");
+    (t, client, table)
+}
+
 #[test]
 fn container_vip_round_robin_keeps_the_client_address_and_established_connections() {
     let mut nss = Namespaces::new();
-    let host = host_with_bridge(&mut nss);
-    let t = tasks(&mut nss, &host);
-    let client = container(&mut nss, &host, "cli", "10.32.2.2/24");
-    let mut table = SvcTable::new(runner(&client), SvcScope::Container);
-    let stats = table.sync(&[web(&t.addrs)]).unwrap();
-    assert!(stats.full);
+    let (t, client, mut table) = client_with_table(&mut nss);
 
     let to = format!("{VIP}:80");
     let all = counts(&[("t1", 10), ("t2", 10), ("t3", 10)]);
     assert_eq!(
-        spread(30, "10.32.2.2", || tcp_hello(&client, &to)),
+        spread(30, "10.32.2.2", || tcp_get(&client, &to)),
         all,
         "TCP"
     );
@@ -102,7 +110,7 @@ fn container_vip_round_robin_keeps_the_client_address_and_established_connection
         "UDP"
     );
     // A published port means nothing inside a container.
-    assert_eq!(tcp_hello(&client, "10.32.2.2:8000"), None);
+    assert_eq!(tcp_get(&client, "10.32.2.2:8000"), None);
 
     // A connection held open across a change of the endpoints keeps its task.
     let sock: SocketAddr = to.parse().unwrap();
@@ -133,7 +141,7 @@ fn container_vip_round_robin_keeps_the_client_address_and_established_connection
     );
 
     // New connections go to the two tasks left, evenly.
-    let left = spread(20, "10.32.2.2", || tcp_hello(&client, &to));
+    let left = spread(20, "10.32.2.2", || tcp_get(&client, &to));
     let expect: BTreeMap<String, usize> = (0..3)
         .filter(|j| *j != (i + 1) % 3)
         .map(|j| (t.names[j].clone(), 10))
@@ -182,7 +190,7 @@ fn published_ports_reach_a_task_through_the_bridge_masqueraded() {
     isolation.exposed.insert("10.32.0.1/12".parse().unwrap());
     firewall(&host).apply(&isolation).unwrap();
     assert_eq!(
-        tcp_hello(&neighbour, "10.32.2.11:80"),
+        tcp_get(&neighbour, "10.32.2.11:80"),
         None,
         "isolation must hold"
     );
@@ -199,7 +207,7 @@ fn published_ports_reach_a_task_through_the_bridge_masqueraded() {
         (&neighbour, "192.168.77.1:8000"),
     ] {
         assert_eq!(
-            spread(6, me, || tcp_hello(from, to)),
+            spread(6, me, || tcp_get(from, to)),
             all,
             "TCP {from} -> {to}"
         );
@@ -211,11 +219,11 @@ fn published_ports_reach_a_task_through_the_bridge_masqueraded() {
     }
     // The host's own VIP traffic is not masqueraded (it has an address on the subnet).
     let to = format!("{VIP}:80");
-    assert_eq!(spread(3, me, || tcp_hello(&host, &to)).len(), 3);
+    assert_eq!(spread(3, me, || tcp_get(&host, &to)).len(), 3);
     // One task left: everything goes there.
     table.sync(&[web(&t.addrs[1..2])]).unwrap();
     assert_eq!(
-        spread(4, me, || tcp_hello(&other, "192.168.77.1:8000")),
+        spread(4, me, || tcp_get(&other, "192.168.77.1:8000")),
         counts(&[("t2", 4)])
     );
 
@@ -235,28 +243,70 @@ fn published_ports_reach_a_task_through_the_bridge_masqueraded() {
     table.delete().unwrap();
     assert!(!tables(&host).contains("weft_svc"), "{}", tables(&host));
     assert_eq!(
-        tcp_hello(&other, "192.168.77.1:8000"),
+        tcp_get(&other, "192.168.77.1:8000"),
         None,
         "still published after delete"
     );
     // The next sync programs it whole again.
     assert!(table.sync(&[web(&t.addrs)]).unwrap().full);
-    assert!(tcp_hello(&other, "192.168.77.1:8000").is_some());
+    assert!(tcp_get(&other, "192.168.77.1:8000").is_some());
     table.delete().unwrap();
 }
 
 #[test]
 fn a_table_removed_behind_its_back_is_rebuilt_on_the_next_sync() {
     let mut nss = Namespaces::new();
-    let host = host_with_bridge(&mut nss);
-    let t = tasks(&mut nss, &host);
-    let client = container(&mut nss, &host, "cli", "10.32.2.2/24");
-    let mut table = SvcTable::new(runner(&client), SvcScope::Container);
-    table.sync(&[web(&t.addrs)]).unwrap();
+    let (t, client, mut table) = client_with_table(&mut nss);
     ns_exec(&client, &["nft", "delete", "table", "ip", "weft_svc"]);
-    // The incremental script fails (its chains are gone), the one after is whole.
-    assert!(table.sync(&[web(&t.addrs[..2])]).is_err());
+    // The difference is refused (its chains are gone): the same sync programs it whole.
     assert!(table.sync(&[web(&t.addrs[..2])]).unwrap().full);
     let to = format!("{VIP}:80");
-    assert_eq!(spread(4, "10.32.2.2", || tcp_hello(&client, &to)).len(), 2);
+    assert_eq!(spread(4, "10.32.2.2", || tcp_get(&client, &to)).len(), 2);
+    // One task (a goto, no round-robin map), then three again (the map comes back).
+    table.sync(&[web(&t.addrs[2..])]).unwrap();
+    assert_eq!(
+        spread(2, "10.32.2.2", || tcp_get(&client, &to)),
+        counts(&[("t3", 2)])
+    );
+    table.sync(&[web(&t.addrs)]).unwrap();
+    let all = counts(&[("t1", 1), ("t2", 1), ("t3", 1)]);
+    assert_eq!(spread(3, "10.32.2.2", || tcp_get(&client, &to)), all);
+}
+
+#[test]
+fn with_route_localnet_on_only_loopback_reaches_the_hosts_loopback() {
+    let mut nss = Namespaces::new();
+    let host = host_with_bridge(&mut nss);
+    let other = other_host(&mut nss, &host);
+    // kube-proxy's setting (for every interface), in this test's host namespace only.
+    ns_exec(
+        &host,
+        &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+    );
+    // The other host sends 127.0.0.53 to this host, as an attacker on the link could.
+    ns_exec(
+        &other,
+        &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+    );
+    ip(&other, "route del 127.0.0.0/8 dev lo table local");
+    ip(&other, "route add 127.0.0.53/32 via 192.168.77.1 dev eth0");
+    let _local_only = Server::tcp(&host, 9999);
+    assert_eq!(
+        tcp_get(&other, "127.0.0.53:9999").as_deref(),
+        Some("hello 192.168.77.2"),
+        "without the service table, route_localnet exposes the host's loopback (the premise of this test)"
+    );
+    let mut table = SvcTable::new(runner(&host), SvcScope::Host);
+    table.sync(&[]).unwrap();
+    assert_eq!(
+        tcp_get(&other, "127.0.0.53:9999"),
+        None,
+        "the Host table must keep other hosts off the host's loopback"
+    );
+    assert_eq!(
+        tcp_get(&host, "127.0.0.53:9999").as_deref(),
+        Some("hello 127.0.0.1"),
+        "the host itself still reaches its loopback"
+    );
+    table.delete().unwrap();
 }

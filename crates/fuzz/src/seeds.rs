@@ -12,6 +12,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "sleeve_datagram" => sleeve(),
         "dns_query" => dns_queries(),
         "dns_gossip" => dns_gossip(),
+        "services_gossip" => services_gossip(),
         "ipam_message" => ipam(),
         "datapath_announcement" => datapath(),
         "docker_plugin" => docker_plugin(),
@@ -233,6 +234,55 @@ fn dns_gossip() -> Vec<Vec<u8>> {
     .iter()
     .map(Message::encode)
     .collect()
+}
+
+/// What a services core sends: its join exchange (names, task set, request), creates,
+/// task changes, a removal and a digest.
+fn services_gossip() -> Vec<Vec<u8>> {
+    use std::net::Ipv4Addr;
+    use weft_mesh::{MeshApp, Transmit};
+    use weft_services::{EndpointMode, HealthCheck, HealthKind, PortSpec, Publish, ServiceSpec};
+    use weft_types::port::Proto;
+    // The join exchange first, then every change as a delta.
+    let mut core = crate::targets::services_core("peer1", "peer2");
+    let spec = |name: &str, vip: Option<u8>| ServiceSpec {
+        name: name.into(),
+        mode: if vip.is_some() {
+            EndpointMode::Vip
+        } else {
+            EndpointMode::Dnsrr
+        },
+        subnet: "10.32.0.0/24".parse().unwrap(),
+        vip: vip.map(|v| Ipv4Addr::new(10, 32, 0, v)),
+        ports: vec![PortSpec {
+            proto: Proto::Udp,
+            port: 53,
+        }],
+        published: vec![Publish {
+            proto: Proto::Tcp,
+            host_port: 8000 + u16::from(vip.unwrap_or(0)),
+            port: 80,
+        }],
+        health: Some(HealthCheck {
+            kind: HealthKind::Http {
+                path: "/healthz".into(),
+            },
+            interval_ms: 1000,
+        }),
+    };
+    let _ = core.create(0, spec("web", Some(200)));
+    let _ = core.create(0, spec("dns", None));
+    let _ = core.add_task(0, "web", Ipv4Addr::new(10, 32, 0, 2), "c1");
+    let _ = core.add_task(0, "dns", Ipv4Addr::new(10, 32, 0, 3), "c2");
+    core.set_health(0, "web", Ipv4Addr::new(10, 32, 0, 2), true);
+    core.remove_task(0, "dns", Ipv4Addr::new(10, 32, 0, 3));
+    let _ = core.remove(0, "dns");
+    core.handle_timeout(60_000);
+    std::iter::from_fn(|| core.poll_transmit())
+        .map(|t| match t {
+            Transmit::To { payload, .. } | Transmit::Broadcast { payload, .. } => payload,
+        })
+        .collect()
 }
 
 fn ipam() -> Vec<Vec<u8>> {

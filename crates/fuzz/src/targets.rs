@@ -44,6 +44,12 @@ pub const TARGETS: &[Target] = &[
         run: dns_gossip,
     },
     Target {
+        name: "services_gossip",
+        about:
+            "services gossip between routers (definitions, tasks, digests), then a core fed with it",
+        run: services_gossip,
+    },
+    Target {
         name: "ipam_message",
         about: "IPAM messages between routers, and the persisted ring",
         run: ipam_message,
@@ -206,6 +212,39 @@ pub fn dns_query(data: &[u8]) {
 /// DNS gossip messages.
 pub fn dns_gossip(data: &[u8]) {
     let _ = weft_dns::wire::Message::decode(data);
+}
+
+/// Services gossip: decoded (what decodes must encode to the same bytes), then handed to
+/// a core that has the sender as a reachable peer, which must not panic either.
+pub fn services_gossip(data: &[u8]) {
+    use weft_mesh::MeshApp;
+    use weft_services::wire::Message;
+    if let Ok(m) = Message::decode(data, "fuzz") {
+        assert_eq!(m.encode(), data, "services message does not round-trip");
+    }
+    let mut core = services_core("me", "fuzz");
+    core.handle_message(0, weft_services::CHANNEL, "fuzz", data);
+    while core.poll_transmit().is_some() || core.poll_effect().is_some() {}
+    let _ = core.poll_disconnect();
+}
+
+/// A services core `me` that sees `peer` reachable.
+pub fn services_core(me: &str, peer: &str) -> weft_services::ServicesCore {
+    use weft_mesh::{MeshApp, Reachable, TopologyView};
+    let mut core = weft_services::ServicesCore::new(me, None, 0);
+    let mut peers = [me, peer].map(|name| Reachable {
+        name: name.into(),
+        ..Reachable::default()
+    });
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    core.handle_topology(
+        0,
+        &TopologyView {
+            me: me.into(),
+            peers: peers.to_vec(),
+        },
+    );
+    core
 }
 
 /// IPAM messages and the persisted ring.

@@ -146,31 +146,8 @@ impl ServicesCore {
     /// a VIP another service has.
     pub fn create(&mut self, now: Millis, spec: ServiceSpec) -> Result<Definition, ServiceError> {
         let _ = now;
-        let spec = spec.normalized()?;
+        let spec = self.check_create(&spec, false)?;
         let name = spec.name.clone();
-        if self.names.live(&name).is_some() {
-            return Err(ServiceError::Exists(name));
-        }
-        if self.names.live_count() >= MAX_SERVICES {
-            return Err(too_many("services", MAX_SERVICES));
-        }
-        if let Some(vip) = spec.vip {
-            if let Some(holder) = self.claims.vip_holder(vip) {
-                return Err(ServiceError::VipInUse {
-                    vip,
-                    service: holder.to_string(),
-                });
-            }
-        }
-        for p in &spec.published {
-            if let Some(holder) = self.claims.port_holder(p.proto, p.host_port) {
-                return Err(ServiceError::PortInUse {
-                    proto: p.proto,
-                    port: p.host_port,
-                    service: holder.to_string(),
-                });
-            }
-        }
         let version = self.next_version();
         let st = NameState {
             name: name.clone(),
@@ -197,6 +174,45 @@ impl ServicesCore {
             origin: self.me.clone(),
             version,
         })
+    }
+
+    /// What [`ServicesCore::create`] would refuse of `spec` now, checked before its VIP
+    /// is allocated (mode vip without a VIP passes; a VIP given is checked).
+    pub fn precheck(&self, spec: &ServiceSpec) -> Result<(), ServiceError> {
+        self.check_create(spec, true).map(drop)
+    }
+
+    /// `spec` in normal form if it can be created now.
+    fn check_create(
+        &self,
+        spec: &ServiceSpec,
+        vip_pending: bool,
+    ) -> Result<ServiceSpec, ServiceError> {
+        let spec = spec.normal_form(vip_pending)?;
+        if self.names.live(&spec.name).is_some() {
+            return Err(ServiceError::Exists(spec.name));
+        }
+        if self.names.live_count() >= MAX_SERVICES {
+            return Err(too_many("services", MAX_SERVICES));
+        }
+        if let Some(vip) = spec.vip {
+            if let Some(holder) = self.claims.vip_holder(vip) {
+                return Err(ServiceError::VipInUse {
+                    vip,
+                    service: holder.to_string(),
+                });
+            }
+        }
+        for p in &spec.published {
+            if let Some(holder) = self.claims.port_holder(p.proto, p.host_port) {
+                return Err(ServiceError::PortInUse {
+                    proto: p.proto,
+                    port: p.host_port,
+                    service: holder.to_string(),
+                });
+            }
+        }
+        Ok(spec)
     }
 
     /// Removes a live service (a tombstone, gossiped); returns what it was. Our own tasks
@@ -285,20 +301,7 @@ impl ServicesCore {
     /// Removes every task of a local container; how many.
     pub fn remove_container(&mut self, now: Millis, container: &str) -> usize {
         let _ = now;
-        let keys: Vec<TaskKey> = self
-            .local_tasks()
-            .into_iter()
-            .filter(|t| t.container == container)
-            .map(|t| TaskKey {
-                service: t.service,
-                addr: t.addr,
-            })
-            .collect();
-        let n = keys.len();
-        if n > 0 {
-            self.change_own(Vec::new(), keys);
-        }
-        n
+        self.remove_own_where(|t| t.container == container)
     }
 
     /// Records the health of a task of ours; whether it changed.
@@ -369,6 +372,24 @@ impl ServicesCore {
         self.tasks.get(&self.me, service, addr)
     }
 
+    /// Removes our own tasks that match; how many.
+    fn remove_own_where(&mut self, matches: impl Fn(&Task) -> bool) -> usize {
+        let keys: Vec<TaskKey> = self
+            .local_tasks()
+            .into_iter()
+            .filter(|t| matches(t))
+            .map(|t| TaskKey {
+                service: t.service,
+                addr: t.addr,
+            })
+            .collect();
+        let n = keys.len();
+        if n > 0 {
+            self.change_own(Vec::new(), keys);
+        }
+        n
+    }
+
     /// A Lamport time above every create and removal we have seen.
     fn next_version(&mut self) -> u64 {
         self.clock = self.clock.saturating_add(1);
@@ -428,10 +449,7 @@ impl ServicesCore {
                     winner,
                 });
                 if let Some(vip) = vip {
-                    self.effects.push_back(ServiceEffect::ReleaseVip {
-                        name: name.clone(),
-                        vip,
-                    });
+                    self.release(&name, vip);
                 }
                 withdrawn.push(name.clone());
             }
@@ -441,19 +459,31 @@ impl ServicesCore {
         self.broadcast_names(&withdrawn);
     }
 
+    /// Asks to release a VIP we allocated, unless a live service has it (a forged create
+    /// in our name must not free the VIP of a live one).
+    fn release(&mut self, name: &str, vip: Ipv4Addr) {
+        if self.claims.vip_holder(vip).is_none() {
+            self.effects.push_back(ServiceEffect::ReleaseVip {
+                name: name.to_string(),
+                vip,
+            });
+        }
+    }
+
     fn name_changed(&mut self, name: &str, ch: NameChange) {
         self.dirty = true;
+        if ch.before != ch.after {
+            self.definition_changed(name, &ch);
+        }
         for d in &ch.covered {
             if let (true, Some(vip)) = (d.origin == self.me, d.spec.vip) {
-                self.effects.push_back(ServiceEffect::ReleaseVip {
-                    name: name.to_string(),
-                    vip,
-                });
+                self.release(name, vip);
             }
         }
-        if ch.before == ch.after {
-            return;
-        }
+    }
+
+    /// Claims, plans and our own tasks after the live definition of `name` changed.
+    fn definition_changed(&mut self, name: &str, ch: &NameChange) {
         let mut affected = BTreeSet::from([name.to_string()]);
         if let Some(b) = &ch.before {
             self.claims.remove(b);
@@ -468,18 +498,7 @@ impl ServicesCore {
         }
         if ch.after.is_none() {
             // Removed: our tasks of it go, as on every host.
-            let keys: Vec<TaskKey> = self
-                .local_tasks()
-                .into_iter()
-                .filter(|t| t.service == name)
-                .map(|t| TaskKey {
-                    service: t.service,
-                    addr: t.addr,
-                })
-                .collect();
-            if !keys.is_empty() {
-                self.change_own(Vec::new(), keys);
-            }
+            self.remove_own_where(|t| t.service == name);
         }
     }
 

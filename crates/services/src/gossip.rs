@@ -242,15 +242,16 @@ impl ServicesCore {
         }
         .encode();
         let set = self.own_set();
-        let request = Message::Request {
-            names: false,
-            tasks: true,
-        }
-        .encode();
-        for p in added {
-            self.send(&p, names.clone());
-            self.send(&p, set.clone());
-            self.send(&p, request.clone());
+        for (k, p) in added.iter().enumerate() {
+            self.send(p, names.clone());
+            self.send(p, set.clone());
+            // Its task set, and once its names: it may not see us as new (we restarted
+            // before it noticed), and any one peer's names are as good as another's.
+            let request = Message::Request {
+                names: k == 0,
+                tasks: true,
+            };
+            self.send(p, request.encode());
         }
     }
 

@@ -61,3 +61,53 @@ pub(crate) fn check_names(held: &Names, incoming: &[NameState]) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Entry;
+
+    fn names(n: usize, prefix: &str) -> Vec<NameState> {
+        (0..n)
+            .map(|i| NameState {
+                name: format!("{prefix}{i}"),
+                removed: 1,
+                entries: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bounds_on_message_names_held_and_creates_per_name() {
+        let mut held = Names::default();
+        assert!(check_names(&held, &names(MAX_NAMES, "n")).is_ok());
+        let err = check_names(&held, &names(MAX_NAMES + 1, "n")).unwrap_err();
+        assert!(err.contains("message"), "{err}");
+        for st in names(MAX_NAMES / 2, "h") {
+            held.merge(st);
+        }
+        let err = check_names(&held, &names(MAX_NAMES / 2 + 1, "n")).unwrap_err();
+        assert!(err.contains("held"), "{err}");
+        // Names we hold do not count twice.
+        assert!(check_names(&held, &names(MAX_NAMES / 2, "h")).is_ok());
+        let many = |from: u64| NameState {
+            name: "web".into(),
+            removed: 0,
+            entries: (from..from + 9)
+                .map(|v| Entry {
+                    origin: "o".into(),
+                    version: v,
+                    spec: None,
+                })
+                .collect(),
+        };
+        held.merge(many(1));
+        assert!(check_names(&held, &[many(1)]).is_ok(), "held already");
+        let err = check_names(&held, &[many(20)]).unwrap_err();
+        assert!(err.contains("18 creates of service web"), "{err}");
+        // Unless a removal in the same state covers what we hold.
+        let mut covering = many(20);
+        covering.removed = 19;
+        assert!(check_names(&held, &[covering]).is_ok());
+    }
+}

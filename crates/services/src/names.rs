@@ -65,12 +65,15 @@ impl Record {
     fn hash(&self, name: &str) -> u64 {
         let mut h = stable_hash(&[name.as_bytes(), &self.removed.to_be_bytes()]);
         for ((version, origin), spec) in &self.entries {
-            let live = [u8::from(spec.is_some())];
+            let spec = spec
+                .as_ref()
+                .map(crate::wire::spec_bytes)
+                .unwrap_or_default();
             h = h.wrapping_add(stable_hash(&[
                 name.as_bytes(),
                 &version.to_be_bytes(),
                 origin.as_bytes(),
-                &live,
+                &spec,
             ]));
         }
         h
@@ -152,11 +155,20 @@ impl Names {
                     rec.entries.insert((e.version, e.origin), e.spec);
                     changed = true;
                 }
-                Some(held @ Some(_)) if e.spec.is_none() => {
-                    *held = None;
-                    changed = true;
+                Some(held) => {
+                    // Withdrawn is final. One create with two specs (its creator
+                    // restarted without saving and reused the version): the lower spec,
+                    // on every peer alike.
+                    let lower = match (&*held, &e.spec) {
+                        (Some(_), None) => true,
+                        (Some(h), Some(s)) => s < h,
+                        (None, _) => false,
+                    };
+                    if lower {
+                        *held = e.spec;
+                        changed = true;
+                    }
                 }
-                Some(_) => {}
             }
         }
         if !changed {
@@ -224,7 +236,9 @@ impl Names {
         rec.entries
             .iter()
             .filter(|((v, o), spec)| {
-                o == origin && spec.is_some() && (*v, o.as_str()) != (winner.version, origin)
+                o == origin
+                    && spec.is_some()
+                    && (*v, o.as_str()) != (winner.version, winner.origin.as_str())
             })
             .map(|((v, _), spec)| (*v, winner.origin.clone(), spec.as_ref().and_then(|s| s.vip)))
             .collect()
@@ -291,5 +305,157 @@ impl Names {
     /// Digest of the register: equal on peers that hold the same.
     pub fn hash(&self) -> u64 {
         self.hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::EndpointMode;
+    use proptest::prelude::*;
+
+    fn spec(name: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            mode: EndpointMode::Dnsrr,
+            subnet: "10.32.0.0/24".parse().unwrap(),
+            vip: None,
+            ports: vec![],
+            published: vec![],
+            health: None,
+        }
+    }
+
+    fn create(name: &str, origin: &str, version: u64) -> NameState {
+        NameState {
+            name: name.into(),
+            removed: 0,
+            entries: vec![Entry {
+                origin: origin.into(),
+                version,
+                spec: Some(spec(name)),
+            }],
+        }
+    }
+
+    fn removal(name: &str, removed: u64) -> NameState {
+        NameState {
+            name: name.into(),
+            removed,
+            entries: vec![],
+        }
+    }
+
+    fn winner(n: &Names, name: &str) -> Option<(u64, String)> {
+        n.live(name).map(|d| (d.version, d.origin.clone()))
+    }
+
+    #[test]
+    fn removal_covers_earlier_creates_and_a_later_create_is_a_new_life() {
+        let mut n = Names::default();
+        n.merge(create("web", "b", 3));
+        let ch = n.merge(create("web", "a", 3)).unwrap();
+        assert_eq!(
+            winner(&n, "web"),
+            Some((3, "a".into())),
+            "lower origin at one version"
+        );
+        assert_eq!(ch.before.unwrap().origin, "b");
+        assert!(n.merge(create("web", "a", 3)).is_none(), "nothing new");
+        n.merge(create("web", "c", 9));
+        let ch = n.merge(removal("web", 5)).unwrap();
+        assert_eq!(ch.covered.len(), 2);
+        assert_eq!(
+            winner(&n, "web"),
+            Some((9, "c".into())),
+            "created after the removal"
+        );
+        assert!(
+            n.merge(create("web", "a", 4)).is_none(),
+            "a create before the removal stays out"
+        );
+        // A withdrawn create stays withdrawn, whatever arrives later.
+        n.withdraw("web", 9, "c").unwrap();
+        assert_eq!(winner(&n, "web"), None);
+        assert!(n.merge(create("web", "c", 9)).is_none());
+        assert_eq!(n.live_count(), 0);
+    }
+
+    #[test]
+    fn the_oldest_dead_names_are_forgotten_first() {
+        let mut n = Names::default();
+        n.merge(create("live", "a", 1));
+        for i in 0..=MAX_DEAD_NAMES as u64 {
+            n.merge(removal(&format!("d{i}"), i + 10));
+        }
+        n.forget_oldest_dead();
+        assert_eq!(n.len(), MAX_DEAD_NAMES + 1);
+        assert!(!n.holds("d0") && n.holds("d1") && n.holds("live"));
+        let sum = n.states().iter().fold(0u64, |h, st| {
+            let mut one = Names::default();
+            one.merge(st.clone());
+            h.wrapping_add(one.hash())
+        });
+        assert_eq!(sum, n.hash(), "the hash follows what is forgotten");
+    }
+
+    fn op() -> impl Strategy<Value = NameState> {
+        let names = prop::sample::select(vec!["a", "b"]);
+        let origins = prop::sample::select(vec!["p", "q", "r"]);
+        (names, origins, 1u64..8, 0u8..5).prop_map(|(name, origin, v, kind)| match kind {
+            // Another spec for the same create (a creator that reused a version).
+            4 => {
+                let mut st = create(name, origin, v);
+                if let Some(s) = st.entries[0].spec.as_mut() {
+                    s.subnet = "10.33.0.0/24".parse().unwrap();
+                }
+                st
+            }
+            0 => removal(name, v),
+            1 => NameState {
+                name: name.into(),
+                removed: 0,
+                entries: vec![Entry {
+                    origin: origin.into(),
+                    version: v,
+                    spec: None,
+                }],
+            },
+            _ => create(name, origin, v),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merging_in_any_order_gives_the_same_register(
+            ops in prop::collection::vec(op(), 1..20),
+            seed in any::<u64>(),
+        ) {
+            let mut a = Names::default();
+            for o in &ops {
+                a.merge(o.clone());
+            }
+            let mut shuffled = ops.clone();
+            let len = shuffled.len();
+            for i in 0..len {
+                let j = (seed.wrapping_mul(i as u64 + 1).rotate_left(17) % len as u64) as usize;
+                shuffled.swap(i, j);
+            }
+            let mut b = Names::default();
+            for o in &shuffled {
+                b.merge(o.clone());
+            }
+            // And merging one register into another (a full state) gives it too.
+            let mut c = Names::default();
+            for st in a.states() {
+                c.merge(st);
+            }
+            prop_assert_eq!(a.states(), b.states());
+            prop_assert_eq!(a.hash(), b.hash());
+            prop_assert_eq!(a.hash(), c.hash());
+            for name in ["a", "b"] {
+                prop_assert_eq!(a.live(name), b.live(name));
+            }
+        }
     }
 }

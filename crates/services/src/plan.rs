@@ -153,9 +153,12 @@ impl Claims {
 pub(crate) fn planned(
     def: &Definition,
     claims: &Claims,
-    backends: Vec<Ipv4Addr>,
+    mut backends: Vec<Ipv4Addr>,
 ) -> PlannedService {
     let name = def.spec.name.as_str();
+    // A host checks its own tasks' addresses; a peer's that are not task addresses of
+    // the service (a broken peer) are not planned.
+    backends.retain(|a| def.spec.subnet.contains(a) && def.spec.vip != Some(*a));
     let vip = match def.spec.mode {
         EndpointMode::Vip => def.spec.vip.filter(|v| claims.vip_holder(*v) == Some(name)),
         EndpointMode::Dnsrr => None,

@@ -100,6 +100,12 @@ impl ServiceSpec {
     /// and the wire carries): subnet truncated, ports sorted without repeats, every
     /// published target port also a port of the VIP.
     pub fn normalized(&self) -> Result<ServiceSpec, ServiceError> {
+        self.normal_form(false)
+    }
+
+    /// [`ServiceSpec::normalized`], with `vip_pending`: mode vip without a VIP passes
+    /// (checked before the VIP is allocated).
+    pub(crate) fn normal_form(&self, vip_pending: bool) -> Result<ServiceSpec, ServiceError> {
         check_name(&self.name)?;
         let bad = |why: String| ServiceError::Invalid {
             name: self.name.clone(),
@@ -107,6 +113,7 @@ impl ServiceSpec {
         };
         let subnet = self.subnet.trunc();
         match (self.mode, self.vip) {
+            (EndpointMode::Vip, None) if vip_pending => {}
             (EndpointMode::Vip, None) => {
                 return Err(bad(
                     "endpoint mode vip needs a VIP (allocate one in the subnet)".into(),

@@ -397,6 +397,13 @@ fn get_proto(r: &mut Reader) -> Result<Proto, WireError> {
     Proto::from_iana(r.u8()?).ok_or(bad("protocol", at))
 }
 
+/// The encoding of a spec (what digests hash).
+pub(crate) fn spec_bytes(s: &ServiceSpec) -> Vec<u8> {
+    let mut w = Writer::default();
+    put_spec(&mut w, s);
+    w.buf
+}
+
 fn put_spec(w: &mut Writer, s: &ServiceSpec) {
     w.u8(match s.mode {
         EndpointMode::Vip => 0,
@@ -453,31 +460,19 @@ fn get_spec(r: &mut Reader, name: &str) -> Result<ServiceSpec, WireError> {
         1 => Some(Ipv4Addr::from(r.array::<4>()?)),
         _ => return Err(bad("vip flag", at)),
     };
-    let at = r.pos();
-    let n = usize::from(r.u16()?);
-    if n > MAX_PORTS {
-        return Err(bad("port count", at));
-    }
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..n {
-        ports.push(PortSpec {
+    let ports = get_list(r, MAX_PORTS, "port count", |r| {
+        Ok(PortSpec {
             proto: get_proto(r)?,
             port: r.u16()?,
-        });
-    }
-    let at = r.pos();
-    let n = usize::from(r.u16()?);
-    if n > MAX_PUBLISHED {
-        return Err(bad("published count", at));
-    }
-    let mut published = Vec::with_capacity(n);
-    for _ in 0..n {
-        published.push(Publish {
+        })
+    })?;
+    let published = get_list(r, MAX_PUBLISHED, "published count", |r| {
+        Ok(Publish {
             proto: get_proto(r)?,
             host_port: r.u16()?,
             port: r.u16()?,
-        });
-    }
+        })
+    })?;
     let at = r.pos();
     let kind = match r.u8()? {
         0 => None,
@@ -508,6 +503,21 @@ fn get_spec(r: &mut Reader, name: &str) -> Result<ServiceSpec, WireError> {
         Ok(n) if n == spec => Ok(spec),
         _ => Err(bad("service spec", start)),
     }
+}
+
+/// A list with a u16 count of at most `max` items.
+fn get_list<T>(
+    r: &mut Reader,
+    max: usize,
+    field: &'static str,
+    item: impl Fn(&mut Reader) -> Result<T, WireError>,
+) -> Result<Vec<T>, WireError> {
+    let at = r.pos();
+    let n = usize::from(r.u16()?);
+    if n > max {
+        return Err(bad(field, at));
+    }
+    (0..n).map(|_| item(r)).collect()
 }
 
 fn put_task(w: &mut Writer, t: &Task) {
@@ -546,4 +556,193 @@ fn get_tasks(r: &mut Reader, host: &str) -> Result<Vec<Task>, WireError> {
         });
     }
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One message of each kind, the specification with every optional part.
+    pub(crate) fn sample() -> Vec<Message> {
+        let spec = ServiceSpec {
+            name: "web".into(),
+            mode: EndpointMode::Vip,
+            subnet: "10.32.0.0/24".parse().unwrap(),
+            vip: Some(Ipv4Addr::new(10, 32, 0, 9)),
+            ports: vec![PortSpec {
+                proto: Proto::Tcp,
+                port: 80,
+            }],
+            published: vec![Publish {
+                proto: Proto::Tcp,
+                host_port: 8000,
+                port: 80,
+            }],
+            health: Some(HealthCheck {
+                kind: HealthKind::Http {
+                    path: "/healthz".into(),
+                },
+                interval_ms: 2000,
+            }),
+        };
+        let mut dns = spec.clone();
+        dns.name = "dns".into();
+        dns.mode = EndpointMode::Dnsrr;
+        dns.vip = None;
+        dns.published.clear();
+        dns.health = Some(HealthCheck {
+            kind: HealthKind::Tcp,
+            interval_ms: 500,
+        });
+        let task = |s: &str, a: u8| Task {
+            service: s.into(),
+            addr: Ipv4Addr::new(10, 32, 0, a),
+            host: "peer-a".into(),
+            container: "c1".into(),
+            healthy: a.is_multiple_of(2),
+        };
+        vec![
+            Message::Names {
+                full: false,
+                names: vec![
+                    NameState {
+                        name: "dns".into(),
+                        removed: 3,
+                        entries: vec![Entry {
+                            origin: "peer-b".into(),
+                            version: 4,
+                            spec: Some(dns),
+                        }],
+                    },
+                    NameState {
+                        name: "web".into(),
+                        removed: 0,
+                        entries: vec![
+                            Entry {
+                                origin: "peer-a".into(),
+                                version: 1,
+                                spec: Some(spec),
+                            },
+                            Entry {
+                                origin: "peer-b".into(),
+                                version: 1,
+                                spec: None,
+                            },
+                        ],
+                    },
+                ],
+            },
+            Message::Names {
+                full: true,
+                names: vec![],
+            },
+            Message::TaskDelta {
+                base: 4,
+                seq: 5,
+                upserts: vec![task("dns", 2), task("web", 3)],
+                removes: vec![TaskKey {
+                    service: "web".into(),
+                    addr: Ipv4Addr::new(10, 32, 0, 7),
+                }],
+            },
+            Message::TaskSet {
+                seq: 5,
+                tasks: vec![task("web", 3), task("web", 4)],
+            },
+            Message::Digest {
+                names: 2,
+                names_hash: 0xdead,
+                seq: 5,
+                tasks: 2,
+                tasks_hash: 0xbeef,
+            },
+            Message::Request {
+                names: true,
+                tasks: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        for m in sample() {
+            assert_eq!(Message::decode(&m.encode(), "peer-a").unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_an_error() {
+        for m in sample() {
+            let b = m.encode();
+            for cut in 0..b.len() {
+                assert!(
+                    Message::decode(&b[..cut], "p").is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(Message::decode(&longer, "p"), Err(WireError::Trailing(1)));
+        }
+        assert_eq!(Message::decode(&[2, 1], "p"), Err(WireError::Version(2)));
+        assert!(!WireError::Version(2).drops_peer());
+        assert_eq!(Message::decode(&[1, 9], "p"), Err(WireError::Kind(9)));
+        // A huge count with no bytes behind it is refused before allocating.
+        let mut b = vec![VERSION, KIND_TASK_SET];
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Message::decode(&b, "p"),
+            Err(WireError::Bad {
+                field: "task count",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_the_canonical_form_decodes() {
+        let mut bad = sample();
+        // Names out of order.
+        if let Message::Names { names, .. } = &mut bad[0] {
+            names.reverse();
+        }
+        // A delta that does not move the sequence on.
+        if let Message::TaskDelta { seq, .. } = &mut bad[2] {
+            *seq = 4;
+        }
+        // A spec not in normal form (published target port missing from ports).
+        let mut unnormal = sample().remove(0);
+        if let Message::Names { names, .. } = &mut unnormal {
+            names[1].entries[0].spec.as_mut().unwrap().ports.clear();
+        }
+        // A service name that is not a label.
+        let mut badname = sample().remove(3);
+        if let Message::TaskSet { tasks, .. } = &mut badname {
+            tasks[0].service = "Web".into();
+        }
+        for m in [bad.remove(0), bad.remove(1), unnormal, badname] {
+            let err = Message::decode(&m.encode(), "p").unwrap_err();
+            assert!(matches!(err, WireError::Bad { .. }), "{m:?}: {err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes, "p");
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(idx in 0usize..6, pos in any::<usize>(), val in any::<u8>()) {
+            let mut b = sample()[idx].encode();
+            let p = pos % b.len();
+            b[p] = val;
+            if let Ok(m) = Message::decode(&b, "peer-a") {
+                // Whatever decodes encodes back to the same bytes.
+                prop_assert_eq!(m.encode(), b);
+            }
+        }
+    }
 }

@@ -51,42 +51,46 @@ impl<R: Runner> SvcTable<R> {
     }
 
     /// Makes the table hold exactly `wanted`, in one nft transaction. Invalid rules change
-    /// nothing; after a refused script the next sync programs the table whole.
+    /// nothing. When the kernel refuses a difference (its table is not what this one
+    /// programmed: someone removed it, say), the table is programmed whole at once; if
+    /// that fails too, the error is returned and the next sync starts whole.
     pub fn sync(&mut self, wanted: &[SvcRule]) -> Result<SyncStats, FirewallError> {
         let next = normalise(wanted, self.scope)?;
         let mut stats = SyncStats::default();
-        let script = match self.programmed.take() {
-            None => {
-                stats.full = true;
-                stats.added = next.len();
-                render_full(self.scope, next.values())
-            }
-            Some(prev) => {
-                let mut diff = Diff::default();
-                for (name, old) in &prev {
-                    match next.get(name) {
-                        None => stats.removed += 1,
-                        Some(new) if new == old => continue,
-                        Some(_) => stats.changed += 1,
-                    }
-                    diff.service(Some(old), next.get(name));
+        // `programmed` stays `None` until a script succeeds.
+        if let Some(prev) = self.programmed.take() {
+            let mut diff = Diff::default();
+            for (name, old) in &prev {
+                match next.get(name) {
+                    None => stats.removed += 1,
+                    Some(new) if new == old => continue,
+                    Some(_) => stats.changed += 1,
                 }
-                for (name, new) in &next {
-                    if !prev.contains_key(name) {
-                        stats.added += 1;
-                        diff.service(None, Some(new));
-                    }
-                }
-                diff.script()
+                diff.service(Some(old), next.get(name));
             }
-        };
-        stats.script_bytes = script.len();
-        if !script.is_empty() {
-            // `programmed` stays `None` if this fails: the next sync starts over.
-            self.runner.run(&script)?;
+            for (name, new) in &next {
+                if !prev.contains_key(name) {
+                    stats.added += 1;
+                    diff.service(None, Some(new));
+                }
+            }
+            let script = diff.script();
+            stats.script_bytes = script.len();
+            if script.is_empty() || self.runner.run(&script).is_ok() {
+                self.programmed = Some(next);
+                return Ok(stats);
+            }
         }
+        let script = render_full(self.scope, next.values());
+        self.runner.run(&script)?;
         self.programmed = Some(next);
-        Ok(stats)
+        Ok(SyncStats {
+            full: true,
+            added: self.programmed.as_ref().map_or(0, |p| p.len()),
+            changed: 0,
+            removed: 0,
+            script_bytes: script.len(),
+        })
     }
 
     /// Forgets what was programmed: the next sync replaces the table whole.

@@ -11,10 +11,7 @@ mod render;
 
 pub use apply::{SvcTable, SyncStats};
 pub use model::{SvcRule, SvcScope};
-pub use render::{
-    render_svc_reset, route_localnet_sysctl, DNAT_MARK_CHAIN, MASQ_MARK, ROUTE_LOCALNET_ALL,
-    SVC_TABLE,
-};
+pub use render::{render_svc_reset, DNAT_MARK_CHAIN, MASQ_MARK, ROUTE_LOCALNET_ALL, SVC_TABLE};
 
 #[cfg(test)]
 mod tests;

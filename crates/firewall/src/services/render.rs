@@ -9,15 +9,16 @@
 //!   `prerouting` and `output`; each element goes to a `pub/…` chain that sets
 //!   [`MASQ_MARK`], which nat `postrouting` turns into a masquerade;
 //! - a service chain per service and task port, `svc/NAME/PROTO/PORT`, that picks a task
-//!   round robin (`numgen inc mod N vmap`);
+//!   round robin (`numgen inc mod N vmap @rr/NAME/PROTO/PORT`, a map per service port;
+//!   with one task, a `goto` straight to it);
 //! - an endpoint chain per task, `ep/NAME/PROTO/PORT/ADDR`, that DNATs to it;
 //! - a service without a task has none of these: its keys are in the sets `vips_noep` and
 //!   `published_noep` instead, which filter chains (priority -110, before NAT) look up to
 //!   refuse new connections at once (TCP reset, ICMP port unreachable otherwise).
 //!
-//! A change touches only the elements and chains of the services that changed: removing
-//! an endpoint rewrites its service chain (one rule) and deletes its endpoint chain, other
-//! services' chains stay as they are. Connections already set up keep their task, as
+//! A change touches only the elements, maps and chains of the services that changed:
+//! removing an endpoint refills its service's round-robin map, rewrites its service chain
+//! (one rule) and deletes its endpoint chain; other services' objects stay as they are. Connections already set up keep their task, as
 //! conntrack holds their translation.
 
 use std::collections::BTreeMap;
@@ -37,13 +38,12 @@ pub const MASQ_MARK: u32 = 0x0020_0000;
 /// The Host-scope chain that sets [`crate::DNAT_MARK`] on DNATed connections.
 pub const DNAT_MARK_CHAIN: &str = "mark_dnat";
 
-/// `route_localnet` for every interface of a namespace (kube-proxy's choice).
+/// The sysctl a Host table needs on for published ports on 127.0.0.1: `route_localnet` of
+/// every interface of the namespace (kube-proxy's choice). On the weft bridge alone is
+/// enough and narrower (`weft_datapath::sysctl::route_localnet_name` builds that path,
+/// checking the name); either way the table's `localnet` chain keeps other hosts and
+/// containers off the host's loopback.
 pub const ROUTE_LOCALNET_ALL: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
-
-/// The `route_localnet` switch of one interface (e.g. the weft bridge).
-pub fn route_localnet_sysctl(ifname: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{ifname}/route_localnet")
-}
 
 /// The script that removes the service table (a no-op when it does not exist).
 pub fn render_svc_reset() -> String {
@@ -61,21 +61,26 @@ const PUBLISHED_NOEP: &str = "published_noep";
 /// The chain that refuses connections to a service without a task.
 const NO_ENDPOINT: &str = "no_endpoint";
 
-/// The order chains are created in: a chain only jumps to chains of a lower rank, which
-/// must exist first.
+/// The order objects are created in: an object only refers to objects of a lower rank,
+/// which must exist first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
+    /// `ep/…` chains.
     Endpoint,
+    /// `rr/…` maps (round-robin index → endpoint chain).
+    Pick,
+    /// `svc/…` chains.
     Service,
+    /// `pub/…` chains.
     Publish,
 }
 
-/// The chains and map elements one service owns.
+/// The chains, maps and elements one service owns.
 #[derive(Debug, Default)]
 struct Objects {
-    /// Chain name → (rank, rules).
-    chains: BTreeMap<String, (Rank, Vec<String>)>,
-    /// (map or set, key) → the chain the element jumps to (`None`: a set element).
+    /// Chain or map name → (rank, rules of a chain or elements of a map).
+    named: BTreeMap<String, (Rank, Vec<String>)>,
+    /// (dispatch map or set, key) → the chain the element jumps to (`None`: a set element).
     elems: BTreeMap<(&'static str, String), Option<String>>,
 }
 
@@ -103,26 +108,27 @@ fn objects(n: &Norm) -> Objects {
             .map(|b| {
                 let ep = format!("ep/{id}/{proto}/{port}/{b}");
                 let rule = format!("meta l4proto {proto} dnat to {b}:{port}");
-                o.chains.insert(ep.clone(), (Rank::Endpoint, vec![rule]));
+                o.named.insert(ep.clone(), (Rank::Endpoint, vec![rule]));
                 ep
             })
             .collect();
         let pick = match eps.as_slice() {
             [one] => format!("goto {one}"),
             many => {
-                let arms: Vec<String> = many
+                // A named map rather than an anonymous one: the kernel finds a set made
+                // in the same transaction by name quickly, by id only by walking the
+                // whole transaction (quadratic over a table's first programming).
+                let rr = format!("rr/{id}/{proto}/{port}");
+                let arms = many
                     .iter()
                     .enumerate()
                     .map(|(i, ep)| format!("{i} : goto {ep}"))
                     .collect();
-                format!(
-                    "numgen inc mod {} vmap {{ {} }}",
-                    many.len(),
-                    arms.join(", ")
-                )
+                o.named.insert(rr.clone(), (Rank::Pick, arms));
+                format!("numgen inc mod {} vmap @{rr}", many.len())
             }
         };
-        o.chains
+        o.named
             .insert(svc(proto, port), (Rank::Service, vec![pick]));
     }
     for &(vip, proto, port) in &n.vip_ports {
@@ -137,7 +143,7 @@ fn objects(n: &Norm) -> Objects {
             "meta mark set meta mark | {MASQ_MARK:#x} goto {}",
             svc(proto, target)
         );
-        o.chains.insert(chain.clone(), (Rank::Publish, vec![rule]));
+        o.named.insert(chain.clone(), (Rank::Publish, vec![rule]));
         o.elems
             .insert((PUBLISHED, format!("{proto} . {host}")), Some(chain));
     }
@@ -246,22 +252,18 @@ fn skeleton(s: &mut String, scope: SvcScope) {
 pub(crate) fn render_full<'a>(scope: SvcScope, services: impl Iterator<Item = &'a Norm>) -> String {
     let mut s = render_svc_reset();
     skeleton(&mut s, scope);
-    let mut chains: Vec<(Rank, String, Vec<String>)> = Vec::new();
+    let mut named: Vec<(Rank, String, Vec<String>)> = Vec::new();
     let mut elems: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for n in services {
         let o = objects(n);
-        chains.extend(
-            o.chains
-                .into_iter()
-                .map(|(name, (r, rules))| (r, name, rules)),
-        );
+        named.extend(o.named.into_iter().map(|(name, (r, body))| (r, name, body)));
         for ((map, key), chain) in o.elems {
             elems.entry(map).or_default().push(element(&key, &chain));
         }
     }
-    chains.sort_by_key(|c| c.0);
-    for (_, name, rules) in &chains {
-        add_chain(&mut s, name, rules);
+    named.sort_by_key(|c| c.0);
+    for (rank, name, body) in &named {
+        add_named(&mut s, *rank, name, body);
     }
     for (map, es) in elems {
         let _ = writeln!(
@@ -273,9 +275,33 @@ pub(crate) fn render_full<'a>(scope: SvcScope, services: impl Iterator<Item = &'
     s
 }
 
-fn add_chain(s: &mut String, name: &str, rules: &[String]) {
-    let _ = writeln!(s, "add chain ip {SVC_TABLE} {name}");
-    add_rules(s, name, rules);
+/// Creates a chain with its rules, or a round-robin map with its elements.
+fn add_named(s: &mut String, rank: Rank, name: &str, body: &[String]) {
+    if rank == Rank::Pick {
+        let _ = writeln!(
+            s,
+            "add map ip {SVC_TABLE} {name} {{ typeof numgen inc mod 2 : verdict; elements = {{ {} }}; }}",
+            body.join(", ")
+        );
+    } else {
+        let _ = writeln!(s, "add chain ip {SVC_TABLE} {name}");
+        add_rules(s, name, body);
+    }
+}
+
+/// Empties a chain or a round-robin map and fills it with `body`.
+fn refill_named(s: &mut String, rank: Rank, name: &str, body: &[String]) {
+    if rank == Rank::Pick {
+        let _ = writeln!(s, "flush map ip {SVC_TABLE} {name}");
+        let _ = writeln!(
+            s,
+            "add element ip {SVC_TABLE} {name} {{ {} }}",
+            body.join(", ")
+        );
+    } else {
+        let _ = writeln!(s, "flush chain ip {SVC_TABLE} {name}");
+        add_rules(s, name, body);
+    }
 }
 
 fn add_rules(s: &mut String, name: &str, rules: &[String]) {
@@ -285,16 +311,18 @@ fn add_rules(s: &mut String, name: &str, rules: &[String]) {
 }
 
 /// The commands that take the table from one state to another, gathered service by
-/// service and put in an order the kernel accepts: elements that go away, chains that
-/// appear or change (lower ranks first), elements that appear, then chains that go away
-/// (emptied first, as rules of other dying chains may still jump to them).
+/// service and put in an order the kernel accepts: elements that go away, chains and
+/// maps that appear or change (lower ranks first), elements that appear, then what goes
+/// away: chains emptied first (rules of other dying chains may still jump to them), then
+/// maps, then chains deleted.
 #[derive(Debug, Default)]
 pub(crate) struct Diff {
     del_elems: String,
-    chains: Vec<(Rank, String)>,
+    named: Vec<(Rank, String)>,
     add_elems: String,
     flush_gone: String,
-    delete_gone: String,
+    delete_maps: String,
+    delete_chains: String,
 }
 
 impl Diff {
@@ -319,34 +347,40 @@ impl Diff {
                 );
             }
         }
-        for (name, (rank, rules)) in &n.chains {
+        for (name, (rank, body)) in &n.named {
             let mut s = String::new();
-            match o.chains.get(name) {
-                None => add_chain(&mut s, name, rules),
-                Some((_, before)) if before == rules => continue,
-                Some(_) => {
-                    let _ = writeln!(s, "flush chain ip {SVC_TABLE} {name}");
-                    add_rules(&mut s, name, rules);
-                }
+            match o.named.get(name) {
+                None => add_named(&mut s, *rank, name, body),
+                Some((_, before)) if before == body => continue,
+                Some(_) => refill_named(&mut s, *rank, name, body),
             }
-            self.chains.push((*rank, s));
+            self.named.push((*rank, s));
         }
-        for name in o.chains.keys().filter(|c| !n.chains.contains_key(*c)) {
-            let _ = writeln!(self.flush_gone, "flush chain ip {SVC_TABLE} {name}");
-            let _ = writeln!(self.delete_gone, "delete chain ip {SVC_TABLE} {name}");
+        for (name, (rank, _)) in o.named.iter().filter(|(c, _)| !n.named.contains_key(*c)) {
+            if *rank == Rank::Pick {
+                let _ = writeln!(self.delete_maps, "delete map ip {SVC_TABLE} {name}");
+            } else {
+                let _ = writeln!(self.flush_gone, "flush chain ip {SVC_TABLE} {name}");
+                let _ = writeln!(self.delete_chains, "delete chain ip {SVC_TABLE} {name}");
+            }
         }
     }
 
     /// The script (empty when nothing changes).
     pub fn script(mut self) -> String {
-        self.chains.sort_by_key(|c| c.0);
+        self.named.sort_by_key(|c| c.0);
         let mut s = self.del_elems;
-        for (_, c) in &self.chains {
+        for (_, c) in &self.named {
             s.push_str(c);
         }
-        s.push_str(&self.add_elems);
-        s.push_str(&self.flush_gone);
-        s.push_str(&self.delete_gone);
+        for part in [
+            self.add_elems,
+            self.flush_gone,
+            self.delete_maps,
+            self.delete_chains,
+        ] {
+            s.push_str(&part);
+        }
         s
     }
 }

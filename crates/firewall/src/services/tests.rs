@@ -8,16 +8,24 @@ use std::rc::Rc;
 use super::*;
 use crate::{FirewallError, Proto, Runner};
 
-/// Records scripts; refuses them while `fail` is set.
+/// Records scripts; refuses them while `fail` is set, and the next `fail_next` ones.
 #[derive(Default, Clone)]
 struct Recorder {
     scripts: Rc<RefCell<Vec<String>>>,
     fail: Rc<RefCell<bool>>,
+    fail_next: Rc<RefCell<usize>>,
 }
 
 impl Runner for Recorder {
     fn run(&mut self, script: &str) -> Result<(), FirewallError> {
         self.scripts.borrow_mut().push(script.to_string());
+        let next = *self.fail_next.borrow();
+        if next > 0 {
+            self.fail_next.replace(next - 1);
+            return Err(FirewallError::Rejected {
+                stderr: "refused".into(),
+            });
+        }
         if *self.fail.borrow() {
             return Err(FirewallError::Rejected {
                 stderr: "refused".into(),
@@ -113,10 +121,11 @@ fn first_sync_programs_the_table_whole() {
             "add rule ip weft_svc ep/web/tcp/80/10.32.1.2 meta l4proto tcp dnat to 10.32.1.2:80",
             "add chain ip weft_svc ep/web/tcp/80/10.32.1.3",
             "add rule ip weft_svc ep/web/tcp/80/10.32.1.3 meta l4proto tcp dnat to 10.32.1.3:80",
+            "add map ip weft_svc rr/web/tcp/80 { typeof numgen inc mod 2 : verdict; elements = { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3 }; }",
             "add chain ip weft_svc svc/dns/udp/53",
             "add rule ip weft_svc svc/dns/udp/53 goto ep/dns/udp/53/10.32.1.7",
             "add chain ip weft_svc svc/web/tcp/80",
-            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3 }",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap @rr/web/tcp/80",
             "add element ip weft_svc vips { 10.32.1.101 . udp . 53 : goto svc/dns/udp/53, 10.32.1.100 . tcp . 80 : goto svc/web/tcp/80 }",
         ]
     );
@@ -202,16 +211,20 @@ fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
         [
             "add chain ip weft_svc ep/web/tcp/80/10.32.1.4",
             "add rule ip weft_svc ep/web/tcp/80/10.32.1.4 meta l4proto tcp dnat to 10.32.1.4:80",
+            "flush map ip weft_svc rr/web/tcp/80",
+            "add element ip weft_svc rr/web/tcp/80 { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3, 2 : goto ep/web/tcp/80/10.32.1.4 }",
             "flush chain ip weft_svc svc/web/tcp/80",
-            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 3 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.3, 2 : goto ep/web/tcp/80/10.32.1.4 }",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 3 vmap @rr/web/tcp/80",
         ]
     );
     t.sync(&[web(&[2, 4]), dns()]).unwrap();
     assert_eq!(
         lines(&r.last()),
         [
+            "flush map ip weft_svc rr/web/tcp/80",
+            "add element ip weft_svc rr/web/tcp/80 { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.4 }",
             "flush chain ip weft_svc svc/web/tcp/80",
-            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap { 0 : goto ep/web/tcp/80/10.32.1.2, 1 : goto ep/web/tcp/80/10.32.1.4 }",
+            "add rule ip weft_svc svc/web/tcp/80 numgen inc mod 2 vmap @rr/web/tcp/80",
             "flush chain ip weft_svc ep/web/tcp/80/10.32.1.3",
             "delete chain ip weft_svc ep/web/tcp/80/10.32.1.3",
         ]
@@ -229,6 +242,7 @@ fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
             "flush chain ip weft_svc ep/web/tcp/80/10.32.1.4",
             "flush chain ip weft_svc pub/web/tcp/8000",
             "flush chain ip weft_svc svc/web/tcp/80",
+            "delete map ip weft_svc rr/web/tcp/80",
             "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
             "delete chain ip weft_svc ep/web/tcp/80/10.32.1.4",
             "delete chain ip weft_svc pub/web/tcp/8000",
@@ -238,6 +252,38 @@ fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
     t.sync(&[web(&[5]), dns()]).unwrap();
     let s = r.last();
     assert!(s.starts_with("delete element ip weft_svc published_noep { tcp . 8000 }\ndelete element ip weft_svc vips_noep { 10.32.1.100 . tcp . 80 }\n"), "{s}");
+}
+
+#[test]
+fn a_second_task_brings_a_round_robin_map_and_the_last_but_one_takes_it() {
+    let (mut t, r) = table(SvcScope::Container);
+    t.sync(&[dns()]).unwrap();
+    let mut two = dns();
+    two.backends.push(a(8));
+    t.sync(&[two]).unwrap();
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "add chain ip weft_svc ep/dns/udp/53/10.32.1.8",
+            "add rule ip weft_svc ep/dns/udp/53/10.32.1.8 meta l4proto udp dnat to 10.32.1.8:53",
+            "add map ip weft_svc rr/dns/udp/53 { typeof numgen inc mod 2 : verdict; elements = { 0 : goto ep/dns/udp/53/10.32.1.7, 1 : goto ep/dns/udp/53/10.32.1.8 }; }",
+            "flush chain ip weft_svc svc/dns/udp/53",
+            "add rule ip weft_svc svc/dns/udp/53 numgen inc mod 2 vmap @rr/dns/udp/53",
+        ]
+    );
+    let mut other = dns();
+    other.backends = vec![a(8)];
+    t.sync(&[other]).unwrap();
+    assert_eq!(
+        lines(&r.last()),
+        [
+            "flush chain ip weft_svc svc/dns/udp/53",
+            "add rule ip weft_svc svc/dns/udp/53 goto ep/dns/udp/53/10.32.1.8",
+            "flush chain ip weft_svc ep/dns/udp/53/10.32.1.7",
+            "delete map ip weft_svc rr/dns/udp/53",
+            "delete chain ip weft_svc ep/dns/udp/53/10.32.1.7",
+        ]
+    );
 }
 
 #[test]
@@ -255,6 +301,7 @@ fn removing_a_service_touches_no_other() {
             "flush chain ip weft_svc ep/web/tcp/80/10.32.1.3",
             "flush chain ip weft_svc pub/web/tcp/8000",
             "flush chain ip weft_svc svc/web/tcp/80",
+            "delete map ip weft_svc rr/web/tcp/80",
             "delete chain ip weft_svc ep/web/tcp/80/10.32.1.2",
             "delete chain ip weft_svc ep/web/tcp/80/10.32.1.3",
             "delete chain ip weft_svc pub/web/tcp/8000",
@@ -316,14 +363,22 @@ fn an_unchanged_sync_runs_nothing() {
 }
 
 #[test]
-fn the_sync_after_a_failure_programs_the_table_whole() {
+fn a_refused_difference_is_followed_by_the_whole_table() {
     let (mut t, r) = table(SvcScope::Host);
     t.sync(&[web(&[2])]).unwrap();
+    // Both the difference and the whole table refused: an error, and nothing known.
     *r.fail.borrow_mut() = true;
     assert!(t.sync(&[web(&[2, 3])]).is_err());
+    assert_eq!(r.count(), 3);
+    assert!(r
+        .last()
+        .starts_with("table ip weft_svc\ndelete table ip weft_svc\n"));
+    // So the next sync is whole, without trying a difference first.
     *r.fail.borrow_mut() = false;
     let stats = t.sync(&[web(&[2, 3])]).unwrap();
     assert!(stats.full);
+    assert_eq!(stats.added, 1);
+    assert_eq!(r.count(), 4);
     assert!(r
         .last()
         .starts_with("table ip weft_svc\ndelete table ip weft_svc\n"));
@@ -331,6 +386,17 @@ fn the_sync_after_a_failure_programs_the_table_whole() {
     t.delete().unwrap();
     assert_eq!(r.last(), render_svc_reset());
     assert!(t.sync(&[web(&[2, 3])]).unwrap().full);
+}
+
+#[test]
+fn a_difference_refused_alone_is_replaced_by_the_whole_table_in_the_same_sync() {
+    let (mut t, r) = table(SvcScope::Host);
+    t.sync(&[web(&[2])]).unwrap();
+    r.fail_next.replace(1);
+    let stats = t.sync(&[web(&[2, 3])]).unwrap();
+    assert!(stats.full);
+    assert_eq!(r.count(), 3);
+    assert!(!t.sync(&[web(&[3])]).unwrap().full);
 }
 
 #[test]
@@ -366,9 +432,5 @@ fn reset_deletes_only_the_service_table() {
     assert_eq!(
         render_svc_reset(),
         "table ip weft_svc\ndelete table ip weft_svc\n"
-    );
-    assert_eq!(
-        route_localnet_sysctl("weft"),
-        "/proc/sys/net/ipv4/conf/weft/route_localnet"
     );
 }

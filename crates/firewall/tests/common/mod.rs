@@ -38,24 +38,9 @@ pub struct Server {
 impl Server {
     /// A TCP server on `0.0.0.0:port` in `ns`, listening when this returns.
     pub fn tcp(ns: &str, port: u16) -> Server {
-        Self::start(ns, move |stop, ready| {
-            let l = TcpListener::bind(("0.0.0.0", port));
-            let l = match l {
-                Ok(l) => l,
-                Err(e) => return ready.send(Err(e.to_string())).unwrap_or(()),
-            };
-            l.set_nonblocking(true).expect("nonblocking listener");
-            let _ = ready.send(Ok(()));
-            while !stop.load(Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((mut c, peer)) => {
-                        let _ = c.set_nonblocking(false);
-                        let _ = write!(c, "hello {}", peer.ip());
-                    }
-                    // Polled, so that the thread notices `stop`.
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
+        Self::tcp_with(ns, port, |mut c, peer, _| {
+            let _ = c.set_nonblocking(false);
+            let _ = write!(c, "hello {}", peer.ip());
         })
     }
 
@@ -64,6 +49,18 @@ impl Server {
     /// client closes (so a test can hold a connection open); listening when this returns.
     pub fn tcp_named(ns: &str, port: u16, name: &str) -> Server {
         let name = name.to_string();
+        Self::tcp_with(ns, port, move |c, peer, stop| {
+            let (name, stop) = (name.clone(), stop.clone());
+            std::thread::spawn(move || echo_lines(c, peer, &name, &stop));
+        })
+    }
+
+    /// A TCP server on `0.0.0.0:port` in `ns` that hands each connection to `serve`.
+    fn tcp_with(
+        ns: &str,
+        port: u16,
+        serve: impl Fn(TcpStream, SocketAddr, &Arc<AtomicBool>) + Send + 'static,
+    ) -> Server {
         Self::start(ns, move |stop, ready| {
             let l = match TcpListener::bind(("0.0.0.0", port)) {
                 Ok(l) => l,
@@ -73,10 +70,7 @@ impl Server {
             let _ = ready.send(Ok(()));
             while !stop.load(Ordering::SeqCst) {
                 match l.accept() {
-                    Ok((c, peer)) => {
-                        let (name, stop) = (name.clone(), stop.clone());
-                        std::thread::spawn(move || echo_lines(c, peer, &name, &stop));
-                    }
+                    Ok((c, peer)) => serve(c, peer, &stop),
                     // Polled, so that the thread notices `stop`.
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -104,23 +98,10 @@ impl Server {
         })
     }
 
-    /// A UDP server on `0.0.0.0:port` in `ns`, bound when this returns.
+    /// A UDP server on `0.0.0.0:port` in `ns` that answers `hello <client address>`,
+    /// bound when this returns.
     pub fn udp(ns: &str, port: u16) -> Server {
-        Self::start(ns, move |stop, ready| {
-            let s = match UdpSocket::bind(("0.0.0.0", port)) {
-                Ok(s) => s,
-                Err(e) => return ready.send(Err(e.to_string())).unwrap_or(()),
-            };
-            s.set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("read timeout");
-            let _ = ready.send(Ok(()));
-            let mut buf = [0u8; 512];
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok((_, peer)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(format!("hello {}", peer.ip()).as_bytes(), peer);
-                }
-            }
-        })
+        Self::udp_named(ns, port, "hello")
     }
 
     fn start(
@@ -186,8 +167,10 @@ fn echo_lines(c: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool) {
     }
 }
 
-/// The greeting of a [`Server::tcp_named`] reached from `ns` at `to` (`None`: no answer).
-pub fn tcp_hello(ns: &str, to: &str) -> Option<String> {
+/// What a TCP connection from `ns` to `to` is answered with, up to the server's close
+/// (`None`: no answer). The client sends nothing and closes its side at once, which ends
+/// a [`Server::tcp_named`] connection after its greeting.
+pub fn tcp_get(ns: &str, to: &str) -> Option<String> {
     let to: SocketAddr = to.parse().expect("socket address");
     in_netns(ns, || {
         let mut c = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT).ok()?;
@@ -196,18 +179,6 @@ pub fn tcp_hello(ns: &str, to: &str) -> Option<String> {
         let mut s = String::new();
         c.read_to_string(&mut s).ok()?;
         Some(s.trim_end().to_string())
-    })
-}
-
-/// What a TCP connection from `ns` to `to` is answered with (`None`: no answer).
-pub fn tcp_get(ns: &str, to: &str) -> Option<String> {
-    let to: SocketAddr = to.parse().expect("socket address");
-    in_netns(ns, || {
-        let mut c = TcpStream::connect_timeout(&to, CLIENT_TIMEOUT).ok()?;
-        c.set_read_timeout(Some(CLIENT_TIMEOUT)).ok()?;
-        let mut s = String::new();
-        c.read_to_string(&mut s).ok()?;
-        Some(s)
     })
 }
 

@@ -222,8 +222,9 @@ pub async fn attach_with_gateway(
     }
     c.datapath.endpoint_added(&id, &netns, &info);
 
-    let entry = {
+    let (entry, had) = {
         let mut reg = c.registry.lock().await;
+        let had: Vec<String> = reg.get(&id).map(|e| e.addrs.clone()).unwrap_or_default();
         let mut entry = reg.get(&id).cloned().unwrap_or(Entry {
             netns: req.netns.clone(),
             ns_inode: netns.inode(),
@@ -246,7 +247,7 @@ pub async fn attach_with_gateway(
         }
         reg.put(&id, entry.clone())
             .map_err(ContainersError::Registry)?;
-        entry
+        (entry, had)
     };
 
     if !req.without_dns {
@@ -263,7 +264,25 @@ pub async fn attach_with_gateway(
     c.services.container_attached(&id, netns.clone()).await;
     let ips: Vec<std::net::Ipv4Addr> = granted.iter().map(|n| n.addr()).collect();
     if let Err(e) = c.services.join(&id, &ips, &req.services).await {
+        // Checked above, so rare (a service removed meanwhile, a bound): what this attach
+        // added goes again.
         tracing::warn!(container = %id, "not joined to {:?}: {e}", req.services);
+        let added: Vec<String> = entry
+            .addrs
+            .iter()
+            .filter(|a| !had.contains(a))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let undo = DetachRequest {
+                netns: String::new(),
+                addrs: added,
+                container: Some(id.clone()),
+            };
+            if let Err(u) = Box::pin(detach(c, undo)).await {
+                tracing::warn!(container = %id, "attach not undone: {u}");
+            }
+        }
         return Err(e.into());
     }
     tracing::info!(container = %id, netns = %req.netns, addrs = ?entry.addrs, "attached");

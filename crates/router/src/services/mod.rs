@@ -220,7 +220,11 @@ impl Services {
             .await??;
         if spec.mode == weft_services::EndpointMode::Vip {
             let owner = vip_owner(&name);
-            lock(&self.inner.creating).insert(name.clone());
+            // IPAM gives one owner one address per subnet: a second create of the name
+            // at once would get (and on refusal give back) the first one's VIP.
+            if !lock(&self.inner.creating).insert(name.clone()) {
+                return Err(ServiceError::Exists(name).into());
+            }
             let vip = self
                 .inner
                 .ipam
@@ -247,7 +251,11 @@ impl Services {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            if let Some(v) = vip {
+            let used = self
+                .ask(move |core, _| core.definitions().any(|d| d.spec.vip == vip))
+                .await
+                .unwrap_or(true);
+            if let (Some(v), false) = (vip, used) {
                 let _ = self
                     .inner
                     .ipam

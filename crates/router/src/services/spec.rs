@@ -268,6 +268,54 @@ mod tests {
         );
     }
 
+    fn created(core: &mut ServicesCore, name: &str, vip: [u8; 4]) -> ServiceSpec {
+        let range = net("10.32.0.0/12");
+        let mut spec = parse(&req(name), range, range).unwrap();
+        spec.vip = Some(Ipv4Addr::from(vip));
+        core.create(0, spec.clone()).unwrap();
+        spec
+    }
+
+    #[test]
+    fn a_taken_name_or_published_port_is_refused_before_a_vip_is_taken() {
+        let mut core = ServicesCore::new("me", None, 0);
+        let spec = created(&mut core, "whoami", [10, 32, 0, 2]);
+        let e = precheck(&core, &spec).unwrap_err();
+        assert_eq!(e, ServiceError::Exists("whoami".into()));
+        let other = ServiceSpec {
+            name: "other".into(),
+            ..spec
+        };
+        let e = precheck(&core, &other).unwrap_err().to_string();
+        assert!(e.contains("8000") && e.contains("whoami"), "{e}");
+    }
+
+    #[test]
+    fn a_container_joins_with_its_addresses_in_each_service_subnet() {
+        let mut core = ServicesCore::new("me", None, 0);
+        created(&mut core, "web", [10, 32, 0, 2]);
+        let addrs = [Ipv4Addr::new(10, 32, 0, 9), Ipv4Addr::new(192, 168, 1, 1)];
+        join(&mut core, 1, "c1", &addrs, &["web".into()]).unwrap();
+        let tasks = core.local_tasks();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            (tasks[0].addr, tasks[0].container.as_str()),
+            (addrs[0], "c1")
+        );
+        let e = join(&mut core, 2, "c2", &addrs[1..], &["web".into()]).unwrap_err();
+        assert!(matches!(e, ServicesError::NotInSubnet { .. }), "{e}");
+        let e = join(&mut core, 2, "c1", &addrs, &["web".into(), "nosuch".into()]);
+        assert!(e.unwrap_err().to_string().contains("nosuch"));
+        // Nothing of a refused join was added.
+        assert_eq!(core.local_tasks().len(), 1);
+        let (subnets, published) = ingress(&core);
+        assert_eq!(
+            subnets.into_iter().collect::<Vec<_>>(),
+            vec![net("10.32.0.0/12")]
+        );
+        assert!(published);
+    }
+
     #[test]
     fn a_subnet_outside_the_range_is_refused() {
         let range = net("10.32.0.0/12");

@@ -128,6 +128,18 @@ impl Net {
     }
 }
 
+/// Three peers: p0 created "web", p1 and p2 have a task of it each.
+fn web_on_three() -> Net {
+    let mut net = Net::new(3);
+    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
+        .unwrap();
+    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
+        .unwrap();
+    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
+        .unwrap();
+    net
+}
+
 fn lost_and_released(effects: &[ServiceEffect]) -> (Vec<String>, Vec<Ipv4Addr>) {
     let mut lost = Vec::new();
     let mut released = Vec::new();
@@ -166,6 +178,17 @@ fn create_refuses_a_live_name_a_used_vip_and_a_used_host_port() {
     let err = c.create(0, api).unwrap_err();
     assert!(err.to_string().contains("8000"), "{err}");
     assert!(c.create(0, spec("Bad", 12)).is_err());
+    // The same checks before a VIP is allocated.
+    let mut pending = spec("api", 10);
+    pending.vip = None;
+    c.precheck(&pending).unwrap();
+    pending.published = web.published.clone();
+    assert!(matches!(
+        c.precheck(&pending),
+        Err(ServiceError::PortInUse { .. })
+    ));
+    pending.name = "web".into();
+    assert!(matches!(c.precheck(&pending), Err(ServiceError::Exists(_))));
     assert_eq!(c.used_host_ports(), vec![(Proto::Tcp, 8000)]);
     c.create(0, spec("api", 11)).unwrap();
     let names: Vec<&str> = c.definitions().map(|d| d.spec.name.as_str()).collect();
@@ -181,13 +204,7 @@ fn create_refuses_a_live_name_a_used_vip_and_a_used_host_port() {
 
 #[test]
 fn remove_releases_the_vip_on_the_creating_host_and_tasks_go_everywhere() {
-    let mut net = Net::new(3);
-    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
-        .unwrap();
-    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
-        .unwrap();
-    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
-        .unwrap();
+    let mut net = web_on_three();
     for c in &net.cores {
         assert_eq!(c.plan().services[0].backends, [addr(2), addr(3)]);
     }
@@ -297,13 +314,7 @@ fn tasks_with_a_health_check_enter_rotation_when_healthy() {
 
 #[test]
 fn an_unreachable_hosts_tasks_leave_rotation_until_it_announces_again() {
-    let mut net = Net::new(3);
-    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
-        .unwrap();
-    net.with(1, |c| c.add_task(0, "web", addr(2), "c1"))
-        .unwrap();
-    net.with(2, |c| c.add_task(0, "web", addr(3), "c2"))
-        .unwrap();
+    let mut net = web_on_three();
     net.take(0);
     net.up[2] = false;
     net.topology();
@@ -502,4 +513,118 @@ fn two_live_services_with_one_vip_or_port_plan_it_once() {
         let pb = c.plan().get("b").unwrap();
         assert_eq!((pb.vip, pb.published.len()), (Some(addr(10)), 1));
     }
+}
+
+#[test]
+fn own_requests_stay_within_what_peers_accept() {
+    let mut c = ServicesCore::new("me", None, 0);
+    for i in 0..crate::limits::MAX_SERVICES {
+        let mut s = spec(&format!("s{i}"), 0);
+        s.mode = EndpointMode::Dnsrr;
+        s.vip = None;
+        c.create(0, s).unwrap();
+    }
+    let err = c.create(0, spec("one-more", 10)).unwrap_err();
+    assert!(matches!(err, ServiceError::TooMany { .. }), "{err}");
+    assert_eq!(c.plan().services.len(), crate::limits::MAX_SERVICES);
+    for i in 0..MAX_TASKS_PER_HOST as u32 {
+        let a = Ipv4Addr::from(u32::from(addr(0)) + i % 250 + 1);
+        let name = format!("s{}", i / 250);
+        c.add_task(0, &name, a, "c").unwrap();
+    }
+    let err = c.add_task(0, "s999", addr(1), "c").unwrap_err();
+    assert!(err.to_string().contains("tasks on this host"), "{err}");
+    // The same task again is no change, not a refusal.
+    c.add_task(0, "s0", addr(1), "c").unwrap();
+}
+
+#[test]
+fn a_task_delta_past_the_bound_drops_its_sender() {
+    let mut c = ServicesCore::new("me", None, 0);
+    c.handle_topology(0, &view("me", &["me".into(), "big".into()]));
+    while c.poll_transmit().is_some() {}
+    c.create(0, spec("web", 10)).unwrap();
+    let tasks = |from: u32, n: u32| -> Vec<Task> {
+        (from..from + n)
+            .map(|i| Task {
+                service: "web".into(),
+                addr: Ipv4Addr::from(i),
+                host: String::new(),
+                container: "c".into(),
+                healthy: true,
+            })
+            .collect()
+    };
+    let full = Message::TaskSet {
+        seq: 1,
+        tasks: tasks(0, MAX_TASKS_PER_HOST as u32),
+    };
+    c.handle_message(0, CHANNEL, "big", &full.encode());
+    assert!(c.poll_disconnect().is_none(), "at the bound is fine");
+    assert_eq!(c.tasks("web").len(), MAX_TASKS_PER_HOST);
+    // Only those in the service's subnet are planned.
+    assert_eq!(c.plan().get("web").unwrap().backends.len(), 0);
+    let delta = Message::TaskDelta {
+        base: 1,
+        seq: 2,
+        upserts: tasks(1_000_000, 1),
+        removes: vec![],
+    };
+    c.handle_message(0, CHANNEL, "big", &delta.encode());
+    let d = c.poll_disconnect().expect("dropped");
+    assert!(d.reason.contains("per host"), "{}", d.reason);
+    assert!(c.tasks("web").is_empty());
+}
+
+#[test]
+fn of_two_creates_at_one_version_the_lower_origin_wins_and_the_other_is_told() {
+    let mut net = Net::new(2);
+    net.up = vec![true, false];
+    net.topology();
+    net.with(0, |c| c.create(0, spec("web", 10)).map(drop))
+        .unwrap();
+    net.up = vec![false, true];
+    net.topology();
+    net.with(1, |c| c.create(0, spec("web", 11)).map(drop))
+        .unwrap();
+    net.up = vec![true, true];
+    net.topology();
+    for c in &net.cores {
+        let d = c.definition("web").unwrap();
+        assert_eq!((d.origin.as_str(), d.version), ("p0", 1));
+    }
+    assert_eq!(
+        lost_and_released(&net.take(1)),
+        (vec!["p0".to_string()], vec![addr(11)])
+    );
+    assert_eq!(lost_and_released(&net.take(0)), (vec![], vec![]));
+}
+
+#[test]
+fn a_forged_create_in_our_name_does_not_free_a_live_vip() {
+    let mut c = ServicesCore::new("me", None, 0);
+    c.handle_topology(0, &view("me", &["me".into(), "evil".into()]));
+    c.create(0, spec("web", 10)).unwrap();
+    while c.poll_effect().is_some() {}
+    // "evil" says we also created "web" later, with our VIP: it loses, and is withdrawn,
+    // but the VIP of the live "web" stays.
+    let forged = Message::Names {
+        full: false,
+        names: vec![NameState {
+            name: "web".into(),
+            removed: 0,
+            entries: vec![Entry {
+                origin: "me".into(),
+                version: 7,
+                spec: Some(spec("web", 10)),
+            }],
+        }],
+    };
+    c.handle_message(0, CHANNEL, "evil", &forged.encode());
+    let effects: Vec<ServiceEffect> = std::iter::from_fn(|| c.poll_effect()).collect();
+    assert_eq!(
+        lost_and_released(&effects),
+        (vec!["me".to_string()], vec![])
+    );
+    assert_eq!(c.definition("web").unwrap().version, 1);
 }
