@@ -97,8 +97,47 @@ fn serve(lab: &Lab, name: &str) -> u32 {
     pid
 }
 
-/// A task of `services` on `host`: `weft lab container HOST NAME --service S...` and an
-/// httpd in it.
+/// The UDP port of the walkthrough's service: each task answers a datagram with its name.
+const UDP_PORT: u16 = 5353;
+
+/// Starts a UDP responder in container `name` on [`UDP_PORT`] that answers with `name`.
+fn answer_udp(lab: &Lab, name: &str) {
+    let code = [
+        "import socket".to_string(),
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)".to_string(),
+        format!("s.bind(('0.0.0.0', {UDP_PORT}))"),
+        "while True:".to_string(),
+        "    d, a = s.recvfrom(64)".to_string(),
+        format!("    s.sendto(b'{name}', a)"),
+    ]
+    .join("\n");
+    lab.spawn(name, &["python3", "-c", &code]);
+}
+
+/// `count` UDP queries to `addr`:[`UDP_PORT`] from `from`, each from a new socket (a new
+/// conntrack flow); the answers or `FAIL`.
+fn udp_requests(lab: &Lab, from: &str, addr: &str, count: usize) -> Vec<String> {
+    let code = [
+        "import socket".to_string(),
+        format!("for i in range({count}):"),
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)".to_string(),
+        "    s.settimeout(2)".to_string(),
+        format!("    s.sendto(b'q', ('{addr}', {UDP_PORT}))"),
+        "    try:".to_string(),
+        "        print(s.recv(64).decode())".to_string(),
+        "    except OSError:".to_string(),
+        "        print('FAIL')".to_string(),
+        "    s.close()".to_string(),
+    ]
+    .join("\n");
+    text(&lab.exec(from, &["python3", "-c", &code]))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A task of `services` on `host`: `weft lab container HOST NAME --service S...`, an
+/// httpd and a UDP responder in it.
 fn start_task(lab: &Lab, host: &str, name: &str, services: &[&str]) -> Task {
     let mut args = Vec::new();
     for s in services {
@@ -110,6 +149,7 @@ fn start_task(lab: &Lab, host: &str, name: &str, services: &[&str]) -> Task {
         "weft lab container {host} {name} printed no address"
     );
     let httpd = serve(lab, name);
+    answer_udp(lab, name);
     Task {
         name: name.to_string(),
         host: host.to_string(),
@@ -173,15 +213,18 @@ fn round_robin(lab: &Lab, client: &str, url: &str, tasks: &[&Task]) {
     check_round_robin(client, |cmd| lab.exec(client, cmd), url, &names, CONVERGE);
 }
 
-/// `weft service create whoami --port 80 --publish 8000:80` on h1.
+/// `weft service create whoami --port 80 --port 5353/udp --publish 8000:80` on h1.
 fn create_whoami(lab: &Lab) {
     let publish = format!("{PUBLISHED}:80");
+    let udp = format!("{UDP_PORT}/udp");
     let args = [
         "service",
         "create",
         "whoami",
         "--port",
         "80",
+        "--port",
+        &udp,
         "--publish",
         &publish,
     ];
@@ -234,6 +277,27 @@ fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
     // 30 requests to the VIP from a container on each host reach all 3 tasks, 5..=15 each.
     for (c, _) in &clients {
         round_robin(&lab, c, &url, &all);
+    }
+    // UDP too: each query from a new socket is a new flow, balanced like a connection.
+    for (c, _) in &clients {
+        wait_for(
+            &format!("{c} to reach each task over UDP through {vip}:{UDP_PORT}"),
+            CONVERGE,
+            || {
+                let t = tally(&udp_requests(&lab, c, &vip, 6));
+                observe(format!("UDP from {c}: {t:?}"));
+                (t.len() == 3 && ["w1", "w2", "w3"].iter().all(|n| t.contains_key(*n)))
+                    .then_some(())
+            },
+        );
+        let answers = udp_requests(&lab, c, &vip, 12);
+        assert_spread(
+            &format!("12 UDP queries to {vip}:{UDP_PORT} from {c}"),
+            &answers,
+            &["w1", "w2", "w3"],
+            2,
+            6,
+        );
     }
     // By name too, from the 4th host's container.
     let by_name = get_from(&lab, "c4", "http://whoami/", 30);

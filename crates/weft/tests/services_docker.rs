@@ -117,6 +117,37 @@ fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name()
     );
     lab.weft_ok("h2", &["service", "create", "second", "--port", "80"]);
 
+    // A host port a Docker `-p` mapping uses cannot be published by a service: one line,
+    // nothing created.
+    lab.docker_ok(
+        "h1",
+        &[
+            "run",
+            "-d",
+            "--net=weft",
+            "-p",
+            "8001:80",
+            "--name",
+            "p1",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    let out = lab.weft(
+        "h1",
+        &["service", "create", "clash", "--publish", "8001:80"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(
+        !out.status.success() && err.lines().count() == 1 && err.contains("8001"),
+        "publishing Docker's port 8001 must fail with one line naming it: {err:?}"
+    );
+    assert!(
+        inspect(&lab, "h1", "clash").is_none(),
+        "the refused service clash exists"
+    );
+
     // One task; then three, one per host (w3 is a task of two services).
     let w1 = run_task(&lab, "h1", "w1", "whoami");
     let views = wait_healthy(&lab, &HOSTS, "whoami", &sorted(&[&w1]), CONVERGE);
