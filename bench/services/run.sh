@@ -2,8 +2,8 @@
 # Services data-path benchmark (not a test): in one run, on a 2-host lab (release build),
 # a client container on h2 and one task of a service on h1 (fastdp between the hosts);
 # each figure measured to the task's own address ("direct") and to the service's VIP
-# (nftables DNAT in the client's namespace), interleaved (direct, VIP, direct, VIP), with
-# the ratio VIP / direct of the means:
+# (nftables DNAT in the client's namespace), interleaved (direct, VIP, VIP, direct, ...),
+# with the ratio VIP / direct of the medians:
 #   - single-stream TCP throughput (iperf3, BENCH_SECS each);
 #   - new TCP connections per second (conn_rate.py: connect, then close with a reset;
 #     one client process per core, BENCH_CONN_SECS each).
@@ -12,11 +12,14 @@
 # python3. The nftables-scale figures are in bench/services/nft/.
 #   BENCH_SECS        iperf3 duration per measurement (default 10)
 #   BENCH_CONN_SECS   duration of each connection-rate measurement (default 5)
+#   BENCH_ROUNDS      measurements of each kind per path (default 4); medians are compared
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${BENCH_SECS:-10}
 CONN_SECS=${BENCH_CONN_SECS:-5}
+ROUNDS=${BENCH_ROUNDS:-4}
 LAB=bsvc$$
+LOG=/tmp/weft-bench-services.$$.log
 HERE=$PWD/bench/services
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p weft
@@ -26,6 +29,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     "$W" lab down --name "$LAB" >/dev/null 2>&1 || true
+    rm -f "$LOG"
 }
 trap cleanup EXIT
 
@@ -41,10 +45,10 @@ iperf() { # server-address -> Gbit/s (server: one connection, in t1)
 rate() { # server-address -> connections/s
     ex c2 -- python3 "$HERE/conn_rate.py" connect "$1" 9000 "$CONN_SECS"
 }
-mean() { awk '{s += $1} END {printf "%.2f", s / NR}'; }
+median() { sort -n | awk '{a[NR] = $1} END {printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
 
-"$W" lab up --hosts 2 --name "$LAB" >/dev/null
+"$W" lab up --hosts 2 --name "$LAB" >/dev/null 2>"$LOG" || { cat "$LOG" >&2; exit 1; }
 ex h1 -- "$W" launch --nickname h1 h2 >/dev/null
 ex h2 -- "$W" launch --nickname h2 h1 >/dev/null
 for _ in $(seq 100); do
@@ -70,21 +74,29 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
+# Rounds alternate the order (direct first, then the VIP first) so that a drift of the
+# machine's load weighs on both alike.
 D_BW=() V_BW=() D_CR=() V_CR=()
-for _ in 1 2; do
-    D_BW+=("$(iperf "$TASK")")
-    V_BW+=("$(iperf "$VIP")")
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        D_BW+=("$(iperf "$TASK")") V_BW+=("$(iperf "$VIP")")
+    else
+        V_BW+=("$(iperf "$VIP")") D_BW+=("$(iperf "$TASK")")
+    fi
 done
-for _ in 1 2; do
-    D_CR+=("$(rate "$TASK")")
-    V_CR+=("$(rate "$VIP")")
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        D_CR+=("$(rate "$TASK")") V_CR+=("$(rate "$VIP")")
+    else
+        V_CR+=("$(rate "$VIP")") D_CR+=("$(rate "$TASK")")
+    fi
 done
-DB=$(printf '%s\n' "${D_BW[@]}" | mean)
-VB=$(printf '%s\n' "${V_BW[@]}" | mean)
-DC=$(printf '%s\n' "${D_CR[@]}" | mean)
-VC=$(printf '%s\n' "${V_CR[@]}" | mean)
+DB=$(printf '%s\n' "${D_BW[@]}" | median)
+VB=$(printf '%s\n' "${V_BW[@]}" | median)
+DC=$(printf '%s\n' "${D_CR[@]}" | median)
+VC=$(printf '%s\n' "${V_CR[@]}" | median)
 
 echo "client c2 on h2 -> task t1 ($TASK) on h1, VIP $VIP; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-40s %14s %14s %8s\n' "measure" "direct" "via VIP" "VIP/dir"
-printf '%-40s %14s %14s %8s\n' "single TCP stream, Gbit/s (${SECS}s x2)" "${D_BW[*]}" "${V_BW[*]}" "$(ratio "$VB" "$DB")"
-printf '%-40s %14s %14s %8s\n' "new TCP connections/s (${CONN_SECS}s x2)" "${D_CR[*]}" "${V_CR[*]}" "$(ratio "$VC" "$DC")"
+printf '%-34s %10s %10s %8s   %s\n' "measure (median of $ROUNDS)" "direct" "via VIP" "VIP/dir" "each run: direct | VIP"
+printf '%-34s %10s %10s %8s   %s\n' "single TCP stream, Gbit/s (${SECS}s)" "$DB" "$VB" "$(ratio "$VB" "$DB")" "${D_BW[*]} | ${V_BW[*]}"
+printf '%-34s %10s %10s %8s   %s\n' "new TCP connections/s (${CONN_SECS}s)" "$DC" "$VC" "$(ratio "$VC" "$DC")" "${D_CR[*]} | ${V_CR[*]}"
