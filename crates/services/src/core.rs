@@ -65,6 +65,8 @@ pub struct ServicesCore {
     /// The last (their, our) names hash that differed, per peer: asked for only when a
     /// difference outlasts a digest interval (not while changes are in flight).
     pub(crate) mismatch: BTreeMap<String, (u64, u64)>,
+    /// Since when each peer that went away is unreachable.
+    pub(crate) down_since: BTreeMap<String, Millis>,
     pub(crate) next_digest: Millis,
     pub(crate) transmits: VecDeque<Transmit>,
     effects: VecDeque<ServiceEffect>,
@@ -90,6 +92,7 @@ impl ServicesCore {
             refused: BTreeSet::new(),
             asked: BTreeMap::new(),
             mismatch: BTreeMap::new(),
+            down_since: BTreeMap::new(),
             next_digest: now.saturating_add(DIGEST_INTERVAL),
             transmits: VecDeque::new(),
             effects: VecDeque::new(),

@@ -26,9 +26,12 @@ use crate::tasks::{Task, TaskKey};
 use crate::wire::{Message, WireError};
 use crate::CHANNEL;
 
+/// How long the tasks of an unreachable peer are kept (out of rotation), ms.
+pub const FORGET_AFTER: Millis = 3_600_000;
+
 /// Why a payload from a peer was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GossipError {
+pub(crate) enum GossipError {
     /// The payload does not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -49,7 +52,12 @@ impl GossipError {
 
 impl ServicesCore {
     /// Takes a payload from peer `from`; a payload in error changes nothing.
-    pub fn receive(&mut self, now: Millis, from: &str, payload: &[u8]) -> Result<(), GossipError> {
+    pub(crate) fn receive(
+        &mut self,
+        now: Millis,
+        from: &str,
+        payload: &[u8],
+    ) -> Result<(), GossipError> {
         if self.refused.contains(from) || from == self.me {
             return Ok(());
         }
@@ -221,11 +229,15 @@ impl ServicesCore {
     }
 
     /// Takes the set of reachable peers (without us).
-    fn peers_changed(&mut self, peers: BTreeSet<String>) {
+    fn peers_changed(&mut self, now: Millis, peers: BTreeSet<String>) {
         let added: Vec<String> = peers.difference(&self.peers).cloned().collect();
         let gone: Vec<String> = self.peers.difference(&peers).cloned().collect();
         self.peers = peers;
+        for p in &added {
+            self.down_since.remove(p);
+        }
         for p in &gone {
+            self.down_since.insert(p.clone(), now);
             self.asked.remove(p);
             self.mismatch.remove(p);
             // A dropped peer gets another chance once it has been gone.
@@ -252,6 +264,22 @@ impl ServicesCore {
                 tasks: true,
             };
             self.send(p, request.encode());
+        }
+    }
+
+    /// Forgets the tasks of peers unreachable for [`FORGET_AFTER`] (they announce them
+    /// again if they come back): departed peers do not add up.
+    fn forget_departed(&mut self, now: Millis) {
+        let old: Vec<String> = self
+            .down_since
+            .iter()
+            .filter(|(_, &t)| now.saturating_sub(t) >= FORGET_AFTER)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in old {
+            self.down_since.remove(&p);
+            let touched = self.tasks.drop_host(&p);
+            self.replan_all(touched);
         }
     }
 
@@ -285,23 +313,24 @@ impl MeshApp for ServicesCore {
         }
     }
 
-    fn handle_topology(&mut self, _now: Millis, topology: &TopologyView) {
+    fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
         let peers: BTreeSet<String> = topology
             .names()
             .filter(|n| *n != self.me)
             .map(String::from)
             .collect();
         if peers != self.peers {
-            self.peers_changed(peers);
+            self.peers_changed(now, peers);
         }
     }
 
-    /// Broadcasts the digest.
+    /// Broadcasts the digest; forgets the tasks of peers gone for [`FORGET_AFTER`].
     fn handle_timeout(&mut self, now: Millis) {
         if now < self.next_digest {
             return;
         }
         self.next_digest = now.saturating_add(self.digest_interval);
+        self.forget_departed(now);
         if self.peers.is_empty() {
             return;
         }

@@ -24,8 +24,9 @@ mod spec;
 mod tasks;
 pub mod wire;
 
-pub use crate::core::{ServiceEffect, ServicesCore};
+pub use crate::core::{ServiceEffect, ServicesCore, DIGEST_INTERVAL};
 pub use crate::error::ServiceError;
+pub use crate::gossip::FORGET_AFTER;
 pub use crate::names::{Entry, NameState};
 pub use crate::plan::{Plan, PlannedService};
 pub use crate::saved::Saved;

@@ -216,8 +216,7 @@ impl Services {
         let name = spec.name.clone();
         let check = spec.clone();
         // Refused before a VIP is taken (the core checks again when it creates).
-        self.ask(move |core, _| spec::precheck(core, &check))
-            .await??;
+        self.ask(move |core, _| core.precheck(&check)).await??;
         if spec.mode == weft_services::EndpointMode::Vip {
             let owner = vip_owner(&name);
             // IPAM gives one owner one address per subnet: a second create of the name

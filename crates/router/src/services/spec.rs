@@ -86,35 +86,6 @@ pub(super) fn parse(
     })
 }
 
-/// What the core would refuse of `spec` before a VIP is allocated: a live name, a host
-/// port another service publishes.
-pub(super) fn precheck(core: &ServicesCore, spec: &ServiceSpec) -> Result<(), ServiceError> {
-    if core.definition(&spec.name).is_some() {
-        return Err(ServiceError::Exists(spec.name.clone()));
-    }
-    let used = core.used_host_ports();
-    for p in &spec.published {
-        if used.contains(&(p.proto, p.host_port)) {
-            let service = core
-                .definitions()
-                .find(|d| {
-                    d.spec
-                        .published
-                        .iter()
-                        .any(|q| q.proto == p.proto && q.host_port == p.host_port)
-                })
-                .map(|d| d.spec.name.clone())
-                .unwrap_or_default();
-            return Err(ServiceError::PortInUse {
-                proto: p.proto,
-                port: p.host_port,
-                service,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// `80/tcp`.
 fn port_text(p: &PortSpec) -> String {
     format!("{}/{}", p.port, p.proto)
@@ -280,13 +251,14 @@ mod tests {
     fn a_taken_name_or_published_port_is_refused_before_a_vip_is_taken() {
         let mut core = ServicesCore::new("me", None, 0);
         let spec = created(&mut core, "whoami", [10, 32, 0, 2]);
-        let e = precheck(&core, &spec).unwrap_err();
+        let e = core.precheck(&spec).unwrap_err();
         assert_eq!(e, ServiceError::Exists("whoami".into()));
         let other = ServiceSpec {
             name: "other".into(),
+            vip: None,
             ..spec
         };
-        let e = precheck(&core, &other).unwrap_err().to_string();
+        let e = core.precheck(&other).unwrap_err().to_string();
         assert!(e.contains("8000") && e.contains("whoami"), "{e}");
     }
 

@@ -130,12 +130,6 @@ async fn carry_out(ctx: &Ctx, core: &ServicesCore, effects: Vec<ServiceEffect>, 
         }
     }
     for (name, vip) in release {
-        // A create of the name again on this host got the same VIP back from IPAM (one
-        // address per owner and subnet): a tombstone of the old one must not free it.
-        if core.definitions().any(|d| d.spec.vip == Some(vip)) {
-            tracing::info!(service = %name, %vip, "VIP kept: a live service has it again");
-            continue;
-        }
         release_vip(&ctx.ipam, &name, vip).await;
     }
     if plan_changed {

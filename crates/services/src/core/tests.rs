@@ -628,3 +628,23 @@ fn a_forged_create_in_our_name_does_not_free_a_live_vip() {
     );
     assert_eq!(c.definition("web").unwrap().version, 1);
 }
+
+#[test]
+fn the_tasks_of_a_peer_gone_for_long_are_forgotten() {
+    let mut net = web_on_three();
+    net.up[2] = false;
+    net.topology();
+    let c = &mut net.cores[0];
+    c.handle_timeout(crate::FORGET_AFTER - 1);
+    assert_eq!(c.tasks("web").len(), 2, "kept a while");
+    c.handle_timeout(crate::FORGET_AFTER + DIGEST_INTERVAL);
+    let hosts: Vec<String> = c.tasks("web").into_iter().map(|t| t.host).collect();
+    assert_eq!(hosts, ["p1"]);
+    // Back: it announces them again.
+    net.up[2] = true;
+    net.topology();
+    assert_eq!(
+        net.cores[0].plan().get("web").unwrap().backends,
+        [addr(2), addr(3)]
+    );
+}
