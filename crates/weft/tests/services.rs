@@ -99,19 +99,18 @@ fn serve(lab: &Lab, name: &str) -> u32 {
 
 /// The UDP port of the walkthrough's service: each task answers a datagram with its name.
 const UDP_PORT: u16 = 5353;
+/// A TCP port of the walkthrough's service whose connections stay open: each task answers
+/// every line with its name.
+const HOLD_PORT: u16 = 7000;
+/// The tasks' responder on [`UDP_PORT`] and [`HOLD_PORT`].
+const RESPONDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/responder.py");
+/// The client that holds connections across a change.
+const HOLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/hold.py");
 
-/// Starts a UDP responder in container `name` on [`UDP_PORT`] that answers with `name`.
-fn answer_udp(lab: &Lab, name: &str) {
-    let code = [
-        "import socket".to_string(),
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)".to_string(),
-        format!("s.bind(('0.0.0.0', {UDP_PORT}))"),
-        "while True:".to_string(),
-        "    d, a = s.recvfrom(64)".to_string(),
-        format!("    s.sendto(b'{name}', a)"),
-    ]
-    .join("\n");
-    lab.spawn(name, &["python3", "-c", &code]);
+/// Starts the responder in container `name` (UDP and long-lived TCP, answering `name`).
+fn respond(lab: &Lab, name: &str) {
+    let (udp, tcp) = (UDP_PORT.to_string(), HOLD_PORT.to_string());
+    lab.spawn(name, &["python3", RESPONDER, name, &udp, &tcp]);
 }
 
 /// `count` UDP queries to `addr`:[`UDP_PORT`] from `from`, each from a new socket (a new
@@ -149,7 +148,7 @@ fn start_task(lab: &Lab, host: &str, name: &str, services: &[&str]) -> Task {
         "weft lab container {host} {name} printed no address"
     );
     let httpd = serve(lab, name);
-    answer_udp(lab, name);
+    respond(lab, name);
     Task {
         name: name.to_string(),
         host: host.to_string(),
@@ -213,10 +212,11 @@ fn round_robin(lab: &Lab, client: &str, url: &str, tasks: &[&Task]) {
     check_round_robin(client, |cmd| lab.exec(client, cmd), url, &names, CONVERGE);
 }
 
-/// `weft service create whoami --port 80 --port 5353/udp --publish 8000:80` on h1.
+/// `weft service create whoami --port 80 --port 5353/udp --port 7000 --publish 8000:80` on h1.
 fn create_whoami(lab: &Lab) {
     let publish = format!("{PUBLISHED}:80");
     let udp = format!("{UDP_PORT}/udp");
+    let hold = HOLD_PORT.to_string();
     let args = [
         "service",
         "create",
@@ -225,6 +225,8 @@ fn create_whoami(lab: &Lab) {
         "80",
         "--port",
         &udp,
+        "--port",
+        &hold,
         "--publish",
         &publish,
     ];
@@ -346,9 +348,38 @@ fn walkthrough_vip_dns_round_robin_and_a_published_port_on_every_host() {
         }
     }
 
-    // Scaled back to 1: the VIP stays, DNS and the balancing follow.
-    detach(&lab, &w2);
-    detach(&lab, &w3);
+    // Scaled back to 1 while c1 holds a connection to each task (round robin: one each):
+    // the one to w1 goes on, on w1.
+    let held = lab.dir().join("held");
+    let go = lab.dir().join("go");
+    let (held_s, go_s) = (held.display().to_string(), go.display().to_string());
+    let port = HOLD_PORT.to_string();
+    let pairs = std::thread::scope(|scope| {
+        let client =
+            scope.spawn(|| lab.exec("c1", &["python3", HOLD, &vip, &port, "3", &held_s, &go_s]));
+        let first = wait_for("c1 to hold a connection to each task", CONVERGE, || {
+            std::fs::read_to_string(&held).ok()
+        });
+        let mut names: Vec<&str> = first.lines().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["w1", "w2", "w3"],
+            "3 new connections from c1 went to {names:?}"
+        );
+        detach(&lab, &w2);
+        detach(&lab, &w3);
+        wait_healthy(&lab, &ROUTERS, "whoami", &addrs(&[&w1]), CONVERGE);
+        std::fs::write(&go, "").unwrap();
+        let out = client.join().expect("the holding client's thread");
+        assert!(out.status.success(), "hold.py in c1: {}", stderr(&out));
+        text(&out)
+    });
+    eprintln!("connections held across the scale-down (first, then second answer): {pairs:?}");
+    assert!(
+        pairs.lines().any(|l| l == "w1 w1"),
+        "c1's connection to w1 did not survive the removal of w2 and w3: {pairs:?}"
+    );
     let views = wait_healthy(&lab, &ROUTERS, "whoami", &addrs(&[&w1]), CONVERGE);
     assert_eq!(agreed_vip(&views), vip, "scaling 3 → 1 changed the VIP");
     wait_for("tasks.whoami in c2 to list w1 only", CONVERGE, || {
