@@ -217,4 +217,28 @@ fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name()
     round_robin(&lab, "h2", "c2", "http://whoami/", &["w1", "w4"]);
     let second = inspect(&lab, "h1", "second").expect("second survives the restart");
     assert!(second.tasks.is_empty(), "w3 stopped: {:?}", second.tasks);
+
+    // A task removed while its router is down is no task once the router is back
+    // (reconciliation), on every host: listed nowhere, not only out of rotation.
+    // (dockerd retries the missing plugin's calls for about a minute before it gives up.)
+    lab.weft_ok("h3", &["stop"]);
+    lab.docker_ok("h3", &["rm", "-f", "w4"]);
+    let (p1, p2) = (
+        lab.underlay_ip("h1").to_string(),
+        lab.underlay_ip("h2").to_string(),
+    );
+    lab.weft_ok("h3", &["launch", &p1, &p2]);
+    lab.wait_peers(&HOSTS, Duration::from_secs(30));
+    wait_for("w4 to be gone from whoami on every host", CONVERGE, || {
+        HOSTS
+            .iter()
+            .all(|h| {
+                let tasks: Vec<String> = inspect(&lab, h, "whoami")
+                    .map(|v| v.tasks.into_iter().map(|t| t.addr).collect())
+                    .unwrap_or_default();
+                observe(format!("whoami's tasks on {h}: {tasks:?}"));
+                tasks == [w1.clone()]
+            })
+            .then_some(())
+    });
 }
