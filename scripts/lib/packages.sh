@@ -30,7 +30,6 @@ containerd      ctr             test
 containernetworking-plugins /usr/lib/cni/portmap test
 kubernetes-client kubectl       test
 haproxy         haproxy         test
-wrk             wrk             test
 '
 
 # The packages a script (`demo`, `test`) needs, one per line.
