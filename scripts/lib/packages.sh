@@ -29,6 +29,7 @@ runc            runc            test
 containerd      ctr             test
 containernetworking-plugins /usr/lib/cni/portmap test
 kubernetes-client kubectl       test
+haproxy         haproxy         test
 '
 
 # The packages a script (`demo`, `test`) needs, one per line.

@@ -283,6 +283,7 @@ async fn start_handles(
     tokio::spawn(crate::reconciliation::run(
         containers.clone(),
         cni.clone(),
+        docker.clone(),
         owners,
         opener,
     ));

@@ -19,11 +19,18 @@ use std::sync::Arc;
 
 use crate::cni::Cni;
 use crate::containers::Containers;
+use crate::docker::DockerHandle;
 use crate::intents::{GateOpener, Op};
 use crate::owners::OwnerRegistry;
 
 /// Runs the steps (a step that fails is logged; the next ones still run), then opens the gate.
-pub async fn run(c: Arc<Containers>, cni: Arc<Cni>, owners: OwnerRegistry, opener: GateOpener) {
+pub async fn run(
+    c: Arc<Containers>,
+    cni: Arc<Cni>,
+    docker: Option<DockerHandle>,
+    owners: OwnerRegistry,
+    opener: GateOpener,
+) {
     let last_run = c.intents.pending();
     crate::containers::reconcile::run(&c, &last_run).await;
     cni.recover().await;
@@ -46,7 +53,7 @@ pub async fn run(c: Arc<Containers>, cni: Arc<Cni>, owners: OwnerRegistry, opene
     }
 
     crate::containers::reconcile::forget_vanished(&c).await;
-    let alive: Vec<(String, Vec<std::net::Ipv4Addr>)> = c
+    let mut alive: Vec<(String, Vec<std::net::Ipv4Addr>)> = c
         .registry
         .lock()
         .await
@@ -59,6 +66,11 @@ pub async fn run(c: Arc<Containers>, cni: Arc<Cni>, owners: OwnerRegistry, opene
             (id.clone(), addrs.map(|n| n.addr()).collect())
         })
         .collect();
+    // Docker's containers are not in the registry; Docker's own reconciliation (done by
+    // now) has taken out those that stopped while the router was down.
+    if let Some(d) = &docker {
+        alive.extend(d.containers_on_weft().await);
+    }
     c.services.forget_gone(alive).await;
 
     if let Err(e) = crate::owners::sweep_ports(c.datapath.bridge(), &owners).await {

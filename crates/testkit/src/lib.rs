@@ -28,9 +28,11 @@
 //! [`Lab::spawn`] is stopped by its pid; labs left by a test binary that died (its pid is
 //! gone) are removed the next time a test brings a lab up.
 //!
-//! Tests and benches that build their own namespaces without `weft lab` use [`netns`].
+//! Tests and benches that build their own namespaces without `weft lab` use [`netns`];
+//! tests of services read `weft service inspect` and tally HTTP answers with [`services`].
 
 pub mod netns;
+pub mod services;
 
 use std::fmt::Display;
 use std::net::Ipv4Addr;
@@ -174,6 +176,52 @@ impl Lab {
         self.exec(host, &cmd)
     }
 
+    /// Launches every host's router naming all the others by underlay address, then waits
+    /// until each host's Docker has the network `weft` (the router creates it in the
+    /// background once IPAM is ready). For labs made with [`Lab::up_docker`].
+    pub fn launch_with_docker_network(&self) {
+        let hosts = self.hosts();
+        for h in &hosts {
+            let mut args = vec!["launch".to_string()];
+            for o in hosts.iter().filter(|o| *o != h) {
+                args.push(self.underlay_ip(o).to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.weft_ok(h, &args);
+        }
+        for h in &hosts {
+            wait_for(
+                &format!("Docker on {h} to have the network weft"),
+                Duration::from_secs(30),
+                || {
+                    let out =
+                        self.docker(h, &["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+                    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+                    observe(format!("networks on {h}: {list:?}"));
+                    list.lines().any(|l| l.trim() == "weft weft").then_some(())
+                },
+            );
+        }
+    }
+
+    /// The overlay address Docker reports for `container` on network `net` of a host
+    /// (`NetworkSettings.Networks.<net>.IPAddress`, what Nomad's `address_mode = "driver"`
+    /// reads).
+    pub fn docker_ip(&self, host: &str, container: &str, net: &str) -> String {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+        self.docker_ok(host, &["inspect", "-f", &f, container])
+            .trim()
+            .to_string()
+    }
+
+    /// `weft dns-args` of a host, split into `docker run` flags.
+    pub fn dns_args(&self, host: &str) -> Vec<String> {
+        self.weft_ok(host, &["dns-args"])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Runs `docker ARGS` on a host, asserts it succeeded (showing its stderr if not) and
     /// returns its stdout.
     pub fn docker_ok(&self, host: &str, args: &[&str]) -> String {
@@ -207,12 +255,31 @@ impl Lab {
     /// as a peer: a full mesh.
     pub fn launch_full_mesh(&self, extra: &[&str]) {
         let hosts = self.hosts();
-        for h in &hosts {
-            let mut args = vec!["launch", "--nickname", h.as_str()];
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        self.launch_mesh(&hosts, extra);
+    }
+
+    /// Like [`Lab::launch_full_mesh`] on the hosts `hosts` only (the others run no router).
+    pub fn launch_mesh(&self, hosts: &[&str], extra: &[&str]) {
+        for h in hosts {
+            let mut args = vec!["launch", "--nickname", h];
             args.extend_from_slice(extra);
-            args.extend(hosts.iter().filter(|o| *o != h).map(String::as_str));
+            args.extend(hosts.iter().filter(|o| *o != h));
             self.weft_ok(h, &args);
         }
+    }
+
+    /// Waits up to `timeout` until each of `hosts` knows all of them as peers.
+    pub fn wait_peers(&self, hosts: &[&str], timeout: Duration) {
+        let what = format!("{} to know each other as peers", hosts.join(", "));
+        wait_for(&what, timeout, || {
+            let counts: Vec<usize> = hosts
+                .iter()
+                .map(|h| self.report(h).map_or(0, |r| r.router.peers.len()))
+                .collect();
+            observe(format!("peers known: {counts:?}"));
+            counts.iter().all(|n| *n == hosts.len()).then_some(())
+        });
     }
 
     /// The stdout of `PROG ARGS` run on a host; fails the test with its stderr if it failed.
@@ -273,6 +340,23 @@ impl Lab {
             "no router pid on {host}: {pid:?}"
         );
         pid
+    }
+
+    /// Kills the router of a host with SIGKILL (by the pid in its pid file) and waits
+    /// until its API no longer answers.
+    pub fn kill_router(&self, host: &str) {
+        let pid = self.router_pid(host);
+        let out = self.exec(host, &["kill", "-9", &pid]);
+        assert!(
+            out.status.success(),
+            "kill -9 {pid} on {host} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        wait_for(
+            &format!("{host}'s router to be gone"),
+            Duration::from_secs(10),
+            || (!self.weft(host, &["status"]).status.success()).then_some(()),
+        );
     }
 
     /// Starts `cmd` on a host in the background and returns its pid (that of `cmd` itself:

@@ -66,18 +66,6 @@ fn launch(lab: &Lab, host: &str) {
     lab.weft_ok(host, &["launch", "--nickname", host]);
 }
 
-/// Kills the router of `host` with SIGKILL and waits until it is gone.
-fn kill_router(lab: &Lab, host: &str) {
-    let pid = lab.router_pid(host);
-    let out = lab.exec(host, &["kill", "-9", &pid]);
-    assert!(out.status.success(), "kill -9 {pid}: {}", text(&out));
-    wait_for(
-        &format!("{host}'s router to be gone"),
-        Duration::from_secs(10),
-        || (!lab.weft(host, &["status"]).status.success()).then_some(()),
-    );
-}
-
 /// The host's exposed addresses agree everywhere: on the bridge, in `weft ps` and in
 /// IPAM; returns them, or `None` (with what differs, for the timeout message).
 fn exposed_agree(lab: &Lab, host: &str) -> Option<BTreeSet<String>> {
@@ -129,7 +117,7 @@ fn expose_and_hide_are_atomic_across_kill_9_of_the_router_and_the_cli() {
             }
             // kill -9 while they are in flight.
             std::thread::sleep(Duration::from_millis(150 + 150 * round));
-            kill_router(&lab, "h1");
+            lab.kill_router("h1");
             handles
                 .into_iter()
                 .map(|h| h.join().expect("expose thread"))
@@ -332,7 +320,7 @@ fn docker_plugin_is_atomic_across_kill_9_of_the_router() {
                 }));
             }
             std::thread::sleep(Duration::from_millis(300 + 300 * round));
-            kill_router(&lab, "h1");
+            lab.kill_router("h1");
             // dockerd retries a plugin it cannot reach for a while: back before that ends.
             launch(&lab, "h1");
             for h in handles {

@@ -14,43 +14,6 @@ fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A lab of `hosts` hosts with Docker (the test fails unless Docker is there): launches
-/// every host's router naming all the others, then waits until each host's Docker has the
-/// network `weft` (created in the background once IPAM is ready).
-fn docker_mesh(hosts: usize) -> Lab {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, hosts);
-    let hosts = lab.hosts();
-    for h in &hosts {
-        let mut args = vec!["launch".to_string()];
-        for o in hosts.iter().filter(|o| *o != h) {
-            args.push(lab.underlay_ip(o).to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        lab.weft_ok(h, &args);
-    }
-    for h in &hosts {
-        wait_for(
-            &format!("Docker on {h} to have the network weft"),
-            Duration::from_secs(30),
-            || {
-                let out = lab.docker(h, &["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
-                text(&out).lines().any(|l| l == "weft weft").then_some(())
-            },
-        );
-    }
-    lab
-}
-
-/// The overlay address Docker reports for `container` on network `net`: what Nomad's
-/// `address_mode = "driver"` reads (`NetworkSettings.Networks.<net>.IPAddress`).
-fn docker_ip(lab: &Lab, host: &str, container: &str, net: &str) -> String {
-    let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
-    lab.docker_ok(host, &["inspect", "-f", &f, container])
-        .trim()
-        .to_string()
-}
-
 /// The IPv4 address on `eth0` inside the container, as the container itself sees it.
 fn inside_ip(lab: &Lab, host: &str, container: &str) -> String {
     let out = lab.docker_ok(
@@ -89,14 +52,6 @@ fn wait_ping(lab: &Lab, host: &str, container: &str, target: &str) {
     );
 }
 
-/// `weft dns-args` of a host, split into docker run flags.
-fn dns_args(lab: &Lab, host: &str) -> Vec<String> {
-    lab.weft_ok(host, &["dns-args"])
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
 /// `docker run -d --net=NET --name NAME EXTRA... busybox sleep 3600` on `host`.
 fn run_on(lab: &Lab, host: &str, net: &str, name: &str, extra: &[String]) -> String {
     let mut args: Vec<String> = ["run", "-d", "--net", net, "--name", name]
@@ -125,15 +80,17 @@ fn http_get(lab: &Lab, host: &str, url: &str) -> Option<String> {
 
 #[test]
 fn plugin_network_connects_containers_across_three_hosts() {
-    let lab = docker_mesh(3);
+    require_docker();
+    let lab = Lab::up_docker(WEFT, 3);
+    lab.launch_with_docker_network();
     let hosts = lab.hosts();
 
     // One container per host on the network weft; names through weft's DNS.
     let mut ips = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let name = format!("c{}", i + 1);
-        run_on(&lab, h, "weft", &name, &dns_args(&lab, h));
-        let reported = docker_ip(&lab, h, &name, "weft");
+        run_on(&lab, h, "weft", &name, &lab.dns_args(h));
+        let reported = lab.docker_ip(h, &name, "weft");
         let seen = inside_ip(&lab, h, &name);
         observe(format!(
             "{name} on {h}: docker inspect {reported}, eth0 {seen}"
@@ -180,7 +137,7 @@ fn plugin_network_connects_containers_across_three_hosts() {
         (!lab.weft(&hosts[0], &["dns-lookup", "c3"]).status.success()).then_some(())
     });
     lab.docker_ok(&hosts[2], &["start", "c3"]);
-    ips[2] = docker_ip(&lab, &hosts[2], "c3", "weft");
+    ips[2] = lab.docker_ip(&hosts[2], "c3", "weft");
     wait_ping(&lab, &hosts[0], "c1", "c3");
 
     // `weft ps` lists the container by its short id, with its address.
@@ -259,8 +216,8 @@ fn plugin_network_connects_containers_across_three_hosts() {
         &["--ip".into(), "10.32.5.10".into()],
     );
     run_on(&lab, &hosts[1], "tenant", "t2", &[]);
-    assert_eq!(docker_ip(&lab, &hosts[0], "t1", "tenant"), "10.32.5.10");
-    let t2 = docker_ip(&lab, &hosts[1], "t2", "tenant");
+    assert_eq!(lab.docker_ip(&hosts[0], "t1", "tenant"), "10.32.5.10");
+    let t2 = lab.docker_ip(&hosts[1], "t2", "tenant");
     assert!(t2.starts_with("10.32.5."), "t2 got {t2}");
     wait_ping(&lab, &hosts[0], "t1", &t2);
     assert!(
@@ -286,7 +243,9 @@ fn plugin_network_connects_containers_across_three_hosts() {
 
 #[test]
 fn proxy_attaches_per_weft_cidr_and_passes_streams() {
-    let lab = docker_mesh(2);
+    require_docker();
+    let lab = Lab::up_docker(WEFT, 2);
+    lab.launch_with_docker_network();
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
@@ -370,9 +329,9 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
         &["run", "-d", "--name", "d2", "busybox", "sleep", "3600"],
     );
     let net = "weft-10.32.1.0-24";
-    let p1 = docker_ip(&lab, h1, "p1", net);
-    let p2 = docker_ip(&lab, h2, "p2", net);
-    let d2 = docker_ip(&lab, h2, "d2", "weft");
+    let p1 = lab.docker_ip(h1, "p1", net);
+    let p2 = lab.docker_ip(h2, "p2", net);
+    let d2 = lab.docker_ip(h2, "d2", "weft");
     observe(format!("p1 {p1}, p2 {p2}, d2 {d2}"));
     assert!(
         p1.starts_with("10.32.1.") && p2.starts_with("10.32.1."),
@@ -517,7 +476,7 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
     );
     let id = id.trim();
     assert_eq!(id.len(), 64, "weft run printed {id:?}");
-    assert_eq!(docker_ip(&lab, h1, "r1", "weft-10.32.2.0-24"), "10.32.2.7");
+    assert_eq!(lab.docker_ip(h1, "r1", "weft-10.32.2.0-24"), "10.32.2.7");
 
     // `weft attach CONTAINER` on a plain container; `weft ps`; a removed container is
     // detached and its name and address freed.
@@ -573,7 +532,9 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
 
 #[test]
 fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
-    let lab = docker_mesh(2);
+    require_docker();
+    let lab = Lab::up_docker(WEFT, 2);
+    lab.launch_with_docker_network();
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let peer = lab.underlay_ip(h2).to_string();
@@ -587,7 +548,7 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
         "gone",
         &["--ip".into(), "10.32.9.9".into()],
     );
-    let k2 = docker_ip(&lab, h2, "k2", "weft");
+    let k2 = lab.docker_ip(h2, "k2", "weft");
     wait_ping(&lab, h1, "k1", &k2);
 
     // The router stops: containers stay connected through the kernel's fastdp (once the
@@ -618,7 +579,7 @@ fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
     // The plugin serves without a new activation: new containers, stops and removals work.
     run_on(&lab, h1, "weft", "k3", &[]);
     wait_ping(&lab, h1, "k3", &k2);
-    let k1 = docker_ip(&lab, h1, "k1", "weft");
+    let k1 = lab.docker_ip(h1, "k1", "weft");
     lab.docker_ok(h1, &["stop", "k1"]);
     wait_for("k1's address to be free", Duration::from_secs(10), || {
         let out = claim(&lab, h1, "weft", &k1, "k1b");

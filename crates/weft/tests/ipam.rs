@@ -30,22 +30,6 @@ fn wait_peers(lab: &Lab, hosts: &[&str], peers: usize, within: Duration) {
     );
 }
 
-fn router_pid(lab: &Lab, host: &str) -> String {
-    lab.router_pid(host)
-}
-
-/// kill -9 of a host's router, then waits until its API no longer answers.
-fn kill_router(lab: &Lab, host: &str) {
-    let pid = router_pid(lab, host);
-    let out = lab.exec(host, &["kill", "-9", &pid]);
-    assert!(out.status.success(), "kill -9 {pid} on {host} failed");
-    wait_for(
-        &format!("{host}'s router to be gone"),
-        Duration::from_secs(10),
-        || (!lab.weft(host, &["status"]).status.success()).then_some(()),
-    );
-}
-
 fn launch(lab: &Lab, host: &str, others: &[&str]) {
     let mut args = vec!["launch", "--nickname", host];
     args.extend_from_slice(others);
@@ -149,7 +133,7 @@ fn addresses_are_unique_survive_restarts_keep_subnets_and_rmpeer_frees_space() {
     // allocations do not reuse any of them.
     let before: Vec<_> = ["h1", "h2", "h3"].iter().map(|h| ps(&lab, h)).collect();
     for h in ["h1", "h2", "h3"] {
-        kill_router(&lab, h);
+        lab.kill_router(h);
     }
     launch(&lab, "h1", &["h2", "h3"]);
     launch(&lab, "h2", &["h1", "h3"]);
@@ -212,7 +196,7 @@ fn addresses_are_unique_survive_restarts_keep_subnets_and_rmpeer_frees_space() {
         .find(|(h, _, _)| h == "h3")
         .map(|(_, _, a)| *a)
         .expect("an h3 container");
-    kill_router(&lab, "h3");
+    lab.kill_router("h3");
     wait_peers(&lab, &["h1", "h2"], 2, Duration::from_secs(15));
     let st = wait_for("h1 to show h3 unreachable", Duration::from_secs(10), || {
         let s = lab.weft_ok("h1", &["status", "ipam"]);

@@ -1,6 +1,7 @@
 //! Docker events keep weft's view true: a started container's names go into DNS (with a
-//! listener in its namespace) and its addresses are announced; a container that dies is
-//! detached. At start, and whenever the event stream comes back, what changed meanwhile
+//! listener in its namespace), its addresses are announced, it gets the services' VIP
+//! rules and joins the services its `weft.service` label names; a container that dies
+//! leaves them and is detached. At start, and whenever the event stream comes back, what changed meanwhile
 //! is reconciled: endpoints and addresses of containers that are gone are released.
 
 use std::collections::BTreeSet;
@@ -197,7 +198,34 @@ pub async fn container_started(handle: &DockerHandle, id: &str) {
             tracing::warn!(container = %id, "DNS: {e}");
         }
     }
+    join_services(handle, &c, &addrs, netns).await;
     tracing::info!(container = %c.id, names = ?names, addrs = ?addrs, "Docker container on weft");
+}
+
+/// A running container on weft: its namespace gets the services' VIP rules (it may be a
+/// client of any service), and it joins the services its label names (again after a
+/// restart of the router: joining is idempotent). An unknown service is logged: Docker
+/// has started the container already.
+async fn join_services(
+    handle: &DockerHandle,
+    c: &weft_docker::engine::Container,
+    addrs: &[Ipv4Net],
+    netns: std::sync::Arc<weft_datapath::Netns>,
+) {
+    let services = handle.backend.containers().services.clone();
+    services.container_attached(&c.id, netns).await;
+    let wanted = super::labels::services(&c.config.labels);
+    if wanted.is_empty() {
+        return;
+    }
+    let ips: Vec<std::net::Ipv4Addr> = addrs.iter().map(|a| a.addr()).collect();
+    if let Err(e) = services.join(&c.id, &ips, &wanted).await {
+        tracing::warn!(
+            container = %c.id,
+            label = %super::labels::SERVICE_LABEL,
+            "not a task of {wanted:?}: {e}"
+        );
+    }
 }
 
 /// The names a container registers: its name, and its hostname when that is in weft's
@@ -233,6 +261,8 @@ pub async fn container_died(handle: &DockerHandle, id: &str) {
     };
     if !addrs.is_empty() {
         parts.dns.container_detached(id, &addrs).await;
+        // Its tasks leave rotation everywhere, and its VIP table goes.
+        parts.services.container_detached(id).await;
     }
     let attached = parts.registry.lock().await.get(id).is_some();
     if attached {

@@ -1,8 +1,10 @@
 //! Docker on this host: the network/IPAM plugin dockerd calls, the `weft` network created
 //! at launch, the API proxy behind `weft env`, and Docker events that keep weft's view of
-//! containers true (also for what happened while the router was down).
+//! containers true (also for what happened while the router was down), including the
+//! services a container is a task of (label `weft.service`).
 
 pub mod events;
+pub mod labels;
 pub mod owner;
 pub mod plugin;
 pub mod saved;
@@ -234,6 +236,23 @@ impl DockerHandle {
                 }),
             }
         }
+    }
+
+    /// The containers of Docker's weft endpoints with their addresses (those that are
+    /// tasks of services stay tasks across a restart of the router).
+    pub async fn containers_on_weft(&self) -> Vec<(String, Vec<std::net::Ipv4Addr>)> {
+        let s = self.backend.state().lock().await;
+        let mut out: Vec<(String, Vec<std::net::Ipv4Addr>)> = Vec::new();
+        for e in s.endpoints.values() {
+            let (Some(c), Some(a)) = (&e.container, e.addr) else {
+                continue;
+            };
+            match out.iter_mut().find(|(id, _)| id == c) {
+                Some((_, addrs)) => addrs.push(a.addr()),
+                None => out.push((c.clone(), vec![a.addr()])),
+            }
+        }
+        out
     }
 
     /// Announces the endpoints of an earlier run (MACs to peers, ports to the firewall).

@@ -695,6 +695,8 @@ impl RouterBackend {
             .endpoint_removed(&endpoint_key(endpoint_id), &e.mac);
         if let (Some(c), Some(a)) = (&e.container, e.addr) {
             parts.dns.container_detached(c, &[a]).await;
+            // Its tasks leave (also for a container that went while the router was down).
+            parts.services.container_detached(c).await;
         }
         if !e.published.is_empty() {
             if let Some(x) = self.state.lock().await.endpoints.get_mut(endpoint_id) {
