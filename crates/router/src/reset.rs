@@ -7,6 +7,7 @@ use crate::datapath::expose::{reset_host, restore_forwarding, EXPOSE_FILE};
 use crate::datapath::DatapathHandle;
 use crate::docker::DockerHandle;
 use crate::ipam::IpamHandle;
+use crate::services::Services;
 use crate::shutdown::Shutdown;
 
 /// Why a reset did not remove everything (the router stops anyway).
@@ -28,6 +29,8 @@ pub struct ResetParts<'a> {
     pub datapath: &'a DatapathHandle,
     /// Docker's networks of driver weft go first, when Docker is there.
     pub docker: Option<&'a DockerHandle>,
+    /// Services: the tables in containers' namespaces go too.
+    pub services: &'a Services,
     /// The state directory whose files are forgotten.
     pub state_dir: &'a Path,
     /// Stops the router at the end.
@@ -57,6 +60,8 @@ pub async fn reset(p: ResetParts<'_>, force: bool) -> Result<(), ResetError> {
             tracing::warn!("IPAM state not discarded: {e}");
         }
     }
+    // Containers outlive the reset: their namespaces must not keep weft's VIP rules.
+    p.services.clear_tables().await;
     p.datapath.stop().await;
     let bridge = p.datapath.bridge().to_string();
     let state_dir = p.state_dir.to_path_buf();

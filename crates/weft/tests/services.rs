@@ -592,7 +592,7 @@ fn restarting_every_router_keeps_vips_and_definitions_and_reset_removes_the_tabl
     let other = wait_healthy(&lab, &hosts, "other", &addrs(&[&w1]), CONVERGE);
     let url = vip_url(&before[0]);
     round_robin(&lab, "c3", &url, &[&w1, &w2][..]);
-    for h in hosts {
+    for h in hosts.iter().chain(&["w1", "w2", "c3"]) {
         assert!(has_svc_table(&lab, h), "{h} has no table ip weft_svc");
     }
 
@@ -626,12 +626,19 @@ fn restarting_every_router_keeps_vips_and_definitions_and_reset_removes_the_tabl
         5,
     );
 
-    // `weft reset` leaves no table of weft's services.
+    // `weft reset` leaves no table of weft's services, on the hosts nor in the
+    // containers that outlive it.
     for h in hosts {
         lab.weft_ok(h, &["reset", "--force"]);
         assert!(
             !has_svc_table(&lab, h),
             "weft reset left table ip weft_svc on {h}"
+        );
+    }
+    for c in ["w1", "w2", "c3"] {
+        assert!(
+            !has_svc_table(&lab, c),
+            "weft reset left table ip weft_svc in container {c}"
         );
     }
 }

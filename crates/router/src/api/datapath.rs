@@ -46,6 +46,7 @@ async fn reset_h(
         ipam: &router.containers.ipam,
         datapath: &router.containers.datapath,
         docker: router.docker.as_ref(),
+        services: &router.containers.services,
         state_dir: &router.config.paths.state_dir,
         shutdown: &router.shutdown,
     };

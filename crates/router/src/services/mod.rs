@@ -388,6 +388,14 @@ impl Services {
         let _ = rx.await;
     }
 
+    /// `weft reset`: deletes the service table of every attached container and of the host;
+    /// nothing is programmed after (the router stops).
+    pub async fn clear_tables(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.inner.programmer.clear(Some(tx));
+        let _ = rx.await;
+    }
+
     /// Some addresses of a container went: their tasks leave.
     pub async fn addresses_removed(&self, container: &str, addrs: &[Ipv4Addr]) {
         let (c, a) = (container.to_string(), addrs.to_vec());

@@ -80,6 +80,10 @@ enum Job {
         id: String,
         done: Done,
     },
+    /// `weft reset`: every table goes, and nothing is programmed after.
+    Clear {
+        done: Done,
+    },
 }
 
 /// The handle of the programming thread.
@@ -113,6 +117,12 @@ impl Programmer {
             ns,
             done,
         });
+    }
+
+    /// Every table goes (the containers' and the host's), and later plans and attaches
+    /// are ignored: the router is being reset and stops; `done` is told once they are gone.
+    pub fn clear(&self, done: Done) {
+        let _ = self.tx.send(Job::Clear { done });
     }
 
     /// A container whose table goes (its namespace is let go).
@@ -180,6 +190,7 @@ fn run(rx: mpsc::Receiver<Job>) {
     let mut containers: BTreeMap<String, Slot<NetnsRunner>> = BTreeMap::new();
     let mut failed = false;
     let mut started = false;
+    let mut cleared = false;
     loop {
         let first = if failed {
             match rx.recv_timeout(RETRY) {
@@ -199,9 +210,27 @@ fn run(rx: mpsc::Receiver<Job>) {
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
             match job {
+                Job::Want(_) | Job::Attach { .. } if cleared => {
+                    if let Job::Attach { done, .. } = job {
+                        dones.extend(done);
+                    }
+                }
                 Job::Want(w) => {
                     wanted = w;
                     started = true;
+                }
+                Job::Clear { done } => {
+                    for (id, mut slot) in std::mem::take(&mut containers) {
+                        if slot.exists {
+                            if let Err(e) = slot.table.delete() {
+                                tracing::warn!(container = %id, "service table not deleted: {e}");
+                            }
+                        }
+                    }
+                    wanted = Arc::new(Vec::new());
+                    started = true;
+                    cleared = true;
+                    dones.extend(done);
                 }
                 Job::Attach { id, ns, done } => {
                     // A namespace of the last run (before the first plan) may hold a table.
