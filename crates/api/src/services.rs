@@ -56,6 +56,10 @@ pub struct ServiceInfo {
     pub health: Option<String>,
     /// The peer that created it.
     pub origin: String,
+    /// Set on a host whose own create of this name lost to `origin`'s, made at the same
+    /// time elsewhere: what that host's user is told (the definition shown is the winner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_race: Option<String>,
     /// Every task on every host.
     pub tasks: Vec<ServiceTask>,
 }

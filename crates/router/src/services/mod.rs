@@ -119,6 +119,8 @@ struct Inner {
     /// Names whose VIP is being allocated (their IPAM owner is claimed meanwhile).
     creating: Mutex<BTreeSet<String>>,
     programmer: program::Programmer,
+    /// Names whose create here lost to another peer's at the same time, and the winner.
+    lost: task::Losses,
 }
 
 /// What the services need at start.
@@ -152,7 +154,9 @@ impl Services {
         let (tx, rx) = mpsc::unbounded_channel();
         let (checks_tx, checks_rx) = tokio::sync::watch::channel(Vec::new());
         let ingress = crate::datapath::ingress::Keeper::start(s.datapath.clone(), s.ipam.clone());
+        let lost = task::Losses::default();
         let ctx = task::Ctx {
+            lost: lost.clone(),
             path,
             ipam: s.ipam.clone(),
             dns: s.dns,
@@ -172,6 +176,7 @@ impl Services {
                 port: s.port,
                 creating: Mutex::new(BTreeSet::new()),
                 programmer,
+                lost,
             }),
         };
         for (id, entry) in s.registry.iter() {
@@ -264,6 +269,7 @@ impl Services {
             return Err(e);
         }
         tracing::info!(service = %name, vip = ?vip, "service created");
+        self.inner.lost.forget(&name);
         self.inspect(&name).await
     }
 
@@ -308,24 +314,32 @@ impl Services {
 
     /// Every service, sorted by name.
     pub async fn list(&self) -> Result<Vec<ServiceInfo>, ServicesError> {
-        self.ask(|core, _| {
-            let defs: Vec<_> = core.definitions().cloned().collect();
-            defs.iter()
-                .map(|d| spec::info(d, core.tasks(&d.spec.name)))
-                .collect()
-        })
-        .await
+        let mut list: Vec<ServiceInfo> = self
+            .ask(|core, _| {
+                let defs: Vec<_> = core.definitions().cloned().collect();
+                defs.iter()
+                    .map(|d| spec::info(d, core.tasks(&d.spec.name)))
+                    .collect()
+            })
+            .await?;
+        for info in &mut list {
+            self.inner.lost.tell(info);
+        }
+        Ok(list)
     }
 
     /// One service.
     pub async fn inspect(&self, name: &str) -> Result<ServiceInfo, ServicesError> {
         let n = name.to_string();
-        self.ask(move |core, _| match core.definition(&n).cloned() {
-            Some(d) => Ok(spec::info(&d, core.tasks(&n))),
-            None => Err(ServiceError::Unknown(n)),
-        })
-        .await?
-        .map_err(ServicesError::Core)
+        let mut info = self
+            .ask(move |core, _| match core.definition(&n).cloned() {
+                Some(d) => Ok(spec::info(&d, core.tasks(&n))),
+                None => Err(ServiceError::Unknown(n)),
+            })
+            .await?
+            .map_err(ServicesError::Core)?;
+        self.inner.lost.tell(&mut info);
+        Ok(info)
     }
 
     /// Checks, before a container is attached, that every service named exists and that

@@ -120,6 +120,7 @@ pub(super) fn info(d: &Definition, tasks: Vec<Task>) -> ServiceInfo {
             )
         }),
         origin: d.origin.clone(),
+        lost_race: None,
         tasks: tasks
             .into_iter()
             .map(|t| ServiceTask {

@@ -2,6 +2,7 @@
 //! driver, hands it the handle's requests, and carries out its effects in order before it
 //! answers them (so an acknowledged create is in services.json and programmed).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use weft_api::ServiceInfo;
 use weft_mesh::Millis;
 use weft_services::{Saved, ServiceEffect, ServicesCore};
 
@@ -62,6 +64,41 @@ pub(super) struct Ctx {
     pub checks: watch::Sender<Vec<Check>>,
     /// The host's addresses in the service subnets.
     pub ingress: Keeper,
+    /// Creates of ours that lost a race, for the user.
+    pub lost: Losses,
+}
+
+/// Names whose create on this host lost to another peer's made at the same time, with
+/// the winner: `weft service ls` and `inspect` tell the user while the winner's
+/// definition stands (bounded by the number of names created here).
+#[derive(Clone, Default)]
+pub(super) struct Losses(Arc<std::sync::Mutex<BTreeMap<String, String>>>);
+
+impl Losses {
+    fn lost(&self, name: &str, winner: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(name.to_string(), winner.to_string());
+        }
+    }
+
+    /// A new create of `name` here: an older loss no longer applies.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// Notes on `info` that our create of its name lost, while the winner's stands.
+    pub fn tell(&self, info: &mut ServiceInfo) {
+        let Ok(m) = self.0.lock() else { return };
+        if let Some(winner) = m.get(&info.name).filter(|w| **w == info.origin) {
+            info.lost_race = Some(format!(
+                "this host created service {} at the same time as peer {winner}; {winner}'s \
+                 definition won everywhere and this host's was withdrawn (its VIP released)",
+                info.name
+            ));
+        }
+    }
 }
 
 /// Runs the core until the handle is dropped.
@@ -108,11 +145,14 @@ async fn carry_out(ctx: &Ctx, core: &ServicesCore, effects: Vec<ServiceEffect>, 
             ServiceEffect::PlanChanged => plan_changed = true,
             ServiceEffect::Persist(s) => saved = Some(s),
             ServiceEffect::ReleaseVip { name, vip } => release.push((name, vip)),
-            ServiceEffect::Lost { name, winner } => tracing::warn!(
-                service = %name,
-                %winner,
-                "another peer created service {name} at the same time and won; ours is withdrawn"
-            ),
+            ServiceEffect::Lost { name, winner } => {
+                tracing::warn!(
+                    service = %name,
+                    %winner,
+                    "another peer created service {name} at the same time and won; ours is withdrawn"
+                );
+                ctx.lost.lost(&name, &winner);
+            }
         }
     }
     if let Some(s) = saved {
@@ -156,5 +196,44 @@ async fn release_vip(ipam: &IpamHandle, name: &str, vip: Ipv4Addr) {
     {
         Ok(()) => tracing::info!(service = %name, %vip, "VIP released"),
         Err(e) => tracing::warn!(service = %name, %vip, "VIP not released: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, origin: &str) -> ServiceInfo {
+        ServiceInfo {
+            name: name.into(),
+            origin: origin.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lost_create_is_told_while_the_winner_stands_and_forgotten_on_a_new_create() {
+        let losses = Losses::default();
+        losses.lost("web", "h1");
+        let mut won = info("web", "h1");
+        losses.tell(&mut won);
+        let note = won.lost_race.expect("the loss is told");
+        assert!(
+            note.contains("peer h1") && note.contains("withdrawn"),
+            "{note}"
+        );
+
+        // A later definition of the name from elsewhere is not the one we lost to.
+        let mut other = info("web", "h3");
+        losses.tell(&mut other);
+        assert_eq!(other.lost_race, None);
+        let mut unrelated = info("db", "h1");
+        losses.tell(&mut unrelated);
+        assert_eq!(unrelated.lost_race, None);
+
+        losses.forget("web");
+        let mut again = info("web", "h1");
+        losses.tell(&mut again);
+        assert_eq!(again.lost_race, None);
     }
 }

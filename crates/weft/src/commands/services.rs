@@ -115,6 +115,9 @@ pub fn render_table(list: &[ServiceInfo]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for note in list.iter().filter_map(|s| s.lost_race.as_deref()) {
+        let _ = writeln!(out, "note: {note}");
+    }
     out
 }
 
@@ -122,6 +125,22 @@ pub fn render_table(list: &[ServiceInfo]) -> String {
 mod tests {
     use super::*;
     use weft_api::ServiceTask;
+
+    #[test]
+    fn a_lost_race_is_a_note_under_the_table() {
+        let list = vec![ServiceInfo {
+            name: "web".into(),
+            mode: "vip".into(),
+            origin: "h1".into(),
+            lost_race: Some("this host created service web at the same time as peer h1".into()),
+            ..Default::default()
+        }];
+        let t = render_table(&list);
+        assert_eq!(
+            t.lines().last(),
+            Some("note: this host created service web at the same time as peer h1")
+        );
+    }
 
     #[test]
     fn the_table_aligns_and_counts_healthy_tasks() {
