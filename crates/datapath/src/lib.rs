@@ -15,6 +15,7 @@ pub mod expose;
 pub mod fastdp;
 pub mod fdb;
 pub mod link;
+pub mod listening;
 pub mod mtu;
 pub mod neigh;
 pub mod netns;

@@ -719,6 +719,24 @@ fn bad_service_input_gets_one_line_and_changes_nothing() {
     refused(&lab, &create("x1", &["--publish", "6783:80"]), "6783");
     refused(&lab, &create("x2", &["--publish", "6784:80/udp"]), "6784");
     refused(&lab, &create("x3", &["--publish", "8080:81"]), "8080");
+    // A port a program on the host listens on (as docker-proxy does for a `-p` mapping
+    // on Docker's own bridge).
+    let listener = lab.spawn("h1", &["busybox", "httpd", "-f", "-p", "9100", "-h", "/"]);
+    wait_for("httpd to listen on h1's port 9100", CONVERGE, || {
+        // 0x238C is 9100; 0A is LISTEN (busybox httpd takes IPv6's any address).
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/{listener}/net/{t}")).ok())
+            .any(|table| {
+                table.lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(":238C") && f[3] == "0A"
+                })
+            })
+            .then_some(())
+    });
+    refused(&lab, &create("x4", &["--publish", "9100:80"]), "9100");
+    lab.kill(listener);
     refused(
         &lab,
         &["attach", "--service", "nosuch", "--netns", &c1_path],

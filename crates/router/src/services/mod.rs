@@ -290,6 +290,13 @@ impl Services {
                     .iter()
                     .find(|d| d.proto == p.proto && d.host_port == p.host_port)
                     .map(|d| format!("a Docker -p mapping to {}:{}", d.addr, d.port))
+                    .or_else(|| {
+                        weft_datapath::listening::in_use(p.proto, p.host_port).then(|| {
+                            "a program on this host that listens on it (for a Docker -p \
+                             mapping on Docker's own bridge: docker-proxy)"
+                                .to_string()
+                        })
+                    })
             };
             if let Some(by) = by {
                 return Err(ServicesError::PortInUse {
