@@ -289,6 +289,7 @@ fn datapath() -> Vec<Vec<u8>> {
         bmac: "02:00:00:00:00:01".into(),
         macs: vec!["02:00:00:00:00:02".into(), "02:00:00:00:00:03".into()],
         ciphers: Vec::new(),
+        reply: false,
     };
     let offers = StateMsg {
         ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],

@@ -69,6 +69,7 @@ fn run(n: usize) {
             bmac: wire::fmt_mac(&[2, 0, 0, 0, (i >> 8) as u8, i as u8]),
             macs: vec![wire::fmt_mac(&[2, 1, 0, 0, (i >> 8) as u8, i as u8])],
             ciphers: Vec::new(),
+            reply: false,
         };
         c.handle_message(now, 3, &name(i), &m.encode());
     }

@@ -34,6 +34,9 @@ pub const TOKEN_PROBE: Millis = 1 << 32;
 /// How often the state is announced even without a change (repairs a lost broadcast; a
 /// peer that appears or restarts gets it at once).
 pub const REANNOUNCE_MS: Millis = 30_000;
+/// A peer that asks for our state (its announcement says `reply`) gets an answer at most
+/// once in this time; a reachable peer whose state we lack is asked again this often.
+pub const REPLY_MIN_MS: Millis = 1_000;
 
 /// How a router's path core is set up.
 #[derive(Debug, Clone)]
@@ -107,6 +110,10 @@ struct Peer {
     /// seen losing our connection (relayed through peers that have not noticed yet), then
     /// unreachable.
     left_fastdp: Option<(Millis, Contribution)>,
+    /// When our state last went to this peer alone.
+    sent_to: Option<Millis>,
+    /// When we last answered its request for our state (`reply`).
+    answered: Option<Millis>,
     applied: Contribution,
     dirty: bool,
 }
@@ -164,7 +171,7 @@ impl PathCore {
             transmits: VecDeque::new(),
             effects: VecDeque::new(),
         };
-        c.announce(None);
+        c.broadcast_state();
         c
     }
 
@@ -180,7 +187,7 @@ impl PathCore {
         macs.dedup();
         self.local_macs = macs;
         self.seq += 1;
-        self.announce(None);
+        self.broadcast_state();
     }
 
     /// The bridge MAC a heartbeat from peer `sender` is answered to (None: not a peer we
@@ -255,6 +262,8 @@ impl PathCore {
             departed: None,
             kept: Contribution::default(),
             left_fastdp: None,
+            sent_to: None,
+            answered: None,
             applied: Contribution::default(),
             dirty: false,
         };
@@ -282,7 +291,7 @@ impl PathCore {
         }
     }
 
-    fn state_msg(&self) -> Vec<u8> {
+    fn state_msg(&self, reply: bool) -> Vec<u8> {
         StateMsg {
             v: wire::STATE_VERSION,
             id: self.id,
@@ -296,24 +305,35 @@ impl PathCore {
                 .iter()
                 .map(|c| c.name().to_string())
                 .collect(),
+            reply,
         }
         .encode()
     }
 
-    /// Our state to one peer, or to all.
-    fn announce(&mut self, to: Option<&str>) {
-        let payload = self.state_msg();
-        let channel = self.cfg.channel;
-        self.transmits.push_back(match to {
-            Some(dst) => Transmit::To {
-                channel,
-                dst: dst.to_string(),
-                payload,
-            },
-            None => {
-                self.next_announce = self.now + REANNOUNCE_MS;
-                Transmit::Broadcast { channel, payload }
-            }
+    /// Our state to all.
+    fn broadcast_state(&mut self) {
+        let payload = self.state_msg(false);
+        self.next_announce = self.now + REANNOUNCE_MS;
+        self.transmits.push_back(Transmit::Broadcast {
+            channel: self.cfg.channel,
+            payload,
+        });
+    }
+
+    /// Our state to the peer in slot `s`; with `reply` when we do not hold its state (it
+    /// then answers with its own even if it has sent it before).
+    fn send_state(&mut self, s: usize, reply: bool) {
+        let now = self.now;
+        let Some(p) = self.slots[s].as_mut() else {
+            return;
+        };
+        p.sent_to = Some(now);
+        let dst = p.name.clone();
+        let payload = self.state_msg(reply);
+        self.transmits.push_back(Transmit::To {
+            channel: self.cfg.channel,
+            dst,
+            payload,
         });
     }
 
@@ -673,11 +693,26 @@ impl PathCore {
             return;
         };
         let s = self.slot(from);
+        let now = self.now;
         let Some(p) = self.slots[s].as_mut() else {
             return;
         };
+        // The peer lost our state (it asks for it): answer even if this is not new, at
+        // most once per REPLY_MIN_MS.
+        let asked = m.reply
+            && p.reach.is_some()
+            && p.answered
+                .is_none_or(|t| now.saturating_sub(t) >= REPLY_MIN_MS);
+        if asked {
+            p.answered = Some(now);
+        }
         let new_run = match &p.announced {
-            Some(old) if old.run == m.run && old.seq >= m.seq => return,
+            Some(old) if old.run == m.run && old.seq >= m.seq => {
+                if asked {
+                    self.send_state(s, false);
+                }
+                return;
+            }
             Some(old) => old.run != m.run,
             None => true,
         };
@@ -699,9 +734,9 @@ impl PathCore {
         if !same_tables {
             self.mark(s);
         }
-        if new_run && reachable {
-            // A new run of a peer: it needs our state too.
-            self.announce(Some(from));
+        if (new_run && reachable) || asked {
+            // A new run of a peer (or one that lost our state): it needs our state too.
+            self.send_state(s, false);
         }
         self.replan();
     }
@@ -721,7 +756,15 @@ impl PathCore {
                 }
                 continue;
             }
+            // Reachable without its state (our request or its answer was lost): ask again.
+            let ask = p.reach.is_some()
+                && p.announced.is_none()
+                && p.sent_to
+                    .is_none_or(|t| now.saturating_sub(t) >= 2 * REPLY_MIN_MS);
             self.check_health(s);
+            if ask {
+                self.send_state(s, true);
+            }
         }
         self.replan();
         if self.cfg.fastdp && now >= self.next_ping {
@@ -762,7 +805,7 @@ impl PathCore {
             self.effects.extend(pings);
         }
         if now >= self.next_announce {
-            self.announce(None);
+            self.broadcast_state();
         }
     }
 }
@@ -842,11 +885,13 @@ impl MeshApp for PathCore {
                 p.fits.pong(self.now);
             }
             p.reach = Some(reach);
+            // Back after a moment out of the view, it may not know it left ours (its view
+            // never changed): without its state we ask it for its state.
+            let reply = p.announced.is_none();
             self.mark(s);
             if newly {
                 self.trees_dirty = true;
-                let name = r.name.clone();
-                self.announce(Some(&name));
+                self.send_state(s, reply);
             }
         }
         for (s, seen) in seen.iter().enumerate() {

@@ -26,6 +26,11 @@ pub struct StateMsg {
     /// in announcements of older routers, which offer ChaCha20-Poly1305 only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ciphers: Vec<String>,
+    /// Sent to one peer whose state the sender does not hold (it lost it while the peer
+    /// was out of its view for a moment): answer with yours even if this one is not new.
+    /// Absent (false) in broadcasts and in announcements of older routers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply: bool,
 }
 
 impl StateMsg {
@@ -114,6 +119,7 @@ mod tests {
             bmac: "02:00:00:00:00:01".into(),
             macs: vec!["02:00:00:00:00:02".into()],
             ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],
+            reply: true,
         };
         assert_eq!(StateMsg::decode(&m.encode()), Some(m.clone()));
         assert_eq!(

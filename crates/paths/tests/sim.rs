@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::SeedableRng;
 use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
+use weft_mesh::MeshApp;
 use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
 use weft_types::CipherKind;
 
@@ -512,4 +513,46 @@ fn a_vxlan_path_smaller_than_the_overlay_mtu_moves_to_the_sleeve_and_back() {
         let name = w.sim.name(b).to_string();
         assert_eq!(w.sim.app(a).mode_of(&name), Some(&Mode::Fastdp(ip(b))));
     }
+}
+
+/// A peer lost from the view for a moment (a duplicate connection closed at one end while
+/// the other end's view never changed) while the pair was still on the sleeve: the side
+/// that lost it forgets its state, and the other side, which saw nothing, would send it
+/// again only with its next re-announcement (30 s). The lost side's announcement on the
+/// peer's return asks for an answer, and gets one at once.
+#[test]
+fn a_peer_lost_for_a_moment_sends_its_state_again_at_once() {
+    let mut w = World::new(23);
+    w.add(&[]);
+    w.add(&[0]);
+    // fastdp between them does not work yet: they are on the sleeve.
+    w.blocked.insert((0, 1));
+    w.sim.run_until_converged(10_000, 100).unwrap();
+    w.run(3_000);
+    w.check_all(&[0, 1]);
+    let id0 = wire::short_id(w.sim.name(0));
+    assert_eq!(w.sim.app(1).answer_to(id0), Some(bmac(0)));
+    // p1 loses p0 for a moment; p0's view does not change.
+    let full = w.sim.mesh(1).expect("running").topology_view();
+    let mut without = full.clone();
+    let p0 = w.sim.name(0).to_string();
+    without.peers.retain(|r| r.name != p0);
+    for r in &mut without.peers {
+        r.children.retain(|c| *c != p0);
+    }
+    w.sim.with_app(1, |c, now| {
+        c.handle_topology(now, &without);
+        c.handle_topology(now, &full);
+    });
+    // fastdp works now: well within the re-announcement period both use it.
+    w.blocked.clear();
+    w.run(5_000);
+    assert_eq!(
+        w.sim.app(1).answer_to(id0),
+        Some(bmac(0)),
+        "p1 has p0's state again"
+    );
+    w.check_all(&[0, 1]);
+    let p1 = w.sim.name(1).to_string();
+    assert_eq!(w.sim.app(0).mode_of(&p1), Some(&Mode::Fastdp(ip(1))));
 }
