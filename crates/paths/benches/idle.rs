@@ -70,6 +70,7 @@ fn run(n: usize) {
             macs: vec![wire::fmt_mac(&[2, 1, 0, 0, (i >> 8) as u8, i as u8])],
             ciphers: Vec::new(),
             reply: false,
+            beats: wire::BEATS_VERSION,
         };
         c.handle_message(now, 3, &name(i), &m.encode());
     }

@@ -31,6 +31,14 @@ pub const LEFT_FASTDP_MS: Millis = 10_000;
 /// Token of a fastdp size probe (a heartbeat padded to the overlay MTU); ordinary
 /// heartbeats carry 0 or 1 (whether the pinged side's answers arrive, at every size).
 pub const TOKEN_PROBE: Millis = 1 << 32;
+/// With [`TOKEN_PROBE`]: the size probe is the heartbeat too, its lowest bit the verdict
+/// (sent to peers that announce [`wire::BEATS_VERSION`]: one frame per pair and period).
+pub const TOKEN_BEAT: Millis = 1 << 33;
+
+/// Whether a heartbeat token is a heartbeat (an ordinary one, or a size probe that is one).
+pub fn is_heartbeat(token: Millis) -> bool {
+    token & TOKEN_PROBE == 0 || token & TOKEN_BEAT != 0
+}
 /// How often the state is announced even without a change (repairs a lost broadcast; a
 /// peer that appears or restarts gets it at once).
 pub const REANNOUNCE_MS: Millis = 30_000;
@@ -70,6 +78,7 @@ struct Announced {
     bmac: [u8; 6],
     macs: Vec<[u8; 6]>,
     ciphers: Vec<CipherKind>,
+    beats: u32,
 }
 
 /// What the topology says of a peer.
@@ -91,6 +100,8 @@ struct Contribution {
     sleeve: Option<(Option<SocketAddr>, SleeveKey)>,
     route: Option<u32>,
     sleeve_macs: Vec<[u8; 6]>,
+    /// A direct sleeve peer on fastdp: the sleeve sends it no heartbeats of its own.
+    quiet: bool,
 }
 
 #[derive(Debug)]
@@ -198,16 +209,18 @@ impl PathCore {
     }
 
     /// A fastdp heartbeat from peer `sender` arrived with `token` (the driver answers it,
-    /// a size probe with an answer of the same size); a token of 1 says our answers
-    /// arrive, at the overlay MTU too, so the round trip works.
+    /// a size probe with an answer of the same size); a verdict of 1 (a token of 1, or
+    /// [`TOKEN_BEAT`] with its lowest bit set) says our answers arrive, at the overlay MTU
+    /// too, so the round trip works.
     pub fn pinged(&mut self, now: Millis, sender: u32, token: Millis) {
-        if token == 1 && sender < self.id {
+        let ok = token == 1 || (token & TOKEN_BEAT != 0 && token & 1 == 1);
+        if ok && sender < self.id {
             self.pong(now, sender, 0);
         }
     }
 
     /// A fastdp heartbeat answer from peer `sender` arrived, echoing `token`
-    /// ([`TOKEN_PROBE`]: the answer to a size probe).
+    /// ([`TOKEN_PROBE`]: the answer to a size probe; with [`TOKEN_BEAT`] to a heartbeat too).
     pub fn pong(&mut self, now: Millis, sender: u32, token: Millis) {
         self.now = self.now.max(now);
         let Some(&s) = self.by_id.get(&sender) else {
@@ -219,9 +232,10 @@ impl PathCore {
         if p.reach.is_none() && p.departed.is_none() {
             return;
         }
-        if token == TOKEN_PROBE {
+        if token & TOKEN_PROBE != 0 {
             p.fits.pong(now);
-        } else {
+        }
+        if is_heartbeat(token) {
             p.health.pong(now);
         }
         self.check_health(s);
@@ -306,6 +320,7 @@ impl PathCore {
                 .map(|c| c.name().to_string())
                 .collect(),
             reply,
+            beats: wire::BEATS_VERSION,
         }
         .encode()
     }
@@ -443,6 +458,8 @@ impl PathCore {
             c.route = None;
             c.sleeve_macs.clear();
         }
+        // fastdp heartbeats decide the path: the sleeve need not measure one not in use.
+        c.quiet = mode.is_fastdp() && c.sleeve.is_some();
         c.mode = Some(mode);
         c
     }
@@ -515,8 +532,10 @@ impl PathCore {
             {
                 self.trees_dirty = true;
             }
+            let mut added = false;
             match (&old.sleeve, &new.sleeve) {
                 (_, Some((addr, key))) if old.sleeve != new.sleeve => {
+                    added = true;
                     peers_up.push(Op::SleevePeer {
                         id,
                         name: name.clone(),
@@ -526,6 +545,12 @@ impl PathCore {
                 }
                 (Some(_), None) => gone.push(Op::SleevePeerGone { id }),
                 _ => {}
+            }
+            if new.sleeve.is_some() && (old.quiet != new.quiet || (added && new.quiet)) {
+                rest.push(Op::SleeveQuiet {
+                    id,
+                    quiet: new.quiet,
+                });
             }
             let dropped = old.sleeve.is_some() && new.sleeve.is_none();
             if old.route != new.route && new.sleeve.is_some() {
@@ -721,6 +746,7 @@ impl PathCore {
         macs.dedup();
         let a = Announced {
             ciphers: m.offers(),
+            beats: m.beats,
             run: m.run,
             seq: m.seq,
             bmac,
@@ -768,7 +794,10 @@ impl PathCore {
         }
         self.replan();
         if self.cfg.fastdp && now >= self.next_ping {
-            self.next_ping = now + PING_MS;
+            // On whole multiples of the period: with clocks that agree on the second (the
+            // driver's does), every router pings at the same moment and each receives the
+            // heartbeats and answers of the whole mesh in one burst, one wake-up.
+            self.next_ping = (now / PING_MS + 1) * PING_MS;
             // One side of each pair pings (the smaller id), the other answers; with an
             // overlay MTU, a size probe goes along.
             let size = self.cfg.mtu;
@@ -785,21 +814,21 @@ impl PathCore {
                 })
                 .filter_map(|p| {
                     let ok = p.health.alive(now) && (size == 0 || p.fits.alive(now));
-                    p.announced.as_ref().map(|a| (a.bmac, ok))
+                    p.announced.as_ref().map(|a| (a.bmac, ok, a.beats >= 1))
                 })
-                .filter(|(b, _)| self.vxlan_macs.get(b).is_some())
-                .flat_map(|(dst, ok)| {
-                    let ping = PathEffect::Ping {
-                        dst,
-                        token: u64::from(ok),
-                        size: 0,
+                .filter(|(b, _, _)| self.vxlan_macs.get(b).is_some())
+                .flat_map(|(dst, ok, one_frame)| {
+                    let ok = u64::from(ok);
+                    // A peer that knows the form gets one frame: the size probe that is
+                    // the heartbeat too; an older one both apart.
+                    let (ping, probe) = match (size, one_frame) {
+                        (0, _) => ((ok, 0), None),
+                        (_, true) => ((TOKEN_PROBE | TOKEN_BEAT | ok, size), None),
+                        (_, false) => ((ok, 0), Some((TOKEN_PROBE, size))),
                     };
-                    let probe = (size > 0).then_some(PathEffect::Ping {
-                        dst,
-                        token: TOKEN_PROBE,
-                        size,
-                    });
-                    std::iter::once(ping).chain(probe)
+                    std::iter::once(ping)
+                        .chain(probe)
+                        .map(move |(token, size)| PathEffect::Ping { dst, token, size })
                 })
                 .collect();
             self.effects.extend(pings);
@@ -947,7 +976,8 @@ impl MeshApp for PathCore {
     fn handle_timeout(&mut self, now: Millis) {
         self.now = self.now.max(now);
         if self.now >= self.next_tick {
-            self.next_tick = self.now + TICK_MS;
+            // On the grid of TICK_MS (see the pings in `tick`).
+            self.next_tick = (self.now / TICK_MS + 1) * TICK_MS;
             self.tick();
         }
     }

@@ -1,11 +1,15 @@
 //! The state gossip between two path cores, driven by hand: a peer that asks for our state
 //! (`reply`) is answered even when it sent nothing new, at most once per `REPLY_MIN_MS`,
-//! and a reachable peer whose state we lack is asked again until it answers.
+//! and a reachable peer whose state we lack is asked again until it answers. The fastdp
+//! heartbeats a peer gets follow what its state says it understands.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
 use weft_mesh::{MeshApp, Reachable, TopologyView, Transmit};
-use weft_paths::{wire, PathConfig, PathCore, StateMsg, REPLY_MIN_MS, TICK_MS};
+use weft_paths::{
+    wire, PathConfig, PathCore, PathEffect, StateMsg, PING_MS, REPLY_MIN_MS, TICK_MS, TOKEN_BEAT,
+    TOKEN_PROBE,
+};
 use weft_types::CipherKind;
 
 const CHANNEL: u16 = 3;
@@ -56,6 +60,10 @@ fn sent_to(c: &mut PathCore, dst: &str) -> Vec<StateMsg> {
 }
 
 fn state_of(name: &str, reply: bool) -> Vec<u8> {
+    state_beats(name, reply, wire::BEATS_VERSION)
+}
+
+fn state_beats(name: &str, reply: bool, beats: u32) -> Vec<u8> {
     StateMsg {
         v: wire::STATE_VERSION,
         id: wire::short_id(name),
@@ -65,6 +73,7 @@ fn state_of(name: &str, reply: bool) -> Vec<u8> {
         macs: Vec::new(),
         ciphers: Vec::new(),
         reply,
+        beats,
     }
     .encode()
 }
@@ -120,5 +129,60 @@ fn a_peer_whose_state_never_comes_is_asked_again_but_not_flooded() {
         now += TICK_MS;
         a.handle_timeout(now);
         assert!(sent_to(&mut a, "b").is_empty());
+    }
+}
+
+/// The (token, size) of every fastdp heartbeat `c` asks for.
+fn pings(c: &mut PathCore) -> Vec<(u64, u32)> {
+    while c.poll_transmit().is_some() {}
+    std::iter::from_fn(|| c.poll_effect())
+        .filter_map(|e| match e {
+            PathEffect::Ping { token, size, .. } => Some((token, size)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_that_knows_it_gets_one_frame_per_period_an_older_one_two() {
+    // The smaller id of a pair pings.
+    let (a, b) = if wire::short_id("a") < wire::short_id("b") {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    for (beats, want) in [
+        (wire::BEATS_VERSION, vec![(TOKEN_PROBE | TOKEN_BEAT, 1450)]),
+        (0, vec![(0, 0), (TOKEN_PROBE, 1450)]),
+    ] {
+        let mut c = core(a);
+        c.handle_topology(0, &view(a, b));
+        c.handle_message(0, CHANNEL, b, &state_beats(b, false, beats));
+        let _ = pings(&mut c);
+        let mut now = 0;
+        let mut seen = Vec::new();
+        while now < 10 * PING_MS {
+            now += TICK_MS;
+            c.handle_timeout(now);
+            seen.extend(pings(&mut c));
+        }
+        // No answer yet: the verdict is 0 in every heartbeat, one round per period (the
+        // first at once, then on whole periods).
+        let rounds = seen.len() / want.len();
+        assert_eq!(rounds, 11, "beats {beats}: {seen:?}");
+        assert!(seen.chunks(want.len()).all(|r| r == want), "beats {beats}: {seen:?}");
+        // The answers echo the tokens; an answer to the one frame counts for the
+        // heartbeat and the size probe alike.
+        for (token, _) in &want {
+            c.pong(now, wire::short_id(b), *token);
+        }
+        now += PING_MS;
+        c.handle_timeout(now);
+        let next = pings(&mut c);
+        assert_eq!(
+            next[0].0 & 1,
+            1,
+            "beats {beats}: the verdict says the answers arrive"
+        );
     }
 }

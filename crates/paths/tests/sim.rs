@@ -43,6 +43,8 @@ struct Kernel {
     routes: HashMap<u32, u32>,
     sleeve_macs: HashMap<[u8; 6], u32>,
     bcast: HashMap<u32, Vec<u32>>,
+    /// Sleeve peers without sleeve heartbeats (on fastdp).
+    quiet: HashSet<u32>,
 }
 
 impl Kernel {
@@ -69,6 +71,13 @@ impl Kernel {
                 self.sleeve_macs.retain(|_, p| *p != id);
                 self.routes.retain(|d, v| *d != id && *v != id);
                 self.bcast.remove(&id);
+                self.quiet.remove(&id);
+            }
+            Op::SleeveQuiet { id, quiet: true } => {
+                self.quiet.insert(id);
+            }
+            Op::SleeveQuiet { id, quiet: false } => {
+                self.quiet.remove(&id);
             }
             Op::SleeveRoute { dst, via: Some(v) } => {
                 self.routes.insert(dst, v);
@@ -210,6 +219,7 @@ impl World {
         k.routes.clear();
         k.sleeve_macs.clear();
         k.bcast.clear();
+        k.quiet.clear();
     }
 
     /// What each running peer's mesh says: direct neighbours and next hops.
@@ -255,6 +265,14 @@ impl World {
                 if got.as_ref() != Some(&want) {
                     return Err(format!(
                         "p{i:04} to {name}: path {got:?}, want {want:?} (t={} ms)",
+                        self.sim.now()
+                    ));
+                }
+                // The sleeve measures only the direct peers it may carry.
+                let quiet = self.kernels[i].quiet.contains(&wire::short_id(&name));
+                if quiet != want.is_fastdp() {
+                    return Err(format!(
+                        "p{i:04} to {name} on {want:?}: sleeve heartbeats quiet {quiet} (t={} ms)",
                         self.sim.now()
                     ));
                 }

@@ -574,7 +574,10 @@ impl Mesh {
                 if now.saturating_sub(c.last_sent) >= t.heartbeat {
                     beat.push(*id);
                 }
-                if now.saturating_sub(c.last_sync) >= t.sync {
+                // On whole multiples of the period, for every connection at once: one
+                // wake-up sends them all, and with clocks that agree (the router's starts
+                // on the wall clock's second) a peer receives its neighbours' in a burst.
+                if now / t.sync.max(1) > c.last_sync / t.sync.max(1) {
                     sync.push(*id);
                 }
             }
