@@ -170,7 +170,10 @@ fn a_peer_that_knows_it_gets_one_frame_per_period_an_older_one_two() {
         // first at once, then on whole periods).
         let rounds = seen.len() / want.len();
         assert_eq!(rounds, 11, "beats {beats}: {seen:?}");
-        assert!(seen.chunks(want.len()).all(|r| r == want), "beats {beats}: {seen:?}");
+        assert!(
+            seen.chunks(want.len()).all(|r| r == want),
+            "beats {beats}: {seen:?}"
+        );
         // The answers echo the tokens; an answer to the one frame counts for the
         // heartbeat and the size probe alike.
         for (token, _) in &want {

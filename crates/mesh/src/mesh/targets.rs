@@ -177,13 +177,26 @@ impl Mesh {
                 .filter(|t| matches!(t.state, TargetState::Connecting { .. }))
                 .count();
         let timeout = self.cfg.timing.dial_timeout;
-        let mut due = Vec::new();
-        for (name, t) in &mut self.targets {
+        for t in self.targets.values_mut() {
             if let TargetState::Connecting { since } = t.state {
                 if now.saturating_sub(since) > timeout {
                     t.state = TargetState::Waiting { next_at: now };
                 }
             }
+        }
+        // Two dials of ours to one peer at once (a target by host name whose peer we do
+        // not know yet, and the same peer's address learned from gossip) can finish their
+        // handshakes in one order here and in the other at the peer; each end then keeps
+        // the newer by its own order, and both connections close. So a discovered target
+        // waits while a target of unknown peer is being dialled, and the other way round.
+        let connecting = |t: &Target| matches!(t.state, TargetState::Connecting { .. });
+        let mut unknown_busy = self
+            .targets
+            .values()
+            .any(|t| t.peer.is_none() && connecting(t));
+        let mut discovered_busy = self.targets.values().any(|t| !t.explicit && connecting(t));
+        let mut due = Vec::new();
+        for (name, t) in &mut self.targets {
             let TargetState::Waiting { next_at } = t.state else {
                 continue;
             };
@@ -193,6 +206,12 @@ impl Mesh {
             if !t.explicit && busy >= self.cfg.conn_limit {
                 continue;
             }
+            let unknown = t.peer.is_none();
+            if (unknown && discovered_busy) || (!t.explicit && unknown_busy) {
+                continue;
+            }
+            unknown_busy |= unknown;
+            discovered_busy |= !t.explicit;
             busy += 1;
             t.state = TargetState::Connecting { since: now };
             due.push(name.clone());

@@ -209,3 +209,86 @@ fn a_core_can_have_a_directly_connected_peer_dropped() {
     );
     assert!(m.neighbours().is_empty());
 }
+
+#[test]
+fn a_discovered_address_and_a_target_of_unknown_peer_are_not_dialled_at_once() {
+    let dials = |acts: Vec<Action>| -> Vec<String> {
+        acts.into_iter()
+            .filter_map(|x| match x {
+                Action::Dial { target } => Some(target),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut a = mesh("a", 1);
+    // The explicit target by host name was not up yet: it waits for its backoff.
+    a.add_targets(0, &["hostb:6783".into()], false);
+    assert_eq!(dials(a.take_actions()), vec!["hostb:6783".to_string()]);
+    a.connect_failed(10, Some("hostb:6783"), None, true, "connection refused");
+    // c tells a of b (b dialled c): a dials b's address from gossip.
+    a.connected(
+        100,
+        7,
+        "10.0.0.3:6783".parse().unwrap(),
+        true,
+        None,
+        hello("c", 3),
+    );
+    let _ = a.take_actions();
+    let b_entry = PeerEntry {
+        name: "b".into(),
+        nickname: "b".into(),
+        uid: 2,
+        version: 1,
+        listen_port: 6783,
+        edges: vec![crate::wire::EdgeInfo {
+            name: "c".into(),
+            addr: "10.0.0.3:6783".into(),
+            outbound: true,
+        }],
+    };
+    let c_entry = PeerEntry {
+        name: "c".into(),
+        nickname: "c".into(),
+        uid: 3,
+        version: 1,
+        listen_port: 6783,
+        edges: vec![
+            crate::wire::EdgeInfo {
+                name: "a".into(),
+                addr: "10.0.0.1:40000".into(),
+                outbound: false,
+            },
+            crate::wire::EdgeInfo {
+                name: "b".into(),
+                addr: "10.0.0.2:40000".into(),
+                outbound: false,
+            },
+        ],
+    };
+    a.received(
+        200,
+        7,
+        Message::Gossip {
+            entries: vec![c_entry, b_entry],
+        },
+    );
+    a.tick(250);
+    assert_eq!(dials(a.take_actions()), vec!["10.0.0.2:6783".to_string()]);
+    // The host name's backoff ends while that dial is in flight: it waits.
+    a.tick(5_000);
+    assert!(dials(a.take_actions()).is_empty());
+    // The dial is answered: b is connected, and the target by host name may go on (its
+    // peer is unknown; once it connects, it is known to be b).
+    a.connected(
+        5_100,
+        8,
+        "10.0.0.2:6783".parse().unwrap(),
+        true,
+        Some("10.0.0.2:6783"),
+        hello("b", 2),
+    );
+    let _ = a.take_actions();
+    a.tick(5_250);
+    assert_eq!(dials(a.take_actions()), vec!["hostb:6783".to_string()]);
+}
