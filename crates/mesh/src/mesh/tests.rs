@@ -292,3 +292,46 @@ fn a_discovered_address_and_a_target_of_unknown_peer_are_not_dialled_at_once() {
     a.tick(5_250);
     assert_eq!(dials(a.take_actions()), vec!["hostb:6783".to_string()]);
 }
+
+#[test]
+fn digest_hashes_go_to_every_connection_at_once_on_whole_periods() {
+    let mut a = mesh("a", 1);
+    // Two connections that came up at different moments.
+    a.connected(300, 1, ADDR.parse().unwrap(), true, None, hello("b", 2));
+    a.connected(
+        1_700,
+        2,
+        "10.0.0.3:6783".parse().unwrap(),
+        true,
+        None,
+        hello("c", 3),
+    );
+    let _ = a.take_actions();
+    let digests = |acts: Vec<Action>| -> Vec<ConnId> {
+        let mut c: Vec<ConnId> = acts
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::Send {
+                    conn,
+                    msg: Message::DigestHash { .. },
+                } => Some(conn),
+                _ => None,
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    // Ticks every 250 ms (as the router's): the hashes go at 2 s and 4 s, both together,
+    // not 2 s after each connection came up.
+    let mut at = Vec::new();
+    for now in (1_750..=4_500).step_by(250) {
+        a.received(now, 1, Message::Heartbeat);
+        a.received(now, 2, Message::Heartbeat);
+        a.tick(now);
+        let d = digests(a.take_actions());
+        if !d.is_empty() {
+            at.push((now, d));
+        }
+    }
+    assert_eq!(at, vec![(2_000, vec![1, 2]), (4_000, vec![1, 2])]);
+}
