@@ -188,6 +188,8 @@ struct Conn {
     peer: String,
     uid: u64,
     addr: SocketAddr,
+    /// The port the peer listens on (its hello).
+    listen_port: u16,
     outbound: bool,
     target: Option<String>,
     last_recv: u64,
@@ -416,6 +418,7 @@ impl Mesh {
                 peer: hello.name.clone(),
                 uid: hello.uid,
                 addr,
+                listen_port: hello.listen_port,
                 outbound,
                 target: target.map(str::to_string),
                 last_recv: now,
@@ -425,6 +428,7 @@ impl Mesh {
             },
         );
         self.own_changed(now);
+        self.learn_target_peers();
         // Tell the new neighbour what we hold; it pushes what we lack and asks for the rest.
         let items = self.digest_items();
         self.counters.digests_sent += 1;

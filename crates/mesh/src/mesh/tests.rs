@@ -335,3 +335,46 @@ fn digest_hashes_go_to_every_connection_at_once_on_whole_periods() {
     }
     assert_eq!(at, vec![(2_000, vec![1, 2]), (4_000, vec![1, 2])]);
 }
+
+#[test]
+fn a_target_whose_first_dial_failed_learns_its_peer_when_it_dials_us() {
+    let mut a = mesh("a", 1);
+    // The target by host name was dialled before b was up: refused, waiting to retry.
+    a.add_targets(0, &["hostb:6783".into()], false);
+    let _ = a.take_actions();
+    a.connect_failed(
+        10,
+        Some("hostb:6783"),
+        Some("10.0.0.2:6783".parse().unwrap()),
+        true,
+        "cannot connect to 10.0.0.2:6783: connection refused",
+    );
+    let failed = |a: &Mesh| {
+        a.connection_status(100)
+            .iter()
+            .filter(|c| c.state == "failed")
+            .count()
+    };
+    assert_eq!(failed(&a), 1);
+    // b came up and dialled us (it found us by gossip) from an ephemeral port; it listens
+    // on the address the target's dial went to.
+    a.connected(
+        500,
+        7,
+        "10.0.0.2:40123".parse().unwrap(),
+        false,
+        None,
+        hello("b", 2),
+    );
+    let _ = a.take_actions();
+    assert_eq!(failed(&a), 0, "{:?}", a.connection_status(600));
+    let t = a.target_status();
+    assert_eq!(t[0].state, "connected", "{t:?}");
+    assert_eq!(t[0].peer.as_deref(), Some("b"));
+    // And it is not dialled again while b is connected.
+    a.tick(5_000);
+    assert!(!a
+        .take_actions()
+        .iter()
+        .any(|x| matches!(x, Action::Dial { .. })));
+}

@@ -539,29 +539,31 @@ impl Driver {
             let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
                     .await
-                    .map_err(|e| format!("cannot resolve {target}: {e}"))?
+                    .map_err(|e| (format!("cannot resolve {target}: {e}"), None))?
                     .collect();
-                let mut last = format!("{target} resolves to no address");
+                let mut last = (format!("{target} resolves to no address"), None);
                 for a in addrs {
                     match tokio::net::TcpStream::connect(a).await {
                         Ok(s) => return Ok((s, a)),
-                        Err(e) => last = format!("cannot connect to {a}: {e}"),
+                        Err(e) => last = (format!("cannot connect to {a}: {e}"), Some(a)),
                     }
                 }
                 Err(last)
             })
             .await
-            .unwrap_or_else(|_| Err(format!("connecting to {target} timed out")));
+            .unwrap_or_else(|_| Err((format!("connecting to {target} timed out"), None)));
             match dialled {
                 Ok((stream, addr)) => {
                     conn::run(stream, addr, true, Some(target), session, events, rx).await
                 }
-                Err(reason) => {
+                Err((reason, addr)) => {
+                    // The address tried tells the core which peer a host name leads to
+                    // once that peer is connected some other way.
                     let _ = events
                         .send(ConnEvent::Failed {
                             conn,
                             target: Some(target),
-                            addr: None,
+                            addr,
                             outbound: true,
                             reason,
                         })
