@@ -6,13 +6,19 @@
 # kind of hosts. Prints Gbit/s and ratios. Needs root, iproute2, iputils-ping, iperf3, nft.
 #   BENCH_SECS   iperf3 duration per measurement (default 10)
 #   BENCH_SWARM  0 to skip the Docker Swarm part (default: try it when dockerd exists)
+#   WEFT         a weft binary to measure instead of building this tree's (to compare
+#                two builds in one sitting)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${BENCH_SECS:-10}
 LAB=bdp$$
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p weft
-W=$CARGO_TARGET_DIR/release/weft
+if [ -n "${WEFT:-}" ]; then
+    W=$(realpath "$WEFT")
+else
+    cargo build --release -q -p weft
+    W=$CARGO_TARGET_DIR/release/weft
+fi
 
 cleanup() { "$W" lab down --name "$LAB" >/dev/null 2>&1 || true; }
 trap cleanup EXIT

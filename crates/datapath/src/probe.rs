@@ -67,6 +67,26 @@ impl ProbeSocket {
         if rc != 0 {
             return Err(io_err("bind")(io::Error::last_os_error()));
         }
+        // The routers of a mesh send their heartbeats on the same second, so a whole
+        // mesh's heartbeats and answers arrive in one burst: room for thousands of the
+        // largest (size probes). Beyond net.core.rmem_max only as root (FORCE); else what
+        // the kernel allows, which is still the default at least.
+        let room: libc::c_int = 8 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt with a pointer to a c_int of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&room as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
         Ok(ProbeSocket {
             fd,
             send_ifindex: vx.index as i32,

@@ -342,3 +342,37 @@ fn sleeve_works_over_an_ipv6_underlay() {
     assert!(ping(&c1, "10.40.0.2"), "no ping across the IPv6 underlay");
     tcp_transfer(&c2, &c1, "10.40.0.1", 2 << 20);
 }
+
+#[test]
+fn a_quiet_peer_gets_no_heartbeats_and_resumed_gets_one_at_once() {
+    let mut lab = Namespaces::new();
+    let (h1, h2, c1, _c2) = two_hosts(&mut lab);
+    let s1 = start(&h1, 1, "10.99.0.1:6783");
+    let s2 = start(&h2, 2, "10.99.0.2:6783");
+    s1.add_peer(peer(2, Some("10.99.0.2:6783"), None)).unwrap();
+    s2.add_peer(peer(1, Some("10.99.0.1:6783"), None)).unwrap();
+    wait_heard(&s1, 2);
+    wait_heard(&s2, 1);
+    let sent = |s: &Sleeve| s.peer_stats(PeerId(2)).unwrap().pings_sent;
+    s1.set_quiet(PeerId(2), true);
+    // A round may have been under way; then none for five heartbeat intervals.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = sent(&s1);
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(sent(&s1), before, "heartbeats went to a quiet peer");
+    // Quiet stops only the sleeve's own heartbeats: traffic still crosses.
+    assert!(
+        ping(&c1, "10.40.0.2"),
+        "c1 cannot reach c2 through a quiet peer"
+    );
+    // Resumed: a heartbeat at once, not at the next round of the schedule.
+    s1.set_quiet(PeerId(2), false);
+    let deadline = Instant::now() + Duration::from_millis(150);
+    while sent(&s1) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat within 150 ms of resuming"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -339,6 +339,8 @@ fn datapath() -> Vec<Vec<u8>> {
         bmac: "02:00:00:00:00:01".into(),
         macs: vec!["02:00:00:00:00:02".into(), "02:00:00:00:00:03".into()],
         ciphers: Vec::new(),
+        reply: false,
+        beats: 0,
     };
     let offers = StateMsg {
         ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],

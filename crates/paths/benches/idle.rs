@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use weft_mesh::{MeshApp, Reachable, TopologyView};
-use weft_paths::{wire, PathConfig, PathCore, StateMsg, TICK_MS};
+use weft_paths::{wire, PathConfig, PathCore, StateMsg, TICK_MS, TOKEN_BEAT, TOKEN_PROBE};
 
 fn name(i: usize) -> String {
     format!("p{i:04}")
@@ -54,9 +54,9 @@ fn run(n: usize) {
         encrypted: false,
         trusted: Vec::new(),
         ciphers: vec![weft_types::CipherKind::ChaCha20Poly1305],
-        // Without size probes, as the figures in bench/idle were taken; with them each
-        // pinged peer costs one more effect per period.
-        mtu: 0,
+        // With size probes, as the router runs it: to peers that announce the form (all
+        // here) the size probe is the heartbeat, one effect per pinged peer and period.
+        mtu: 1450,
     });
     let mut now = 0;
     c.handle_topology(now, &view(n, None));
@@ -69,6 +69,8 @@ fn run(n: usize) {
             bmac: wire::fmt_mac(&[2, 0, 0, 0, (i >> 8) as u8, i as u8]),
             macs: vec![wire::fmt_mac(&[2, 1, 0, 0, (i >> 8) as u8, i as u8])],
             ciphers: Vec::new(),
+            reply: false,
+            beats: wire::BEATS_VERSION,
         };
         c.handle_message(now, 3, &name(i), &m.encode());
     }
@@ -79,9 +81,9 @@ fn run(n: usize) {
         c.handle_timeout(now);
         for id in &ids {
             if *id > c.id() {
-                c.pong(now, *id, 0);
+                c.pong(now, *id, TOKEN_PROBE | TOKEN_BEAT);
             } else {
-                c.pinged(now, *id, 1);
+                c.pinged(now, *id, TOKEN_PROBE | TOKEN_BEAT | 1);
             }
         }
         drain(&mut c);
@@ -97,9 +99,9 @@ fn run(n: usize) {
         let t = Instant::now();
         for id in &ids {
             if *id > c.id() {
-                c.pong(now, *id, 0);
+                c.pong(now, *id, TOKEN_PROBE | TOKEN_BEAT);
             } else {
-                c.pinged(now, *id, 1);
+                c.pinged(now, *id, TOKEN_PROBE | TOKEN_BEAT | 1);
             }
         }
         effects += drain(&mut c);

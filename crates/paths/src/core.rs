@@ -31,9 +31,20 @@ pub const LEFT_FASTDP_MS: Millis = 10_000;
 /// Token of a fastdp size probe (a heartbeat padded to the overlay MTU); ordinary
 /// heartbeats carry 0 or 1 (whether the pinged side's answers arrive, at every size).
 pub const TOKEN_PROBE: Millis = 1 << 32;
+/// With [`TOKEN_PROBE`]: the size probe is the heartbeat too, its lowest bit the verdict
+/// (sent to peers that announce [`wire::BEATS_VERSION`]: one frame per pair and period).
+pub const TOKEN_BEAT: Millis = 1 << 33;
+
+/// Whether a heartbeat token is a heartbeat (an ordinary one, or a size probe that is one).
+pub fn is_heartbeat(token: Millis) -> bool {
+    token & TOKEN_PROBE == 0 || token & TOKEN_BEAT != 0
+}
 /// How often the state is announced even without a change (repairs a lost broadcast; a
 /// peer that appears or restarts gets it at once).
 pub const REANNOUNCE_MS: Millis = 30_000;
+/// A peer that asks for our state (its announcement says `reply`) gets an answer at most
+/// once in this time; a reachable peer whose state we lack is asked again this often.
+pub const REPLY_MIN_MS: Millis = 1_000;
 
 /// How a router's path core is set up.
 #[derive(Debug, Clone)]
@@ -67,6 +78,7 @@ struct Announced {
     bmac: [u8; 6],
     macs: Vec<[u8; 6]>,
     ciphers: Vec<CipherKind>,
+    beats: u32,
 }
 
 /// What the topology says of a peer.
@@ -88,6 +100,8 @@ struct Contribution {
     sleeve: Option<(Option<SocketAddr>, SleeveKey)>,
     route: Option<u32>,
     sleeve_macs: Vec<[u8; 6]>,
+    /// A direct sleeve peer on fastdp: the sleeve sends it no heartbeats of its own.
+    quiet: bool,
 }
 
 #[derive(Debug)]
@@ -107,6 +121,10 @@ struct Peer {
     /// seen losing our connection (relayed through peers that have not noticed yet), then
     /// unreachable.
     left_fastdp: Option<(Millis, Contribution)>,
+    /// When our state last went to this peer alone.
+    sent_to: Option<Millis>,
+    /// When we last answered its request for our state (`reply`).
+    answered: Option<Millis>,
     applied: Contribution,
     dirty: bool,
 }
@@ -164,7 +182,7 @@ impl PathCore {
             transmits: VecDeque::new(),
             effects: VecDeque::new(),
         };
-        c.announce(None);
+        c.broadcast_state();
         c
     }
 
@@ -180,7 +198,7 @@ impl PathCore {
         macs.dedup();
         self.local_macs = macs;
         self.seq += 1;
-        self.announce(None);
+        self.broadcast_state();
     }
 
     /// The bridge MAC a heartbeat from peer `sender` is answered to (None: not a peer we
@@ -191,16 +209,18 @@ impl PathCore {
     }
 
     /// A fastdp heartbeat from peer `sender` arrived with `token` (the driver answers it,
-    /// a size probe with an answer of the same size); a token of 1 says our answers
-    /// arrive, at the overlay MTU too, so the round trip works.
+    /// a size probe with an answer of the same size); a verdict of 1 (a token of 1, or
+    /// [`TOKEN_BEAT`] with its lowest bit set) says our answers arrive, at the overlay MTU
+    /// too, so the round trip works.
     pub fn pinged(&mut self, now: Millis, sender: u32, token: Millis) {
-        if token == 1 && sender < self.id {
+        let ok = token == 1 || (token & TOKEN_BEAT != 0 && token & 1 == 1);
+        if ok && sender < self.id {
             self.pong(now, sender, 0);
         }
     }
 
     /// A fastdp heartbeat answer from peer `sender` arrived, echoing `token`
-    /// ([`TOKEN_PROBE`]: the answer to a size probe).
+    /// ([`TOKEN_PROBE`]: the answer to a size probe; with [`TOKEN_BEAT`] to a heartbeat too).
     pub fn pong(&mut self, now: Millis, sender: u32, token: Millis) {
         self.now = self.now.max(now);
         let Some(&s) = self.by_id.get(&sender) else {
@@ -212,9 +232,10 @@ impl PathCore {
         if p.reach.is_none() && p.departed.is_none() {
             return;
         }
-        if token == TOKEN_PROBE {
+        if token & TOKEN_PROBE != 0 {
             p.fits.pong(now);
-        } else {
+        }
+        if is_heartbeat(token) {
             p.health.pong(now);
         }
         self.check_health(s);
@@ -255,6 +276,8 @@ impl PathCore {
             departed: None,
             kept: Contribution::default(),
             left_fastdp: None,
+            sent_to: None,
+            answered: None,
             applied: Contribution::default(),
             dirty: false,
         };
@@ -282,7 +305,7 @@ impl PathCore {
         }
     }
 
-    fn state_msg(&self) -> Vec<u8> {
+    fn state_msg(&self, reply: bool) -> Vec<u8> {
         StateMsg {
             v: wire::STATE_VERSION,
             id: self.id,
@@ -296,24 +319,36 @@ impl PathCore {
                 .iter()
                 .map(|c| c.name().to_string())
                 .collect(),
+            reply,
+            beats: wire::BEATS_VERSION,
         }
         .encode()
     }
 
-    /// Our state to one peer, or to all.
-    fn announce(&mut self, to: Option<&str>) {
-        let payload = self.state_msg();
-        let channel = self.cfg.channel;
-        self.transmits.push_back(match to {
-            Some(dst) => Transmit::To {
-                channel,
-                dst: dst.to_string(),
-                payload,
-            },
-            None => {
-                self.next_announce = self.now + REANNOUNCE_MS;
-                Transmit::Broadcast { channel, payload }
-            }
+    /// Our state to all.
+    fn broadcast_state(&mut self) {
+        let payload = self.state_msg(false);
+        self.next_announce = self.now + REANNOUNCE_MS;
+        self.transmits.push_back(Transmit::Broadcast {
+            channel: self.cfg.channel,
+            payload,
+        });
+    }
+
+    /// Our state to the peer in slot `s`; with `reply` when we do not hold its state (it
+    /// then answers with its own even if it has sent it before).
+    fn send_state(&mut self, s: usize, reply: bool) {
+        let now = self.now;
+        let Some(p) = self.slots[s].as_mut() else {
+            return;
+        };
+        p.sent_to = Some(now);
+        let dst = p.name.clone();
+        let payload = self.state_msg(reply);
+        self.transmits.push_back(Transmit::To {
+            channel: self.cfg.channel,
+            dst,
+            payload,
         });
     }
 
@@ -423,6 +458,8 @@ impl PathCore {
             c.route = None;
             c.sleeve_macs.clear();
         }
+        // fastdp heartbeats decide the path: the sleeve need not measure one not in use.
+        c.quiet = mode.is_fastdp() && c.sleeve.is_some();
         c.mode = Some(mode);
         c
     }
@@ -495,8 +532,10 @@ impl PathCore {
             {
                 self.trees_dirty = true;
             }
+            let mut added = false;
             match (&old.sleeve, &new.sleeve) {
                 (_, Some((addr, key))) if old.sleeve != new.sleeve => {
+                    added = true;
                     peers_up.push(Op::SleevePeer {
                         id,
                         name: name.clone(),
@@ -506,6 +545,12 @@ impl PathCore {
                 }
                 (Some(_), None) => gone.push(Op::SleevePeerGone { id }),
                 _ => {}
+            }
+            if new.sleeve.is_some() && (old.quiet != new.quiet || (added && new.quiet)) {
+                rest.push(Op::SleeveQuiet {
+                    id,
+                    quiet: new.quiet,
+                });
             }
             let dropped = old.sleeve.is_some() && new.sleeve.is_none();
             if old.route != new.route && new.sleeve.is_some() {
@@ -673,11 +718,26 @@ impl PathCore {
             return;
         };
         let s = self.slot(from);
+        let now = self.now;
         let Some(p) = self.slots[s].as_mut() else {
             return;
         };
+        // The peer lost our state (it asks for it): answer even if this is not new, at
+        // most once per REPLY_MIN_MS.
+        let asked = m.reply
+            && p.reach.is_some()
+            && p.answered
+                .is_none_or(|t| now.saturating_sub(t) >= REPLY_MIN_MS);
+        if asked {
+            p.answered = Some(now);
+        }
         let new_run = match &p.announced {
-            Some(old) if old.run == m.run && old.seq >= m.seq => return,
+            Some(old) if old.run == m.run && old.seq >= m.seq => {
+                if asked {
+                    self.send_state(s, false);
+                }
+                return;
+            }
             Some(old) => old.run != m.run,
             None => true,
         };
@@ -686,6 +746,7 @@ impl PathCore {
         macs.dedup();
         let a = Announced {
             ciphers: m.offers(),
+            beats: m.beats,
             run: m.run,
             seq: m.seq,
             bmac,
@@ -699,9 +760,9 @@ impl PathCore {
         if !same_tables {
             self.mark(s);
         }
-        if new_run && reachable {
-            // A new run of a peer: it needs our state too.
-            self.announce(Some(from));
+        if (new_run && reachable) || asked {
+            // A new run of a peer (or one that lost our state): it needs our state too.
+            self.send_state(s, false);
         }
         self.replan();
     }
@@ -721,11 +782,22 @@ impl PathCore {
                 }
                 continue;
             }
+            // Reachable without its state (our request or its answer was lost): ask again.
+            let ask = p.reach.is_some()
+                && p.announced.is_none()
+                && p.sent_to
+                    .is_none_or(|t| now.saturating_sub(t) >= 2 * REPLY_MIN_MS);
             self.check_health(s);
+            if ask {
+                self.send_state(s, true);
+            }
         }
         self.replan();
         if self.cfg.fastdp && now >= self.next_ping {
-            self.next_ping = now + PING_MS;
+            // On whole multiples of the period: with clocks that agree on the second (the
+            // driver's does), every router pings at the same moment and each receives the
+            // heartbeats and answers of the whole mesh in one burst, one wake-up.
+            self.next_ping = (now / PING_MS + 1) * PING_MS;
             // One side of each pair pings (the smaller id), the other answers; with an
             // overlay MTU, a size probe goes along.
             let size = self.cfg.mtu;
@@ -742,27 +814,27 @@ impl PathCore {
                 })
                 .filter_map(|p| {
                     let ok = p.health.alive(now) && (size == 0 || p.fits.alive(now));
-                    p.announced.as_ref().map(|a| (a.bmac, ok))
+                    p.announced.as_ref().map(|a| (a.bmac, ok, a.beats >= 1))
                 })
-                .filter(|(b, _)| self.vxlan_macs.get(b).is_some())
-                .flat_map(|(dst, ok)| {
-                    let ping = PathEffect::Ping {
-                        dst,
-                        token: u64::from(ok),
-                        size: 0,
+                .filter(|(b, _, _)| self.vxlan_macs.get(b).is_some())
+                .flat_map(|(dst, ok, one_frame)| {
+                    let ok = u64::from(ok);
+                    // A peer that knows the form gets one frame: the size probe that is
+                    // the heartbeat too; an older one both apart.
+                    let (ping, probe) = match (size, one_frame) {
+                        (0, _) => ((ok, 0), None),
+                        (_, true) => ((TOKEN_PROBE | TOKEN_BEAT | ok, size), None),
+                        (_, false) => ((ok, 0), Some((TOKEN_PROBE, size))),
                     };
-                    let probe = (size > 0).then_some(PathEffect::Ping {
-                        dst,
-                        token: TOKEN_PROBE,
-                        size,
-                    });
-                    std::iter::once(ping).chain(probe)
+                    std::iter::once(ping)
+                        .chain(probe)
+                        .map(move |(token, size)| PathEffect::Ping { dst, token, size })
                 })
                 .collect();
             self.effects.extend(pings);
         }
         if now >= self.next_announce {
-            self.announce(None);
+            self.broadcast_state();
         }
     }
 }
@@ -842,11 +914,13 @@ impl MeshApp for PathCore {
                 p.fits.pong(self.now);
             }
             p.reach = Some(reach);
+            // Back after a moment out of the view, it may not know it left ours (its view
+            // never changed): without its state we ask it for its state.
+            let reply = p.announced.is_none();
             self.mark(s);
             if newly {
                 self.trees_dirty = true;
-                let name = r.name.clone();
-                self.announce(Some(&name));
+                self.send_state(s, reply);
             }
         }
         for (s, seen) in seen.iter().enumerate() {
@@ -902,7 +976,8 @@ impl MeshApp for PathCore {
     fn handle_timeout(&mut self, now: Millis) {
         self.now = self.now.max(now);
         if self.now >= self.next_tick {
-            self.next_tick = self.now + TICK_MS;
+            // On the grid of TICK_MS (see the pings in `tick`).
+            self.next_tick = (self.now / TICK_MS + 1) * TICK_MS;
             self.tick();
         }
     }

@@ -29,7 +29,8 @@ pub mod plan;
 pub mod wire;
 
 pub use crate::core::{
-    PathConfig, PathCore, DEPARTED_GRACE_MS, PING_MS, REANNOUNCE_MS, TICK_MS, TOKEN_PROBE,
+    is_heartbeat, PathConfig, PathCore, DEPARTED_GRACE_MS, PING_MS, REANNOUNCE_MS, REPLY_MIN_MS,
+    TICK_MS, TOKEN_BEAT, TOKEN_PROBE,
 };
 pub use health::{Health, FASTDP_DEAD_MS, FASTDP_HEAL_MS};
 pub use plan::{Mode, Op, PathEffect, SleeveKey};

@@ -90,6 +90,14 @@ pub enum Op {
         /// The peer id.
         id: Option<u32>,
     },
+    /// Whether the sleeve keeps its own heartbeats (round-trip time, path-MTU search) to a
+    /// direct peer: not while the peer is on fastdp, whose heartbeats decide the path.
+    SleeveQuiet {
+        /// The peer's id.
+        id: u32,
+        /// No sleeve heartbeats.
+        quiet: bool,
+    },
     /// Sleeve broadcast route: origin → next hops (None: remove).
     Broadcast {
         /// Origin id.
@@ -129,11 +137,13 @@ pub enum PathEffect {
     /// pair sends them; the token tells the other whether its answers arrive (1) or not
     /// (0), so each side knows the round trip with one ping and one answer per period.
     /// A size probe ([`crate::core::TOKEN_PROBE`]) is padded to `size` and answered
-    /// with an answer of the same size: fastdp must carry the overlay MTU both ways.
+    /// with an answer of the same size: fastdp must carry the overlay MTU both ways. To a
+    /// peer that knows it, the size probe is the heartbeat too ([`crate::core::TOKEN_BEAT`]).
     Ping {
         /// The peer's bridge MAC.
         dst: [u8; 6],
-        /// 1: your answers arrive; 0: they do not; [`crate::core::TOKEN_PROBE`]: a size probe.
+        /// 1: your answers arrive; 0: they do not; [`crate::core::TOKEN_PROBE`]: a size
+        /// probe (with [`crate::core::TOKEN_BEAT`] and the verdict: the heartbeat too).
         token: Millis,
         /// 0: an ordinary heartbeat (the smallest frame); else the bytes after the
         /// Ethernet header, as a packet of the overlay of that size would have.

@@ -6,6 +6,9 @@ use weft_types::CipherKind;
 
 /// Version of the state message.
 pub const STATE_VERSION: u32 = 1;
+/// The fastdp heartbeat forms this code understands (`beats` in the state): 1, a size
+/// probe whose token carries the verdict is the heartbeat too (one frame per period).
+pub const BEATS_VERSION: u32 = 1;
 
 /// One router's data-path state, broadcast on change and periodically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,19 @@ pub struct StateMsg {
     /// in announcements of older routers, which offer ChaCha20-Poly1305 only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ciphers: Vec<String>,
+    /// Sent to one peer whose state the sender does not hold (it lost it while the peer
+    /// was out of its view for a moment): answer with yours even if this one is not new.
+    /// Absent (false) in broadcasts and in announcements of older routers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply: bool,
+    /// The fastdp heartbeat forms the sender understands ([`BEATS_VERSION`]); absent (0)
+    /// in announcements of older routers, which get a heartbeat and a size probe apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub beats: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl StateMsg {
@@ -114,6 +130,8 @@ mod tests {
             bmac: "02:00:00:00:00:01".into(),
             macs: vec!["02:00:00:00:00:02".into()],
             ciphers: vec!["aes-256-gcm".into(), "chacha20-poly1305".into()],
+            reply: true,
+            beats: BEATS_VERSION,
         };
         assert_eq!(StateMsg::decode(&m.encode()), Some(m.clone()));
         assert_eq!(

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::SeedableRng;
 use weft_mesh::sim::{earlier_targets, Sim, SimConfig};
+use weft_mesh::MeshApp;
 use weft_paths::{wire, Mode, Op, PathConfig, PathCore, PathEffect, SleeveKey};
 use weft_types::CipherKind;
 
@@ -42,6 +43,8 @@ struct Kernel {
     routes: HashMap<u32, u32>,
     sleeve_macs: HashMap<[u8; 6], u32>,
     bcast: HashMap<u32, Vec<u32>>,
+    /// Sleeve peers without sleeve heartbeats (on fastdp).
+    quiet: HashSet<u32>,
 }
 
 impl Kernel {
@@ -68,6 +71,13 @@ impl Kernel {
                 self.sleeve_macs.retain(|_, p| *p != id);
                 self.routes.retain(|d, v| *d != id && *v != id);
                 self.bcast.remove(&id);
+                self.quiet.remove(&id);
+            }
+            Op::SleeveQuiet { id, quiet: true } => {
+                self.quiet.insert(id);
+            }
+            Op::SleeveQuiet { id, quiet: false } => {
+                self.quiet.remove(&id);
             }
             Op::SleeveRoute { dst, via: Some(v) } => {
                 self.routes.insert(dst, v);
@@ -209,6 +219,7 @@ impl World {
         k.routes.clear();
         k.sleeve_macs.clear();
         k.bcast.clear();
+        k.quiet.clear();
     }
 
     /// What each running peer's mesh says: direct neighbours and next hops.
@@ -254,6 +265,14 @@ impl World {
                 if got.as_ref() != Some(&want) {
                     return Err(format!(
                         "p{i:04} to {name}: path {got:?}, want {want:?} (t={} ms)",
+                        self.sim.now()
+                    ));
+                }
+                // The sleeve measures only the direct peers it may carry.
+                let quiet = self.kernels[i].quiet.contains(&wire::short_id(&name));
+                if quiet != want.is_fastdp() {
+                    return Err(format!(
+                        "p{i:04} to {name} on {want:?}: sleeve heartbeats quiet {quiet} (t={} ms)",
                         self.sim.now()
                     ));
                 }
@@ -512,4 +531,46 @@ fn a_vxlan_path_smaller_than_the_overlay_mtu_moves_to_the_sleeve_and_back() {
         let name = w.sim.name(b).to_string();
         assert_eq!(w.sim.app(a).mode_of(&name), Some(&Mode::Fastdp(ip(b))));
     }
+}
+
+/// A peer lost from the view for a moment (a duplicate connection closed at one end while
+/// the other end's view never changed) while the pair was still on the sleeve: the side
+/// that lost it forgets its state, and the other side, which saw nothing, would send it
+/// again only with its next re-announcement (30 s). The lost side's announcement on the
+/// peer's return asks for an answer, and gets one at once.
+#[test]
+fn a_peer_lost_for_a_moment_sends_its_state_again_at_once() {
+    let mut w = World::new(23);
+    w.add(&[]);
+    w.add(&[0]);
+    // fastdp between them does not work yet: they are on the sleeve.
+    w.blocked.insert((0, 1));
+    w.sim.run_until_converged(10_000, 100).unwrap();
+    w.run(3_000);
+    w.check_all(&[0, 1]);
+    let id0 = wire::short_id(w.sim.name(0));
+    assert_eq!(w.sim.app(1).answer_to(id0), Some(bmac(0)));
+    // p1 loses p0 for a moment; p0's view does not change.
+    let full = w.sim.mesh(1).expect("running").topology_view();
+    let mut without = full.clone();
+    let p0 = w.sim.name(0).to_string();
+    without.peers.retain(|r| r.name != p0);
+    for r in &mut without.peers {
+        r.children.retain(|c| *c != p0);
+    }
+    w.sim.with_app(1, |c, now| {
+        c.handle_topology(now, &without);
+        c.handle_topology(now, &full);
+    });
+    // fastdp works now: well within the re-announcement period both use it.
+    w.blocked.clear();
+    w.run(5_000);
+    assert_eq!(
+        w.sim.app(1).answer_to(id0),
+        Some(bmac(0)),
+        "p1 has p0's state again"
+    );
+    w.check_all(&[0, 1]);
+    let p1 = w.sim.name(1).to_string();
+    assert_eq!(w.sim.app(0).mode_of(&p1), Some(&Mode::Fastdp(ip(1))));
 }

@@ -312,6 +312,19 @@ impl Sleeve {
         Ok(())
     }
 
+    /// Stops (`quiet`) or resumes the heartbeats and path-MTU probes to a direct peer: the
+    /// owner uses another path to it and decides on that path's own heartbeats. Resumed,
+    /// the peer is heartbeaten at once and its path MTU searched afresh.
+    pub fn set_quiet(&self, id: PeerId, quiet: bool) {
+        let t = self.shared.read_tables();
+        let Some(p) = t.peers.get(&id) else { return };
+        let was = p.quiet.swap(quiet, Relaxed);
+        drop(t);
+        if was && !quiet {
+            signal(&self.shared.kick_fd);
+        }
+    }
+
     /// Removes a peer, its MAC entries and routes through it. Returns whether it existed.
     pub fn remove_peer(&self, id: PeerId) -> bool {
         let mut t = self.shared.write_tables();

@@ -2,7 +2,7 @@
 //! replay window, RTT, path MTU) and the snapshot of its counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,8 @@ pub(super) struct Peer {
     /// Engine clock nanoseconds + 1 of the last heartbeat answer (0 = never).
     pub(super) last_pong: AtomicU64,
     pub(super) rtt: Mutex<RttEstimate>,
+    /// No heartbeats or path-MTU probes of ours (the owner uses another path to it).
+    pub(super) quiet: AtomicBool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,6 +160,7 @@ impl Peer {
             last_heard: AtomicU64::new(0),
             last_pong: AtomicU64::new(0),
             rtt: Mutex::new(RttEstimate::default()),
+            quiet: AtomicBool::new(false),
         };
         let Some(o) = old else { return p };
         for (n, o) in [
@@ -176,6 +179,7 @@ impl Peer {
         ] {
             n.store(o.load(Relaxed), Relaxed);
         }
+        p.quiet.store(o.quiet.load(Relaxed), Relaxed);
         let same_cipher =
             o.cipher.as_ref().map(Cipher::kind) == p.cipher.as_ref().map(Cipher::kind);
         if o.key == p.key && same_cipher {

@@ -225,8 +225,14 @@ impl TxLoop {
                 self.heartbeats(now);
             }
             if now >= self.probe_due {
-                self.probe_due = now + PROBE_TICK_NANOS;
-                self.probes(now);
+                // Without a peer to probe, only a kick (a peer added or resumed) or the
+                // next heartbeat round looks again: an idle sleeve whose peers are all
+                // on fastdp does not wake ten times a second.
+                self.probe_due = if self.probes(now) {
+                    now + PROBE_TICK_NANOS
+                } else {
+                    now + sh.heartbeat_nanos
+                };
             }
             if tap_ready {
                 self.read_tap(now);
@@ -241,7 +247,7 @@ impl TxLoop {
         {
             let t = sh.read_tables();
             for p in t.peers.values() {
-                if p.addr.is_some() {
+                if p.addr.is_some() && !p.quiet.load(Relaxed) {
                     push_heartbeat(&sh, &mut self.batch, p, Kind::Ping, now);
                     p.pings_sent.fetch_add(1, Relaxed);
                 }
@@ -250,13 +256,17 @@ impl TxLoop {
         sh.write_tables().fwd.expire(now);
     }
 
-    fn probes(&mut self, now: u64) {
+    /// Path-MTU probes; whether any direct peer is not quiet (else no probe is due until a
+    /// peer is added or resumed).
+    fn probes(&mut self, now: u64) -> bool {
         let sh = self.shared.clone();
         let t = sh.read_tables();
+        let mut active = false;
         for p in t.peers.values() {
-            if p.addr.is_none() {
+            if p.addr.is_none() || p.quiet.load(Relaxed) {
                 continue;
             }
+            active = true;
             let pong = p.last_pong.load(Relaxed);
             if pong == 0 || (now + 1).saturating_sub(pong) > 3 * sh.heartbeat_nanos {
                 // Down (or not up yet): losses say nothing about its MTU. Start afresh
@@ -268,6 +278,7 @@ impl TxLoop {
                 push_probe(&sh, &mut self.batch, p, size);
             }
         }
+        active
     }
 
     fn read_tap(&mut self, now: u64) {

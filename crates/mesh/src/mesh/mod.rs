@@ -188,6 +188,8 @@ struct Conn {
     peer: String,
     uid: u64,
     addr: SocketAddr,
+    /// The port the peer listens on (its hello).
+    listen_port: u16,
     outbound: bool,
     target: Option<String>,
     last_recv: u64,
@@ -416,6 +418,7 @@ impl Mesh {
                 peer: hello.name.clone(),
                 uid: hello.uid,
                 addr,
+                listen_port: hello.listen_port,
                 outbound,
                 target: target.map(str::to_string),
                 last_recv: now,
@@ -425,6 +428,7 @@ impl Mesh {
             },
         );
         self.own_changed(now);
+        self.learn_target_peers();
         // Tell the new neighbour what we hold; it pushes what we lack and asks for the rest.
         let items = self.digest_items();
         self.counters.digests_sent += 1;
@@ -574,7 +578,10 @@ impl Mesh {
                 if now.saturating_sub(c.last_sent) >= t.heartbeat {
                     beat.push(*id);
                 }
-                if now.saturating_sub(c.last_sync) >= t.sync {
+                // On whole multiples of the period, for every connection at once: one
+                // wake-up sends them all, and with clocks that agree (the router's starts
+                // on the wall clock's second) a peer receives its neighbours' in a burst.
+                if now / t.sync.max(1) > c.last_sync / t.sync.max(1) {
                     sync.push(*id);
                 }
             }

@@ -22,6 +22,8 @@ pub(super) struct Target {
     pub(super) state: TargetState,
     pub(super) attempts: u32,
     pub(super) last_error: String,
+    /// The address its last dial went to (a host name resolved by the driver).
+    pub(super) tried: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,10 @@ impl Mesh {
         let addr_s = addr.map(|a| a.to_string()).unwrap_or_default();
         if let Some(name) = target {
             self.target_failed(now, name, reason.to_string());
+            if let Some(t) = self.targets.get_mut(name) {
+                t.tried = addr.or(t.tried);
+            }
+            self.learn_target_peers();
         } else {
             self.push_failure(now, addr_s, outbound, reason.to_string());
         }
@@ -112,6 +118,43 @@ impl Mesh {
         }
     }
 
+    /// A target whose dials failed before its peer was up does not know which peer it
+    /// leads to; once that peer is connected some other way (it dialled us, or gossip led
+    /// us to it), the address the target's dial went to tells: the peer's listening
+    /// address. Then the target counts as connected (no "failed" row, no more dials).
+    pub(super) fn learn_target_peers(&mut self) {
+        if !self
+            .targets
+            .values()
+            .any(|t| t.peer.is_none() && t.tried.is_some())
+        {
+            return;
+        }
+        let listening: Vec<(SocketAddr, String)> = self
+            .conns
+            .values()
+            .map(|c| {
+                let port = if c.outbound {
+                    c.addr.port()
+                } else {
+                    c.listen_port
+                };
+                (SocketAddr::new(c.addr.ip(), port), c.peer.clone())
+            })
+            .collect();
+        for t in self.targets.values_mut() {
+            if t.peer.is_some() {
+                continue;
+            }
+            let Some(tried) = t.tried else { continue };
+            if let Some((_, p)) = listening.iter().find(|(a, _)| *a == tried) {
+                t.peer = Some(p.clone());
+                t.attempts = 0;
+                t.last_error.clear();
+            }
+        }
+    }
+
     pub(super) fn discover(&mut self, now: u64) {
         if !self.cfg.discovery {
             return;
@@ -147,6 +190,7 @@ impl Mesh {
                 state: TargetState::Waiting { next_at: now },
                 attempts: 0,
                 last_error: String::new(),
+                tried: None,
             });
         }
     }
@@ -177,13 +221,26 @@ impl Mesh {
                 .filter(|t| matches!(t.state, TargetState::Connecting { .. }))
                 .count();
         let timeout = self.cfg.timing.dial_timeout;
-        let mut due = Vec::new();
-        for (name, t) in &mut self.targets {
+        for t in self.targets.values_mut() {
             if let TargetState::Connecting { since } = t.state {
                 if now.saturating_sub(since) > timeout {
                     t.state = TargetState::Waiting { next_at: now };
                 }
             }
+        }
+        // Two dials of ours to one peer at once (a target by host name whose peer we do
+        // not know yet, and the same peer's address learned from gossip) can finish their
+        // handshakes in one order here and in the other at the peer; each end then keeps
+        // the newer by its own order, and both connections close. So a discovered target
+        // waits while a target of unknown peer is being dialled, and the other way round.
+        let connecting = |t: &Target| matches!(t.state, TargetState::Connecting { .. });
+        let mut unknown_busy = self
+            .targets
+            .values()
+            .any(|t| t.peer.is_none() && connecting(t));
+        let mut discovered_busy = self.targets.values().any(|t| !t.explicit && connecting(t));
+        let mut due = Vec::new();
+        for (name, t) in &mut self.targets {
             let TargetState::Waiting { next_at } = t.state else {
                 continue;
             };
@@ -193,6 +250,12 @@ impl Mesh {
             if !t.explicit && busy >= self.cfg.conn_limit {
                 continue;
             }
+            let unknown = t.peer.is_none();
+            if (unknown && discovered_busy) || (!t.explicit && unknown_busy) {
+                continue;
+            }
+            unknown_busy |= unknown;
+            discovered_busy |= !t.explicit;
             busy += 1;
             t.state = TargetState::Connecting { since: now };
             due.push(name.clone());
@@ -214,6 +277,7 @@ impl Mesh {
                 state: TargetState::Waiting { next_at: now },
                 attempts: 0,
                 last_error: String::new(),
+                tried: None,
             });
             t.explicit = true;
         }

@@ -209,3 +209,172 @@ fn a_core_can_have_a_directly_connected_peer_dropped() {
     );
     assert!(m.neighbours().is_empty());
 }
+
+#[test]
+fn a_discovered_address_and_a_target_of_unknown_peer_are_not_dialled_at_once() {
+    let dials = |acts: Vec<Action>| -> Vec<String> {
+        acts.into_iter()
+            .filter_map(|x| match x {
+                Action::Dial { target } => Some(target),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut a = mesh("a", 1);
+    // The explicit target by host name was not up yet: it waits for its backoff.
+    a.add_targets(0, &["hostb:6783".into()], false);
+    assert_eq!(dials(a.take_actions()), vec!["hostb:6783".to_string()]);
+    a.connect_failed(10, Some("hostb:6783"), None, true, "connection refused");
+    // c tells a of b (b dialled c): a dials b's address from gossip.
+    a.connected(
+        100,
+        7,
+        "10.0.0.3:6783".parse().unwrap(),
+        true,
+        None,
+        hello("c", 3),
+    );
+    let _ = a.take_actions();
+    let b_entry = PeerEntry {
+        name: "b".into(),
+        nickname: "b".into(),
+        uid: 2,
+        version: 1,
+        listen_port: 6783,
+        edges: vec![crate::wire::EdgeInfo {
+            name: "c".into(),
+            addr: "10.0.0.3:6783".into(),
+            outbound: true,
+        }],
+    };
+    let c_entry = PeerEntry {
+        name: "c".into(),
+        nickname: "c".into(),
+        uid: 3,
+        version: 1,
+        listen_port: 6783,
+        edges: vec![
+            crate::wire::EdgeInfo {
+                name: "a".into(),
+                addr: "10.0.0.1:40000".into(),
+                outbound: false,
+            },
+            crate::wire::EdgeInfo {
+                name: "b".into(),
+                addr: "10.0.0.2:40000".into(),
+                outbound: false,
+            },
+        ],
+    };
+    a.received(
+        200,
+        7,
+        Message::Gossip {
+            entries: vec![c_entry, b_entry],
+        },
+    );
+    a.tick(250);
+    assert_eq!(dials(a.take_actions()), vec!["10.0.0.2:6783".to_string()]);
+    // The host name's backoff ends while that dial is in flight: it waits.
+    a.tick(5_000);
+    assert!(dials(a.take_actions()).is_empty());
+    // The dial is answered: b is connected, and the target by host name may go on (its
+    // peer is unknown; once it connects, it is known to be b).
+    a.connected(
+        5_100,
+        8,
+        "10.0.0.2:6783".parse().unwrap(),
+        true,
+        Some("10.0.0.2:6783"),
+        hello("b", 2),
+    );
+    let _ = a.take_actions();
+    a.tick(5_250);
+    assert_eq!(dials(a.take_actions()), vec!["hostb:6783".to_string()]);
+}
+
+#[test]
+fn digest_hashes_go_to_every_connection_at_once_on_whole_periods() {
+    let mut a = mesh("a", 1);
+    // Two connections that came up at different moments.
+    a.connected(300, 1, ADDR.parse().unwrap(), true, None, hello("b", 2));
+    a.connected(
+        1_700,
+        2,
+        "10.0.0.3:6783".parse().unwrap(),
+        true,
+        None,
+        hello("c", 3),
+    );
+    let _ = a.take_actions();
+    let digests = |acts: Vec<Action>| -> Vec<ConnId> {
+        let mut c: Vec<ConnId> = acts
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::Send {
+                    conn,
+                    msg: Message::DigestHash { .. },
+                } => Some(conn),
+                _ => None,
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    // Ticks every 250 ms (as the router's): the hashes go at 2 s and 4 s, both together,
+    // not 2 s after each connection came up.
+    let mut at = Vec::new();
+    for now in (1_750..=4_500).step_by(250) {
+        a.received(now, 1, Message::Heartbeat);
+        a.received(now, 2, Message::Heartbeat);
+        a.tick(now);
+        let d = digests(a.take_actions());
+        if !d.is_empty() {
+            at.push((now, d));
+        }
+    }
+    assert_eq!(at, vec![(2_000, vec![1, 2]), (4_000, vec![1, 2])]);
+}
+
+#[test]
+fn a_target_whose_first_dial_failed_learns_its_peer_when_it_dials_us() {
+    let mut a = mesh("a", 1);
+    // The target by host name was dialled before b was up: refused, waiting to retry.
+    a.add_targets(0, &["hostb:6783".into()], false);
+    let _ = a.take_actions();
+    a.connect_failed(
+        10,
+        Some("hostb:6783"),
+        Some("10.0.0.2:6783".parse().unwrap()),
+        true,
+        "cannot connect to 10.0.0.2:6783: connection refused",
+    );
+    let failed = |a: &Mesh| {
+        a.connection_status(100)
+            .iter()
+            .filter(|c| c.state == "failed")
+            .count()
+    };
+    assert_eq!(failed(&a), 1);
+    // b came up and dialled us (it found us by gossip) from an ephemeral port; it listens
+    // on the address the target's dial went to.
+    a.connected(
+        500,
+        7,
+        "10.0.0.2:40123".parse().unwrap(),
+        false,
+        None,
+        hello("b", 2),
+    );
+    let _ = a.take_actions();
+    assert_eq!(failed(&a), 0, "{:?}", a.connection_status(600));
+    let t = a.target_status();
+    assert_eq!(t[0].state, "connected", "{t:?}");
+    assert_eq!(t[0].peer.as_deref(), Some("b"));
+    // And it is not dialled again while b is connected.
+    a.tick(5_000);
+    assert!(!a
+        .take_actions()
+        .iter()
+        .any(|x| matches!(x, Action::Dial { .. })));
+}

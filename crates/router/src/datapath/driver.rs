@@ -241,7 +241,7 @@ impl Driver {
             }
             _ => {
                 let now = self.app.now();
-                if p.token != weft_paths::TOKEN_PROBE {
+                if weft_paths::is_heartbeat(p.token) {
                     if let Some(bmac) = self.app.core.answer_to(p.sender) {
                         self.metrics
                             .fastdp_heartbeat_answered(&wire::fmt_mac(&bmac));
@@ -290,7 +290,7 @@ impl Driver {
                         token,
                     };
                     let _ = p.get_ref().send(&f.encode_sized(size));
-                    if size == 0 {
+                    if weft_paths::is_heartbeat(token) {
                         self.metrics.fastdp_heartbeat_sent(&wire::fmt_mac(&dst));
                     }
                 }
@@ -366,6 +366,10 @@ impl Driver {
                     }
                     Op::SleevePeerGone { id } => {
                         s.remove_peer(PeerId(id));
+                        Ok(())
+                    }
+                    Op::SleeveQuiet { id, quiet } => {
+                        s.set_quiet(PeerId(id), quiet);
                         Ok(())
                     }
                     Op::SleeveRoute { dst, via } => {

@@ -42,7 +42,7 @@ impl<C: MeshApp> AppDriver<C> {
             seen: None,
             sends,
             mesh: mesh.cloned(),
-            epoch: Instant::now(),
+            epoch: aligned_epoch(1_000),
         }
     }
 
@@ -117,6 +117,23 @@ impl<C: MeshApp> AppDriver<C> {
         }
         std::iter::from_fn(|| self.core.poll_effect()).collect()
     }
+}
+
+/// A start for a clock of milliseconds that is on the wall clock's grid of `period_ms`:
+/// the clock starts at the wall clock's milliseconds within the current period (the cores'
+/// clocks under one second, nothing they notice), so timers on whole multiples of their
+/// period (the path core's heartbeats, the mesh's digests) fire at the same moment on
+/// every router whose clock is in sync, and each router gets its peers' periodic messages
+/// in one burst instead of one wake-up per peer. Nothing depends on it: clocks out of
+/// sync only spread the bursts.
+pub fn aligned_epoch(period_ms: u64) -> Instant {
+    let now = Instant::now();
+    let within = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % u128::from(period_ms.max(1)))
+        .unwrap_or(0) as u64;
+    now.checked_sub(Duration::from_millis(within))
+        .unwrap_or(now)
 }
 
 async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<Delivery>>) -> Option<Delivery> {

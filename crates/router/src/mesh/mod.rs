@@ -25,7 +25,8 @@ use weft_mesh::{
 use crate::metrics::Metrics;
 
 /// How often the core's timers run.
-const TICK: Duration = Duration::from_millis(250);
+const TICK_MS: u64 = 250;
+const TICK: Duration = Duration::from_millis(TICK_MS);
 /// A connection with nothing else to say sends a heartbeat after this long (ms). The
 /// digest hash goes every 2 s anyway, so an idle connection carries one message per 2 s
 /// each way; dead after 5 s of silence still.
@@ -254,7 +255,9 @@ pub async fn start(
     let (ev_tx, ev_rx) = mpsc::channel(conn::EVENT_QUEUE);
     let driver = Driver {
         mesh,
-        start: Instant::now(),
+        // On the wall clock's grid of 10 s (a multiple of the digest period and the
+        // tick), as the cores' clocks are on its second (see `aligned_epoch`).
+        start: app_driver::aligned_epoch(10_000),
         conns: HashMap::new(),
         next_conn: 1,
         events: ev_tx,
@@ -297,8 +300,13 @@ impl Driver {
         self.mesh.add_targets(now, &targets, false);
         self.apply();
         self.publish(true);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ticks on the grid of the clock (so the digests of every connection leave
+        // together, and at the same moment as other routers'); a late tick does not shift
+        // the grid.
+        let since = self.start.elapsed().as_millis() as u64;
+        let first = self.start + Duration::from_millis((since / TICK_MS + 1) * TICK_MS);
+        let mut tick = tokio::time::interval_at(first.into(), TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_publish = Instant::now();
         tokio::pin!(stop);
         loop {
@@ -531,29 +539,31 @@ impl Driver {
             let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
                     .await
-                    .map_err(|e| format!("cannot resolve {target}: {e}"))?
+                    .map_err(|e| (format!("cannot resolve {target}: {e}"), None))?
                     .collect();
-                let mut last = format!("{target} resolves to no address");
+                let mut last = (format!("{target} resolves to no address"), None);
                 for a in addrs {
                     match tokio::net::TcpStream::connect(a).await {
                         Ok(s) => return Ok((s, a)),
-                        Err(e) => last = format!("cannot connect to {a}: {e}"),
+                        Err(e) => last = (format!("cannot connect to {a}: {e}"), Some(a)),
                     }
                 }
                 Err(last)
             })
             .await
-            .unwrap_or_else(|_| Err(format!("connecting to {target} timed out")));
+            .unwrap_or_else(|_| Err((format!("connecting to {target} timed out"), None)));
             match dialled {
                 Ok((stream, addr)) => {
                     conn::run(stream, addr, true, Some(target), session, events, rx).await
                 }
-                Err(reason) => {
+                Err((reason, addr)) => {
+                    // The address tried tells the core which peer a host name leads to
+                    // once that peer is connected some other way.
                     let _ = events
                         .send(ConnEvent::Failed {
                             conn,
                             target: Some(target),
-                            addr: None,
+                            addr,
                             outbound: true,
                             reason,
                         })
