@@ -319,6 +319,9 @@ impl Sleeve {
         let t = self.shared.read_tables();
         let Some(p) = t.peers.get(&id) else { return };
         let was = p.quiet.swap(quiet, Relaxed);
+        if was && !quiet {
+            p.resumed.store(self.shared.now() + 1, Relaxed);
+        }
         drop(t);
         if was && !quiet {
             signal(&self.shared.kick_fd);

@@ -122,6 +122,10 @@ pub(super) struct Peer {
     pub(super) rtt: Mutex<RttEstimate>,
     /// No heartbeats or path-MTU probes of ours (the owner uses another path to it).
     pub(super) quiet: AtomicBool,
+    /// Engine clock nanoseconds + 1 of when it was last resumed from quiet (0 = never):
+    /// its heartbeats stopped while quiet, so until they are answered again its path MTU
+    /// is kept rather than searched from the floor.
+    pub(super) resumed: AtomicU64,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,6 +165,7 @@ impl Peer {
             last_pong: AtomicU64::new(0),
             rtt: Mutex::new(RttEstimate::default()),
             quiet: AtomicBool::new(false),
+            resumed: AtomicU64::new(0),
         };
         let Some(o) = old else { return p };
         for (n, o) in [
@@ -180,6 +185,7 @@ impl Peer {
             n.store(o.load(Relaxed), Relaxed);
         }
         p.quiet.store(o.quiet.load(Relaxed), Relaxed);
+        p.resumed.store(o.resumed.load(Relaxed), Relaxed);
         let same_cipher =
             o.cipher.as_ref().map(Cipher::kind) == p.cipher.as_ref().map(Cipher::kind);
         if o.key == p.key && same_cipher {

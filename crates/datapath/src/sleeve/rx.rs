@@ -167,7 +167,12 @@ fn handle_datagram(
                 if tok <= now {
                     peer.rtt_sample(now - tok);
                     peer.pongs_received.fetch_add(1, Relaxed);
-                    let last = peer.last_pong.swap(now + 1, Relaxed);
+                    // A quiet spell (no heartbeats of ours) is not a loss: count from
+                    // the resumption.
+                    let last = peer
+                        .last_pong
+                        .swap(now + 1, Relaxed)
+                        .max(peer.resumed.load(Relaxed));
                     if last > 0 && (now + 1).saturating_sub(last) > 3 * sh.heartbeat_nanos {
                         // Heartbeats were lost and came back: the path may have changed
                         // (rerouted), so its MTU may have too.

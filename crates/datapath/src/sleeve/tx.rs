@@ -267,7 +267,9 @@ impl TxLoop {
                 continue;
             }
             active = true;
-            let pong = p.last_pong.load(Relaxed);
+            // Heartbeats stopped while it was quiet: count from its resumption too, so the
+            // first probe round after it does not take it for down.
+            let pong = p.last_pong.load(Relaxed).max(p.resumed.load(Relaxed));
             if pong == 0 || (now + 1).saturating_sub(pong) > 3 * sh.heartbeat_nanos {
                 // Down (or not up yet): losses say nothing about its MTU. Start afresh
                 // once heartbeats are answered again.
