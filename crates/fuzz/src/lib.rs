@@ -1,4 +1,4 @@
-//! Fuzzing of every decoder of outside bytes (DESIGN.md §7).
+//! Fuzzing of every decoder of outside bytes (docs/hardening.md).
 //!
 //! Each target is a plain `fn(&[u8])` in [`targets`], run three ways:
 //! - by `cargo test -p weft-fuzz`: the checked-in corpus (`corpus/TARGET/`) and a short,

@@ -1,4 +1,4 @@
-//! The command-line contract (DESIGN.md section 3), parsed with clap.
+//! The command-line contract (modelled on Weave's; README.md and docs/ describe it), parsed with clap.
 
 use std::path::PathBuf;
 

@@ -11,7 +11,7 @@ use crate::harness::*;
 /// podman (CNI backend) for one lab host: its own storage, run dir and containers.conf
 /// under the test's scratch dir, run in the root mount namespace and the host's network
 /// namespace, so the namespaces podman mounts in /run/netns are seen by the host's router
-/// and by later podman calls (TESTBED.md: hybrid cgroups need runc and cgroupfs).
+/// and by later podman calls (hybrid cgroups on these machines need runc and cgroupfs).
 struct Podman {
     netns: String,
     dir: PathBuf,
@@ -116,7 +116,7 @@ impl Drop for Podman {
     }
 }
 
-/// A busybox root file system as a tarball (TESTBED.md's image without a registry).
+/// A busybox root file system as a tarball (an image without a registry: busybox and its links).
 fn busybox_tarball(s: &Scratch) -> String {
     let root = s.0.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).unwrap();
