@@ -1,4 +1,5 @@
-//! The command-line contract (modelled on Weave's; README.md and docs/ describe it), parsed with clap.
+//! The command-line contract (modelled on Weave's; README.md and docs/ describe it),
+//! parsed with clap.
 
 use std::path::PathBuf;
 
