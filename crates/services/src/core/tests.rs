@@ -220,7 +220,7 @@ fn remove_releases_the_vip_on_the_creating_host_and_tasks_go_everywhere() {
         assert!(
             c.local_tasks().is_empty(),
             "{}: tasks of a removed service go",
-            c.me
+            c.me()
         );
         assert!(c.tasks("web").is_empty());
     }
@@ -254,7 +254,7 @@ fn concurrent_creates_settle_on_the_lower_version_and_the_loser_is_told() {
     net.topology();
     for c in &net.cores {
         let d = c.definition("web").unwrap();
-        assert_eq!((d.origin.as_str(), d.version), ("p2", 1), "on {}", c.me);
+        assert_eq!((d.origin.as_str(), d.version), ("p2", 1), "on {}", c.me());
         assert_eq!(c.plan().get("web").unwrap().vip, Some(addr(11)));
     }
     let (lost, released) = lost_and_released(&net.take(1));
@@ -333,7 +333,7 @@ fn an_unreachable_hosts_tasks_leave_rotation_until_it_announces_again() {
             c.plan().get("web").unwrap().backends,
             [addr(2), addr(4)],
             "on {}",
-            c.me
+            c.me()
         );
     }
 }
