@@ -136,7 +136,7 @@ fn first_sync_programs_the_table_whole() {
 
 #[test]
 fn host_scope_adds_published_ports_masquerade_and_marks() {
-    let (mut t, r) = synced(SvcScope::Host, &[web(&[2])]);
+    let (_t, r) = synced(SvcScope::Host, &[web(&[2])]);
     let s = r.last();
     for line in [
         "  map published { type inet_proto . inet_service : verdict; }",
