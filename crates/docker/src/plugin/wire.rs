@@ -75,6 +75,16 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
+/// An optional field (absent or empty: none), read by `parse`.
+fn optional<T>(
+    call: &str,
+    field: &str,
+    s: Option<String>,
+    parse: fn(&str, &str, &str) -> WireResult<T>,
+) -> WireResult<Option<T>> {
+    non_empty(s).map(|v| parse(call, field, &v)).transpose()
+}
+
 /// A MAC as `net.ParseMAC` prints it (six hex pairs joined by `:`).
 fn mac(call: &str, field: &str, s: &str) -> WireResult<String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
@@ -345,12 +355,8 @@ pub(crate) fn create_endpoint(call: &str, body: &[u8]) -> WireResult<EndpointSpe
             "{IPV4_ONLY}: the endpoint was given IPv6 address {v6}"
         ));
     }
-    let address = non_empty(iface.address)
-        .map(|a| ipv4_net(call, "Interface.Address", &a))
-        .transpose()?;
-    let mac = non_empty(iface.mac_address)
-        .map(|m| mac(call, "Interface.MacAddress", &m))
-        .transpose()?;
+    let address = optional(call, "Interface.Address", iface.address, ipv4_net)?;
+    let mac = optional(call, "Interface.MacAddress", iface.mac_address, mac)?;
     let ports = match r.options.as_ref().and_then(|o| o.get(PORTMAP_KEY)) {
         Some(v) => port_mappings(call, v)?,
         None => Vec::new(),
@@ -382,12 +388,8 @@ pub(crate) fn request_pool(call: &str, body: &[u8]) -> WireResult<PoolRequest> {
             "{IPV4_ONLY}: create the network without --ipv6 and without an IPv6 --subnet"
         ));
     }
-    let subnet = non_empty(r.pool)
-        .map(|p| ipv4_net(call, "Pool (--subnet)", &p))
-        .transpose()?;
-    let sub_pool = non_empty(r.sub_pool)
-        .map(|p| ipv4_net(call, "SubPool (--ip-range)", &p))
-        .transpose()?;
+    let subnet = optional(call, "Pool (--subnet)", r.pool, ipv4_net)?;
+    let sub_pool = optional(call, "SubPool (--ip-range)", r.sub_pool, ipv4_net)?;
     if sub_pool.is_some() && subnet.is_none() {
         return Err("--ip-range needs --subnet: give the subnet it lies in".to_string());
     }
@@ -408,9 +410,7 @@ pub(crate) fn pool_id(call: &str, body: &[u8]) -> WireResult<String> {
 pub(crate) fn request_address(call: &str, body: &[u8]) -> WireResult<AddressRequest> {
     let r: RequestAddressReq = decode(call, body)?;
     let pool_id = required(call, "PoolID", r.pool_id)?;
-    let address = non_empty(r.address)
-        .map(|a| ipv4_addr(call, "Address", &a))
-        .transpose()?;
+    let address = optional(call, "Address", r.address, ipv4_addr)?;
     let opts = r.options.unwrap_or_default();
     let gateway = opts.get(ADDRESS_TYPE_KEY).and_then(Value::as_str) == Some(GATEWAY_TYPE);
     let mac = match opts
