@@ -575,14 +575,6 @@ mod tests {
     /// One message of each kind, the specification with every optional part.
     pub(crate) fn sample() -> Vec<Message> {
         let spec = ServiceSpec {
-            name: "web".into(),
-            mode: EndpointMode::Vip,
-            subnet: "10.32.0.0/24".parse().unwrap(),
-            vip: Some(Ipv4Addr::new(10, 32, 0, 9)),
-            ports: vec![PortSpec {
-                proto: Proto::Tcp,
-                port: 80,
-            }],
             published: vec![Publish {
                 proto: Proto::Tcp,
                 host_port: 8000,
@@ -594,6 +586,7 @@ mod tests {
                 },
                 interval_ms: 2000,
             }),
+            ..crate::spec::sample("web", 9)
         };
         let mut dns = spec.clone();
         dns.name = "dns".into();

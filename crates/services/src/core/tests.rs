@@ -7,22 +7,11 @@ use weft_mesh::{MeshApp, Reachable, TopologyView, Transmit};
 use weft_types::port::Proto;
 
 use super::*;
-use crate::spec::{EndpointMode, HealthCheck, HealthKind, PortSpec, Publish};
+use crate::spec::{EndpointMode, HealthCheck, HealthKind, Publish};
 use crate::wire::VERSION;
 
 fn spec(name: &str, vip: u8) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        mode: EndpointMode::Vip,
-        subnet: "10.32.0.0/24".parse().unwrap(),
-        vip: Some(Ipv4Addr::new(10, 32, 0, vip)),
-        ports: vec![PortSpec {
-            proto: Proto::Tcp,
-            port: 80,
-        }],
-        published: vec![],
-        health: None,
-    }
+    crate::spec::sample(name, vip)
 }
 
 fn addr(last: u8) -> Ipv4Addr {
