@@ -3,6 +3,7 @@
 //! No IO here; every decoder returns an error message instead of panicking.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -50,24 +51,31 @@ fn required(call: &str, field: &str, value: String) -> WireResult<String> {
 
 /// An IPv4 CIDR (`10.99.0.0/24`); an IPv6 one gets the IPv4-only message.
 fn ipv4_net(call: &str, field: &str, s: &str) -> WireResult<Ipv4Net> {
-    match s.parse::<IpNet>() {
-        Ok(IpNet::V4(n)) => Ok(n),
-        Ok(IpNet::V6(_)) => Err(format!("{IPV4_ONLY}: {field} {s} is IPv6")),
-        Err(_) => Err(format!(
-            "bad {call} request: {field} {s:?} is not an IPv4 address with prefix length (a.b.c.d/n)"
-        )),
-    }
+    ipv4::<Ipv4Net, IpNet>(
+        call,
+        field,
+        s,
+        "an IPv4 address with prefix length (a.b.c.d/n)",
+    )
 }
 
 /// An IPv4 address (`10.99.0.5`); an IPv6 one gets the IPv4-only message.
 fn ipv4_addr(call: &str, field: &str, s: &str) -> WireResult<Ipv4Addr> {
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => Ok(a),
-        Ok(IpAddr::V6(_)) => Err(format!("{IPV4_ONLY}: {field} {s} is IPv6")),
-        Err(_) => Err(format!(
-            "bad {call} request: {field} {s:?} is not an IPv4 address"
-        )),
-    }
+    ipv4::<Ipv4Addr, IpAddr>(call, field, s, "an IPv4 address")
+}
+
+/// `s` read as the IPv4 `V4`; when it is not one, `Any` (the same for either family)
+/// tells an IPv6 value, which gets the IPv4-only message, from a bad one.
+fn ipv4<V4: FromStr, Any: FromStr>(
+    call: &str,
+    field: &str,
+    s: &str,
+    expected: &str,
+) -> WireResult<V4> {
+    s.parse::<V4>().map_err(|_| match s.parse::<Any>() {
+        Ok(_) => format!("{IPV4_ONLY}: {field} {s} is IPv6"),
+        Err(_) => format!("bad {call} request: {field} {s:?} is not {expected}"),
+    })
 }
 
 /// An empty string means "not given".
