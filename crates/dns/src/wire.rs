@@ -73,13 +73,8 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The payload ended early.
-    #[error("dns gossip payload truncated at byte {at} (needed {need} more)")]
-    Truncated {
-        /// Offset where data ran out.
-        at: usize,
-        /// Bytes missing.
-        need: usize,
-    },
+    #[error("dns gossip payload truncated at byte {} (needed {} more)", .0.at, .0.needed)]
+    Truncated(#[from] Short),
     /// Written by a newer (or unknown) encoding.
     #[error("dns gossip payload has version {0}, this router speaks {VERSION}; upgrade the older router")]
     Version(u8),
@@ -234,15 +229,6 @@ fn put_entry(w: &mut Writer, e: &Entry) {
     w.raw(&e.key.addr.octets());
     w.u64(e.state.version);
     w.u8(u8::from(e.state.tombstone));
-}
-
-impl From<Short> for WireError {
-    fn from(s: Short) -> WireError {
-        WireError::Truncated {
-            at: s.at,
-            need: s.needed,
-        }
-    }
 }
 
 impl PayloadError for WireError {

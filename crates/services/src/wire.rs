@@ -131,13 +131,8 @@ impl Digest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The payload ended early.
-    #[error("services gossip payload truncated at byte {at} (needed {need} more)")]
-    Truncated {
-        /// Offset where data ran out.
-        at: usize,
-        /// Bytes missing.
-        need: usize,
-    },
+    #[error("services gossip payload truncated at byte {} (needed {} more)", .0.at, .0.needed)]
+    Truncated(#[from] Short),
     /// Written by another encoding version.
     #[error("services gossip payload has version {0}, this router speaks {VERSION}; upgrade the older router")]
     Version(u8),
@@ -162,15 +157,6 @@ impl WireError {
     /// version of the encoding (ignored, as during a rolling upgrade).
     pub fn drops_peer(&self) -> bool {
         !matches!(self, WireError::Version(_))
-    }
-}
-
-impl From<Short> for WireError {
-    fn from(s: Short) -> WireError {
-        WireError::Truncated {
-            at: s.at,
-            need: s.needed,
-        }
     }
 }
 

@@ -15,6 +15,18 @@ pub struct Short {
     pub needed: usize,
 }
 
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "input ends at byte {} ({} more needed)",
+            self.at, self.needed
+        )
+    }
+}
+
+impl std::error::Error for Short {}
+
 /// Reads fields from a slice, front to back.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
