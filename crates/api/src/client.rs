@@ -3,12 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::net::UnixStream;
 
+use crate::unix_http::{self, UnixHttpError};
 use crate::ErrorBody;
 
 /// What can go wrong talking to the router.
@@ -100,34 +99,17 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ApiError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|_| ApiError::NotRunning(self.socket.clone()))?;
         let transport = |e: Box<dyn std::error::Error + Send + Sync>| ApiError::Transport {
             path: self.socket.clone(),
             source: e,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(e.into()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let has_body = body.is_some();
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "weft");
-        if has_body {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| transport(e.into()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| transport(e.into()))?;
+        let resp = match unix_http::send(&self.socket, method, path, "weft", body).await {
+            Ok(resp) => resp,
+            Err(UnixHttpError::Connect(_)) => {
+                return Err(ApiError::NotRunning(self.socket.clone()))
+            }
+            Err(UnixHttpError::Transport(e)) => return Err(transport(e)),
+        };
         let status = resp.status();
         let bytes = resp
             .into_body()

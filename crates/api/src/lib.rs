@@ -6,6 +6,7 @@ pub mod cni;
 pub mod paths;
 pub mod services;
 pub mod types;
+pub mod unix_http;
 
 pub use client::{ApiClient, ApiError};
 pub use cni::*;

@@ -301,28 +301,27 @@ pub struct ContainerReport {
 
 /// Body of `POST /expose`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ExposeRequest {
     /// Addresses (`net:default`, `net:CIDR`, `ip:CIDR`, `CIDR`); none means `net:default`.
-    #[serde(default)]
     pub addrs: Vec<String>,
     /// Do not masquerade.
-    #[serde(default)]
     pub without_masquerade: bool,
 }
 
 /// Body of `POST /hide`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct HideRequest {
     /// Addresses to take away; none means all.
-    #[serde(default)]
     pub addrs: Vec<String>,
 }
 
 /// Body of `POST /reset`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ResetRequest {
     /// Skip handing the address space to other peers.
-    #[serde(default)]
     pub force: bool,
 }
 
@@ -335,15 +334,13 @@ pub struct AddrsResponse {
 
 /// Body of `POST /dns/add` and `POST /dns/remove`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct DnsEditRequest {
     /// A container as `weft ps` lists it (id, or its hostname / short name).
-    #[serde(default)]
     pub container: Option<String>,
     /// Addresses (`10.32.0.1` or `10.32.0.1/12`); none = the container's.
-    #[serde(default)]
     pub ips: Vec<String>,
     /// Fully qualified name; none = the container's registered hostname.
-    #[serde(default)]
     pub fqdn: Option<String>,
 }
 

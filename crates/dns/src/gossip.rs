@@ -21,11 +21,11 @@
 //! restarted router therefore issues versions above those of its previous life, and its
 //! first full state replaces whatever the others still hold of it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
-use weft_mesh::{Disconnect, MeshApp, Millis, TopologyView, Transmit};
+use weft_mesh::{Disconnect, GossipPeers, MeshApp, Millis, TopologyView, Transmit};
 
 use crate::limits::{check_entries, MAX_OWN_ENTRIES};
 use crate::records::{
@@ -93,20 +93,15 @@ impl GossipError {
 /// The DNS gossip core of one router.
 #[derive(Debug)]
 pub struct DnsGossip {
-    me: String,
-    channel: u16,
     config: GossipConfig,
     records: SharedRecords,
-    peers: BTreeSet<String>,
-    /// Peers dropped for breaking the protocol: ignored until they are unreachable.
-    refused: BTreeSet<String>,
+    /// Who we gossip with, and what is queued for the mesh.
+    peers: GossipPeers,
     clock: u64,
     epoch_wall_ms: u64,
     next_digest: Millis,
     /// When we last asked a peer for its full state (asks at most once per digest interval).
     asked: HashMap<String, Millis>,
-    transmits: VecDeque<Transmit>,
-    disconnects: VecDeque<Disconnect>,
 }
 
 impl DnsGossip {
@@ -120,19 +115,14 @@ impl DnsGossip {
     ) -> Result<Self, DnsError> {
         check_id("peer name", me)?;
         Ok(DnsGossip {
-            me: me.to_string(),
-            channel,
             config,
             records: Arc::new(RwLock::new(Records::new(config.tombstone_ttl))),
-            peers: BTreeSet::new(),
-            refused: BTreeSet::new(),
+            peers: GossipPeers::new(me, channel),
             // A new life holds no entry older than now: its first full state says so.
             clock: epoch_wall_ms,
             epoch_wall_ms,
             next_digest: config.digest_interval,
             asked: HashMap::new(),
-            transmits: VecDeque::new(),
-            disconnects: VecDeque::new(),
         })
     }
 
@@ -143,17 +133,17 @@ impl DnsGossip {
 
     /// This router's peer name.
     pub fn me(&self) -> &str {
-        &self.me
+        self.peers.me()
     }
 
     /// Reachable peers as last seen in the topology (without us).
     pub fn peers(&self) -> impl Iterator<Item = &str> {
-        self.peers.iter().map(String::as_str)
+        self.peers.reachable().iter().map(String::as_str)
     }
 
     /// Our own live entries as (container, hostname, address), e.g. to persist them.
     pub fn local_entries(&self) -> Vec<(String, String, Ipv4Addr)> {
-        read_records(&self.records).origin_live(&self.me)
+        read_records(&self.records).origin_live(self.peers.me())
     }
 
     /// Adds `hostname` → `addr` for a local container; nothing is sent if it is already
@@ -166,7 +156,7 @@ impl DnsGossip {
         hostname: &str,
         addr: Ipv4Addr,
     ) -> Result<(), DnsError> {
-        let key = EntryKey::new(&self.me, container, hostname, addr)?;
+        let key = EntryKey::new(self.peers.me(), container, hostname, addr)?;
         let recs = read_records(&self.records);
         let held = recs.get(&key);
         if matches!(held, Some(s) if !s.tombstone) {
@@ -174,7 +164,7 @@ impl DnsGossip {
         }
         let mut count = 0;
         let mut addrs = HashSet::new();
-        for (k, s) in recs.origin_states(&self.me) {
+        for (k, s) in recs.origin_states(self.peers.me()) {
             count += 1;
             if !s.tombstone && k.hostname == key.hostname {
                 addrs.insert(k.addr);
@@ -205,7 +195,7 @@ impl DnsGossip {
         let hostname = filter.hostname.as_deref().map(normalize_name).transpose()?;
         let recs = read_records(&self.records);
         let doomed: Vec<EntryKey> = recs
-            .origin_states(&self.me)
+            .origin_states(self.peers.me())
             .filter(|(k, s)| {
                 !s.tombstone
                     && filter.container.as_ref().is_none_or(|c| &k.container == c)
@@ -244,7 +234,7 @@ impl DnsGossip {
     pub fn receive(&mut self, now: Millis, from: &str, payload: &[u8]) -> Result<(), GossipError> {
         self.tick_clock(now);
         let msg = Message::decode(payload)?;
-        if !self.peers.contains(from) || self.refused.contains(from) {
+        if !self.peers.is_reachable(from) || self.peers.is_refused(from) {
             // Not (yet) reachable: its entries would outlive its departure. It is asked on join.
             return Ok(());
         }
@@ -302,14 +292,14 @@ impl DnsGossip {
                 self.ask(origin);
             }
             Message::Request { origin } => {
-                if origin != self.me {
+                if origin != self.peers.me() {
                     return Err(GossipError::Origin {
                         from: from.to_string(),
                         origin,
                     });
                 }
                 let full = self.full_state().encode();
-                self.send(from.to_string(), full);
+                self.peers.send(from, full);
             }
         }
         Ok(())
@@ -317,14 +307,12 @@ impl DnsGossip {
 
     /// Takes the set of reachable peers (without us); drops the entries of peers gone.
     fn peers_changed(&mut self, now: Millis, peers: BTreeSet<String>) {
-        let added: Vec<String> = peers.difference(&self.peers).cloned().collect();
-        self.peers = peers;
-        self.asked.retain(|p, _| self.peers.contains(p));
         // A dropped peer gets another chance once it has been gone.
-        self.refused.retain(|p| self.peers.contains(p));
+        let added = self.peers.set(peers).added;
+        self.asked.retain(|p, _| self.peers.is_reachable(p));
         let mut recs = write_records(&self.records);
         for origin in recs.origins() {
-            if origin != self.me && !self.peers.contains(&origin) {
+            if origin != self.peers.me() && !self.peers.is_reachable(&origin) {
                 let n = recs.remove_origin(&origin);
                 tracing::debug!(
                     origin,
@@ -340,7 +328,7 @@ impl DnsGossip {
         self.tick_clock(now);
         let full = self.full_state().encode();
         for peer in added {
-            self.send(peer.clone(), full.clone());
+            self.peers.send(&peer, full.clone());
             // Ask too: its own copy of our joining may have been sent before it knew us.
             self.ask(peer);
         }
@@ -349,16 +337,12 @@ impl DnsGossip {
     /// Drops a peer that broke the protocol: its names go, it is ignored while it stays
     /// reachable, and the mesh is asked to disconnect it.
     fn refuse(&mut self, peer: &str, why: &GossipError) {
-        if !self.refused.insert(peer.to_string()) {
+        if !self.peers.refuse(peer, why) {
             return;
         }
         let n = write_records(&self.records).remove_origin(peer);
         tracing::warn!(peer, entries = n, "dropping a peer's DNS names: {why}");
         self.asked.remove(peer);
-        self.disconnects.push_back(Disconnect {
-            peer: peer.to_string(),
-            reason: why.to_string(),
-        });
     }
 
     /// Raises the clock to the wall clock: a full state sent now covers every version an
@@ -373,48 +357,33 @@ impl DnsGossip {
         self.clock
     }
 
-    fn send(&mut self, dst: String, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit::To {
-            channel: self.channel,
-            dst,
-            payload,
-        });
-    }
-
-    fn broadcast(&mut self, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit::Broadcast {
-            channel: self.channel,
-            payload,
-        });
-    }
-
     /// Asks `origin` for its full state.
     fn ask(&mut self, origin: String) {
         let payload = Message::Request {
             origin: origin.clone(),
         }
         .encode();
-        self.send(origin, payload);
+        self.peers.send(&origin, payload);
     }
 
     fn delta(&mut self, entries: Vec<Entry>) {
-        if self.peers.is_empty() {
+        if self.peers.reachable().is_empty() {
             return;
         }
         let msg = Message::Delta {
-            origin: self.me.clone(),
+            origin: self.peers.me().to_string(),
             clock: self.clock,
             entries,
         };
-        self.broadcast(msg.encode());
+        self.peers.broadcast(msg.encode());
     }
 
     fn full_state(&self) -> Message {
         let entries = read_records(&self.records)
-            .origin_entries(&self.me)
+            .origin_entries(self.peers.me())
             .collect();
         Message::Full {
-            origin: self.me.clone(),
+            origin: self.peers.me().to_string(),
             clock: self.clock,
             entries,
         }
@@ -467,7 +436,7 @@ impl MeshApp for DnsGossip {
     type Effect = std::convert::Infallible;
 
     fn handle_message(&mut self, now: Millis, channel: u16, from: &str, payload: &[u8]) {
-        if channel != self.channel {
+        if channel != self.peers.channel() {
             return;
         }
         if let Err(e) = self.receive(now, from, payload) {
@@ -480,12 +449,7 @@ impl MeshApp for DnsGossip {
     }
 
     fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
-        let peers: BTreeSet<String> = topology
-            .names()
-            .filter(|n| *n != self.me)
-            .map(String::from)
-            .collect();
-        if peers != self.peers {
+        if let Some(peers) = self.peers.changed(topology) {
             self.peers_changed(now, peers);
         }
     }
@@ -498,21 +462,22 @@ impl MeshApp for DnsGossip {
             return;
         }
         self.next_digest = now.saturating_add(self.config.digest_interval.max(1));
-        if self.peers.is_empty() {
+        if self.peers.reachable().is_empty() {
             return;
         }
-        let (live, sum) = self.summary(&self.me.clone());
+        let me = self.peers.me().to_string();
+        let (live, sum) = self.summary(&me);
         let digest = Message::Digest {
-            origin: self.me.clone(),
+            origin: me,
             clock: self.clock,
             live,
             checksum: sum,
         };
-        self.broadcast(digest.encode());
+        self.peers.broadcast(digest.encode());
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.peers.poll_transmit()
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
@@ -520,7 +485,7 @@ impl MeshApp for DnsGossip {
     }
 
     fn poll_disconnect(&mut self) -> Option<Disconnect> {
-        self.disconnects.pop_front()
+        self.peers.poll_disconnect()
     }
 }
 

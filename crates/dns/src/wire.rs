@@ -16,7 +16,7 @@
 
 use std::net::Ipv4Addr;
 
-use weft_types::cursor::{Reader, Short, Writer};
+use weft_types::cursor::{decode_versioned, PayloadError, Reader, Short, Writer};
 
 use crate::records::{normalize_name, Entry, EntryKey, EntryState, MAX_ID_LEN};
 
@@ -73,13 +73,8 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The payload ended early.
-    #[error("dns gossip payload truncated at byte {at} (needed {need} more)")]
-    Truncated {
-        /// Offset where data ran out.
-        at: usize,
-        /// Bytes missing.
-        need: usize,
-    },
+    #[error("dns gossip payload truncated at byte {} (needed {} more)", .0.at, .0.needed)]
+    Truncated(#[from] Short),
     /// Written by a newer (or unknown) encoding.
     #[error("dns gossip payload has version {0}, this router speaks {VERSION}; upgrade the older router")]
     Version(u8),
@@ -142,18 +137,7 @@ impl Message {
                 });
                 put_str(&mut w, origin);
                 w.u64(*clock);
-                w.u32(entries.len() as u32);
-                for e in entries {
-                    put_str(&mut w, &e.key.container);
-                    // Hostnames are checked to be at most 254 bytes when stored.
-                    let h = e.key.hostname.as_bytes();
-                    let h = &h[..h.len().min(255)];
-                    w.u8(h.len() as u8);
-                    w.raw(h);
-                    w.raw(&e.key.addr.octets());
-                    w.u64(e.state.version);
-                    w.u8(u8::from(e.state.tombstone));
-                }
+                w.list32(entries, put_entry);
             }
             Message::Digest {
                 origin,
@@ -177,15 +161,14 @@ impl Message {
 
     /// Decodes a payload; any malformed input gives an error, never a panic.
     pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
-        let mut r = Reader::new(buf);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        let kind = r.u8()?;
-        let msg = match kind {
+        decode_versioned(buf, VERSION, Message::decode_body)
+    }
+
+    /// The message of kind `kind` (the header read), without its end checked.
+    fn decode_body(kind: u8, r: &mut Reader) -> Result<Message, WireError> {
+        Ok(match kind {
             KIND_DELTA | KIND_FULL => {
-                let origin = id(&mut r, "origin")?;
+                let origin = id(r, "origin")?;
                 let clock = r.u64()?;
                 let at = r.pos();
                 let n = r.u32()? as usize;
@@ -198,7 +181,7 @@ impl Message {
                 }
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
-                    entries.push(entry(&mut r, &origin)?);
+                    entries.push(entry(r, &origin)?);
                 }
                 if kind == KIND_DELTA {
                     Message::Delta {
@@ -215,7 +198,7 @@ impl Message {
                 }
             }
             KIND_DIGEST => {
-                let origin = id(&mut r, "origin")?;
+                let origin = id(r, "origin")?;
                 Message::Digest {
                     origin,
                     clock: r.u64()?,
@@ -224,14 +207,10 @@ impl Message {
                 }
             }
             KIND_REQUEST => Message::Request {
-                origin: id(&mut r, "origin")?,
+                origin: id(r, "origin")?,
             },
             other => return Err(WireError::Kind(other)),
-        };
-        if r.remaining() != 0 {
-            return Err(WireError::Trailing(r.remaining()));
-        }
-        Ok(msg)
+        })
     }
 }
 
@@ -240,12 +219,24 @@ fn put_str(w: &mut Writer, s: &str) {
     w.str16(s, usize::from(u16::MAX));
 }
 
-impl From<Short> for WireError {
-    fn from(s: Short) -> WireError {
-        WireError::Truncated {
-            at: s.at,
-            need: s.needed,
-        }
+fn put_entry(w: &mut Writer, e: &Entry) {
+    put_str(w, &e.key.container);
+    // Hostnames are checked to be at most 254 bytes when stored.
+    let h = e.key.hostname.as_bytes();
+    let h = &h[..h.len().min(255)];
+    w.u8(h.len() as u8);
+    w.raw(h);
+    w.raw(&e.key.addr.octets());
+    w.u64(e.state.version);
+    w.u8(u8::from(e.state.tombstone));
+}
+
+impl PayloadError for WireError {
+    fn version(found: u8) -> WireError {
+        WireError::Version(found)
+    }
+    fn trailing(n: usize) -> WireError {
+        WireError::Trailing(n)
     }
 }
 
@@ -304,6 +295,7 @@ fn entry(r: &mut Reader, origin: &str) -> Result<Entry, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use weft_types::cursor::first_broken_accepted;
 
     fn sample() -> Vec<Message> {
         let e = |c: &str, h: &str, v: u64, t: bool| Entry {
@@ -355,9 +347,8 @@ mod tests {
     fn every_truncation_and_bad_header_is_an_error() {
         for m in sample() {
             let b = m.encode();
-            for cut in 0..b.len() {
-                assert!(Message::decode(&b[..cut]).is_err(), "{m:?} cut at {cut}");
-            }
+            let broken = first_broken_accepted(&b, Message::decode);
+            assert_eq!(broken, None, "{m:?}");
             let mut longer = b.clone();
             longer.push(0);
             assert_eq!(Message::decode(&longer), Err(WireError::Trailing(1)));

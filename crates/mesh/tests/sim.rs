@@ -71,6 +71,13 @@ fn conn_limit_bounds_discovered_connections() {
     assert_eq!(sim.mesh(0).unwrap().view().0.len(), 30);
 }
 
+/// Runs `sim` until its views agree (within `limit` ms, checking every `step` ms), failing
+/// with which `phase` of the scenario did not converge; how long it took.
+fn converge<A: MeshApp>(sim: &mut Sim<A>, seed: u64, phase: &str, limit: u64, step: u64) -> u64 {
+    sim.run_until_converged(limit, step)
+        .unwrap_or_else(|e| panic!("seed {seed}: {phase} did not converge: {e}"))
+}
+
 /// The heavy scenario: join, loss, partition and heal, crashes (reset and silent),
 /// restarts; every phase must converge.
 fn chaos(seed: u64, n: usize) {
@@ -82,9 +89,7 @@ fn chaos(seed: u64, n: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabcdef);
     let mut sim = Sim::new(cfg, |_| NoApp);
     random_mesh(&mut sim, n, &mut rng);
-    let t = sim
-        .run_until_converged(60_000, 250)
-        .unwrap_or_else(|e| panic!("seed {seed}: initial join did not converge: {e}"));
+    let t = converge(&mut sim, seed, "initial join", 60_000, 250);
     eprintln!("seed {seed}: {n} peers joined in {t} ms");
     assert_eq!(
         sim.components(),
@@ -96,15 +101,11 @@ fn chaos(seed: u64, n: usize) {
     let split: Vec<u32> = (0..n).map(|_| rng.random_range(0..2)).collect();
     sim.partition(move |i| split[i]);
     sim.run_for(8_000);
-    let t = sim
-        .run_until_converged(60_000, 250)
-        .unwrap_or_else(|e| panic!("seed {seed}: partition did not converge: {e}"));
+    let t = converge(&mut sim, seed, "partition", 60_000, 250);
     eprintln!("seed {seed}: partitioned views converged {t} ms after detection");
     sim.heal();
     sim.run_for(2_000);
-    let t = sim
-        .run_until_converged(90_000, 250)
-        .unwrap_or_else(|e| panic!("seed {seed}: heal did not converge: {e}"));
+    let t = converge(&mut sim, seed, "heal", 90_000, 250);
     eprintln!("seed {seed}: healed in {t} ms");
     assert_eq!(
         sim.components(),
@@ -117,18 +118,14 @@ fn chaos(seed: u64, n: usize) {
     for (k, v) in victims.iter().enumerate() {
         sim.crash(*v, k % 2 == 0);
     }
-    let t = sim
-        .run_until_converged(30_000, 100)
-        .unwrap_or_else(|e| panic!("seed {seed}: crash did not converge: {e}"));
+    let t = converge(&mut sim, seed, "crash", 30_000, 100);
     assert!(t <= 10_000, "seed {seed}: crash noticed after {t} ms");
     eprintln!("seed {seed}: crashes noticed and converged in {t} ms");
     for v in &victims {
         sim.restart(*v);
     }
     sim.run_for(1_000);
-    let t = sim
-        .run_until_converged(60_000, 250)
-        .unwrap_or_else(|e| panic!("seed {seed}: restart did not converge: {e}"));
+    let t = converge(&mut sim, seed, "restart", 60_000, 250);
     eprintln!("seed {seed}: restarted peers rejoined in {t} ms");
     let alive = sim.alive_names().len();
     let (peers, _) = sim.mesh(victims[0]).unwrap().view();

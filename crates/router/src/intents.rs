@@ -49,6 +49,25 @@ pub struct Intent {
 }
 
 impl Intent {
+    /// An operation on container `id`'s interface `ifname` in the namespace at `netns`
+    /// (inode `ns_inode`); `addrs` are those a detach removes.
+    pub fn container(
+        op: Op,
+        id: &str,
+        (netns, ns_inode): (&str, u64),
+        ifname: &str,
+        addrs: Vec<String>,
+    ) -> Intent {
+        Intent {
+            op,
+            id: id.to_string(),
+            netns: netns.to_string(),
+            ns_inode,
+            ifname: ifname.to_string(),
+            addrs,
+        }
+    }
+
     /// An operation on the host's own addresses (expose, hide), owned by `owner`.
     pub fn host(op: Op, owner: &str, addrs: Vec<String>) -> Intent {
         Intent {

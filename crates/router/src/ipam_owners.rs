@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use futures::future::BoxFuture;
-
-use crate::owners::{Claim, Owned, Owner};
+use crate::owners::{AddrOwner, Claim};
 
 /// File name in the state dir.
 pub const FILE: &str = "ipam-owners.json";
@@ -73,24 +71,18 @@ impl ApiOwners {
     }
 }
 
-impl Owner for ApiOwners {
-    fn kind(&self) -> &'static str {
-        "ipam-api"
-    }
+impl AddrOwner for ApiOwners {
+    const KIND: &'static str = "ipam-api";
 
-    fn owned(&self) -> BoxFuture<'_, Owned> {
-        Box::pin(async move {
-            Owned {
-                addrs: self.lock().iter().map(|o| Claim::all(o)).collect(),
-                ports: Vec::new(),
-            }
-        })
+    async fn claims(&self) -> Vec<Claim> {
+        self.lock().iter().map(|o| Claim::all(o)).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::owners::Owner;
 
     #[tokio::test]
     async fn owners_survive_a_restart_until_removed() {

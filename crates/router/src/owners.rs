@@ -66,6 +66,30 @@ pub trait Owner: Send + Sync {
     fn owned(&self) -> BoxFuture<'_, Owned>;
 }
 
+/// A kind of owner that holds IPAM addresses only, no bridge ports (service VIPs, the raw
+/// IPAM API's owners): it says what it claims, and is an [`Owner`] by that.
+pub trait AddrOwner: Send + Sync {
+    /// What it is, for the log.
+    const KIND: &'static str;
+    /// Every address it claims now, operations in flight included.
+    fn claims(&self) -> impl std::future::Future<Output = Vec<Claim>> + Send;
+}
+
+impl<T: AddrOwner> Owner for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn owned(&self) -> BoxFuture<'_, Owned> {
+        Box::pin(async move {
+            Owned {
+                addrs: self.claims().await,
+                ports: Vec::new(),
+            }
+        })
+    }
+}
+
 /// The kinds of owner of this router, registered at start-up.
 #[derive(Clone, Default)]
 pub struct OwnerRegistry {

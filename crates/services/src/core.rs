@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
-use weft_mesh::{Disconnect, Millis, Transmit};
+use weft_mesh::{GossipPeers, Millis};
 use weft_types::port::Proto;
 
 use crate::error::ServiceError;
@@ -48,7 +48,6 @@ pub const DIGEST_INTERVAL: Millis = 5_000;
 /// The services core of one router.
 #[derive(Debug, Clone)]
 pub struct ServicesCore {
-    pub(crate) me: String,
     pub(crate) digest_interval: Millis,
     /// Lamport clock of creates and removals.
     pub(crate) clock: u64,
@@ -56,10 +55,8 @@ pub struct ServicesCore {
     pub(crate) tasks: Tasks,
     claims: Claims,
     plan: Plan,
-    /// Reachable peers, without us.
-    pub(crate) peers: BTreeSet<String>,
-    /// Peers dropped for breaking the protocol: ignored until they are unreachable.
-    pub(crate) refused: BTreeSet<String>,
+    /// Who we gossip with, and what is queued for the mesh.
+    pub(crate) peers: GossipPeers,
     /// When we last asked a peer for its state (at most once per digest interval).
     pub(crate) asked: BTreeMap<String, Millis>,
     /// The last (their, our) names hash that differed, per peer: asked for only when a
@@ -68,9 +65,7 @@ pub struct ServicesCore {
     /// Since when each peer that went away is unreachable.
     pub(crate) down_since: BTreeMap<String, Millis>,
     pub(crate) next_digest: Millis,
-    pub(crate) transmits: VecDeque<Transmit>,
     effects: VecDeque<ServiceEffect>,
-    pub(crate) disconnects: VecDeque<Disconnect>,
     plan_changed: bool,
     /// What is saved changed since the last [`ServiceEffect::Persist`].
     dirty: bool,
@@ -81,22 +76,18 @@ impl ServicesCore {
     /// are not valid are left out).
     pub fn new(me: &str, saved: Option<Saved>, now: Millis) -> Self {
         let mut core = ServicesCore {
-            me: me.to_string(),
             digest_interval: DIGEST_INTERVAL,
             clock: 0,
             names: Names::default(),
             tasks: Tasks::default(),
             claims: Claims::default(),
             plan: Plan::default(),
-            peers: BTreeSet::new(),
-            refused: BTreeSet::new(),
+            peers: GossipPeers::new(me, CHANNEL),
             asked: BTreeMap::new(),
             mismatch: BTreeMap::new(),
             down_since: BTreeMap::new(),
             next_digest: now.saturating_add(DIGEST_INTERVAL),
-            transmits: VecDeque::new(),
             effects: VecDeque::new(),
-            disconnects: VecDeque::new(),
             plan_changed: false,
             dirty: false,
         };
@@ -156,7 +147,7 @@ impl ServicesCore {
             name: name.clone(),
             removed: 0,
             entries: vec![Entry {
-                origin: self.me.clone(),
+                origin: self.peers.me().to_string(),
                 version,
                 spec: Some(spec.clone()),
             }],
@@ -174,7 +165,7 @@ impl ServicesCore {
         self.broadcast_names(&[name]);
         Ok(Definition {
             spec,
-            origin: self.me.clone(),
+            origin: self.peers.me().to_string(),
             version,
         })
     }
@@ -265,12 +256,12 @@ impl ServicesCore {
             )));
         }
         let healthy = def.spec.health.is_none();
-        let own = self.tasks.host(&self.me);
+        let own = self.tasks.host(self.peers.me());
         let held = own.is_some_and(|h| h.contains(service, addr));
         let mut task = Task {
             service: service.to_string(),
             addr,
-            host: self.me.clone(),
+            host: self.peers.me().to_string(),
             container: container.to_string(),
             healthy,
         };
@@ -343,7 +334,7 @@ impl ServicesCore {
 
     /// Our own tasks (the router health-checks these), with their health as checked.
     pub fn local_tasks(&self) -> Vec<Task> {
-        self.tasks.of_host(&self.me)
+        self.tasks.of_host(self.peers.me())
     }
 
     /// What every host programs.
@@ -358,7 +349,7 @@ impl ServicesCore {
 
     /// This router's peer name.
     pub fn me(&self) -> &str {
-        &self.me
+        self.peers.me()
     }
 
     /// What to persist now (also emitted as [`ServiceEffect::Persist`] on every change).
@@ -366,13 +357,13 @@ impl ServicesCore {
         Saved {
             clock: self.clock,
             names: self.names.states(),
-            task_seq: self.tasks.host(&self.me).map_or(0, |h| h.seq),
+            task_seq: self.tasks.host(self.peers.me()).map_or(0, |h| h.seq),
             tasks: self.local_tasks(),
         }
     }
 
     fn own_task(&self, service: &str, addr: Ipv4Addr) -> Option<Task> {
-        self.tasks.get(&self.me, service, addr)
+        self.tasks.get(self.peers.me(), service, addr)
     }
 
     /// Removes our own tasks that match; how many.
@@ -403,7 +394,7 @@ impl ServicesCore {
     fn change_own(&mut self, mut upserts: Vec<Task>, mut removes: Vec<TaskKey>) {
         upserts.sort();
         removes.sort();
-        let me = self.me.clone();
+        let me = self.peers.me().to_string();
         let mut touched = BTreeSet::new();
         for k in &removes {
             if self.tasks.remove(&me, &k.service, k.addr) {
@@ -423,14 +414,14 @@ impl ServicesCore {
             self.replan(&s);
         }
         self.dirty = true;
-        if !self.peers.is_empty() {
+        if !self.peers.reachable().is_empty() {
             let msg = Message::TaskDelta {
                 base,
                 seq,
                 upserts,
                 removes,
             };
-            self.broadcast(msg.encode());
+            self.peers.broadcast(msg.encode());
         }
     }
 
@@ -445,8 +436,8 @@ impl ServicesCore {
                 continue;
             };
             self.name_changed(&name, ch);
-            for (version, winner, vip) in self.names.losers_of(&name, &self.me) {
-                self.names.withdraw(&name, version, &self.me);
+            for (version, winner, vip) in self.names.losers_of(&name, self.peers.me()) {
+                self.names.withdraw(&name, version, self.peers.me());
                 self.effects.push_back(ServiceEffect::Lost {
                     name: name.clone(),
                     winner,
@@ -479,7 +470,7 @@ impl ServicesCore {
             self.definition_changed(name, &ch);
         }
         for d in &ch.covered {
-            if let (true, Some(vip)) = (d.origin == self.me, d.spec.vip) {
+            if let (true, Some(vip)) = (d.origin == self.peers.me(), d.spec.vip) {
                 self.release(name, vip);
             }
         }
@@ -518,27 +509,12 @@ impl ServicesCore {
 
     /// Broadcasts what we hold of `names`.
     pub(crate) fn broadcast_names(&mut self, names: &[String]) {
-        if self.peers.is_empty() || names.is_empty() {
+        if self.peers.reachable().is_empty() || names.is_empty() {
             return;
         }
         let names: Vec<NameState> = names.iter().filter_map(|n| self.names.state(n)).collect();
         let msg = Message::Names { full: false, names };
-        self.broadcast(msg.encode());
-    }
-
-    pub(crate) fn broadcast(&mut self, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit::Broadcast {
-            channel: CHANNEL,
-            payload,
-        });
-    }
-
-    pub(crate) fn send(&mut self, dst: &str, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit::To {
-            channel: CHANNEL,
-            dst: dst.to_string(),
-            payload,
-        });
+        self.peers.broadcast(msg.encode());
     }
 
     /// The next effect: those queued, then one plan change and one persist per batch.

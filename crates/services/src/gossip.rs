@@ -18,12 +18,12 @@
 
 use std::collections::BTreeSet;
 
-use weft_mesh::{Disconnect, MeshApp, Millis, TopologyView, Transmit};
+use weft_mesh::{Disconnect, MeshApp, Millis, PeerChange, TopologyView, Transmit};
 
 use crate::core::{ServiceEffect, ServicesCore};
 use crate::limits::{check_names, MAX_TASKS_PER_HOST};
 use crate::tasks::{Task, TaskKey};
-use crate::wire::{Message, WireError};
+use crate::wire::{Digest, Message, WireError};
 use crate::CHANNEL;
 
 /// How long the tasks of an unreachable peer are kept (out of rotation), ms.
@@ -58,13 +58,13 @@ impl ServicesCore {
         from: &str,
         payload: &[u8],
     ) -> Result<(), GossipError> {
-        if self.refused.contains(from) || from == self.me {
+        if self.peers.is_refused(from) || from == self.peers.me() {
             return Ok(());
         }
         let msg = Message::decode(payload, from)?;
         // Tasks of a peer not (yet) reachable would be in rotation without it; it is
         // asked for them when it is.
-        let reachable = self.peers.contains(from);
+        let reachable = self.peers.is_reachable(from);
         match msg {
             Message::Names { names, .. } => {
                 check_names(&self.names, &names).map_err(GossipError::Limit)?;
@@ -90,55 +90,53 @@ impl ServicesCore {
                 self.replan_all(touched);
             }
             Message::TaskDelta { .. } | Message::TaskSet { .. } => {}
-            Message::Digest {
-                names,
-                names_hash,
-                seq,
-                tasks,
-                tasks_hash,
-            } => {
-                let ours = self.names.hash();
-                let names_differ = (names as usize, names_hash) != (self.names.len(), ours);
-                let mut ask_names = false;
-                if names_differ {
-                    let pair = (names_hash, ours);
-                    ask_names = self.mismatch.get(from) == Some(&pair);
-                    self.mismatch.insert(from.to_string(), pair);
-                } else {
-                    self.mismatch.remove(from);
-                }
-                let mut ask_tasks = false;
-                if reachable {
-                    let held = self.tasks.host(from);
-                    let same = held.is_some_and(|h| {
-                        (h.seq, h.len(), h.hash) == (seq, tasks as usize, tasks_hash)
-                    }) || (held.is_none_or(|h| h.len() == 0) && tasks == 0);
-                    if same {
-                        let touched = self.tasks.set_up(from, true);
-                        self.replan_all(touched);
-                    } else {
-                        ask_tasks = true;
-                    }
-                }
-                if ask_names || ask_tasks {
-                    self.ask(now, from, ask_names, ask_tasks);
-                }
-            }
+            Message::Digest(d) => self.on_digest(now, from, reachable, d),
             Message::Request { names, tasks } => {
                 if names {
                     let msg = Message::Names {
                         full: true,
                         names: self.names.states(),
                     };
-                    self.send(from, msg.encode());
+                    self.peers.send(from, msg.encode());
                 }
                 if tasks {
                     let set = self.own_set();
-                    self.send(from, set);
+                    self.peers.send(from, set);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Takes a peer's digest: asks for its task set when ours of it differs, and for the
+    /// names when they differ for longer than one interval.
+    fn on_digest(&mut self, now: Millis, from: &str, reachable: bool, d: Digest) {
+        let ours = self.names.hash();
+        let names_differ = (d.names as usize, d.names_hash) != (self.names.len(), ours);
+        let mut ask_names = false;
+        if names_differ {
+            let pair = (d.names_hash, ours);
+            ask_names = self.mismatch.get(from) == Some(&pair);
+            self.mismatch.insert(from.to_string(), pair);
+        } else {
+            self.mismatch.remove(from);
+        }
+        let mut ask_tasks = false;
+        if reachable {
+            let held = self.tasks.host(from);
+            let same = held.is_some_and(|h| {
+                (h.seq, h.len(), h.hash) == (d.seq, d.tasks as usize, d.tasks_hash)
+            }) || (held.is_none_or(|h| h.len() == 0) && d.tasks == 0);
+            if same {
+                let touched = self.tasks.set_up(from, true);
+                self.replan_all(touched);
+            } else {
+                ask_tasks = true;
+            }
+        }
+        if ask_names || ask_tasks {
+            self.ask(now, from, ask_names, ask_tasks);
+        }
     }
 
     fn task_delta(
@@ -207,7 +205,7 @@ impl ServicesCore {
 
     /// Our whole task set, encoded.
     fn own_set(&self) -> Vec<u8> {
-        let me = self.me.clone();
+        let me = self.peers.me().to_string();
         Message::TaskSet {
             seq: self.tasks.host(&me).map_or(0, |h| h.seq),
             tasks: self.tasks.of_host(&me),
@@ -225,14 +223,14 @@ impl ServicesCore {
             return;
         }
         self.asked.insert(peer.to_string(), now);
-        self.send(peer, Message::Request { names, tasks }.encode());
+        self.peers
+            .send(peer, Message::Request { names, tasks }.encode());
     }
 
     /// Takes the set of reachable peers (without us).
     fn peers_changed(&mut self, now: Millis, peers: BTreeSet<String>) {
-        let added: Vec<String> = peers.difference(&self.peers).cloned().collect();
-        let gone: Vec<String> = self.peers.difference(&peers).cloned().collect();
-        self.peers = peers;
+        // A dropped peer gets another chance once it has been gone.
+        let PeerChange { added, gone } = self.peers.set(peers);
         for p in &added {
             self.down_since.remove(p);
         }
@@ -240,8 +238,6 @@ impl ServicesCore {
             self.down_since.insert(p.clone(), now);
             self.asked.remove(p);
             self.mismatch.remove(p);
-            // A dropped peer gets another chance once it has been gone.
-            self.refused.remove(p);
             let touched = self.tasks.set_up(p, false);
             self.replan_all(touched);
         }
@@ -255,15 +251,15 @@ impl ServicesCore {
         .encode();
         let set = self.own_set();
         for (k, p) in added.iter().enumerate() {
-            self.send(p, names.clone());
-            self.send(p, set.clone());
+            self.peers.send(p, names.clone());
+            self.peers.send(p, set.clone());
             // Its task set, and once its names: it may not see us as new (we restarted
             // before it noticed), and any one peer's names are as good as another's.
             let request = Message::Request {
                 names: k == 0,
                 tasks: true,
             };
-            self.send(p, request.encode());
+            self.peers.send(p, request.encode());
         }
     }
 
@@ -286,16 +282,12 @@ impl ServicesCore {
     /// Drops a peer that broke the protocol: its tasks go, it is ignored while it stays
     /// reachable, and the mesh is asked to disconnect it.
     fn refuse(&mut self, peer: &str, why: &GossipError) {
-        if !self.refused.insert(peer.to_string()) {
+        if !self.peers.refuse(peer, why) {
             return;
         }
         let touched = self.tasks.drop_host(peer);
         self.replan_all(touched);
         self.asked.remove(peer);
-        self.disconnects.push_back(Disconnect {
-            peer: peer.to_string(),
-            reason: why.to_string(),
-        });
     }
 }
 
@@ -314,12 +306,7 @@ impl MeshApp for ServicesCore {
     }
 
     fn handle_topology(&mut self, now: Millis, topology: &TopologyView) {
-        let peers: BTreeSet<String> = topology
-            .names()
-            .filter(|n| *n != self.me)
-            .map(String::from)
-            .collect();
-        if peers != self.peers {
+        if let Some(peers) = self.peers.changed(topology) {
             self.peers_changed(now, peers);
         }
     }
@@ -331,22 +318,22 @@ impl MeshApp for ServicesCore {
         }
         self.next_digest = now.saturating_add(self.digest_interval);
         self.forget_departed(now);
-        if self.peers.is_empty() {
+        if self.peers.reachable().is_empty() {
             return;
         }
-        let own = self.tasks.host(&self.me);
-        let digest = Message::Digest {
+        let own = self.tasks.host(self.peers.me());
+        let digest = Message::Digest(Digest {
             names: self.names.len() as u32,
             names_hash: self.names.hash(),
             seq: own.map_or(0, |h| h.seq),
             tasks: own.map_or(0, |h| h.len()) as u32,
             tasks_hash: own.map_or(0, |h| h.hash),
-        };
-        self.broadcast(digest.encode());
+        });
+        self.peers.broadcast(digest.encode());
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.peers.poll_transmit()
     }
 
     fn poll_effect(&mut self) -> Option<ServiceEffect> {
@@ -358,6 +345,6 @@ impl MeshApp for ServicesCore {
     }
 
     fn poll_disconnect(&mut self) -> Option<Disconnect> {
-        self.disconnects.pop_front()
+        self.peers.poll_disconnect()
     }
 }

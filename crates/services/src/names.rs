@@ -316,13 +316,10 @@ mod tests {
 
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec {
-            name: name.into(),
             mode: EndpointMode::Dnsrr,
-            subnet: "10.32.0.0/24".parse().unwrap(),
             vip: None,
             ports: vec![],
-            published: vec![],
-            health: None,
+            ..crate::spec::sample(name, 0)
         }
     }
 

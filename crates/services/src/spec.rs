@@ -240,23 +240,30 @@ fn too_many(what: &str, limit: usize) -> ServiceError {
     }
 }
 
+/// The services of the tests: `name`, VIP `10.32.0.vip` in 10.32.0.0/24, tcp/80, nothing
+/// published, no health check.
+#[cfg(test)]
+pub(crate) fn sample(name: &str, vip: u8) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        mode: EndpointMode::Vip,
+        subnet: "10.32.0.0/24".parse().unwrap(),
+        vip: Some(Ipv4Addr::new(10, 32, 0, vip)),
+        ports: vec![PortSpec {
+            proto: Proto::Tcp,
+            port: 80,
+        }],
+        published: vec![],
+        health: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     pub(crate) fn web() -> ServiceSpec {
-        ServiceSpec {
-            name: "web".into(),
-            mode: EndpointMode::Vip,
-            subnet: "10.32.0.0/24".parse().unwrap(),
-            vip: Some(Ipv4Addr::new(10, 32, 0, 200)),
-            ports: vec![PortSpec {
-                proto: Proto::Tcp,
-                port: 80,
-            }],
-            published: vec![],
-            health: None,
-        }
+        sample("web", 200)
     }
 
     #[test]

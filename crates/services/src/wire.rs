@@ -24,7 +24,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use weft_types::cursor::{Reader, Short, Writer};
+use weft_types::cursor::{decode_versioned, PayloadError, Reader, Short, Writer};
 use weft_types::port::Proto;
 
 use crate::limits::{
@@ -82,18 +82,7 @@ pub enum Message {
         tasks: Vec<Task>,
     },
     /// A summary of what the sender holds, for anti-entropy.
-    Digest {
-        /// Names held.
-        names: u32,
-        /// Hash of the names held.
-        names_hash: u64,
-        /// Sequence number of the sender's task set.
-        seq: u64,
-        /// Tasks in it.
-        tasks: u32,
-        /// Hash of them.
-        tasks_hash: u64,
-    },
+    Digest(Digest),
     /// "Send me your names and/or your task set."
     Request {
         /// All names held.
@@ -103,17 +92,47 @@ pub enum Message {
     },
 }
 
+/// A summary of what a peer holds: its names, and its own task set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    /// Names held.
+    pub names: u32,
+    /// Hash of the names held.
+    pub names_hash: u64,
+    /// Sequence number of the sender's task set.
+    pub seq: u64,
+    /// Tasks in it.
+    pub tasks: u32,
+    /// Hash of them.
+    pub tasks_hash: u64,
+}
+
+impl Digest {
+    fn put(&self, w: &mut Writer) {
+        w.u32(self.names);
+        w.u64(self.names_hash);
+        w.u64(self.seq);
+        w.u32(self.tasks);
+        w.u64(self.tasks_hash);
+    }
+
+    fn get(r: &mut Reader) -> Result<Digest, Short> {
+        Ok(Digest {
+            names: r.u32()?,
+            names_hash: r.u64()?,
+            seq: r.u64()?,
+            tasks: r.u32()?,
+            tasks_hash: r.u64()?,
+        })
+    }
+}
+
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The payload ended early.
-    #[error("services gossip payload truncated at byte {at} (needed {need} more)")]
-    Truncated {
-        /// Offset where data ran out.
-        at: usize,
-        /// Bytes missing.
-        need: usize,
-    },
+    #[error("services gossip payload truncated at byte {} (needed {} more)", .0.at, .0.needed)]
+    Truncated(#[from] Short),
     /// Written by another encoding version.
     #[error("services gossip payload has version {0}, this router speaks {VERSION}; upgrade the older router")]
     Version(u8),
@@ -141,12 +160,12 @@ impl WireError {
     }
 }
 
-impl From<Short> for WireError {
-    fn from(s: Short) -> WireError {
-        WireError::Truncated {
-            at: s.at,
-            need: s.needed,
-        }
+impl PayloadError for WireError {
+    fn version(found: u8) -> WireError {
+        WireError::Version(found)
+    }
+    fn trailing(n: usize) -> WireError {
+        WireError::Trailing(n)
     }
 }
 
@@ -158,10 +177,7 @@ impl Message {
         match self {
             Message::Names { full, names } => {
                 w.u8(if *full { KIND_NAMES_FULL } else { KIND_NAMES });
-                w.u32(names.len() as u32);
-                for n in names {
-                    put_name(&mut w, n);
-                }
+                w.list32(names, put_name);
             }
             Message::TaskDelta {
                 base,
@@ -172,33 +188,20 @@ impl Message {
                 w.u8(KIND_TASK_DELTA);
                 w.u64(*base);
                 w.u64(*seq);
-                w.u32(upserts.len() as u32);
-                upserts.iter().for_each(|t| put_task(&mut w, t));
-                w.u32(removes.len() as u32);
-                for k in removes {
-                    put_str(&mut w, &k.service);
+                w.list32(upserts, put_task);
+                w.list32(removes, |w, k| {
+                    put_str(w, &k.service);
                     w.raw(&k.addr.octets());
-                }
+                });
             }
             Message::TaskSet { seq, tasks } => {
                 w.u8(KIND_TASK_SET);
                 w.u64(*seq);
-                w.u32(tasks.len() as u32);
-                tasks.iter().for_each(|t| put_task(&mut w, t));
+                w.list32(tasks, put_task);
             }
-            Message::Digest {
-                names,
-                names_hash,
-                seq,
-                tasks,
-                tasks_hash,
-            } => {
+            Message::Digest(d) => {
                 w.u8(KIND_DIGEST);
-                w.u32(*names);
-                w.u64(*names_hash);
-                w.u64(*seq);
-                w.u32(*tasks);
-                w.u64(*tasks_hash);
+                d.put(&mut w);
             }
             Message::Request { names, tasks } => {
                 w.u8(KIND_REQUEST);
@@ -211,19 +214,20 @@ impl Message {
     /// Decodes a payload from peer `sender` (the host of the tasks it carries); any
     /// malformed input gives an error, never a panic.
     pub fn decode(buf: &[u8], sender: &str) -> Result<Message, WireError> {
-        let mut r = Reader::new(buf);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        let kind = r.u8()?;
-        let msg = match kind {
+        decode_versioned(buf, VERSION, |kind, r| {
+            Message::decode_body(kind, r, sender)
+        })
+    }
+
+    /// The message of kind `kind` (the header read), without its end checked.
+    fn decode_body(kind: u8, r: &mut Reader, sender: &str) -> Result<Message, WireError> {
+        Ok(match kind {
             KIND_NAMES | KIND_NAMES_FULL => {
-                let n = count(&mut r, MIN_NAME_LEN, MAX_NAMES, "name count")?;
+                let n = count(r, MIN_NAME_LEN, MAX_NAMES, "name count")?;
                 let mut names: Vec<NameState> = Vec::with_capacity(n);
                 for _ in 0..n {
                     let at = r.pos();
-                    let name = get_name(&mut r)?;
+                    let name = get_name(r)?;
                     if names.last().is_some_and(|l| l.name >= name.name) {
                         return Err(bad("name order", at));
                     }
@@ -241,13 +245,13 @@ impl Message {
                 if seq <= base {
                     return Err(bad("task sequence", at));
                 }
-                let upserts = get_tasks(&mut r, sender)?;
-                let n = count(&mut r, MIN_KEY_LEN, MAX_TASKS_PER_HOST, "task count")?;
+                let upserts = get_tasks(r, sender)?;
+                let n = count(r, MIN_KEY_LEN, MAX_TASKS_PER_HOST, "task count")?;
                 let mut removes: Vec<TaskKey> = Vec::with_capacity(n);
                 for _ in 0..n {
                     let at = r.pos();
                     let key = TaskKey {
-                        service: get_service(&mut r)?,
+                        service: get_service(r)?,
                         addr: Ipv4Addr::from(r.array::<4>()?),
                     };
                     if removes.last().is_some_and(|l| *l >= key) {
@@ -264,15 +268,9 @@ impl Message {
             }
             KIND_TASK_SET => Message::TaskSet {
                 seq: r.u64()?,
-                tasks: get_tasks(&mut r, sender)?,
+                tasks: get_tasks(r, sender)?,
             },
-            KIND_DIGEST => Message::Digest {
-                names: r.u32()?,
-                names_hash: r.u64()?,
-                seq: r.u64()?,
-                tasks: r.u32()?,
-                tasks_hash: r.u64()?,
-            },
+            KIND_DIGEST => Message::Digest(Digest::get(r)?),
             KIND_REQUEST => {
                 let at = r.pos();
                 let flags = r.u8()?;
@@ -285,11 +283,7 @@ impl Message {
                 }
             }
             other => return Err(WireError::Kind(other)),
-        };
-        if r.remaining() != 0 {
-            return Err(WireError::Trailing(r.remaining()));
-        }
-        Ok(msg)
+        })
     }
 }
 
@@ -562,18 +556,11 @@ fn get_tasks(r: &mut Reader, host: &str) -> Result<Vec<Task>, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use weft_types::cursor::first_broken_accepted;
 
     /// One message of each kind, the specification with every optional part.
     pub(crate) fn sample() -> Vec<Message> {
         let spec = ServiceSpec {
-            name: "web".into(),
-            mode: EndpointMode::Vip,
-            subnet: "10.32.0.0/24".parse().unwrap(),
-            vip: Some(Ipv4Addr::new(10, 32, 0, 9)),
-            ports: vec![PortSpec {
-                proto: Proto::Tcp,
-                port: 80,
-            }],
             published: vec![Publish {
                 proto: Proto::Tcp,
                 host_port: 8000,
@@ -585,6 +572,7 @@ mod tests {
                 },
                 interval_ms: 2000,
             }),
+            ..crate::spec::sample("web", 9)
         };
         let mut dns = spec.clone();
         dns.name = "dns".into();
@@ -650,13 +638,13 @@ mod tests {
                 seq: 5,
                 tasks: vec![task("web", 3), task("web", 4)],
             },
-            Message::Digest {
+            Message::Digest(Digest {
                 names: 2,
                 names_hash: 0xdead,
                 seq: 5,
                 tasks: 2,
                 tasks_hash: 0xbeef,
-            },
+            }),
             Message::Request {
                 names: true,
                 tasks: false,
@@ -675,12 +663,8 @@ mod tests {
     fn every_truncation_and_bad_header_is_an_error() {
         for m in sample() {
             let b = m.encode();
-            for cut in 0..b.len() {
-                assert!(
-                    Message::decode(&b[..cut], "p").is_err(),
-                    "{m:?} cut at {cut}"
-                );
-            }
+            let broken = first_broken_accepted(&b, |b| Message::decode(b, "p"));
+            assert_eq!(broken, None, "{m:?}");
             let mut longer = b.clone();
             longer.push(0);
             assert_eq!(Message::decode(&longer, "p"), Err(WireError::Trailing(1)));

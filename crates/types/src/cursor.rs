@@ -15,6 +15,18 @@ pub struct Short {
     pub needed: usize,
 }
 
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "input ends at byte {} ({} more needed)",
+            self.at, self.needed
+        )
+    }
+}
+
+impl std::error::Error for Short {}
+
 /// Reads fields from a slice, front to back.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
@@ -148,6 +160,57 @@ impl Writer {
         self.u32(b.len() as u32);
         self.raw(b);
     }
+
+    /// Append a u32 count, then each item as `put` writes it.
+    pub fn list32<T>(&mut self, items: &[T], mut put: impl FnMut(&mut Writer, &T)) {
+        self.u32(items.len() as u32);
+        for item in items {
+            put(self, item);
+        }
+    }
+}
+
+/// The errors of a codec of versioned payloads (`version:u8 kind:u8 body`, read whole)
+/// for a header or an end that is wrong; the codec keeps its own context in them.
+pub trait PayloadError: From<Short> {
+    /// The payload was written by encoding version `found`.
+    fn version(found: u8) -> Self;
+    /// `n` bytes are left after the message.
+    fn trailing(n: usize) -> Self;
+}
+
+/// Decodes a whole versioned payload: refuses another version, hands `body` the kind and a
+/// reader past the header, and refuses bytes `body` leaves unread.
+pub fn decode_versioned<'a, T, E: PayloadError>(
+    buf: &'a [u8],
+    version: u8,
+    body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut r = Reader::new(buf);
+    let found = r.u8()?;
+    if found != version {
+        return Err(E::version(found));
+    }
+    let kind = r.u8()?;
+    let msg = body(kind, &mut r)?;
+    match r.remaining() {
+        0 => Ok(msg),
+        n => Err(E::trailing(n)),
+    }
+}
+
+/// The first broken form of a valid encoding that `decode` takes: a strict prefix (what a
+/// truncated input looks like) or the encoding with a byte after it. `None` when every one
+/// is refused, as a codec test expects.
+pub fn first_broken_accepted<T, E>(
+    encoded: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> Option<Vec<u8>> {
+    let longer = [encoded, &[0]].concat();
+    (0..encoded.len())
+        .map(|cut| encoded[..cut].to_vec())
+        .chain([longer])
+        .find(|b| decode(b).is_ok())
 }
 
 #[cfg(test)]
@@ -190,6 +253,56 @@ mod tests {
             })();
             assert!(all.is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn lists_and_versioned_payloads_read_whole() {
+        #[derive(Debug, PartialEq)]
+        enum E {
+            Short,
+            Version(u8),
+            Trailing(usize),
+        }
+        impl From<Short> for E {
+            fn from(_: Short) -> E {
+                E::Short
+            }
+        }
+        impl PayloadError for E {
+            fn version(found: u8) -> E {
+                E::Version(found)
+            }
+            fn trailing(n: usize) -> E {
+                E::Trailing(n)
+            }
+        }
+        let mut w = Writer::default();
+        w.u8(1);
+        w.u8(7);
+        w.list32(&[5u16, 6], |w, v| w.u16(*v));
+        let first = |kind: u8, r: &mut Reader| -> Result<(u8, u32, u16), E> {
+            Ok((kind, r.u32()?, r.u16()?))
+        };
+        assert_eq!(
+            decode_versioned(&w.buf, 1, first),
+            Err(E::Trailing(2)),
+            "the second item is left unread"
+        );
+        assert_eq!(decode_versioned(&w.buf, 2, first), Err(E::Version(1)));
+        assert_eq!(decode_versioned(&w.buf[..1], 1, first), Err(E::Short));
+        let all = |kind: u8, r: &mut Reader| -> Result<(u8, Vec<u16>), E> {
+            let n = r.count(2)?.ok_or(E::Short)?;
+            Ok((kind, (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?))
+        };
+        assert_eq!(decode_versioned(&w.buf, 1, all), Ok((7, vec![5, 6])));
+        assert_eq!(
+            first_broken_accepted(&w.buf, |b| decode_versioned(b, 1, all)),
+            None
+        );
+        assert_eq!(
+            first_broken_accepted(&w.buf, |b| decode_versioned(b, 1, first)),
+            Some(w.buf[..8].to_vec())
+        );
     }
 
     #[test]

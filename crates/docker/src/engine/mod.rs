@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::Stream;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use weft_api::unix_http::{self, UnixHttpError};
 
 pub use events::{Actor, Event, Line, LineSplitter, MAX_LINE};
 pub use types::{
@@ -365,39 +364,20 @@ impl Engine {
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>, EngineError> {
         let request = format!("{method} {path}");
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| EngineError::Unreachable {
+        let uri = format!("/{API_VERSION}{path}");
+        unix_http::send(&self.socket, method, &uri, "docker", body)
+            .await
+            .map_err(|e| match e {
+                UnixHttpError::Connect(source) => EngineError::Unreachable {
                     socket: self.socket.clone(),
-                    source: e,
-                })?;
-        let transport = |e: Box<dyn std::error::Error + Send + Sync>| EngineError::Transport {
-            request: request.clone(),
-            socket: self.socket.clone(),
-            source: e,
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(e.into()))?;
-        tokio::spawn(async move {
-            // Ends when the answer has been read or dropped.
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("/{API_VERSION}{path}"))
-            .header(hyper::header::HOST, "docker");
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| transport(e.into()))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| transport(e.into()))
+                    source,
+                },
+                UnixHttpError::Transport(source) => EngineError::Transport {
+                    request,
+                    socket: self.socket.clone(),
+                    source,
+                },
+            })
     }
 }
 

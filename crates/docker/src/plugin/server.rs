@@ -73,9 +73,19 @@ async fn run<B: Backend>(backend: &B, call: &str, body: &[u8]) -> Result<Value, 
             let created = backend.create_endpoint(spec.clone()).await?;
             wire::endpoint_created(&spec, &created)
         }
-        "NetworkDriver.DeleteEndpoint" => {
+        "NetworkDriver.DeleteEndpoint"
+        | "NetworkDriver.Leave"
+        | "NetworkDriver.ProgramExternalConnectivity"
+        | "NetworkDriver.RevokeExternalConnectivity" => {
             let (n, e) = wire::endpoint_ids(call, body)?;
-            backend.delete_endpoint(n, e).await?;
+            match call {
+                "NetworkDriver.DeleteEndpoint" => backend.delete_endpoint(n, e).await?,
+                "NetworkDriver.Leave" => backend.leave(n, e).await?,
+                "NetworkDriver.ProgramExternalConnectivity" => {
+                    backend.program_external(n, e).await?
+                }
+                _ => backend.revoke_external(n, e).await?,
+            }
             wire::empty()
         }
         "NetworkDriver.EndpointOperInfo" => {
@@ -83,21 +93,6 @@ async fn run<B: Backend>(backend: &B, call: &str, body: &[u8]) -> Result<Value, 
             wire::endpoint_info(&backend.endpoint_info(n, e).await?)
         }
         "NetworkDriver.Join" => wire::joined(&backend.join(wire::join(call, body)?).await?),
-        "NetworkDriver.Leave" => {
-            let (n, e) = wire::endpoint_ids(call, body)?;
-            backend.leave(n, e).await?;
-            wire::empty()
-        }
-        "NetworkDriver.ProgramExternalConnectivity" => {
-            let (n, e) = wire::endpoint_ids(call, body)?;
-            backend.program_external(n, e).await?;
-            wire::empty()
-        }
-        "NetworkDriver.RevokeExternalConnectivity" => {
-            let (n, e) = wire::endpoint_ids(call, body)?;
-            backend.revoke_external(n, e).await?;
-            wire::empty()
-        }
         // Node discovery is swarm's; weft's mesh finds its peers itself.
         "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => wire::empty(),
         "NetworkDriver.AllocateNetwork" | "NetworkDriver.FreeNetwork" => {

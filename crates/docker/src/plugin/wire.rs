@@ -3,6 +3,7 @@
 //! No IO here; every decoder returns an error message instead of panicking.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -50,29 +51,46 @@ fn required(call: &str, field: &str, value: String) -> WireResult<String> {
 
 /// An IPv4 CIDR (`10.99.0.0/24`); an IPv6 one gets the IPv4-only message.
 fn ipv4_net(call: &str, field: &str, s: &str) -> WireResult<Ipv4Net> {
-    match s.parse::<IpNet>() {
-        Ok(IpNet::V4(n)) => Ok(n),
-        Ok(IpNet::V6(_)) => Err(format!("{IPV4_ONLY}: {field} {s} is IPv6")),
-        Err(_) => Err(format!(
-            "bad {call} request: {field} {s:?} is not an IPv4 address with prefix length (a.b.c.d/n)"
-        )),
-    }
+    ipv4::<Ipv4Net, IpNet>(
+        call,
+        field,
+        s,
+        "an IPv4 address with prefix length (a.b.c.d/n)",
+    )
 }
 
 /// An IPv4 address (`10.99.0.5`); an IPv6 one gets the IPv4-only message.
 fn ipv4_addr(call: &str, field: &str, s: &str) -> WireResult<Ipv4Addr> {
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => Ok(a),
-        Ok(IpAddr::V6(_)) => Err(format!("{IPV4_ONLY}: {field} {s} is IPv6")),
-        Err(_) => Err(format!(
-            "bad {call} request: {field} {s:?} is not an IPv4 address"
-        )),
-    }
+    ipv4::<Ipv4Addr, IpAddr>(call, field, s, "an IPv4 address")
+}
+
+/// `s` read as the IPv4 `V4`; when it is not one, `Any` (the same for either family)
+/// tells an IPv6 value, which gets the IPv4-only message, from a bad one.
+fn ipv4<V4: FromStr, Any: FromStr>(
+    call: &str,
+    field: &str,
+    s: &str,
+    expected: &str,
+) -> WireResult<V4> {
+    s.parse::<V4>().map_err(|_| match s.parse::<Any>() {
+        Ok(_) => format!("{IPV4_ONLY}: {field} {s} is IPv6"),
+        Err(_) => format!("bad {call} request: {field} {s:?} is not {expected}"),
+    })
 }
 
 /// An empty string means "not given".
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
+}
+
+/// An optional field (absent or empty: none), read by `parse`.
+fn optional<T>(
+    call: &str,
+    field: &str,
+    s: Option<String>,
+    parse: fn(&str, &str, &str) -> WireResult<T>,
+) -> WireResult<Option<T>> {
+    non_empty(s).map(|v| parse(call, field, &v)).transpose()
 }
 
 /// A MAC as `net.ParseMAC` prints it (six hex pairs joined by `:`).
@@ -345,12 +363,8 @@ pub(crate) fn create_endpoint(call: &str, body: &[u8]) -> WireResult<EndpointSpe
             "{IPV4_ONLY}: the endpoint was given IPv6 address {v6}"
         ));
     }
-    let address = non_empty(iface.address)
-        .map(|a| ipv4_net(call, "Interface.Address", &a))
-        .transpose()?;
-    let mac = non_empty(iface.mac_address)
-        .map(|m| mac(call, "Interface.MacAddress", &m))
-        .transpose()?;
+    let address = optional(call, "Interface.Address", iface.address, ipv4_net)?;
+    let mac = optional(call, "Interface.MacAddress", iface.mac_address, mac)?;
     let ports = match r.options.as_ref().and_then(|o| o.get(PORTMAP_KEY)) {
         Some(v) => port_mappings(call, v)?,
         None => Vec::new(),
@@ -382,12 +396,8 @@ pub(crate) fn request_pool(call: &str, body: &[u8]) -> WireResult<PoolRequest> {
             "{IPV4_ONLY}: create the network without --ipv6 and without an IPv6 --subnet"
         ));
     }
-    let subnet = non_empty(r.pool)
-        .map(|p| ipv4_net(call, "Pool (--subnet)", &p))
-        .transpose()?;
-    let sub_pool = non_empty(r.sub_pool)
-        .map(|p| ipv4_net(call, "SubPool (--ip-range)", &p))
-        .transpose()?;
+    let subnet = optional(call, "Pool (--subnet)", r.pool, ipv4_net)?;
+    let sub_pool = optional(call, "SubPool (--ip-range)", r.sub_pool, ipv4_net)?;
     if sub_pool.is_some() && subnet.is_none() {
         return Err("--ip-range needs --subnet: give the subnet it lies in".to_string());
     }
@@ -408,9 +418,7 @@ pub(crate) fn pool_id(call: &str, body: &[u8]) -> WireResult<String> {
 pub(crate) fn request_address(call: &str, body: &[u8]) -> WireResult<AddressRequest> {
     let r: RequestAddressReq = decode(call, body)?;
     let pool_id = required(call, "PoolID", r.pool_id)?;
-    let address = non_empty(r.address)
-        .map(|a| ipv4_addr(call, "Address", &a))
-        .transpose()?;
+    let address = optional(call, "Address", r.address, ipv4_addr)?;
     let opts = r.options.unwrap_or_default();
     let gateway = opts.get(ADDRESS_TYPE_KEY).and_then(Value::as_str) == Some(GATEWAY_TYPE);
     let mac = match opts

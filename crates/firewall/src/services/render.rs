@@ -263,7 +263,7 @@ pub(crate) fn render_full<'a>(scope: SvcScope, services: impl Iterator<Item = &'
     }
     named.sort_by_key(|c| c.0);
     for (rank, name, body) in &named {
-        add_named(&mut s, *rank, name, body);
+        fill_named(&mut s, Fill::New, *rank, name, body);
     }
     for (map, es) in elems {
         let _ = writeln!(
@@ -275,32 +275,32 @@ pub(crate) fn render_full<'a>(scope: SvcScope, services: impl Iterator<Item = &'
     s
 }
 
-/// Creates a chain with its rules, or a round-robin map with its elements.
-fn add_named(s: &mut String, rank: Rank, name: &str, body: &[String]) {
-    if rank == Rank::Pick {
-        let _ = writeln!(
-            s,
-            "add map ip {SVC_TABLE} {name} {{ typeof numgen inc mod 2 : verdict; elements = {{ {} }}; }}",
-            body.join(", ")
-        );
-    } else {
-        let _ = writeln!(s, "add chain ip {SVC_TABLE} {name}");
-        add_rules(s, name, body);
-    }
+/// Whether a named object is made anew or emptied and filled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    New,
+    Again,
 }
 
-/// Empties a chain or a round-robin map and fills it with `body`.
-fn refill_named(s: &mut String, rank: Rank, name: &str, body: &[String]) {
-    if rank == Rank::Pick {
-        let _ = writeln!(s, "flush map ip {SVC_TABLE} {name}");
-        let _ = writeln!(
-            s,
-            "add element ip {SVC_TABLE} {name} {{ {} }}",
-            body.join(", ")
-        );
-    } else {
-        let _ = writeln!(s, "flush chain ip {SVC_TABLE} {name}");
-        add_rules(s, name, body);
+/// Writes a chain with its rules, or a round-robin map with its elements (`body`).
+fn fill_named(s: &mut String, fill: Fill, rank: Rank, name: &str, body: &[String]) {
+    let listed = body.join(", ");
+    match (rank == Rank::Pick, fill) {
+        (true, Fill::New) => {
+            let _ = writeln!(
+                s,
+                "add map ip {SVC_TABLE} {name} {{ typeof numgen inc mod 2 : verdict; elements = {{ {listed} }}; }}"
+            );
+        }
+        (true, Fill::Again) => {
+            let _ = writeln!(s, "flush map ip {SVC_TABLE} {name}");
+            let _ = writeln!(s, "add element ip {SVC_TABLE} {name} {{ {listed} }}");
+        }
+        (false, fill) => {
+            let verb = if fill == Fill::New { "add" } else { "flush" };
+            let _ = writeln!(s, "{verb} chain ip {SVC_TABLE} {name}");
+            add_rules(s, name, body);
+        }
     }
 }
 
@@ -350,9 +350,9 @@ impl Diff {
         for (name, (rank, body)) in &n.named {
             let mut s = String::new();
             match o.named.get(name) {
-                None => add_named(&mut s, *rank, name, body),
+                None => fill_named(&mut s, Fill::New, *rank, name, body),
                 Some((_, before)) if before == body => continue,
-                Some(_) => refill_named(&mut s, *rank, name, body),
+                Some(_) => fill_named(&mut s, Fill::Again, *rank, name, body),
             }
             self.named.push((*rank, s));
         }

@@ -48,24 +48,26 @@ fn a(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 32, 1, last)
 }
 
-fn web(backends: &[u8]) -> SvcRule {
+/// Service `name` with VIP `10.32.1.vip`, its tasks at `10.32.1.b` for each of `backends`.
+fn rule(name: &str, vip: u8, ports: &[(Proto, u16)], backends: &[u8]) -> SvcRule {
     SvcRule {
-        name: "web".into(),
-        vip: Some(a(100)),
-        ports: vec![(Proto::Tcp, 80)],
-        published: vec![(Proto::Tcp, 8000, 80)],
+        name: name.into(),
+        vip: Some(a(vip)),
+        ports: ports.to_vec(),
+        published: vec![],
         backends: backends.iter().map(|&b| a(b)).collect(),
     }
 }
 
-fn dns() -> SvcRule {
+fn web(backends: &[u8]) -> SvcRule {
     SvcRule {
-        name: "dns".into(),
-        vip: Some(a(101)),
-        ports: vec![(Proto::Udp, 53)],
-        published: vec![],
-        backends: vec![a(7)],
+        published: vec![(Proto::Tcp, 8000, 80)],
+        ..rule("web", 100, &[(Proto::Tcp, 80)], backends)
     }
+}
+
+fn dns() -> SvcRule {
+    rule("dns", 101, &[(Proto::Udp, 53)], &[7])
 }
 
 fn table(scope: SvcScope) -> (SvcTable<Recorder>, Recorder) {
@@ -73,14 +75,15 @@ fn table(scope: SvcScope) -> (SvcTable<Recorder>, Recorder) {
     (SvcTable::new(r.clone(), scope), r)
 }
 
+/// A table that holds `rules` already (its first, whole, script sent).
+fn synced(scope: SvcScope, rules: &[SvcRule]) -> (SvcTable<Recorder>, Recorder) {
+    let (mut t, r) = table(scope);
+    t.sync(rules).unwrap();
+    (t, r)
+}
+
 fn api() -> SvcRule {
-    SvcRule {
-        name: "api".into(),
-        vip: Some(a(102)),
-        ports: vec![(Proto::Tcp, 443)],
-        published: vec![],
-        backends: vec![a(9)],
-    }
+    rule("api", 102, &[(Proto::Tcp, 443)], &[9])
 }
 
 /// Lines of a script, for exact comparisons that print well.
@@ -133,8 +136,7 @@ fn first_sync_programs_the_table_whole() {
 
 #[test]
 fn host_scope_adds_published_ports_masquerade_and_marks() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2])]).unwrap();
+    let (_t, r) = synced(SvcScope::Host, &[web(&[2])]);
     let s = r.last();
     for line in [
         "  map published { type inet_proto . inet_service : verdict; }",
@@ -183,8 +185,7 @@ fn container_scope_holds_no_published_ports() {
 
 #[test]
 fn adding_a_service_sends_only_its_objects() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2, 3]), dns()]);
     let stats = t.sync(&[web(&[2, 3]), dns(), api()]).unwrap();
     assert_eq!((stats.full, stats.added, stats.changed), (false, 1, 0));
     assert_eq!(stats.script_bytes, r.last().len());
@@ -202,8 +203,7 @@ fn adding_a_service_sends_only_its_objects() {
 
 #[test]
 fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2, 3]), dns()]);
     let stats = t.sync(&[web(&[2, 3, 4]), dns()]).unwrap();
     assert_eq!((stats.added, stats.changed, stats.removed), (0, 1, 0));
     assert_eq!(
@@ -256,8 +256,7 @@ fn adding_and_removing_an_endpoint_rewrites_one_service_chain() {
 
 #[test]
 fn a_second_task_brings_a_round_robin_map_and_the_last_but_one_takes_it() {
-    let (mut t, r) = table(SvcScope::Container);
-    t.sync(&[dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Container, &[dns()]);
     let mut two = dns();
     two.backends.push(a(8));
     t.sync(&[two]).unwrap();
@@ -288,8 +287,7 @@ fn a_second_task_brings_a_round_robin_map_and_the_last_but_one_takes_it() {
 
 #[test]
 fn removing_a_service_touches_no_other() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2, 3]), dns()]);
     let stats = t.sync(&[dns()]).unwrap();
     assert_eq!((stats.added, stats.changed, stats.removed), (0, 0, 1));
     assert_eq!(
@@ -312,8 +310,7 @@ fn removing_a_service_touches_no_other() {
 
 #[test]
 fn changing_ports_replaces_only_that_service_port() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2]), dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2]), dns()]);
     let mut w = web(&[2]);
     w.ports = vec![(Proto::Tcp, 81)];
     w.published = vec![(Proto::Tcp, 8000, 81)];
@@ -354,8 +351,7 @@ fn changing_ports_replaces_only_that_service_port() {
 
 #[test]
 fn an_unchanged_sync_runs_nothing() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2, 3]), dns()]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2, 3]), dns()]);
     // Order of rules and of backends does not matter.
     let stats = t.sync(&[dns(), web(&[3, 2])]).unwrap();
     assert_eq!(stats, SyncStats::default());
@@ -364,8 +360,7 @@ fn an_unchanged_sync_runs_nothing() {
 
 #[test]
 fn a_refused_difference_is_followed_by_the_whole_table() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2])]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2])]);
     // Both the difference and the whole table refused: an error, and nothing known.
     *r.fail.borrow_mut() = true;
     assert!(t.sync(&[web(&[2, 3])]).is_err());
@@ -390,8 +385,7 @@ fn a_refused_difference_is_followed_by_the_whole_table() {
 
 #[test]
 fn a_difference_refused_alone_is_replaced_by_the_whole_table_in_the_same_sync() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2])]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2])]);
     r.fail_next.replace(1);
     let stats = t.sync(&[web(&[2, 3])]).unwrap();
     assert!(stats.full);
@@ -401,8 +395,7 @@ fn a_difference_refused_alone_is_replaced_by_the_whole_table_in_the_same_sync() 
 
 #[test]
 fn invalid_rules_change_nothing() {
-    let (mut t, r) = table(SvcScope::Host);
-    t.sync(&[web(&[2])]).unwrap();
+    let (mut t, r) = synced(SvcScope::Host, &[web(&[2])]);
     let mut other = dns();
     other.vip = web(&[]).vip;
     other.ports = vec![(Proto::Tcp, 80)];

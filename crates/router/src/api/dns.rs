@@ -8,7 +8,7 @@ use axum::Json;
 use weft_api::{DnsEditRequest, DnsEditResponse, DnsLookupQuery};
 
 use super::{ApiFailure, AppState};
-use crate::dns::{DnsHandleError, Removal, EXTERN};
+use crate::dns::{DnsHandle, DnsHandleError, Removal, EXTERN};
 
 /// The DNS routes.
 pub fn routes() -> axum::Router<AppState> {
@@ -69,8 +69,7 @@ async fn add(
     State(router): State<AppState>,
     Json(req): Json<DnsEditRequest>,
 ) -> Result<Json<DnsEditResponse>, ApiFailure> {
-    let dns = &router.containers.dns;
-    dns.report().ok_or_else(off)?;
+    let dns = running(&router)?;
     let mut ips = parse_ips(&req.ips)?;
     let (container, fqdn) = match &req.container {
         Some(c) => {
@@ -109,8 +108,7 @@ async fn remove(
     State(router): State<AppState>,
     Json(req): Json<DnsEditRequest>,
 ) -> Result<Json<DnsEditResponse>, ApiFailure> {
-    let dns = &router.containers.dns;
-    dns.report().ok_or_else(off)?;
+    let dns = running(&router)?;
     let addrs = parse_ips(&req.ips)?;
     let container = match &req.container {
         Some(c) => Some(find_container(&router, c).await?.id),
@@ -145,6 +143,9 @@ async fn lookup(
     Ok(Json(addrs.iter().map(|a| a.to_string()).collect()))
 }
 
-fn off() -> ApiFailure {
-    DnsHandleError::Off.into()
+/// The DNS handle, when DNS runs on this router (an error saying it is off otherwise).
+fn running(router: &AppState) -> Result<&DnsHandle, ApiFailure> {
+    let dns = &router.containers.dns;
+    dns.report().ok_or(DnsHandleError::Off)?;
+    Ok(dns)
 }

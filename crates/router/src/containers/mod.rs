@@ -17,6 +17,7 @@ use weft_ipam::AddrSpec;
 
 use crate::datapath::DatapathHandle;
 use crate::dns::DnsHandle;
+use crate::intents::{Intent, Op, Pending};
 use crate::ipam::{IpamHandle, IpamHandleError};
 use crate::registry::{Entry, Registry};
 
@@ -121,6 +122,14 @@ pub struct Containers {
     pub ready: crate::intents::Gate,
 }
 
+/// Records `intent` before anything changes: a kill -9 from then on is undone or carried
+/// through at the next start, and the record goes when the returned guard is dropped.
+fn intend(c: &Containers, intent: Intent) -> Result<Pending, ContainersError> {
+    c.intents
+        .begin(intent)
+        .map_err(|e| ContainersError::Registry(anyhow::anyhow!(e)))
+}
+
 /// Attaches a container; answers with every overlay address it now has.
 pub async fn attach(c: &Containers, req: AttachRequest) -> Result<AttachResponse, ContainersError> {
     attach_with_gateway(c, req, None).await
@@ -144,17 +153,11 @@ pub async fn attach_with_gateway(
         .check(&id, &req.services, &requested_subnets(c, &specs))
         .await?;
     // Recorded before anything changes: a kill -9 from here on is undone at the next start.
-    let _pending = c
-        .intents
-        .begin(crate::intents::Intent {
-            op: crate::intents::Op::Attach,
-            id: id.clone(),
-            netns: req.netns.clone(),
-            ns_inode: netns.inode(),
-            ifname: req.ifname.clone(),
-            addrs: Vec::new(),
-        })
-        .map_err(|e| ContainersError::Registry(anyhow::anyhow!(e)))?;
+    let ns = (req.netns.as_str(), netns.inode());
+    let _pending = intend(
+        c,
+        Intent::container(Op::Attach, &id, ns, &req.ifname, vec![]),
+    )?;
 
     // Addresses first: nothing in the kernel changes unless all of them were granted.
     let mut granted: Vec<Ipv4Net> = Vec::new();
@@ -347,17 +350,12 @@ pub async fn detach(
     }
 
     // A kill -9 from here on is carried through at the next start.
-    let _pending = c
-        .intents
-        .begin(crate::intents::Intent {
-            op: crate::intents::Op::Detach,
-            id: id.clone(),
-            netns: entry.netns.clone(),
-            ns_inode: entry.ns_inode,
-            ifname: entry.ifname.clone(),
-            addrs: remove.iter().map(|a| a.to_string()).collect(),
-        })
-        .map_err(|e| ContainersError::Registry(anyhow::anyhow!(e)))?;
+    let addrs = remove.iter().map(|a| a.to_string()).collect();
+    let ns = (entry.netns.as_str(), entry.ns_inode);
+    let _pending = intend(
+        c,
+        Intent::container(Op::Detach, &id, ns, &entry.ifname, addrs),
+    )?;
 
     // The namespace may be gone already (container exited): then only bookkeeping is left.
     let ns = match netns {

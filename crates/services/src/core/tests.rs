@@ -7,21 +7,22 @@ use weft_mesh::{MeshApp, Reachable, TopologyView, Transmit};
 use weft_types::port::Proto;
 
 use super::*;
-use crate::spec::{EndpointMode, HealthCheck, HealthKind, PortSpec, Publish};
+use crate::spec::{EndpointMode, HealthCheck, HealthKind, Publish};
 use crate::wire::VERSION;
 
 fn spec(name: &str, vip: u8) -> ServiceSpec {
+    crate::spec::sample(name, vip)
+}
+
+/// `spec(name, vip)` publishing `host_port` on every host to its tasks' `port`.
+fn publishing(name: &str, vip: u8, proto: Proto, host_port: u16, port: u16) -> ServiceSpec {
     ServiceSpec {
-        name: name.into(),
-        mode: EndpointMode::Vip,
-        subnet: "10.32.0.0/24".parse().unwrap(),
-        vip: Some(Ipv4Addr::new(10, 32, 0, vip)),
-        ports: vec![PortSpec {
-            proto: Proto::Tcp,
-            port: 80,
+        published: vec![Publish {
+            proto,
+            host_port,
+            port,
         }],
-        published: vec![],
-        health: None,
+        ..spec(name, vip)
     }
 }
 
@@ -156,12 +157,7 @@ fn lost_and_released(effects: &[ServiceEffect]) -> (Vec<String>, Vec<Ipv4Addr>) 
 #[test]
 fn create_refuses_a_live_name_a_used_vip_and_a_used_host_port() {
     let mut c = ServicesCore::new("me", None, 0);
-    let mut web = spec("web", 10);
-    web.published = vec![Publish {
-        proto: Proto::Tcp,
-        host_port: 8000,
-        port: 80,
-    }];
+    let web = publishing("web", 10, Proto::Tcp, 8000, 80);
     let def = c.create(0, web.clone()).unwrap();
     assert_eq!((def.origin.as_str(), def.version), ("me", 1));
     assert_eq!(
@@ -220,7 +216,7 @@ fn remove_releases_the_vip_on_the_creating_host_and_tasks_go_everywhere() {
         assert!(
             c.local_tasks().is_empty(),
             "{}: tasks of a removed service go",
-            c.me
+            c.me()
         );
         assert!(c.tasks("web").is_empty());
     }
@@ -254,7 +250,7 @@ fn concurrent_creates_settle_on_the_lower_version_and_the_loser_is_told() {
     net.topology();
     for c in &net.cores {
         let d = c.definition("web").unwrap();
-        assert_eq!((d.origin.as_str(), d.version), ("p2", 1), "on {}", c.me);
+        assert_eq!((d.origin.as_str(), d.version), ("p2", 1), "on {}", c.me());
         assert_eq!(c.plan().get("web").unwrap().vip, Some(addr(11)));
     }
     let (lost, released) = lost_and_released(&net.take(1));
@@ -333,7 +329,7 @@ fn an_unreachable_hosts_tasks_leave_rotation_until_it_announces_again() {
             c.plan().get("web").unwrap().backends,
             [addr(2), addr(4)],
             "on {}",
-            c.me
+            c.me()
         );
     }
 }
@@ -449,12 +445,7 @@ fn a_peer_that_breaks_the_protocol_is_dropped_and_ignored_until_gone() {
 #[test]
 fn saved_state_survives_a_restart_through_json() {
     let mut c = ServicesCore::new("me", None, 0);
-    let mut web = spec("web", 10);
-    web.published = vec![Publish {
-        proto: Proto::Udp,
-        host_port: 5353,
-        port: 53,
-    }];
+    let web = publishing("web", 10, Proto::Udp, 5353, 53);
     c.create(0, web).unwrap();
     c.create(0, spec("gone", 11)).unwrap();
     c.remove(0, "gone").unwrap();
@@ -484,12 +475,7 @@ fn saved_state_survives_a_restart_through_json() {
 #[test]
 fn two_live_services_with_one_vip_or_port_plan_it_once() {
     let mut net = Net::new(2);
-    let mut a = spec("a", 10);
-    a.published = vec![Publish {
-        proto: Proto::Tcp,
-        host_port: 8080,
-        port: 80,
-    }];
+    let a = publishing("a", 10, Proto::Tcp, 8080, 80);
     let mut b = a.clone();
     b.name = "b".into();
     net.up = vec![true, false];

@@ -59,6 +59,15 @@ fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{label:>15}: {value}");
 }
 
+/// A blank line, then the lines of one service of the overview.
+fn section(out: &mut String, service: &str, lines: &[(&str, &dyn std::fmt::Display)]) {
+    out.push('\n');
+    line(out, "Service", service);
+    for (label, value) in lines {
+        line(out, label, value);
+    }
+}
+
 /// The overview `weft status` prints.
 pub fn render_overview(r: &Report) -> String {
     let mut out = String::new();
@@ -130,33 +139,43 @@ pub fn render_overview(r: &Report) -> String {
         },
     );
     if let Some(ipam) = &r.ipam {
-        out.push('\n');
-        line(&mut out, "Service", "ipam");
-        line(&mut out, "Status", &ipam.status);
-        line(&mut out, "Range", &ipam.range);
-        line(&mut out, "DefaultSubnet", &ipam.default_subnet);
+        section(
+            &mut out,
+            "ipam",
+            &[
+                ("Status", &ipam.status),
+                ("Range", &ipam.range),
+                ("DefaultSubnet", &ipam.default_subnet),
+            ],
+        );
     }
     if let Some(dns) = &r.dns {
-        out.push('\n');
-        line(&mut out, "Service", "dns");
-        line(&mut out, "Domain", &dns.domain);
-        line(&mut out, "Upstream", dns.upstream.join(", "));
-        line(&mut out, "TTL", dns.ttl);
-        line(&mut out, "Entries", dns.entries.len());
+        section(
+            &mut out,
+            "dns",
+            &[
+                ("Domain", &dns.domain),
+                ("Upstream", &dns.upstream.join(", ")),
+                ("TTL", &dns.ttl),
+                ("Entries", &dns.entries.len()),
+            ],
+        );
     }
     if let Some(d) = &r.docker {
-        out.push('\n');
-        line(&mut out, "Service", "docker");
-        line(&mut out, "Docker", &d.docker_socket);
-        line(&mut out, "Plugin", &d.plugin_socket);
-        line(&mut out, "Proxy", &d.proxy_socket);
-        line(&mut out, "Networks", d.networks);
-        line(&mut out, "Endpoints", d.endpoints);
+        section(
+            &mut out,
+            "docker",
+            &[
+                ("Docker", &d.docker_socket),
+                ("Plugin", &d.plugin_socket),
+                ("Proxy", &d.proxy_socket),
+                ("Networks", &d.networks),
+                ("Endpoints", &d.endpoints),
+            ],
+        );
     }
     if !r.services.is_empty() {
-        out.push('\n');
-        line(&mut out, "Service", "services");
-        line(&mut out, "Services", r.services.len());
+        section(&mut out, "services", &[("Services", &r.services.len())]);
     }
     out
 }

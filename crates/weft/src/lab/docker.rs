@@ -271,21 +271,16 @@ fn build_image(lab: &str, tools: &Tools) -> Result<PathBuf> {
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )?;
     files::write_atomic(&rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    let out = Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run tar")?;
-    if !out.status.success() {
-        bail!(
-            "cannot build the busybox image with tar: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    netns::checked_output(
+        Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+        "tar",
+        "cannot build the busybox image with tar",
+    )?;
     files::remove_tree(&rootfs)?;
     Ok(tar)
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -26,19 +26,22 @@ pub fn ip_binary() -> Result<PathBuf> {
 
 /// Runs `ip ARGS`; the error carries ip's own message.
 pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new(ip_binary()?)
-        .args(args)
+    let failed = format!("`ip {}` failed", args.join(" "));
+    checked_output(Command::new(ip_binary()?).args(args), "`ip`", &failed)?;
+    Ok(())
+}
+
+/// Runs `cmd` (named `name`) to its end without stdin; its output, or the error `failed`
+/// with the first line the command wrote to stderr.
+pub fn checked_output(cmd: &mut Command, name: &str, failed: &str) -> Result<Output> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .context("cannot run `ip`")?;
+        .with_context(|| format!("cannot run {name}"))?;
     if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            first_line(&out.stderr)
-        );
+        bail!("{failed}: {}", first_line(&out.stderr));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Runs several `ip` commands inside namespace `ns` in one process (`ip -n NS -batch -`).
