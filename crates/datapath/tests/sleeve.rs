@@ -92,6 +92,18 @@ fn tcp_transfer(client_ns: &str, server_ns: &str, server_ip: &str, len: usize) {
     assert!(got == expected, "TCP content changed across the sleeve");
 }
 
+/// Sleeves 1 on `h1` and 2 on `h2` (of [`two_hosts`]), each the other's plain-text peer,
+/// once each has heard the other.
+fn paired_sleeves(h1: &str, h2: &str) -> (Sleeve, Sleeve) {
+    let s1 = start(h1, 1, "10.99.0.1:6783");
+    let s2 = start(h2, 2, "10.99.0.2:6783");
+    s1.add_peer(peer(2, Some("10.99.0.2:6783"), None)).unwrap();
+    s2.add_peer(peer(1, Some("10.99.0.1:6783"), None)).unwrap();
+    wait_heard(&s1, 2);
+    wait_heard(&s2, 1);
+    (s1, s2)
+}
+
 /// Two hosts h1, h2 with containers c1 (10.40.0.1) and c2 (10.40.0.2).
 fn two_hosts(lab: &mut Namespaces) -> (String, String, String, String) {
     let h1 = lab.host("h1");
@@ -106,12 +118,7 @@ fn two_hosts(lab: &mut Namespaces) -> (String, String, String, String) {
 fn sleeve_carries_ping_arp_and_tcp_between_two_hosts() {
     let mut lab = Namespaces::new();
     let (h1, h2, c1, c2) = two_hosts(&mut lab);
-    let s1 = start(&h1, 1, "10.99.0.1:6783");
-    let s2 = start(&h2, 2, "10.99.0.2:6783");
-    s1.add_peer(peer(2, Some("10.99.0.2:6783"), None)).unwrap();
-    s2.add_peer(peer(1, Some("10.99.0.1:6783"), None)).unwrap();
-    wait_heard(&s1, 2);
-    wait_heard(&s2, 1);
+    let (s1, s2) = paired_sleeves(&h1, &h2);
 
     // ARP (broadcast) has to cross for the first ping to work.
     assert!(
@@ -347,12 +354,7 @@ fn sleeve_works_over_an_ipv6_underlay() {
 fn a_quiet_peer_gets_no_heartbeats_and_resumed_gets_one_at_once() {
     let mut lab = Namespaces::new();
     let (h1, h2, c1, _c2) = two_hosts(&mut lab);
-    let s1 = start(&h1, 1, "10.99.0.1:6783");
-    let s2 = start(&h2, 2, "10.99.0.2:6783");
-    s1.add_peer(peer(2, Some("10.99.0.2:6783"), None)).unwrap();
-    s2.add_peer(peer(1, Some("10.99.0.1:6783"), None)).unwrap();
-    wait_heard(&s1, 2);
-    wait_heard(&s2, 1);
+    let (s1, _s2) = paired_sleeves(&h1, &h2);
     let sent = |s: &Sleeve| s.peer_stats(PeerId(2)).unwrap().pings_sent;
     s1.set_quiet(PeerId(2), true);
     // A round may have been under way; then none for five heartbeat intervals.
