@@ -166,6 +166,14 @@ impl OperationTimer<'_> {
         self.ok = r.is_ok();
         r
     }
+
+    /// Awaits `f` and records how it ended (timed from [`Metrics::time`]).
+    pub async fn of<T, E>(
+        self,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.ok(f.await)
+    }
 }
 
 impl Drop for OperationTimer<'_> {

@@ -80,6 +80,15 @@ impl Lab {
         Self::up_with(weft_bin, hosts, true)
     }
 
+    /// A Docker lab whose routers run and whose Docker has the network `weft` on every
+    /// host ([`require_docker`], [`Lab::up_docker`], [`Lab::launch_with_docker_network`]).
+    pub fn docker_mesh(weft_bin: &str, hosts: usize) -> Lab {
+        require_docker();
+        let lab = Self::up_docker(weft_bin, hosts);
+        lab.launch_with_docker_network();
+        lab
+    }
+
     fn up_with(weft_bin: &str, hosts: usize, docker: bool) -> Lab {
         SWEEP.call_once(|| sweep_dead_labs(weft_bin));
         let name = unique_name(LAB_PREFIX);

@@ -53,6 +53,14 @@ impl ServiceView {
     }
 }
 
+/// `weft service create NAME FLAGS...` on `host`, which must succeed; what it printed
+/// (the VIP, or the name in dnsrr mode).
+pub fn create(lab: &Lab, host: &str, name: &str, flags: &[&str]) -> String {
+    let mut args = vec!["service", "create", name];
+    args.extend_from_slice(flags);
+    lab.weft_ok(host, &args).trim().to_string()
+}
+
 /// `weft service inspect NAME` on `host`, parsed; `None` if it fails (unknown service,
 /// router down) or is not the JSON document of the contract.
 pub fn inspect(lab: &Lab, host: &str, name: &str) -> Option<ServiceView> {

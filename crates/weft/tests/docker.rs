@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use weft_testkit::{observe, require_docker, wait_for, Lab, DOCKER_CLIENT, ETH0_INET};
+use weft_testkit::{observe, wait_for, Lab, DOCKER_CLIENT, ETH0_INET};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const SLEEP: &[&str] = &["busybox", "sleep", "3600"];
@@ -80,9 +80,7 @@ fn http_get(lab: &Lab, host: &str, url: &str) -> Option<String> {
 
 #[test]
 fn plugin_network_connects_containers_across_three_hosts() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 3);
-    lab.launch_with_docker_network();
+    let lab = Lab::docker_mesh(WEFT, 3);
     let hosts = lab.hosts();
 
     // One container per host on the network weft; names through weft's DNS.
@@ -243,9 +241,7 @@ fn plugin_network_connects_containers_across_three_hosts() {
 
 #[test]
 fn proxy_attaches_per_weft_cidr_and_passes_streams() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 2);
-    lab.launch_with_docker_network();
+    let lab = Lab::docker_mesh(WEFT, 2);
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
@@ -532,9 +528,7 @@ fn proxy_attaches_per_weft_cidr_and_passes_streams() {
 
 #[test]
 fn router_restart_keeps_containers_and_releases_what_went_meanwhile() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 2);
-    lab.launch_with_docker_network();
+    let lab = Lab::docker_mesh(WEFT, 2);
     let hosts = lab.hosts();
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let peer = lab.underlay_ip(h2).to_string();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use weft_testkit::services::{
     agreed_vip, assert_spread, check_round_robin, inspect, requests, wait_healthy,
 };
-use weft_testkit::{observe, require_docker, wait_for, Lab};
+use weft_testkit::{observe, services, wait_for, Lab};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
@@ -99,21 +99,13 @@ fn round_robin(lab: &Lab, host: &str, client: &str, url: &str, names: &[&str]) {
 
 #[test]
 fn docker_containers_labelled_weft_service_are_tasks_and_reach_the_vip_by_name() {
-    require_docker();
-    let lab = Lab::up_docker(WEFT, 3);
-    lab.launch_with_docker_network();
+    let lab = Lab::docker_mesh(WEFT, 3);
     lab.wait_peers(&HOSTS, Duration::from_secs(30));
-    lab.weft_ok(
+    services::create(
+        &lab,
         "h1",
-        &[
-            "service",
-            "create",
-            "whoami",
-            "--port",
-            "80",
-            "--publish",
-            "8000:80",
-        ],
+        "whoami",
+        &["--port", "80", "--publish", "8000:80"],
     );
     lab.weft_ok("h2", &["service", "create", "second", "--port", "80"]);
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_testkit::{observe, require_root_and_tools, wait_for, Lab};
+use weft_testkit::{observe, require_root_and_tools, services, wait_for, Lab};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -72,19 +72,12 @@ fn a_service_spreads_over_tasks_on_three_hosts_and_publishes_a_port_on_each() {
     lab.launch_full_mesh(&[]);
     let long = Duration::from_secs(30);
 
-    let vip = lab.weft_ok(
+    let vip = services::create(
+        &lab,
         "h1",
-        &[
-            "service",
-            "create",
-            "whoami",
-            "--port",
-            "80",
-            "--publish",
-            "8000:80",
-        ],
+        "whoami",
+        &["--port", "80", "--publish", "8000:80"],
     );
-    let vip = vip.trim().to_string();
     assert!(vip.parse::<std::net::Ipv4Addr>().is_ok(), "VIP {vip:?}");
     for h in lab.hosts() {
         wait_for(&format!("{h} to know whoami"), long, || {

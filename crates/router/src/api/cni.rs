@@ -25,10 +25,11 @@ async fn add(
     State(router): State<AppState>,
     Json(req): Json<CniAddRequest>,
 ) -> Result<Json<CniAttachment>, ApiFailure> {
-    let timer = router.metrics.time("cni_add");
     let cni = router.cni.clone();
-    let done = detached(async move { cni.add(req).await }).await;
-    Ok(Json(timer.ok(done)?))
+    let add = async move { cni.add(req).await };
+    Ok(Json(
+        router.metrics.time("cni_add").of(detached(add)).await?,
+    ))
 }
 
 async fn del(

@@ -20,22 +20,24 @@ async fn attach(
     State(router): State<AppState>,
     Json(req): Json<AttachRequest>,
 ) -> Result<Json<AttachResponse>, ApiFailure> {
-    let timer = router.metrics.time("attach");
     let containers = router.containers.clone();
     containers.ready.wait().await;
-    let done = detached(async move { crate::containers::attach(&containers, req).await }).await;
-    Ok(Json(timer.ok(done)?))
+    let attach = async move { crate::containers::attach(&containers, req).await };
+    Ok(Json(
+        router.metrics.time("attach").of(detached(attach)).await?,
+    ))
 }
 
 async fn detach(
     State(router): State<AppState>,
     Json(req): Json<DetachRequest>,
 ) -> Result<Json<DetachResponse>, ApiFailure> {
-    let timer = router.metrics.time("detach");
     let containers = router.containers.clone();
     containers.ready.wait().await;
-    let done = detached(async move { crate::containers::detach(&containers, req).await }).await;
-    Ok(Json(timer.ok(done)?))
+    let detach = async move { crate::containers::detach(&containers, req).await };
+    Ok(Json(
+        router.metrics.time("detach").of(detached(detach)).await?,
+    ))
 }
 
 /// Containers attached by weft, those on Docker's weft networks, and the host's exposed
