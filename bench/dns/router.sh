@@ -12,15 +12,15 @@ cd "$(dirname "$0")/../.."
 
 NAMES=${NAMES:-100}
 . bench/dns/lib.sh
-[ "$(id -u)" = 0 ] || { echo "bench/dns/router.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
+. bench/lib.sh
+bench_needs_root "it builds network namespaces"
 for c in dnsperf dnsmasq dig ip; do
     PATH="$PATH:/usr/sbin" command -v "$c" >/dev/null ||
         { echo "bench/dns/router.sh: $c is missing: apt-get install -y dnsperf dnsmasq dnsutils iproute2" >&2; exit 1; }
 done
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build -q --release -p weft
-weft="$CARGO_TARGET_DIR/release/weft"
+bench_weft
+weft="$WEFT"
 lab="bdns$$"
 work=$(mktemp -d /tmp/weft-dns-router-bench.XXXXXX)
 dnsmasq_pid=""

@@ -16,14 +16,10 @@ cd "$(dirname "$0")/../.."
 
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-3}
-[ "$(id -u)" = 0 ] || { echo "bench/guard/run.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
-command -v iperf3 >/dev/null || { echo "bench/guard/run.sh: needs iperf3 (apt-get install iperf3)" >&2; exit 1; }
+. bench/lib.sh
+bench_needs_root "it builds network namespaces" iperf3:iperf3
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [ -z "${WEFT:-}" ]; then
-    cargo build -q --release -p weft
-    WEFT="$CARGO_TARGET_DIR/release/weft"
-fi
+bench_weft
 lab="bguard$$"
 server=""
 cleanup() {

@@ -13,13 +13,10 @@ cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-"5 10 15 25"}
 DURATION=${DURATION:-10}
 SETTLE=${SETTLE:-5}
-[ "$(id -u)" = 0 ] || { echo "bench/idle/run.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
+. bench/lib.sh
+bench_needs_root "it builds network namespaces"
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [ -z "${WEFT:-}" ]; then
-    cargo build -q --release -p weft
-    WEFT="$CARGO_TARGET_DIR/release/weft"
-fi
+bench_weft
 lab="bidle$$"
 lab_dir=${WEFT_LAB_DIR:-/run/weft-lab}
 cleanup() {

@@ -13,12 +13,11 @@ N=${N:-2000}
 CLIENTS=${CLIENTS:-8}
 K=${K:-20}
 ROUNDS=${ROUNDS:-3}
-[ "$(id -u)" = 0 ] || { echo "bench/ipam/run.sh: run me as root (it builds network namespaces)" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "bench/ipam/run.sh: python3 is missing" >&2; exit 1; }
+. bench/lib.sh
+bench_needs_root "it builds network namespaces" python3:python3
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build -q --release -p weft
-weft="$CARGO_TARGET_DIR/release/weft"
+bench_weft
+weft="$WEFT"
 lab="bipam$$"
 cleanup() {
     rc=$?

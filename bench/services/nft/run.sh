@@ -12,8 +12,8 @@ cd "$(dirname "$0")/../../.."
 SERVICES=${SERVICES:-1000}
 TASKS=${TASKS:-10}
 ROUNDS=${ROUNDS:-20}
-[ "$(id -u)" = 0 ] || { echo "bench/services/nft/run.sh: run me as root (it makes a network namespace)" >&2; exit 1; }
-command -v nft >/dev/null || { echo "bench/services/nft/run.sh: needs nft (apt-get install nftables)" >&2; exit 1; }
+. bench/lib.sh
+bench_needs_root "it makes a network namespace" nft:nftables
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build -q --release -p weft-firewall --example svc_bench
 ns="bsvcnft$$"
