@@ -76,21 +76,22 @@ done
 
 # Rounds alternate the order (direct first, then the VIP first) so that a drift of the
 # machine's load weighs on both alike.
+# alternate MEASURE DIRECT VIA: ROUNDS figures of MEASURE to the task into array DIRECT
+# and to the VIP into array VIA.
+alternate() {
+    local measure=$1 r
+    local -n direct=$2 via=$3
+    for r in $(seq "$ROUNDS"); do
+        if [ $((r % 2)) = 1 ]; then
+            direct+=("$("$measure" "$TASK")") via+=("$("$measure" "$VIP")")
+        else
+            via+=("$("$measure" "$VIP")") direct+=("$("$measure" "$TASK")")
+        fi
+    done
+}
 D_BW=() V_BW=() D_CR=() V_CR=()
-for r in $(seq "$ROUNDS"); do
-    if [ $((r % 2)) = 1 ]; then
-        D_BW+=("$(iperf "$TASK")") V_BW+=("$(iperf "$VIP")")
-    else
-        V_BW+=("$(iperf "$VIP")") D_BW+=("$(iperf "$TASK")")
-    fi
-done
-for r in $(seq "$ROUNDS"); do
-    if [ $((r % 2)) = 1 ]; then
-        D_CR+=("$(rate "$TASK")") V_CR+=("$(rate "$VIP")")
-    else
-        V_CR+=("$(rate "$VIP")") D_CR+=("$(rate "$TASK")")
-    fi
-done
+alternate iperf D_BW V_BW
+alternate rate D_CR V_CR
 DB=$(printf '%s\n' "${D_BW[@]}" | median)
 VB=$(printf '%s\n' "${V_BW[@]}" | median)
 DC=$(printf '%s\n' "${D_CR[@]}" | median)
