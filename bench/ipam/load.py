@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""IPAM load through a router's HTTP API (127.0.0.1:6784 of the namespace it runs in).
+"""IPAM load through a router's HTTP API (its unix socket, $WEFT_RUN_DIR/weft.sock: the
+TCP port 6784 only reads).
 
   load.py rate N CLIENTS      N allocations (default subnet) spread over CLIENTS keep-alive
                               connections, then N releases; prints allocations/s.
@@ -9,10 +10,25 @@
 """
 import http.client
 import json
+import os
+import socket
 import statistics
 import sys
 import threading
 import time
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP to the router's API socket, where changes are served."""
+
+    def __init__(self, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = os.path.join(os.environ.get("WEFT_RUN_DIR", "/run/weft"), "weft.sock")
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
 
 
 def call(conn, method, path, body=None):
@@ -30,7 +46,7 @@ def rate(n, clients):
     errors = []
 
     def worker(c, op):
-        conn = http.client.HTTPConnection("127.0.0.1", 6784, timeout=60)
+        conn = UnixConnection()
         try:
             for i in range(per):
                 owner = f"bench-{c}-{i}"
@@ -58,7 +74,7 @@ def rate(n, clients):
 
 
 def request(k, prefix):
-    conn = http.client.HTTPConnection("127.0.0.1", 6784, timeout=60)
+    conn = UnixConnection()
     lat = []
     for i in range(k):
         t0 = time.perf_counter()
