@@ -318,12 +318,12 @@ impl Sleeve {
     pub fn set_quiet(&self, id: PeerId, quiet: bool) {
         let t = self.shared.read_tables();
         let Some(p) = t.peers.get(&id) else { return };
-        let was = p.quiet.swap(quiet, Relaxed);
-        if was && !quiet {
+        let resumed = p.quiet.swap(quiet, Relaxed) && !quiet;
+        if resumed {
             p.resumed.store(self.shared.now() + 1, Relaxed);
         }
         drop(t);
-        if was && !quiet {
+        if resumed {
             signal(&self.shared.kick_fd);
         }
     }

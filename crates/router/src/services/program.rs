@@ -210,11 +210,9 @@ fn run(rx: mpsc::Receiver<Job>) {
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
             match job {
-                Job::Want(_) | Job::Attach { .. } if cleared => {
-                    if let Job::Attach { done, .. } = job {
-                        dones.extend(done);
-                    }
-                }
+                // After a reset's clear nothing is programmed any more.
+                Job::Want(_) if cleared => {}
+                Job::Attach { done, .. } if cleared => dones.extend(done),
                 Job::Want(w) => {
                     wanted = w;
                     started = true;
